@@ -1,0 +1,147 @@
+"""Files in a run folder: append-only JSONL journals, atomic JSON writes, and manifests.
+
+Crash safety rests on two rules. A JSON document is written to a temporary file and renamed into
+place, so readers see the old or the new version, never half of one. A JSONL journal is only ever
+appended to, one flushed and fsynced line per record; a crash can tear at most the last line, and
+``read_jsonl`` drops such a tail (``repair_jsonl_tail`` cuts it off before new appends) instead of
+parsing it as data. A malformed line anywhere else is corruption and an error naming file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+_log = logging.getLogger(__name__)
+
+TRACKED_PACKAGES = ("ssb", "torch", "transformers", "accelerate", "peft", "safetensors", "math-verify", "vllm")
+
+
+class RunFolderError(RuntimeError):
+    """A run folder's contents are inconsistent with what a stage expects."""
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
+    """Replace ``path`` with ``records``, all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for record in records:
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _complete_prefix_length(data: bytes, path: Path) -> int:
+    """Length of the leading run of complete, parseable lines; errors on corruption mid-file."""
+    end = data.rfind(b"\n") + 1
+    lines = data[:end].split(b"\n")[:-1]
+    for number, line in enumerate(lines, start=1):
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and end == len(data):
+                # The last complete line is garbage and nothing follows it: a torn write whose
+                # newline made it to disk. Treat it as the tail.
+                return len(data) - len(line) - 1
+            raise RunFolderError(f"{path}:{number}: not valid JSON ({exc.msg}); the file is corrupt") from exc
+    return end
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """All complete records of a journal; a torn last line is ignored (and logged)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    keep = _complete_prefix_length(data, path)
+    if keep < len(data):
+        _log.warning("%s: ignoring a torn last line (%d bytes) left by an interrupted write", path, len(data) - keep)
+    return [json.loads(line) for line in data[:keep].split(b"\n") if line]
+
+
+def repair_jsonl_tail(path: Path) -> None:
+    """Cut a torn last line off ``path`` so that new appends start on a clean line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    keep = _complete_prefix_length(data, path)
+    if keep < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class JsonlAppender:
+    """Appends one durable line per record to a journal."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        repair_jsonl_tail(path)
+        self._file = open(path, "a", encoding="utf-8")
+
+    def append(self, record: dict) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def fingerprint(obj: Any) -> str:
+    """Short stable hash of a JSON-serialisable object (configs, inputs)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def command_line() -> str:
+    return " ".join(sys.argv)

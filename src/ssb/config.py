@@ -1,0 +1,243 @@
+"""Run configuration: documented dataclasses, loaded from YAML, overridden by dotted flags.
+
+Every field carries its documentation in ``metadata["help"]``; the CLI turns each leaf field into a
+``--section.field`` option whose help is that text. Values are type-checked when a config is built,
+and an unknown or ill-typed key is an error that names the file (or flag) and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def doc(default: Any, help: str) -> Any:
+    """A dataclass field with a default and its documentation."""
+    if dataclasses.is_dataclass(default) or isinstance(default, (list, dict)):
+        return field(default_factory=lambda: _copy(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def _copy(value: Any) -> Any:
+    return dataclasses.replace(value) if dataclasses.is_dataclass(value) else type(value)(value)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = doc("Qwen/Qwen2.5-3B-Instruct", "Hugging Face model id, local model folder, or a .gguf file (dequantised on load).")
+    revision: str | None = doc(None, "Hub revision (branch, tag or commit) when name_or_path is a hub id.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc("auto", "Weights and compute dtype; auto = float32 on CPU, bfloat16 on GPU.")
+    device: str = doc("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
+    chat_template: str | None = doc(None, "Path to a Jinja chat template replacing the tokenizer's own (used by every stage).")
+    trust_remote_code: bool = doc(False, "Allow model code from the hub (transformers' trust_remote_code).")
+
+
+@dataclass
+class DataConfig:
+    source: str = doc("gsm8k", "Dataset layout: gsm8k, math500, aime24, amc23, svamp, mawps, or jsonl (fields below).")
+    split: str = doc("train", "Split name: picks <source>_<split>.jsonl in data_dir, or the hub split.")
+    path: str | None = doc(None, "A local JSONL file; overrides data_dir.")
+    data_dir: str | None = doc(None, "Folder holding <source>_<split>.jsonl files; if neither this nor path is set, the hub is used.")
+    question_field: str = doc("question", "Question field (source=jsonl).")
+    answer_field: str = doc("answer", "Gold final-answer field (source=jsonl).")
+    id_field: str | None = doc(None, "Record id field (source=jsonl); default: <source>-<split>-<line>.")
+    offset: int = doc(0, "Skip this many records (after shuffling).")
+    limit: int | None = doc(None, "Keep at most this many records (after offset).")
+    shuffle: bool = doc(False, "Shuffle records before offset/limit, with shuffle_seed.")
+    shuffle_seed: int = doc(0, "Seed of the shuffle.")
+    on_bad_record: Literal["error", "skip"] = doc("error", "On a bad record: stop with an error naming file, line and field, or skip it and log why.")
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or (self.limit is not None and self.limit < 0):
+            raise ConfigError("data.offset and data.limit must be >= 0")
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = doc(0.8, "Sampling temperature; 0 means greedy.")
+    top_p: float = doc(1.0, "Nucleus sampling mass (1.0 = off).")
+    top_k: int = doc(50, "Top-k sampling (0 = off).")
+    max_new_tokens: int = doc(1024, "Generation budget per sample; a sample that hits it is 'truncated'.")
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
+            raise ConfigError(f"invalid sampling settings: {self}")
+
+
+@dataclass
+class BackendConfig:
+    name: Literal["hf"] = doc("hf", "Generation backend: hf (transformers generate).")
+    batch_size: int = doc(32, "Most sequences generated together in one batch (questions x samples).")
+    progress: bool = doc(True, "Show tqdm progress bars.")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("backend.batch_size must be >= 1")
+
+
+@dataclass
+class PromptsConfig:
+    system: str | None = doc(None, "File replacing the paper's 'expert math tutor' system prompt.")
+    hinted: str | None = doc(None, "File replacing the paper's hinted refinement prompt (placeholders {question}, {chosen_correct_generation}, {rejected_generation}).")
+
+
+@dataclass
+class RolloutsConfig:
+    k: int = doc(4, "Rollouts per question (the paper's K).")
+    sampling: SamplingConfig = doc(SamplingConfig(temperature=0.8, max_new_tokens=1024), "Rollout sampling (the paper's T_roll; its value is not given, 0.8 is ours).")
+    chunk_questions: int = doc(8, "Questions generated together and journalled as one unit; also the unit of seeding, so a resumed run reproduces an uninterrupted one.")
+
+    def __post_init__(self) -> None:
+        if self.k < 2 or self.chunk_questions < 1:
+            raise ConfigError("rollouts.k must be >= 2 (a question needs a right and a wrong rollout) and chunk_questions >= 1")
+
+
+@dataclass
+class RefineConfig:
+    sampling: SamplingConfig = doc(SamplingConfig(temperature=0.4, max_new_tokens=2048), "Refinement sampling (the authors' code uses temperature 0.4).")
+    chunk_questions: int = doc(8, "Questions refined together and journalled as one unit.")
+    prefer_answered_wrong: bool = doc(True, "Pick the wrong rollout among those with a boxed answer when any exist; rollouts without one are used only when no wrong rollout has an answer.")
+
+    def __post_init__(self) -> None:
+        if self.chunk_questions < 1:
+            raise ConfigError("refine.chunk_questions must be >= 1")
+
+
+@dataclass
+class GradingConfig:
+    timeout_s: float = doc(5.0, "Time bound of one answer comparison; a timeout counts as wrong and is reported.")
+
+
+@dataclass
+class SSBConfig:
+    run_dir: str = doc("runs/ssb", "Run folder: every output of every stage goes here.")
+    seed: int = doc(0, "Seed of every random choice (sampling, selection, shuffling).")
+    model: ModelConfig = doc(ModelConfig(), "Base model (teacher and student).")
+    data: DataConfig = doc(DataConfig(), "Questions and gold answers.")
+    prompts: PromptsConfig = doc(PromptsConfig(), "Prompt templates.")
+    backend: BackendConfig = doc(BackendConfig(), "Generation backend.")
+    grading: GradingConfig = doc(GradingConfig(), "Grader settings.")
+    rollouts: RolloutsConfig = doc(RolloutsConfig(), "Stage 1: K sampled solutions per question.")
+    refine: RefineConfig = doc(RefineConfig(), "Stage 2: selection and hinted refinement.")
+
+
+# ----------------------------------------------------------------------------- building configs
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) mapping, checking names and types."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        item_where = f"{where}.{name}" if where != "config" else name
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+            # A partial section keeps the section's own defaults for the fields it leaves out.
+            base = dataclasses.asdict(known[name].default_factory())
+            value = _deep_merge(base, value)
+        kwargs[name] = _coerce(value, hints[name], item_where)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"--{dotted}: {part} is not a section")
+    tree[leaf] = value
+
+
+def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> SSBConfig:
+    """YAML file (optional) + ``{"rollouts.k": 8, ...}`` overrides -> a validated SSBConfig."""
+    tree: dict = {}
+    where = "config"
+    if path is not None:
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        tree = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        set_dotted(tree, dotted, value)
+    return from_dict(SSBConfig, tree, where if path else "config")
+
+
+def leaf_fields(config: Any = None, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:
+    """(dotted name, field, default) of every leaf option of ``config`` (default SSBConfig()), for the CLI."""
+    config = SSBConfig() if config is None else config
+    out = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out.extend(leaf_fields(value, f"{prefix}{f.name}."))
+        else:
+            out.append((prefix + f.name, f, value))
+    return out
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
