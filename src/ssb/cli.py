@@ -1,0 +1,87 @@
+"""``ssb`` command line: one subcommand per stage, each taking ``--config`` and dotted overrides.
+
+Every config field is an option (``--rollouts.k 8`` or ``--rollouts.k=8``) documented by its
+field's help text. Values are read as YAML scalars, so ``null``, ``true`` and ``1e-4`` mean what
+they look like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Callable
+
+import yaml
+
+from ssb.artifacts import RunFolderError
+from ssb.config import ConfigError, leaf_fields, load_config
+from ssb.data import DataError
+
+
+def _scalar(text: str) -> Any:
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        for convert in (int, float):
+            try:
+                return convert(value)
+            except ValueError:
+                pass
+    return value
+
+
+def _run_rollouts(config, args):
+    from ssb.rollouts import run_rollouts
+
+    return run_rollouts(config, force=args.force)
+
+
+def _run_refine(config, args):
+    from ssb.refinement import run_refine
+
+    return run_refine(config, force=args.force)
+
+
+STAGES: dict[str, tuple[Callable, str]] = {
+    "rollouts": (_run_rollouts, "Sample K solutions per question and grade them (writes rollouts.jsonl)."),
+    "refine": (_run_refine, "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions (writes teacher.jsonl, student.jsonl, dropped.jsonl)."),
+}
+
+
+def _config_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", help="YAML config file; options below override its values.")
+    parent.add_argument("--force", action="store_true", help="Restart the stage from scratch when its inputs changed since it was started (its outputs are discarded).")
+    parent.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
+    group = parent.add_argument_group("config options (dotted names, see the config dataclasses)")
+    for dotted, field, default in leaf_fields():
+        group.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", type=_scalar, default=argparse.SUPPRESS,
+                           metavar=dotted.rsplit(".", 1)[-1].upper(), help=f"{field.metadata['help']} (default: {default!r})")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssb", description="Semantic Soft Bootstrapping: RL-free self-distillation of hinted reasoning.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+    options = _config_options()
+    for name, (_, help_text) in STAGES.items():
+        sub.add_parser(name, parents=[options], help=help_text, description=help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")}
+    try:
+        config = load_config(args.config, overrides)
+        stats = STAGES[args.command][0](config, args)
+    except (ConfigError, DataError, RunFolderError, FileNotFoundError) as exc:
+        print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump({args.command: stats, "run_dir": config.run_dir}, sort_keys=False).rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

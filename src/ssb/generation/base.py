@@ -1,0 +1,47 @@
+"""The generation interface shared by all backends."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from ssb.chat import ChatFormat, Message
+
+FinishReason = Literal["stop", "length"]
+
+
+def derive_seed(seed: int, stage: str, chunk: int) -> int:
+    """A generation seed per (stage, chunk), independent of which chunks ran before."""
+    digest = hashlib.sha256(f"{seed}:{stage}:{chunk}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1  # samples per prompt
+    temperature: float = 0.8  # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    max_new_tokens: int = 1024
+    seed: int = 0  # one seed per call: the same call reproduces the same samples
+
+    @classmethod
+    def from_config(cls, sampling, n: int, seed: int) -> "SamplingParams":
+        return cls(n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+                   max_new_tokens=sampling.max_new_tokens, seed=seed)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str  # decoded without the stop token and special tokens
+    token_ids: list[int]  # generated ids, without the stop token
+    finish_reason: FinishReason  # "stop": ended on a stop token; "length": hit max_new_tokens
+    num_tokens: int  # generated tokens, counting the stop token
+
+
+class GenerationBackend(Protocol):
+    chat: ChatFormat  # the one chat format prompts are rendered with
+    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[list[Completion]]:
+        """``params.n`` completions for each prompt, in prompt order."""
+        ...

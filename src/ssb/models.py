@@ -1,0 +1,70 @@
+"""Loading the base model and its tokenizer: hub ids, local folders and GGUF files.
+
+A GGUF file is loaded through transformers' GGUF support, which dequantises every weight into a
+plain module; the result behaves as any other causal LM. dtype ``auto`` means float32 on CPU (no
+bf16 hardware on common CPUs: it is several times slower there) and bfloat16 on GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ssb.config import ModelConfig
+
+_log = logging.getLogger(__name__)
+
+
+def resolve_device(config: ModelConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def resolve_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
+    if config.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, config.dtype)
+
+
+def _source_kwargs(config: ModelConfig) -> tuple[str, dict]:
+    """(path or id, from_pretrained kwargs) for the model's location."""
+    kwargs: dict = {"trust_remote_code": config.trust_remote_code}
+    if config.revision is not None:
+        kwargs["revision"] = config.revision
+    location = config.name_or_path
+    if location.endswith(".gguf"):
+        path = Path(location)
+        if not path.is_file():
+            raise FileNotFoundError(f"model.name_or_path: GGUF file not found: {path}")
+        return str(path.parent), {**kwargs, "gguf_file": path.name}
+    return location, kwargs
+
+
+def load_tokenizer(config: ModelConfig):
+    from transformers import AutoTokenizer
+
+    location, kwargs = _source_kwargs(config)
+    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    if config.chat_template is not None:
+        tokenizer.chat_template = Path(config.chat_template).read_text(encoding="utf-8")
+    if tokenizer.chat_template is None:
+        raise ValueError(f"{config.name_or_path}: the tokenizer has no chat template; set model.chat_template to a Jinja file")
+    return tokenizer
+
+
+def load_model(config: ModelConfig):
+    """The causal LM on its device and dtype, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(config)
+    dtype = resolve_dtype(config, device)
+    location, kwargs = _source_kwargs(config)
+    start = time.monotonic()
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    model.to(device).eval()
+    _log.info("loaded %s (%s, %s) in %.1fs", config.name_or_path, dtype, device, time.monotonic() - start)
+    return model

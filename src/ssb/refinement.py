@@ -1,0 +1,155 @@
+"""Stage 2 (Algorithm 1, lines 13-28): selection, hinted refinement, verification.
+
+For every question with at least one correct and one wrong rollout, a (correct, wrong) pair is
+selected (``ssb.selection``), shown to the same model in the paper's hinted prompt, and the model
+writes one solution. It is kept only when it ends on its own (not truncated) and its last boxed
+answer is correct. Each question's outcome goes to the ``refinements.jsonl`` journal as soon as its
+chunk finishes; when all are done the views are written from the journal, atomically:
+``teacher.jsonl`` (system, hinted prompt, solution), ``student.jsonl`` (system, bare question, the
+same solution) and ``dropped.jsonl`` (id and reason for every question not kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections import Counter
+
+from tqdm.auto import tqdm
+
+from ssb.artifacts import JsonlAppender, read_jsonl, text_sha256, write_jsonl_atomic
+from ssb.chat import messages
+from ssb.config import SSBConfig
+from ssb.generation import LazyGenerator, SamplingParams, derive_seed
+from ssb.grading import answers_equivalent, grade
+from ssb.prompts import Prompts, load_prompts
+from ssb.run_folder import RunFolder, model_provenance
+from ssb.selection import select_pair
+
+_log = logging.getLogger(__name__)
+
+KEPT = "kept"
+DROP_REASONS = ("all-correct", "all-wrong", "refinement-truncated", "refinement-no-answer", "refinement-wrong")
+
+
+def stage_inputs(config: SSBConfig, prompts: Prompts, rollouts_fingerprint: str) -> dict:
+    return {
+        "seed": config.seed,
+        "model": dataclasses.asdict(config.model),
+        "rollouts_inputs_fingerprint": rollouts_fingerprint,
+        "system_prompt_sha256": text_sha256(prompts.system),
+        "hinted_prompt_sha256": text_sha256(prompts.hinted_template),
+        "refine": dataclasses.asdict(config.refine),
+        "grading": dataclasses.asdict(config.grading),
+    }
+
+
+def _selection_for(record: dict, config: SSBConfig):
+    rollouts = record["rollouts"]
+    rng = random.Random(f"{config.seed}:select:{record['id']}")
+    same = lambda a, b: answers_equivalent(a, b, config.grading.timeout_s) is True  # noqa: E731 (timeout = different)
+    return select_pair([r["answer"] for r in rollouts], [r["correct"] for r in rollouts], rng, same,
+                       config.refine.prefer_answered_wrong)
+
+
+def _unrefinable(record: dict) -> dict:
+    reason = "all-correct" if record["num_correct"] == len(record["rollouts"]) else "all-wrong"
+    return {"index": record["index"], "id": record["id"], "outcome": reason}
+
+
+def _outcome(finish_reason: str, answer: str | None, correct: bool) -> str:
+    if finish_reason == "length":
+        return "refinement-truncated"
+    if answer is None:
+        return "refinement-no-answer"
+    return KEPT if correct else "refinement-wrong"
+
+
+def _views(journal: list[dict], records_by_id: dict[str, dict], system: str):
+    teacher, student, dropped = [], [], []
+    for entry in journal:
+        record = records_by_id[entry["id"]]
+        if entry["outcome"] != KEPT:
+            dropped.append({"id": entry["id"], "reason": entry["outcome"],
+                            **({"refinement_answer": entry["refinement"]["answer"]} if "refinement" in entry else {})})
+            continue
+        solution = entry["refinement"]["text"]
+        common = {"id": entry["id"], "gold": record["gold"]}
+        teacher.append({**common, "messages": messages(system, entry["hinted_prompt"], solution)})
+        student.append({**common, "messages": messages(system, record["question"], solution)})
+    return teacher, student, dropped
+
+
+def refine_stats(journal: list[dict]) -> dict:
+    outcomes = Counter(e["outcome"] for e in journal)
+    mixed = sum(1 for e in journal if e["outcome"] not in ("all-correct", "all-wrong"))
+    refined = [e["refinement"] for e in journal if "refinement" in e]
+    return {
+        "questions": len(journal),
+        "mixed": mixed,
+        "kept": outcomes[KEPT],
+        "dropped": {reason: outcomes[reason] for reason in DROP_REASONS},
+        "yield_of_questions": outcomes[KEPT] / len(journal) if journal else 0.0,
+        "yield_of_mixed": outcomes[KEPT] / mixed if mixed else 0.0,
+        "wrong_from_majority_answer": sum(1 for e in journal if e.get("selection", {}).get("wrong_group_size", 0) > 1),
+        "grader_timeouts": sum(r["grader_timed_out"] for r in refined),
+        "generated_tokens": sum(r["num_tokens"] for r in refined),
+    }
+
+
+def run_refine(config: SSBConfig, force: bool = False, generator=None) -> dict:
+    """Run (or resume) selection + refinement; returns its stats. ``generator`` replaces the model's backend."""
+    folder = RunFolder(config.run_dir)
+    rollouts_entry = folder.require_finished("rollouts", needed_by="refine")
+    prompts = load_prompts(config.prompts.system, config.prompts.hinted)
+    inputs = stage_inputs(config, prompts, rollouts_entry["inputs_fingerprint"])
+    if not folder.begin_stage("refine", inputs, force):
+        _log.info("refine: already complete in %s", folder.path)
+        return folder.stats()["refine"]
+
+    records = sorted(read_jsonl(folder.file("rollouts.jsonl")), key=lambda r: r["index"])
+    journal_path = folder.file("refinements.jsonl")
+    done = {e["id"] for e in read_jsonl(journal_path)}
+    mixed = [r for r in records if 0 < r["num_correct"] < len(r["rollouts"])]
+    size = config.refine.chunk_questions
+    chunks = [(c, mixed[s : s + size]) for c, s in enumerate(range(0, len(mixed), size))]
+    pending = [(c, chunk) for c, chunk in chunks if any(r["id"] not in done for r in chunk)]
+    generator = generator or LazyGenerator(config)
+
+    start, new_tokens = time.monotonic(), 0
+    mixed_ids = {r["id"] for r in mixed}
+    with JsonlAppender(journal_path) as journal:
+        for record in records:
+            if record["id"] not in mixed_ids and record["id"] not in done:
+                journal.append(_unrefinable(record))
+        for c, chunk in tqdm(pending, desc="refine", unit="chunk", disable=not config.backend.progress):
+            selections = [_selection_for(r, config) for r in chunk]
+            hinted = [prompts.render_hinted(r["question"], r["rollouts"][s.correct_index]["text"], r["rollouts"][s.wrong_index]["text"])
+                      for r, s in zip(chunk, selections)]
+            params = SamplingParams.from_config(config.refine.sampling, n=1, seed=derive_seed(config.seed, "refine", c))
+            completions = generator.generate([messages(prompts.system, h) for h in hinted], params)
+            for record, selection, prompt, (completion,) in zip(chunk, selections, hinted, completions):
+                if record["id"] in done:
+                    continue
+                g = grade(completion.text, record["gold"], config.grading.timeout_s)
+                journal.append({
+                    "index": record["index"], "id": record["id"], "outcome": _outcome(completion.finish_reason, g.answer, g.correct),
+                    "selection": dataclasses.asdict(selection), "hinted_prompt": prompt,
+                    "refinement": {"text": completion.text, "answer": g.answer, "correct": g.correct, "grader_timed_out": g.timed_out,
+                                   "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens},
+                })
+                new_tokens += completion.num_tokens
+    elapsed = time.monotonic() - start
+
+    entries = sorted(read_jsonl(journal_path), key=lambda e: e["index"])
+    teacher, student, dropped = _views(entries, {r["id"]: r for r in records}, prompts.system)
+    write_jsonl_atomic(folder.file("teacher.jsonl"), teacher)
+    write_jsonl_atomic(folder.file("student.jsonl"), student)
+    write_jsonl_atomic(folder.file("dropped.jsonl"), dropped)
+    stats = refine_stats(entries)
+    stats["this_invocation"] = {"wall_s": round(elapsed, 2), "generated_tokens": new_tokens,
+                                "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else None}
+    folder.finish_stage("refine", inputs, model_provenance(config, generator.chat.tokenizer), stats)
+    return stats

@@ -1,0 +1,126 @@
+"""A run folder: where every stage reads its inputs and writes its outputs.
+
+Each stage records what it was started with (``.ssb/<stage>.json``: the config sections and
+upstream results it depends on) before writing anything. Re-running the stage with the same
+inputs resumes it; with different inputs it stops and lists what changed, unless told to
+``force`` a restart, which removes that stage's outputs first. When a stage completes it adds its
+entry to ``manifest.json`` (written last, atomically) and its counts to ``stats.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import ssb
+from ssb.artifacts import RunFolderError, fingerprint, package_versions, utc_now, write_json_atomic
+
+_log = logging.getLogger(__name__)
+
+STAGE_OUTPUTS = {
+    "rollouts": ["rollouts.jsonl"],
+    "refine": ["refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"],
+}
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def model_provenance(config, tokenizer) -> dict:
+    """What a stage's outputs depend on besides its config: model, tokenizer, grader, seed."""
+    from ssb.chat import tokenizer_hash
+    from ssb.grading import GRADER_VERSION
+
+    return {"model": config.model.name_or_path, "model_revision": config.model.revision,
+            "tokenizer_hash": tokenizer_hash(tokenizer), "seed": config.seed, "grader": GRADER_VERSION}
+
+
+def describe_changes(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every leaf that differs."""
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def stats(self) -> dict:
+        path = self.file("stats.json")
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _state_file(self, stage: str) -> Path:
+        return self.path / ".ssb" / f"{stage}.json"
+
+    def manifest(self) -> dict:
+        path = self.file("manifest.json")
+        return json.loads(path.read_text()) if path.exists() else {"stages": {}}
+
+    def stage_entry(self, stage: str) -> dict | None:
+        return self.manifest()["stages"].get(stage)
+
+    def begin_stage(self, stage: str, inputs: dict, force: bool = False) -> bool:
+        """Prepare ``stage`` with ``inputs``; returns False when it already completed with them."""
+        state_file = self._state_file(stage)
+        if state_file.exists():
+            recorded = json.loads(state_file.read_text())["inputs"]
+            if recorded != inputs:
+                changes = describe_changes(recorded, inputs)
+                if not force:
+                    raise RunFolderError(
+                        f"{self.path}: stage '{stage}' was started with other inputs; changed:\n  "
+                        + "\n  ".join(changes)
+                        + f"\nRe-run with --force to discard its outputs and start it again, or use another run_dir."
+                    )
+                _log.warning("forcing a restart of stage '%s'; changed: %s", stage, "; ".join(changes))
+                self._discard(stage)
+            elif (self.stage_entry(stage) or {}).get("inputs_fingerprint") == fingerprint(inputs):
+                return False
+        if not state_file.exists():
+            write_json_atomic(state_file, {"inputs": inputs, "started": utc_now()})
+        return True
+
+    def _discard(self, stage: str) -> None:
+        for name in STAGE_OUTPUTS[stage]:
+            self.file(name).unlink(missing_ok=True)
+        self._state_file(stage).unlink(missing_ok=True)
+        manifest = self.manifest()
+        if manifest["stages"].pop(stage, None) is not None:
+            write_json_atomic(self.file("manifest.json"), manifest)
+
+    def started_at(self, stage: str) -> str:
+        return json.loads(self._state_file(stage).read_text())["started"]
+
+    def finish_stage(self, stage: str, inputs: dict, entry: dict, stats: dict) -> None:
+        """Record ``stats`` and then the manifest entry: the stage's completion marker, written last."""
+        all_stats = self.stats()
+        all_stats[stage] = stats
+        write_json_atomic(self.file("stats.json"), all_stats)
+        manifest = self.manifest()
+        manifest["ssb_version"] = ssb.__version__
+        manifest["stages"][stage] = {
+            **entry,
+            "inputs": inputs,
+            "inputs_fingerprint": fingerprint(inputs),
+            "package_versions": package_versions(),
+            "started": self.started_at(stage),
+            "finished": utc_now(),
+        }
+        write_json_atomic(self.file("manifest.json"), manifest)
+
+    def require_finished(self, stage: str, needed_by: str) -> dict:
+        entry = self.stage_entry(stage)
+        if entry is None:
+            raise RunFolderError(f"{self.path}: stage '{needed_by}' needs '{stage}' to have finished first (no manifest entry); run `ssb {stage}`")
+        return entry
