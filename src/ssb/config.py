@@ -166,16 +166,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Build dataclass ``cls`` from a (possibly partial) mapping, checking names and types."""
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) mapping, checking names and types.
+
+    ``where`` is the dotted position of ``data`` in the whole config, used in error messages.
+    """
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise ConfigError(f"{where or 'top level'}: unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
     kwargs = {}
     for name, value in data.items():
-        item_where = f"{where}.{name}" if where != "config" else name
+        item_where = f"{where}.{name}" if where else name
         if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
             # A partial section keeps the section's own defaults for the fields it leaves out.
             base = dataclasses.asdict(known[name].default_factory())
@@ -184,7 +187,7 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     try:
         return cls(**kwargs)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -209,9 +212,7 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> SSBConfig:
     """YAML file (optional) + ``{"rollouts.k": 8, ...}`` overrides -> a validated SSBConfig."""
     tree: dict = {}
-    where = "config"
     if path is not None:
-        where = str(path)
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -223,7 +224,10 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> SS
         tree = loaded or {}
     for dotted, value in (overrides or {}).items():
         set_dotted(tree, dotted, value)
-    return from_dict(SSBConfig, tree, where if path else "config")
+    try:
+        return from_dict(SSBConfig, tree)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
 
 
 def leaf_fields(config: Any = None, prefix: str = "") -> list[tuple[str, dataclasses.Field, Any]]:

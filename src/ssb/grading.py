@@ -26,6 +26,8 @@ DEFAULT_TIMEOUT_S = 5.0
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _log = logging.getLogger(__name__)
+# math-verify warns on every call that its own timeouts are off; we bound the time ourselves.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,55 @@
+import pytest
+
+from ssb.cli import build_parser, main
+from ssb.config import ConfigError, leaf_fields, load_config
+
+
+def test_yaml_and_dotted_overrides(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seed: 3\nrollouts:\n  k: 6\n  sampling:\n    temperature: 1.0\n")
+    config = load_config(str(cfg), {"rollouts.k": 8, "refine.sampling.top_p": 0.9})
+    assert config.seed == 3 and config.rollouts.k == 8
+    assert config.rollouts.sampling.temperature == 1.0 and config.rollouts.sampling.max_new_tokens == 1024
+    assert config.refine.sampling.top_p == 0.9 and config.refine.sampling.temperature == 0.4
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("rollouts:\n  kk: 3\n", r"c\.yaml: rollouts: unknown field\(s\) kk"),
+     ("rollouts:\n  k: three\n", r"rollouts\.k: expected int, got 'three'"),
+     ("model:\n  dtype: float8\n", r"model\.dtype: 'float8' is not one of"),
+     ("rollouts:\n  k: 1\n", "rollouts.k must be >= 2"),
+     ("- a\n", "top level must be a mapping")],
+)
+def test_bad_configs_are_named(tmp_path, text, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(str(cfg))
+
+
+def test_every_field_is_documented_and_in_help(capsys):
+    names = [name for name, field, _ in leaf_fields()]
+    assert "rollouts.k" in names and "refine.sampling.temperature" in names
+    assert all(field.metadata.get("help") for _, field, _ in leaf_fields())
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["rollouts", "--help"])
+    out = capsys.readouterr().out
+    assert all(f"--{name}" in out for name in names)
+    assert "Rollouts per question (the paper's K)" in out
+
+
+def test_cli_overrides_parse_yaml_scalars():
+    args = build_parser().parse_args(["rollouts", "--rollouts.k=8", "--data.limit", "null", "--grading.timeout_s", "1e-1"])
+    assert vars(args)["cfg:rollouts.k"] == 8 and vars(args)["cfg:data.limit"] is None
+    assert vars(args)["cfg:grading.timeout_s"] == 0.1
+
+
+def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"question": "Q"}\n')
+    code = main(["rollouts", "--data.source", "jsonl", "--data.path", str(bad), "--run_dir", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "q.jsonl:1: answer: missing field" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing written for input that never loaded

@@ -1,0 +1,48 @@
+import torch
+
+from ssb.chat import ChatFormat, messages
+from ssb.generation import SamplingParams
+from ssb.generation.hf import HFBackend
+from tiny import tiny_qwen2
+
+PROMPTS = [messages("sys", "What is 1+1?"), messages("sys", "A much longer question, with more words in it?"), messages("s", "Hi")]
+
+
+def backend(tokenizer, batch_size=8, model=None):
+    return HFBackend(model or tiny_qwen2(len(tokenizer)), ChatFormat(tokenizer), batch_size=batch_size, progress=False)
+
+
+def test_batched_greedy_equals_one_prompt_at_a_time(tokenizer):
+    b = backend(tokenizer)
+    params = SamplingParams(n=2, temperature=0, max_new_tokens=12)
+    batched = b.generate(PROMPTS, params)
+    single = [b.generate([p], params)[0] for p in PROMPTS]
+    assert [[c.token_ids for c in row] for row in batched] == [[c.token_ids for c in row] for row in single]
+    assert all(c.finish_reason == "length" and c.num_tokens == 12 for row in batched for c in row)
+
+
+def test_sampling_is_seeded_and_shapes_follow_n(tokenizer):
+    b = backend(tokenizer, batch_size=4)
+    params = SamplingParams(n=3, temperature=1.0, top_k=0, max_new_tokens=10, seed=5)
+    first, again = b.generate(PROMPTS, params), b.generate(PROMPTS, params)
+    assert [len(row) for row in first] == [3, 3, 3]
+    assert first == again
+    other = b.generate(PROMPTS, SamplingParams(n=3, temperature=1.0, top_k=0, max_new_tokens=10, seed=6))
+    assert other != first
+    assert len({tuple(c.token_ids) for c in first[0]}) > 1  # samples of one prompt differ
+
+
+def test_stops_at_end_of_turn_token(tokenizer):
+    model = tiny_qwen2(len(tokenizer))
+    eot = ChatFormat(tokenizer).end_of_turn_id
+    hidden = model.config.hidden_size
+    head = torch.nn.Linear(hidden, len(tokenizer), bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[eot] = 10.0
+    model.lm_head = head
+    out = backend(tokenizer, model=model).generate(PROMPTS[:2], SamplingParams(n=2, temperature=0, max_new_tokens=8))
+    for row in out:
+        for c in row:
+            assert c.finish_reason == "stop" and c.token_ids == [] and c.text == "" and c.num_tokens == 1

@@ -1,0 +1,224 @@
+"""Rollouts and refine stages end to end: scripted outcomes, the real HF backend, resume, refusals."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ssb.artifacts import RunFolderError, read_jsonl
+from ssb.chat import ChatFormat
+from ssb.cli import main
+from ssb.config import load_config
+from ssb.prompts import load_prompts
+from ssb.refinement import run_refine
+from ssb.rollouts import run_rollouts
+from scripted import ScriptedBackend
+
+N_QUESTIONS = 12
+
+
+def write_questions(path: Path, n: int = N_QUESTIONS) -> Path:
+    path.write_text("".join(json.dumps({"question": f"Question {i}: what is {i}?", "answer": str(i)}) + "\n" for i in range(n)))
+    return path
+
+
+def rollout_script(user: str, s: int):
+    """By question number modulo 4: all right; all wrong; mixed with a majority wrong answer; mixed, wrong unboxed."""
+    i = int(re.match(r"Question (\d+)", user).group(1))
+    kind = i % 4
+    if kind == 0:
+        return f"Easy. \\boxed{{{i}}}"
+    if kind == 1:
+        return f"Hmm. \\boxed{{{i + 1}}}"
+    if kind == 2:
+        return [f"Right: \\boxed{{{i}}}", f"Majority A \\boxed{{{i + 100}}}", f"Majority B \\boxed{{{i + 100}.0}}", f"Lone \\boxed{{{i + 7}}}"][s]
+    return (f"Right: \\boxed{{{i}}}", "stop") if s == 0 else ("and so on and so on", "length")
+
+
+def refine_script(user: str, s: int):
+    """Refines correctly except question 6 (wrong) and question 7 (truncated)."""
+    i = int(re.search(r"-----\nQuestion (\d+)", user).group(1))
+    if i == 6:
+        return f"Careful solution. \\boxed{{{i + 1}}}"
+    if i == 7:
+        return "Careful solution that never ends", "length"
+    return f"Careful solution, step by step. \\boxed{{{i}}}"
+
+
+def make_config(tmp_path: Path, run: str = "run", **overrides):
+    data = write_questions(tmp_path / "questions.jsonl")
+    return load_config(None, {"run_dir": str(tmp_path / run), "data.source": "jsonl", "data.path": str(data),
+                              "model.name_or_path": "scripted", "rollouts.chunk_questions": 3, "refine.chunk_questions": 2,
+                              "backend.progress": False, **overrides})
+
+
+def scripted(tokenizer, script=None):
+    return ScriptedBackend(ChatFormat(tokenizer), script or rollout_script)
+
+
+def run_both(config, tokenizer):
+    run_rollouts(config, generator=scripted(tokenizer))
+    return run_refine(config, generator=scripted(tokenizer, refine_script))
+
+
+def test_rollouts_and_refine_produce_the_run_folder(tmp_path, tokenizer):
+    config = make_config(tmp_path)
+    stats = run_both(config, tokenizer)
+    run = Path(config.run_dir)
+
+    rollouts = read_jsonl(run / "rollouts.jsonl")
+    assert [r["index"] for r in rollouts] == list(range(N_QUESTIONS))
+    first = rollouts[2]
+    assert set(first) >= {"id", "question", "gold", "rollouts", "num_correct"}
+    assert [r["correct"] for r in first["rollouts"]] == [True, False, False, False]
+    assert [r["answer"] for r in first["rollouts"]] == ["2", "102", "102.0", "9"]
+    assert set(first["rollouts"][0]) == {"text", "answer", "correct", "grader_timed_out", "finish_reason", "num_tokens"}
+    assert rollouts[3]["rollouts"][1]["finish_reason"] == "length" and rollouts[3]["rollouts"][1]["answer"] is None
+
+    teacher, student = read_jsonl(run / "teacher.jsonl"), read_jsonl(run / "student.jsonl")
+    # Mixed questions: 2, 3, 6, 7, 10, 11; 6 refined wrong, 7 truncated.
+    assert [t["id"] for t in teacher] == [f"jsonl-train-{i}" for i in (2, 3, 10, 11)] == [s["id"] for s in student]
+    system = load_prompts().system
+    for t, s, i in zip(teacher, student, (2, 3, 10, 11)):
+        assert [m["role"] for m in t["messages"]] == ["system", "user", "assistant"] == [m["role"] for m in s["messages"]]
+        assert t["messages"][0]["content"] == s["messages"][0]["content"] == system
+        assert t["messages"][2]["content"] == s["messages"][2]["content"] == f"Careful solution, step by step. \\boxed{{{i}}}"
+        assert s["messages"][1]["content"] == f"Question {i}: what is {i}?"
+        hinted = t["messages"][1]["content"]
+        assert hinted == load_prompts().render_hinted(f"Question {i}: what is {i}?", f"Right: \\boxed{{{i}}}", hinted.split("incorrect\nby auto-evaluator:\n-----\n")[1].split("\n-----\n")[0])
+    # The wrong rollout shown is one of the majority (102 / 102.0 are one answer), never the lone 9.
+    assert re.search(r"Majority [AB] \\boxed\{102", teacher[0]["messages"][1]["content"])
+    # With only unboxed wrong rollouts (question 3), one of those is shown.
+    assert "and so on and so on" in teacher[1]["messages"][1]["content"]
+
+    dropped = {d["id"]: d["reason"] for d in read_jsonl(run / "dropped.jsonl")}
+    assert dropped == {"jsonl-train-0": "all-correct", "jsonl-train-1": "all-wrong", "jsonl-train-4": "all-correct", "jsonl-train-5": "all-wrong",
+                       "jsonl-train-6": "refinement-wrong", "jsonl-train-7": "refinement-truncated", "jsonl-train-8": "all-correct", "jsonl-train-9": "all-wrong"}
+    assert stats["kept"] == 4 and stats["mixed"] == 6 and stats["dropped"]["refinement-wrong"] == 1
+    assert stats["yield_of_questions"] == pytest.approx(4 / 12)
+    all_stats = json.loads((run / "stats.json").read_text())
+    assert all_stats["rollouts"]["questions_mixed"] == 6 and all_stats["rollouts"]["rollouts"] == 48
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    for stage in ("rollouts", "refine"):
+        entry = manifest["stages"][stage]
+        assert {"inputs", "tokenizer_hash", "package_versions", "seed", "started", "finished", "model"} <= set(entry)
+        assert entry["package_versions"]["transformers"]
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def crashing(backend, after_calls: int):
+    original = backend.generate
+
+    def generate(prompts, params):
+        if len(backend.calls) >= after_calls:
+            raise Crash()
+        return original(prompts, params)
+
+    backend.generate = generate
+    return backend
+
+
+def test_interrupted_stages_resume_without_loss_or_duplicates(tmp_path, tokenizer):
+    reference = make_config(tmp_path, "reference")
+    run_both(reference, tokenizer)
+
+    config = make_config(tmp_path)
+    with pytest.raises(Crash):
+        run_rollouts(config, generator=crashing(scripted(tokenizer), after_calls=2))
+    assert len(read_jsonl(Path(config.run_dir) / "rollouts.jsonl")) == 6
+    resumed = scripted(tokenizer)
+    run_rollouts(config, generator=resumed)
+    assert len(resumed.calls) == 2  # only the two unfinished chunks
+    with pytest.raises(Crash):
+        run_refine(config, generator=crashing(scripted(tokenizer, refine_script), after_calls=1))
+    run_refine(config, generator=scripted(tokenizer, refine_script))
+
+    for name in ("rollouts.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"):
+        got = sorted(read_jsonl(Path(config.run_dir) / name), key=lambda r: r.get("index", 0))
+        want = sorted(read_jsonl(Path(reference.run_dir) / name), key=lambda r: r.get("index", 0))
+        assert got == want, name
+    ids = [r["id"] for r in read_jsonl(Path(config.run_dir) / "refinements.jsonl")]
+    assert len(ids) == len(set(ids)) == N_QUESTIONS
+
+
+def test_finished_stage_is_not_redone_and_changed_inputs_are_refused(tmp_path, tokenizer):
+    config = make_config(tmp_path)
+    run_both(config, tokenizer)
+    again = scripted(tokenizer)
+    run_rollouts(config, generator=again)
+    assert again.calls == []
+
+    changed = make_config(tmp_path, **{"rollouts.k": 6})
+    with pytest.raises(RunFolderError, match=r"rollouts\.k: 4 -> 6[\s\S]*--force"):
+        run_rollouts(changed, generator=scripted(tokenizer))
+    run_rollouts(changed, force=True, generator=scripted(tokenizer, lambda u, s: rollout_script(u, min(s, 3))))
+    assert all(len(r["rollouts"]) == 6 for r in read_jsonl(Path(config.run_dir) / "rollouts.jsonl"))
+    # refine was made from the old rollouts: it must notice.
+    with pytest.raises(RunFolderError, match="rollouts_inputs_fingerprint"):
+        run_refine(changed, generator=scripted(tokenizer, refine_script))
+
+
+def test_refine_requires_finished_rollouts(tmp_path, tokenizer):
+    with pytest.raises(RunFolderError, match="needs 'rollouts'"):
+        run_refine(make_config(tmp_path), generator=scripted(tokenizer, refine_script))
+
+
+def test_cli_stages_with_the_real_hf_backend_on_a_tiny_model(tmp_path, tiny_model_dir):
+    data = write_questions(tmp_path / "q.jsonl", 5)
+    common = ["--run_dir", str(tmp_path / "run"), "--model.name_or_path", str(tiny_model_dir), "--data.source", "jsonl",
+              "--data.path", str(data), "--rollouts.sampling.max_new_tokens", "8", "--rollouts.chunk_questions", "2",
+              "--backend.batch_size", "3", "--backend.progress", "false"]
+    assert main(["rollouts", *common]) == 0
+    assert main(["refine", *common]) == 0
+    rollouts = read_jsonl(tmp_path / "run" / "rollouts.jsonl")
+    assert len(rollouts) == 5 and all(len(r["rollouts"]) == 4 for r in rollouts)
+    assert all(x["num_tokens"] <= 8 and x["finish_reason"] in ("stop", "length") for r in rollouts for x in r["rollouts"])
+    # A random model never boxes an answer: every question is all-wrong, nothing is kept.
+    assert {d["reason"] for d in read_jsonl(tmp_path / "run" / "dropped.jsonl")} == {"all-wrong"}
+    assert (tmp_path / "run" / "teacher.jsonl").read_text() == ""
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["refine"]["model"] == str(tiny_model_dir)
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_stages import make_config, scripted, rollout_script
+from tiny import byte_tokenizer
+from pathlib import Path
+from ssb.rollouts import run_rollouts
+backend = scripted(byte_tokenizer())
+slow = backend.generate
+def generate(prompts, params):
+    time.sleep({delay})
+    return slow(prompts, params)
+backend.generate = generate
+run_rollouts(make_config(Path({tmp!r})), generator=backend)
+"""
+
+
+def test_kill_9_mid_stage_then_resume(tmp_path, tokenizer):
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(tmp_path), delay=0.6)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    journal = tmp_path / "run" / "rollouts.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (journal.exists() and journal.read_text().count("\n") >= 3):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(read_jsonl(journal))
+    assert 3 <= partial < N_QUESTIONS
+    run_rollouts(make_config(tmp_path), generator=scripted(tokenizer))
+    reference = make_config(tmp_path, "reference")
+    run_rollouts(reference, generator=scripted(tokenizer))
+    got = sorted(read_jsonl(journal), key=lambda r: r["index"])
+    assert got == sorted(read_jsonl(Path(reference.run_dir) / "rollouts.jsonl"), key=lambda r: r["index"])
