@@ -42,9 +42,23 @@ def _run_refine(config, args):
     return run_refine(config, force=args.force)
 
 
+def _run_teacher(config, args):
+    from ssb.teacher_targets import run_teacher
+
+    return run_teacher(config, force=args.force)
+
+
+def _run_distill(config, args):
+    from ssb.distillation import run_distill
+
+    return run_distill(config, force=args.force)
+
+
 STAGES: dict[str, tuple[Callable, str]] = {
     "rollouts": (_run_rollouts, "Sample K solutions per question and grade them (writes rollouts.jsonl)."),
     "refine": (_run_refine, "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions (writes teacher.jsonl, student.jsonl, dropped.jsonl)."),
+    "teacher": (_run_teacher, "Run the frozen base model over the teacher view and store its targets on every solution token (writes teacher/)."),
+    "distill": (_run_distill, "Train LoRA adapters so the student view matches the teacher targets (writes distill/adapter, metrics.jsonl, checkpoints). Several processes: accelerate launch -m ssb distill ..."),
 }
 
 
@@ -76,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides)
         stats = STAGES[args.command][0](config, args)
-    except (ConfigError, DataError, RunFolderError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, RunFolderError, FloatingPointError, FileNotFoundError) as exc:
         print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
         return 2
     print(yaml.safe_dump({args.command: stats, "run_dir": config.run_dir}, sort_keys=False).rstrip())

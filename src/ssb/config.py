@@ -119,6 +119,58 @@ class GradingConfig:
 
 
 @dataclass
+class TeacherConfig:
+    format: Literal["hidden", "topk", "full", "online"] = doc("hidden", "Stored teacher targets: hidden (final hidden states; exact logits recomputed through the frozen head), topk (k largest logits + log-normaliser), full (all logits), online (nothing stored; teacher pass during training).")
+    dtype: Literal["bfloat16", "float16", "float32"] = doc("bfloat16", "Storage dtype of hidden states / full logits.")
+    k: int = doc(64, "Logits kept per token for format=topk.")
+    batch_size: int = doc(4, "Sequences per teacher forward pass.")
+    shard_tokens: int = doc(65536, "Solution tokens per safetensors shard.")
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.batch_size < 1 or self.shard_tokens < 1:
+            raise ConfigError("teacher.k, teacher.batch_size and teacher.shard_tokens must be >= 1")
+
+
+@dataclass
+class LoraSettings:
+    r: int = doc(32, "LoRA rank (the paper's 32).")
+    alpha: int = doc(32, "LoRA alpha (scaling alpha / r).")
+    dropout: float = doc(0.0, "LoRA dropout.")
+    target_modules: list[str] = doc(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "Linear layers that get adapters (all attention and MLP projections; never the output head).")
+
+
+@dataclass
+class DistillConfig:
+    objective: Literal["kd"] = doc("kd", "Training objective: kd (logit distillation, optionally mixed with CE).")
+    temperature: float = doc(2.0, "Distillation temperature T_KD (the authors' code: 2.0); the loss is T^2 * KL(softmax(t/T) || softmax(s/T)).")
+    normalization: Literal["sequence", "token"] = doc("sequence", "sequence: mean over each solution's tokens, then over sequences (paper eq. 6); token: mean over all tokens of a step (the authors' code).")
+    kd_weight: float = doc(1.0, "Weight of the KD term.")
+    ce_weight: float = doc(0.0, "Weight of a cross-entropy term on the solution tokens (0 = pure KD, as in the paper).")
+    topk_tail: bool = doc(True, "With topk targets, model the teacher mass outside the top k as one tail bucket (otherwise renormalise the top k).")
+    lora: LoraSettings = doc(LoraSettings(), "LoRA adapter shape.")
+    epochs: int = doc(3, "Passes over the examples (the paper: 3).")
+    batch_size: int = doc(4, "Sequences per optimiser step, over all processes and accumulation (the paper: 4).")
+    micro_batch_size: int = doc(1, "Sequences per forward pass per process; batch_size must be a multiple of micro_batch_size x processes.")
+    lr: float = doc(2e-4, "AdamW learning rate.")
+    weight_decay: float = doc(0.0, "AdamW weight decay.")
+    scheduler: Literal["linear", "cosine", "constant"] = doc("linear", "Learning-rate schedule after warmup.")
+    warmup_steps: int = doc(5, "Linear warmup steps.")
+    max_grad_norm: float = doc(1.0, "Gradient clipping norm (0 = off).")
+    max_steps: int | None = doc(None, "Stop after this many optimiser steps (default: epochs x steps per epoch).")
+    head_chunk_tokens: int = doc(256, "Solution tokens per chunk through the output head: bounds logits memory to chunk x vocab.")
+    gradient_checkpointing: bool = doc(False, "Recompute decoder activations in backward to save memory.")
+    save_every: int = doc(50, "Checkpoint every this many optimiser steps (and at the end).")
+    log_with: Literal["none", "tensorboard", "wandb"] = doc("none", "Also log metrics to TensorBoard or W&B (through accelerate).")
+    merge: bool = doc(False, "Also save the base model with the adapter merged in.")
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0 or self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1 or self.head_chunk_tokens < 1:
+            raise ConfigError("distill: temperature > 0 and epochs, batch_size, micro_batch_size, head_chunk_tokens >= 1 are required")
+        if self.kd_weight < 0 or self.ce_weight < 0 or self.kd_weight + self.ce_weight == 0:
+            raise ConfigError("distill: kd_weight and ce_weight must be >= 0 and not both 0")
+
+
+@dataclass
 class SSBConfig:
     run_dir: str = doc("runs/ssb", "Run folder: every output of every stage goes here.")
     seed: int = doc(0, "Seed of every random choice (sampling, selection, shuffling).")
@@ -129,6 +181,8 @@ class SSBConfig:
     grading: GradingConfig = doc(GradingConfig(), "Grader settings.")
     rollouts: RolloutsConfig = doc(RolloutsConfig(), "Stage 1: K sampled solutions per question.")
     refine: RefineConfig = doc(RefineConfig(), "Stage 2: selection and hinted refinement.")
+    teacher: TeacherConfig = doc(TeacherConfig(), "Stage 3: teacher targets on the solution tokens.")
+    distill: DistillConfig = doc(DistillConfig(), "Stage 4: LoRA distillation into the hint-free student.")
 
 
 # ----------------------------------------------------------------------------- building configs
@@ -151,6 +205,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(tp)
+        return [_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ _log = logging.getLogger(__name__)
 STAGE_OUTPUTS = {
     "rollouts": ["rollouts.jsonl"],
     "refine": ["refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"],
+    "teacher": ["teacher"],
+    "distill": ["distill"],
 }
 
 
@@ -93,7 +96,11 @@ class RunFolder:
 
     def _discard(self, stage: str) -> None:
         for name in STAGE_OUTPUTS[stage]:
-            self.file(name).unlink(missing_ok=True)
+            path = self.file(name)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         self._state_file(stage).unlink(missing_ok=True)
         manifest = self.manifest()
         if manifest["stages"].pop(stage, None) is not None:

@@ -1,0 +1,277 @@
+"""Stage 4 (Algorithm 1, lines 38-49): LoRA distillation of the teacher targets into the student view.
+
+The student sees only system + bare question; on every solution token it is trained to match the
+teacher distribution, ``T^2 KL(softmax(t/T) || softmax(s/T))`` (``ssb.losses``), optionally mixed
+with CE. Prompt tokens are never supervised. Student logits are computed only at the solution
+positions and in checkpointed chunks through the frozen output head, so memory does not grow with
+batch x sequence x vocabulary.
+
+Runs on accelerate: plain ``ssb distill`` on one device, or ``accelerate launch -m ssb distill``
+for several processes. ``distill.batch_size`` is the global number of sequences per optimiser
+step; each process takes its share of each step's batch as micro-batches and every loss is divided
+by the step's *global* count of sequences (or tokens), so accumulation and data parallelism give the
+update of one big batch. Data order is a seeded permutation per epoch; checkpoints hold adapter,
+optimiser, scheduler and RNG state, so a resumed run continues the same trajectory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
+from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from ssb.chat import ChatFormat
+from ssb.config import SSBConfig
+from ssb.losses import chunked_over_rows, cross_entropy, kl_full, kl_topk, reduce_per_token
+from ssb.models import load_model, load_tokenizer
+from ssb.run_folder import RunFolder, model_provenance
+from ssb.teacher_targets import TeacherTargets, targets_identity
+
+_log = logging.getLogger(__name__)
+
+
+class SolutionHidden(torch.nn.Module):
+    """The trainable forward, as a module so that DDP sees (and syncs) it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return solution_hidden_states(self.model, batch)
+
+
+def step_batches(num_examples: int, batch_size: int, epochs: int, seed: int) -> list[list[int]]:
+    """Example indices of every optimiser step: a seeded permutation per epoch, last partial batch dropped."""
+    steps = []
+    for epoch in range(epochs):
+        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        steps.extend(order[s : s + batch_size] for s in range(0, num_examples - batch_size + 1, batch_size))
+    return steps
+
+
+def micro_batches(step: list[int], micro_batch_size: int, rank: int, world: int) -> list[list[int]]:
+    """This process's micro-batches of one step: micro-batch m goes to process m % world."""
+    chunks = [step[i : i + micro_batch_size] for i in range(0, len(step), micro_batch_size)]
+    return chunks[rank::world]
+
+
+def teacher_rows(example_targets: list[dict[str, torch.Tensor]], device) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([t[k] for t in example_targets]).to(device) for k in example_targets[0]}
+
+
+def per_token_losses(config: SSBConfig, head, student_hidden: torch.Tensor, teacher: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+    """(N, H) student hidden states + teacher rows -> (N, 2): KD and CE per solution token, chunked."""
+    temperature, fmt = config.distill.temperature, config.teacher.format
+    names = sorted(teacher)
+
+    def chunk_loss(h, target_ids, *teacher_chunk):
+        t = dict(zip(names, teacher_chunk))
+        student_logits = head(h)  # (c, V)
+        if "hidden" in t:
+            with torch.no_grad():
+                teacher_logits = head(t["hidden"].to(h.dtype))
+            kd = kl_full(student_logits, teacher_logits, temperature)
+        elif "logits" in t:
+            kd = kl_full(student_logits, t["logits"], temperature)
+        else:
+            kd = kl_topk(student_logits, t["topk_logits"], t["topk_ids"], t["log_normalizer"], temperature, config.distill.topk_tail)
+        return torch.stack([kd, cross_entropy(student_logits, target_ids)], dim=-1)
+
+    if fmt == "online":
+        assert set(names) == {"hidden"}
+    return chunked_over_rows(chunk_loss, student_hidden, targets, *(teacher[n] for n in names), chunk_size=config.distill.head_chunk_tokens)
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    return sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(folder: Path, step: int, peft_model, optimizer, scheduler, keep: int = 2) -> Path:
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    target = folder / f"step-{step:06d}"
+    staging = folder / f".step-{step:06d}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}, staging / "adapter.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "rng": torch.get_rng_state()}, staging / "trainer_state.pt")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    for old in _checkpoints(folder)[:-keep]:
+        shutil.rmtree(old)
+    return target
+
+
+def load_checkpoint(path: Path, peft_model, optimizer, scheduler) -> int:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    device = next(peft_model.parameters()).device
+    set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in load_file(path / "adapter.safetensors").items()})
+    state = torch.load(path / "trainer_state.pt", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return state["step"]
+
+
+def build_peft_model(model, config: SSBConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = config.distill.lora
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+                             bias="none", task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, peft_config)
+    if config.distill.gradient_checkpointing:
+        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return peft_model
+
+
+def run_distill(config: SSBConfig, force: bool = False) -> dict:
+    from accelerate import Accelerator
+    from transformers import get_scheduler
+
+    accelerator = Accelerator(log_with=None if config.distill.log_with == "none" else config.distill.log_with,
+                              project_dir=str(Path(config.run_dir) / "distill"))
+    folder = RunFolder(config.run_dir)
+    teacher_entry = folder.require_finished("teacher", needed_by="distill")
+    # Everything that can refuse the inputs runs before the stage is marked as started.
+    tokenizer = load_tokenizer(config.model)
+    chat = ChatFormat(tokenizer)
+    examples = align_examples(folder.file("teacher.jsonl"), folder.file("student.jsonl"), chat)
+    model = load_model(dataclasses.replace(config.model, device=str(accelerator.device)))
+    targets = None
+    if config.teacher.format != "online":
+        targets = TeacherTargets(folder.file("teacher"), targets_identity(config, model, tokenizer))
+
+    inputs = {"teacher_inputs_fingerprint": teacher_entry["inputs_fingerprint"], "seed": config.seed,
+              "model": dataclasses.asdict(config.model), "distill": dataclasses.asdict(config.distill),
+              "teacher_format": config.teacher.format, "processes": accelerator.num_processes}
+    from accelerate.utils import broadcast_object_list
+
+    fresh = [folder.begin_stage("distill", inputs, force) if accelerator.is_main_process else None]
+    broadcast_object_list(fresh)
+    if not fresh[0]:
+        return folder.stats()["distill"]
+    out = folder.file("distill")
+    torch.manual_seed(config.seed)
+    peft_model = build_peft_model(model, config)
+    peft_model.train()
+    head = peft_model.get_output_embeddings()
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+
+    d = config.distill
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if d.batch_size % (d.micro_batch_size * world):
+        raise RunFolderError(f"distill.batch_size={d.batch_size} must be a multiple of micro_batch_size x processes = {d.micro_batch_size * world}")
+    steps = step_batches(len(examples), d.batch_size, d.epochs, config.seed)
+    if d.max_steps is not None:
+        steps = steps[: d.max_steps]
+    if not steps:
+        raise RunFolderError(f"{folder.path}: {len(examples)} examples make no full batch of {d.batch_size}")
+    optimizer = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=d.weight_decay)
+    scheduler = get_scheduler("constant_with_warmup" if d.scheduler == "constant" else d.scheduler, optimizer,
+                              num_warmup_steps=d.warmup_steps, num_training_steps=len(steps))
+    wrapper, optimizer = accelerator.prepare(SolutionHidden(peft_model), optimizer)
+
+    checkpoints = out / "checkpoints"
+    done = 0
+    if _checkpoints(checkpoints):
+        done = load_checkpoint(_checkpoints(checkpoints)[-1], peft_model, optimizer, scheduler)
+        _log.info("resuming distillation after step %d", done)
+    metrics_path = out / "metrics.jsonl"
+    if accelerator.is_main_process:
+        # Steps after the checkpoint are redone: their metrics lines would otherwise appear twice.
+        write_jsonl_atomic(metrics_path, [m for m in read_jsonl(metrics_path) if m["step"] <= done])
+        if d.log_with != "none":
+            accelerator.init_trackers("ssb-distill", config={"distill": dataclasses.asdict(d)})
+    metrics = JsonlAppender(metrics_path) if accelerator.is_main_process else None
+
+    started = time.monotonic()
+    bar = tqdm(total=len(steps), initial=done, desc="distill", disable=not (config.backend.progress and accelerator.is_main_process))
+    for step in range(done + 1, len(steps) + 1):
+        step_start = time.monotonic()
+        global_examples = [examples[i] for i in steps[step - 1]]
+        denominator = len(global_examples) if d.normalization == "sequence" else sum(len(e.solution_ids) for e in global_examples)
+        parts = micro_batches(steps[step - 1], d.micro_batch_size, rank, world)
+        sums = torch.zeros(3, device=accelerator.device)  # loss, kd, ce of this process's share
+        local_tokens = 0
+        for m, indices in enumerate(parts):
+            group: list[AlignedExample] = [examples[i] for i in indices]
+            batch = pack([e.student_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id)
+            if targets is not None:
+                teacher = teacher_rows([targets.get(e) for e in group], accelerator.device)
+            else:
+                with torch.no_grad(), peft_model.disable_adapter():
+                    teacher_batch = pack([e.teacher_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id)
+                    teacher = {"hidden": solution_hidden_states(peft_model, teacher_batch)}
+            sync = m == len(parts) - 1
+            with nullcontext() if sync else accelerator.no_sync(wrapper):
+                hidden = wrapper(batch)
+                per_token = per_token_losses(config, head, hidden, teacher, batch.targets.to(accelerator.device))
+                index = batch.sequence_index.to(accelerator.device)
+                kd = reduce_per_token(per_token[:, 0], index, len(group), d.normalization, denominator)
+                ce = reduce_per_token(per_token[:, 1], index, len(group), d.normalization, denominator)
+                loss = d.kd_weight * kd + d.ce_weight * ce
+                # DDP averages gradients over processes; the loss is already a share of the global mean.
+                accelerator.backward(loss * world)
+            sums += torch.stack([loss.detach(), kd.detach(), ce.detach()])
+            local_tokens += len(batch.targets)
+        totals = accelerator.reduce(sums, reduction="sum")
+        if not torch.isfinite(totals[0]):
+            last = _checkpoints(checkpoints)
+            raise FloatingPointError(f"non-finite loss at step {step}; stopping. Last good checkpoint: {last[-1] if last else 'none'}")
+        grad_norm = accelerator.clip_grad_norm_(trainable, d.max_grad_norm) if d.max_grad_norm > 0 else _grad_norm(trainable)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=accelerator.device), reduction="sum"))
+        elapsed = time.monotonic() - step_start
+        record = {"step": step, "epoch": (step - 1) * d.batch_size // len(examples) + 1, "loss": totals[0].item(), "kl": totals[1].item(),
+                  "ce": totals[2].item(), "grad_norm": float(grad_norm), "lr": lr, "solution_tokens": tokens,
+                  "tokens_per_s": round(tokens / elapsed, 2), "step_s": round(elapsed, 3)}
+        if metrics is not None:
+            metrics.append(record)
+            if d.log_with != "none":
+                accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if step % d.save_every == 0 or step == len(steps):
+            if accelerator.is_main_process:
+                save_checkpoint(checkpoints, step, peft_model, optimizer, scheduler)
+            accelerator.wait_for_everyone()
+    bar.close()
+
+    stats = {}
+    if accelerator.is_main_process:
+        metrics.close()
+        peft_model.save_pretrained(out / "adapter")
+        if d.merge:
+            peft_model.merge_and_unload().save_pretrained(out / "merged")
+            tokenizer.save_pretrained(out / "merged")
+        history = read_jsonl(metrics_path)
+        stats = {"steps": len(steps), "examples": len(examples), "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
+                 "wall_s_this_invocation": round(time.monotonic() - started, 2),
+                 "trainable_parameters": sum(p.numel() for p in trainable)}
+        folder.finish_stage("distill", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return stats
+
+
+def _grad_norm(parameters) -> torch.Tensor:
+    grads = [p.grad.detach().norm() for p in parameters if p.grad is not None]
+    return torch.stack(grads).norm() if grads else torch.tensor(0.0)
+

@@ -1,0 +1,168 @@
+"""Stage 3 (Algorithm 1, lines 30-37): the frozen base model's targets on every solution token.
+
+One batched forward per group of teacher examples replaces the paper's token-by-token loop (the
+logits at position p-1+j predict solution token j; a test checks both agree). What is stored,
+per ``teacher.format``, in safetensors shards under ``teacher/``:
+
+- ``hidden``: final hidden states (after the last norm), (tokens, hidden_size). Logits are
+  recomputed at train time through the frozen output head, chunk by chunk: exact up to the
+  storage dtype, at hidden_size x 2 bytes per token in bf16 instead of vocab x 4.
+- ``topk``: the k largest logits, their ids, and ``logsumexp(logits / T)`` over the full vocabulary,
+  so the loss can give the remaining mass to a tail bucket.
+- ``full``: all logits (for validation and small vocabularies).
+- ``online``: nothing; the teacher pass runs during training with the adapters disabled.
+
+Every shard also holds the solution ids, so training can check they are the ones it tokenized.
+``teacher/manifest.json`` (written last) records format, dtype, k, temperature, model and tokenizer
+fingerprints and the code version; loading targets made otherwise is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+import ssb
+from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
+from ssb.artifacts import RunFolderError, write_json_atomic
+from ssb.chat import ChatFormat, tokenizer_hash
+from ssb.config import SSBConfig
+from ssb.models import load_model, load_tokenizer
+from ssb.run_folder import RunFolder, model_provenance
+
+_log = logging.getLogger(__name__)
+TARGETS_VERSION = 1
+
+
+def model_fingerprint(model) -> str:
+    """Architecture plus a checksum of a few weight tensors: tells one checkpoint from another."""
+    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    head = model.get_output_embeddings().weight
+    for tensor in (head[:8], head[-8:], model.get_input_embeddings().weight[:8]):
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def targets_identity(config: SSBConfig, model, tokenizer) -> dict:
+    """What targets depend on; compared field by field when they are loaded."""
+    identity = {"format": config.teacher.format, "model_fingerprint": model_fingerprint(model),
+                "tokenizer_hash": tokenizer_hash(tokenizer), "targets_version": TARGETS_VERSION}
+    if config.teacher.format in ("hidden", "full"):
+        identity["dtype"] = config.teacher.dtype
+    if config.teacher.format == "topk":
+        identity.update(k=config.teacher.k, temperature=config.distill.temperature)
+    return identity
+
+
+def _targets_for(hidden: torch.Tensor, head: torch.nn.Module, config: SSBConfig) -> dict[str, torch.Tensor]:
+    """hidden (L, H) -> the tensors stored for one example."""
+    fmt, dtype = config.teacher.format, getattr(torch, config.teacher.dtype)
+    if fmt == "hidden":
+        return {"hidden": hidden.to(dtype)}
+    logits = head(hidden).float()  # (L, V): one example at a time, never (B, S, V)
+    if fmt == "full":
+        return {"logits": logits.to(dtype)}
+    values, ids = logits.topk(min(config.teacher.k, logits.shape[-1]), dim=-1)
+    return {"topk_logits": values, "topk_ids": ids.to(torch.int32),
+            "log_normalizer": torch.logsumexp(logits / config.distill.temperature, dim=-1)}
+
+
+@torch.inference_mode()
+def compute_targets(model, examples: list[AlignedExample], config: SSBConfig, pad_id: int, progress: bool = False):
+    """Yields (example, {name: tensor (L, ...)}) in order, batching the forward passes."""
+    head = model.get_output_embeddings()
+    size = config.teacher.batch_size
+    for start in tqdm(range(0, len(examples), size), desc="teacher", disable=not progress):
+        group = examples[start : start + size]
+        batch = pack([e.teacher_prompt_ids for e in group], [e.solution_ids for e in group], pad_id)
+        hidden = solution_hidden_states(model, batch).float()
+        offset = 0
+        for example in group:
+            n = len(example.solution_ids)
+            yield example, {k: v.cpu().contiguous() for k, v in _targets_for(hidden[offset : offset + n], head, config).items()}
+            offset += n
+
+
+def _write_shard(folder: Path, index: int, pieces: list[tuple[AlignedExample, dict]]) -> dict[str, tuple[str, int, int]]:
+    name = f"targets-{index:05d}.safetensors"
+    tensors = {key: torch.cat([t[key] for _, t in pieces]) for key in pieces[0][1]}
+    tensors["solution_ids"] = torch.tensor([i for e, _ in pieces for i in e.solution_ids], dtype=torch.int32)
+    save_file(tensors, folder / name)
+    spans, start = {}, 0
+    for example, _ in pieces:
+        spans[example.id] = (name, start, len(example.solution_ids))
+        start += len(example.solution_ids)
+    return spans
+
+
+def run_teacher(config: SSBConfig, force: bool = False) -> dict:
+    folder = RunFolder(config.run_dir)
+    refine_entry = folder.require_finished("refine", needed_by="teacher")
+    inputs = {"refine_inputs_fingerprint": refine_entry["inputs_fingerprint"], "model": dataclasses.asdict(config.model),
+              "teacher": dataclasses.asdict(config.teacher), "temperature": config.distill.temperature if config.teacher.format == "topk" else None}
+    if not folder.begin_stage("teacher", inputs, force):
+        return folder.stats()["teacher"]
+    tokenizer = load_tokenizer(config.model)
+    chat = ChatFormat(tokenizer)
+    examples = align_examples(folder.file("teacher.jsonl"), folder.file("student.jsonl"), chat)
+    out = folder.file("teacher")
+    out.mkdir(exist_ok=True)
+    for stale in out.glob("targets-*.safetensors"):
+        stale.unlink()  # shards are cheap to recompute and an interrupted set is not trusted
+    model = load_model(config.model)
+    start, spans, pending, shard_tokens, index = time.monotonic(), {}, [], 0, 0
+    if config.teacher.format != "online":
+        for example, tensors in compute_targets(model, examples, config, chat.pad_id, config.backend.progress):
+            pending.append((example, tensors))
+            shard_tokens += len(example.solution_ids)
+            if shard_tokens >= config.teacher.shard_tokens:
+                spans.update(_write_shard(out, index, pending))
+                pending, shard_tokens, index = [], 0, index + 1
+        if pending:
+            spans.update(_write_shard(out, index, pending))
+    tokens = sum(len(e.solution_ids) for e in examples)
+    stored = sum(p.stat().st_size for p in out.glob("targets-*.safetensors"))
+    manifest = {**targets_identity(config, model, tokenizer), "ssb_version": ssb.__version__,
+                "examples": [{"id": e.id, "shard": spans[e.id][0], "start": spans[e.id][1], "length": spans[e.id][2]} if e.id in spans
+                             else {"id": e.id, "length": len(e.solution_ids)} for e in examples]}
+    write_json_atomic(out / "manifest.json", manifest)
+    stats = {"examples": len(examples), "solution_tokens": tokens, "bytes_stored": stored,
+             "bytes_per_token": round(stored / tokens, 1) if tokens else 0.0, "wall_s": round(time.monotonic() - start, 2)}
+    folder.finish_stage("teacher", inputs, model_provenance(config, tokenizer), stats)
+    return stats
+
+
+class TeacherTargets:
+    """Read access to stored targets, after checking they were made for this model and settings."""
+
+    def __init__(self, folder: Path, expected: dict):
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.exists():
+            raise RunFolderError(f"{folder}: no teacher manifest; run `ssb teacher` first")
+        self.manifest = json.loads(manifest_path.read_text())
+        differences = [f"{k}: stored {self.manifest.get(k)!r}, expected {v!r}" for k, v in expected.items() if self.manifest.get(k) != v]
+        if differences:
+            raise RunFolderError(f"{folder}: teacher targets were made for something else; " + "; ".join(differences)
+                                 + ". Re-run `ssb teacher --force` for this model and settings.")
+        self.folder = folder
+        self.spans = {e["id"]: e for e in self.manifest["examples"]}
+        self._shards: dict[str, dict[str, torch.Tensor]] = {}
+
+    def get(self, example: AlignedExample) -> dict[str, torch.Tensor]:
+        span = self.spans.get(example.id)
+        if span is None or "shard" not in span:
+            raise RunFolderError(f"{self.folder}: no stored targets for example {example.id!r}")
+        if span["shard"] not in self._shards:
+            self._shards[span["shard"]] = load_file(self.folder / span["shard"])
+        shard, lo, n = self._shards[span["shard"]], span["start"], span["length"]
+        if shard["solution_ids"][lo : lo + n].tolist() != example.solution_ids:
+            raise RunFolderError(f"{self.folder}: stored solution ids of {example.id!r} differ from the tokenized solution")
+        return {k: v[lo : lo + n] for k, v in shard.items() if k != "solution_ids"}

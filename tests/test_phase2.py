@@ -1,0 +1,191 @@
+"""Teacher targets and distillation on a tiny random Qwen2 model, from a scripted phase-1 run folder."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ssb.alignment import align_examples, pack, solution_hidden_states, solution_token_ids
+from ssb.artifacts import RunFolderError, read_jsonl
+from ssb.chat import ChatFormat, messages
+from ssb.config import load_config
+from ssb.distillation import run_distill
+from ssb.models import load_model, load_tokenizer
+from ssb.refinement import run_refine
+from ssb.rollouts import run_rollouts
+from ssb.teacher_targets import run_teacher
+from scripted import ScriptedBackend
+from test_stages import refine_script, rollout_script, write_questions
+from tiny import save_tiny_model
+
+DISTILL = {"distill.epochs": 2, "distill.batch_size": 2, "distill.micro_batch_size": 1, "distill.warmup_steps": 1,
+           "distill.lr": 1e-2, "distill.save_every": 2, "distill.head_chunk_tokens": 7, "distill.lora.r": 4, "distill.lora.alpha": 8}
+
+
+def phase1_folder(tmp_path: Path, model_dir: Path, run: str = "run", **overrides):
+    """A run folder whose teacher/student files come from the scripted phase 1 (10 kept examples)."""
+    data = write_questions(tmp_path / "questions.jsonl", 24)
+    config = load_config(None, {"run_dir": str(tmp_path / run), "data.source": "jsonl", "data.path": str(data),
+                                "model.name_or_path": str(model_dir), "rollouts.chunk_questions": 8, "backend.progress": False,
+                                "teacher.batch_size": 3, **DISTILL, **overrides})
+    chat = ChatFormat(load_tokenizer(config.model))
+    run_rollouts(config, generator=ScriptedBackend(chat, rollout_script))
+    run_refine(config, generator=ScriptedBackend(chat, refine_script))
+    return config
+
+
+@pytest.fixture
+def config(tmp_path, tiny_model_dir):
+    return phase1_folder(tmp_path, tiny_model_dir)
+
+
+def test_views_share_solution_ids_ending_in_end_of_turn(config):
+    run = Path(config.run_dir)
+    chat = ChatFormat(load_tokenizer(config.model))
+    examples = align_examples(run / "teacher.jsonl", run / "student.jsonl", chat)
+    assert len(examples) == 10
+    teacher, student = read_jsonl(run / "teacher.jsonl"), read_jsonl(run / "student.jsonl")
+    for e, t, s in zip(examples, teacher, student):
+        assert e.solution_ids == solution_token_ids(chat, t["messages"][2]["content"]) == solution_token_ids(chat, s["messages"][2]["content"])
+        assert e.solution_ids[-1] == chat.end_of_turn_id
+        assert e.teacher_prompt_ids == chat.prompt_ids(t["messages"][:2]) and e.student_prompt_ids == chat.prompt_ids(s["messages"][:2])
+        # The full teacher conversation, rendered by the template, is exactly prompt + solution ids.
+        full = chat.tokenizer.apply_chat_template(t["messages"], tokenize=False)
+        assert chat.tokenizer(full, add_special_tokens=False)["input_ids"][: len(e.teacher_prompt_ids) + len(e.solution_ids)] == e.teacher_prompt_ids + e.solution_ids
+
+
+def test_real_qwen_tokenizer_alignment(qwen_tokenizer):
+    chat = ChatFormat(qwen_tokenizer)
+    solution = "Step 1: 3 + 4 = 7.\n\nSo the answer is \\boxed{7}."
+    ids = solution_token_ids(chat, solution)
+    assert qwen_tokenizer.convert_ids_to_tokens(ids[-1]) == "<|im_end|>"
+    conversation = messages("S", "What is 3+4?", solution)
+    rendered = qwen_tokenizer(qwen_tokenizer.apply_chat_template(conversation, tokenize=False), add_special_tokens=False)["input_ids"]
+    prompt = chat.prompt_ids(conversation[:2])
+    assert rendered[: len(prompt) + len(ids)] == prompt + ids
+
+
+def test_batched_forward_equals_token_by_token_loop(config):
+    run = Path(config.run_dir)
+    model = load_model(config.model)
+    chat = ChatFormat(load_tokenizer(config.model))
+    examples = align_examples(run / "teacher.jsonl", run / "student.jsonl", chat)[:3]
+    batch = pack([e.teacher_prompt_ids for e in examples], [e.solution_ids for e in examples], chat.pad_id)
+    with torch.no_grad():
+        batched = model.get_output_embeddings()(solution_hidden_states(model, batch))
+        loop = []
+        for e in examples:  # the paper's Algorithm 1, lines 33-35
+            for j in range(len(e.solution_ids)):
+                loop.append(model(torch.tensor([e.teacher_prompt_ids + e.solution_ids[:j]])).logits[0, -1])
+    assert batched.shape == (sum(len(e.solution_ids) for e in examples), model.config.vocab_size)
+    assert (batched - torch.stack(loop)).abs().max().item() < 1e-4
+
+
+def test_target_formats_agree_and_hidden_reproduces_full_logits(tmp_path, tiny_model_dir):
+    stored = {}
+    for fmt in ("full", "hidden", "topk"):
+        config = phase1_folder(tmp_path, tiny_model_dir, run=f"run-{fmt}", **{"teacher.format": fmt, "teacher.dtype": "float32", "teacher.k": 5})
+        stats = run_teacher(config)
+        folder = Path(config.run_dir) / "teacher"
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["format"] == fmt and len(manifest["examples"]) == 10 == stats["examples"]
+        stored[fmt] = {k: torch.cat([load_file(p)[k] for p in sorted(folder.glob("targets-*.safetensors"))])
+                       for k in load_file(next(folder.glob("targets-*.safetensors")))}
+    head = load_model(config.model).get_output_embeddings()
+    with torch.no_grad():
+        from_hidden = head(stored["hidden"]["hidden"])
+    torch.testing.assert_close(from_hidden, stored["full"]["logits"], atol=1e-5, rtol=1e-5)
+    values, ids = stored["full"]["logits"].topk(5, -1)
+    torch.testing.assert_close(stored["topk"]["topk_logits"], values, atol=1e-5, rtol=1e-5)
+    assert torch.equal(stored["topk"]["topk_ids"].long(), ids)
+    torch.testing.assert_close(stored["topk"]["log_normalizer"], torch.logsumexp(stored["full"]["logits"] / 2.0, -1), atol=1e-5, rtol=1e-5)
+    assert torch.equal(stored["full"]["solution_ids"], stored["hidden"]["solution_ids"])
+
+
+def adapter(run_dir) -> dict:
+    return load_file(Path(run_dir) / "distill" / "adapter" / "adapter_model.safetensors")
+
+
+def test_distill_changes_lora_only_and_writes_outputs(config):
+    run_teacher(config)
+    base_before = load_file(Path(config.model.name_or_path) / "model.safetensors")
+    stats = run_distill(config)
+    out = Path(config.run_dir) / "distill"
+    assert stats["steps"] == 10  # 10 examples / batch 2 x 2 epochs
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(1, 11))
+    assert {"loss", "kl", "ce", "grad_norm", "lr", "solution_tokens", "tokens_per_s"} <= set(metrics[0])
+    assert all(m["loss"] >= 0 and m["solution_tokens"] > 0 for m in metrics)
+    weights = adapter(config.run_dir)
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: it moved
+    assert {k.split(".")[-3] for k in weights if "lora_A" in k} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert not any("lm_head" in k or "embed" in k for k in weights)
+    # Base weights on disk are untouched and the adapter loads with PEFT on top of them.
+    from peft import PeftModel
+
+    base = load_model(config.model)
+    for name, value in base.state_dict().items():
+        torch.testing.assert_close(value, base_before[name])
+    peft_model = PeftModel.from_pretrained(base, out / "adapter")
+    assert sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n) == stats["trainable_parameters"]
+    assert json.loads((Path(config.run_dir) / "manifest.json").read_text())["stages"]["distill"]["adapter"].endswith("adapter")
+
+
+def test_resume_continues_the_same_trajectory(tmp_path, tiny_model_dir, monkeypatch):
+    reference = phase1_folder(tmp_path, tiny_model_dir, run="reference")
+    run_teacher(reference)
+    run_distill(reference)
+
+    config = phase1_folder(tmp_path, tiny_model_dir)
+    run_teacher(config)
+    import ssb.distillation as distillation
+
+    calls = {"n": 0}
+    original = distillation.per_token_losses
+
+    def crash_in_step_4(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # inside step 4, after the checkpoint of step 2
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(distillation, "per_token_losses", crash_in_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run_distill(config)
+    monkeypatch.setattr(distillation, "per_token_losses", original)
+    run_distill(config)
+    got, want = read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl"), read_jsonl(Path(reference.run_dir) / "distill" / "metrics.jsonl")
+    assert [m["step"] for m in got] == list(range(1, 11))
+    for a, b in zip(got, want):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7) and a["lr"] == pytest.approx(b["lr"])
+    for k, v in adapter(reference.run_dir).items():
+        torch.testing.assert_close(adapter(config.run_dir)[k], v, atol=1e-6, rtol=1e-5)
+
+
+def test_online_teacher_equals_stored_hidden(tmp_path, tiny_model_dir):
+    losses = {}
+    for fmt in ("hidden", "online"):
+        config = phase1_folder(tmp_path, tiny_model_dir, run=fmt, **{"teacher.format": fmt, "teacher.dtype": "float32", "distill.max_steps": 2})
+        run_teacher(config)
+        run_distill(config)
+        losses[fmt] = [m["loss"] for m in read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl")]
+    assert losses["online"] == pytest.approx(losses["hidden"], rel=1e-4)
+    assert losses["hidden"][0] > 0  # different prompts: the untrained student differs from the teacher
+
+
+def test_targets_from_another_model_or_format_are_refused(tmp_path, tiny_model_dir):
+    config = phase1_folder(tmp_path, tiny_model_dir)
+    run_teacher(config)
+    other = save_tiny_model(tmp_path / "other-model", seed=1)
+    changed = load_config(None, {"run_dir": config.run_dir, "model.name_or_path": str(other), **DISTILL})
+    with pytest.raises(RunFolderError, match="model_fingerprint: stored"):
+        run_distill(changed)
+    topk = load_config(None, {"run_dir": config.run_dir, "model.name_or_path": config.model.name_or_path, "teacher.format": "topk", **DISTILL})
+    with pytest.raises(RunFolderError, match="format: stored 'hidden', expected 'topk'"):
+        run_distill(topk)
