@@ -189,3 +189,28 @@ def test_targets_from_another_model_or_format_are_refused(tmp_path, tiny_model_d
     topk = load_config(None, {"run_dir": config.run_dir, "model.name_or_path": config.model.name_or_path, "teacher.format": "topk", **DISTILL})
     with pytest.raises(RunFolderError, match="format: stored 'hidden', expected 'topk'"):
         run_distill(topk)
+
+
+def test_two_process_run_matches_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir):
+    """Two CPU processes (gloo), each one micro-batch per step, against one process accumulating both."""
+    settings = {"distill.max_steps": 3}
+    one = phase1_folder(tmp_path, tiny_model_dir, run="one", **settings)
+    two = phase1_folder(tmp_path, tiny_model_dir, run="two", **settings)
+    run_teacher(one)
+    run_teacher(two)
+    run_distill(one)
+    flags = [f"--{k}={v}" for k, v in {**DISTILL, **settings}.items()]
+    # accelerate's own `launch --cpu` starts one process unless MPI is installed; torchrun + accelerate's
+    # CPU flag gives accelerate's MULTI_CPU (gloo) set-up.
+    launcher = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(launcher), "--nproc_per_node", "2", "-m", "ssb", "distill", "--run_dir", two.run_dir,
+                             "--model.name_or_path", str(tiny_model_dir), "--backend.progress=false", *flags],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    got, want = read_jsonl(Path(two.run_dir) / "distill" / "metrics.jsonl"), read_jsonl(Path(one.run_dir) / "distill" / "metrics.jsonl")
+    assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-5)
+    assert [m["grad_norm"] for m in got] == pytest.approx([m["grad_norm"] for m in want], rel=1e-4)
+    for k, v in adapter(one.run_dir).items():
+        torch.testing.assert_close(adapter(two.run_dir)[k], v, atol=1e-5, rtol=1e-4)
+    assert json.loads((Path(two.run_dir) / "manifest.json").read_text())["stages"]["distill"]["inputs"]["processes"] == 2

@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, RunFolderError, FloatingPointError, FileNotFoundError) as exc:
         print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    print(yaml.safe_dump({args.command: stats, "run_dir": config.run_dir}, sort_keys=False).rstrip())
+    if stats:  # other processes of a multi-process run return nothing to report
+        print(yaml.safe_dump({args.command: stats, "run_dir": config.run_dir}, sort_keys=False).rstrip())
     return 0
 
 

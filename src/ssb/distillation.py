@@ -6,8 +6,9 @@ with CE. Prompt tokens are never supervised. Student logits are computed only at
 positions and in checkpointed chunks through the frozen output head, so memory does not grow with
 batch x sequence x vocabulary.
 
-Runs on accelerate: plain ``ssb distill`` on one device, or ``accelerate launch -m ssb distill``
-for several processes. ``distill.batch_size`` is the global number of sequences per optimiser
+Runs on accelerate: plain ``ssb distill`` on one device; ``accelerate launch --multi_gpu
+--num_processes N -m ssb distill ...`` on GPUs (DeepSpeed/FSDP through accelerate's own config);
+``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssb distill ...`` on CPUs (gloo). ``distill.batch_size`` is the global number of sequences per optimiser
 step; each process takes its share of each step's batch as micro-batches and every loss is divided
 by the step's *global* count of sequences (or tokens), so accumulation and data parallelism give the
 update of one big batch. Data order is a seeded permutation per epoch; checkpoints hold adapter,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -144,6 +146,12 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
 
     accelerator = Accelerator(log_with=None if config.distill.log_with == "none" else config.distill.log_with,
                               project_dir=str(Path(config.run_dir) / "distill"))
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        # e.g. `accelerate launch --multi_gpu` on a machine without GPUs: independent copies that would
+        # all write the same run folder.
+        raise RunFolderError(f"{launched} processes were launched but accelerate set up {accelerator.num_processes}; "
+                             "on CPUs launch with: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssb distill ...")
     folder = RunFolder(config.run_dir)
     teacher_entry = folder.require_finished("teacher", needed_by="distill")
     # Everything that can refuse the inputs runs before the stage is marked as started.
