@@ -4,7 +4,7 @@ The one-at-a-time loop is how the paper's scripts generate rollouts. Both runs u
 model, the same questions, the same sampling settings and seed; throughput counts only generated
 tokens (each row up to and including its end-of-turn token).
 
-    python benchmarks/rollout_throughput.py [--questions 8] [--k 4] [--max-new-tokens 192]
+    python benchmarks/rollout_throughput.py [--questions 8] [--k 4] [--max-new-tokens 160]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--model", default="packaged:qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--k", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=192)
+    parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-dir", default=str(DATA))
     parser.add_argument("--out", default="benchmarks/results/rollout_throughput.json")

@@ -1,0 +1,204 @@
+"""Teacher-target storage, top-k accuracy, and distillation-step memory on a real model.
+
+Examples: the correct rollouts of a finished phase-1 run folder (real model-written solutions),
+each with the hinted prompt built from it and one wrong rollout of its question (or itself).
+
+1. Bytes per solution token of each stored format, from the shards ``ssb`` writes, against the
+   authors' format: full-vocabulary fp32 logits in ``np.savez_compressed``.
+2. KL error of ``topk`` targets (with and without the tail bucket) against the full-vocabulary KL,
+   in nats per token (without the T^2 factor), the student being the same model on the bare question.
+3. Peak memory and tokens/s of one distillation step (forward + backward, LoRA r=32) with ``ssb``'s
+   chunked loss on hidden-state targets, against a dense collator in the authors' style: full
+   (B, S, V) student logits and a padded fp32 (B, S, V) teacher tensor. Each variant runs in its own
+   process; memory is the growth of resident memory over the process's state before the step.
+
+    python benchmarks/teacher_targets_and_memory.py --run-dir runs/small [--examples 24] [--batch 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from ssb.alignment import AlignedExample, pack, solution_hidden_states, solution_token_ids
+from ssb.artifacts import read_jsonl
+from ssb.chat import ChatFormat, messages
+from ssb.config import ModelConfig, load_config
+from ssb.losses import kl_full, kl_topk
+from ssb.models import load_model, load_tokenizer
+from ssb.prompts import load_prompts
+from ssb.teacher_targets import _targets_for, _write_shard
+
+
+def build_examples(run_dir: Path, chat: ChatFormat, count: int) -> list[AlignedExample]:
+    prompts = load_prompts()
+    out = []
+    for record in read_jsonl(run_dir / "rollouts.jsonl"):
+        rollouts = record["rollouts"]
+        wrong = next((r for r in rollouts if not r["correct"]), None)
+        for r in rollouts:
+            if r["correct"] and r["finish_reason"] == "stop" and len(out) < count:
+                hinted = prompts.render_hinted(record["question"], r["text"], (wrong or r)["text"])
+                out.append(AlignedExample(f"{record['id']}-{len(out)}", chat.prompt_ids(messages(prompts.system, hinted)),
+                                          chat.prompt_ids(messages(prompts.system, record["question"])), solution_token_ids(chat, r["text"])))
+    return out
+
+
+class PeakRSS:
+    """Samples resident memory every 2 ms in a thread; ``peak - start`` is the growth during the block."""
+
+    def __enter__(self):
+        self.process, self.start, self.peak, self.running = psutil.Process(), psutil.Process().memory_info().rss, 0, True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch: int) -> dict:
+    """One distillation step in this process; returns peak growth of RSS and tokens/s."""
+    from ssb.distillation import build_peft_model, per_token_losses
+    from ssb.losses import reduce_per_token
+
+    config = load_config(None, {"model.name_or_path": model_name})
+    tokenizer = load_tokenizer(config.model)
+    chat = ChatFormat(tokenizer)
+    group = build_examples(Path(run_dir), chat, count)[:batch]
+    model = load_model(config.model)
+    with torch.no_grad():
+        teacher_hidden = solution_hidden_states(model, pack([e.teacher_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id))
+    peft_model = build_peft_model(model, config)
+    peft_model.train()
+    head = peft_model.get_output_embeddings()
+    student = pack([e.student_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id)
+    tokens = len(student.targets)
+    if variant == "dense":
+        # The authors' collator: the teacher logits of every position, padded into one fp32 (B, S, V) tensor.
+        with torch.no_grad():
+            teacher_logits = head(teacher_hidden).float()
+        B, S = student.input_ids.shape
+        V = teacher_logits.shape[-1]
+    with PeakRSS() as memory:
+        start = time.monotonic()
+        if variant == "dense":
+            dense_teacher = torch.zeros(B, S, V)
+            dense_teacher.view(-1, V)[student.positions] = teacher_logits
+            mask = torch.zeros(B * S, dtype=torch.bool)
+            mask[student.positions] = True
+            logits = peft_model(input_ids=student.input_ids, attention_mask=student.attention_mask).logits.float()  # (B, S, V)
+            T = config.distill.temperature
+            kl = torch.nn.functional.kl_div(torch.log_softmax(logits / T, -1), torch.log_softmax(dense_teacher / T, -1),
+                                            log_target=True, reduction="none").sum(-1).view(-1)
+            loss = T**2 * kl[mask].mean()
+        else:
+            hidden = solution_hidden_states(peft_model, student)
+            per_token = per_token_losses(config, head, hidden, {"hidden": teacher_hidden}, student.targets)
+            loss = reduce_per_token(per_token[:, 0], student.sequence_index, len(group), "token", tokens)
+        loss.backward()
+        seconds = time.monotonic() - start
+    return {"variant": variant, "loss": loss.item(), "tokens": tokens, "batch": len(group), "max_seq": int(student.input_ids.shape[1]),
+            "peak_rss_growth_gib": round((memory.peak - memory.start) / 2**30, 3), "seconds": round(seconds, 1),
+            "tokens_per_s": round(tokens / seconds, 1)}
+
+
+def storage_and_topk(model_name: str, run_dir: Path, count: int) -> dict:
+    config = load_config(None, {"model.name_or_path": model_name})
+    chat = ChatFormat(load_tokenizer(config.model))
+    examples = build_examples(run_dir, chat, count)
+    model = load_model(config.model)
+    head = model.get_output_embeddings()
+    tokens = sum(len(e.solution_ids) for e in examples)
+    sizes, errors = {}, {}
+    T = config.distill.temperature
+    per_format: dict[str, list] = {"hidden": [], **{f"topk{k}": [] for k in (16, 64, 256)}}
+    full_kl, npz_bytes, npz_tokens = [], 0, 0
+    with torch.no_grad():
+        for e in examples:
+            t_hidden = solution_hidden_states(model, pack([e.teacher_prompt_ids], [e.solution_ids], chat.pad_id))
+            s_logits = head(solution_hidden_states(model, pack([e.student_prompt_ids], [e.solution_ids], chat.pad_id))).float()
+            t_logits = head(t_hidden).float()
+            full_kl.append(kl_full(s_logits, t_logits, T) / T**2)
+            per_format["hidden"].append((e, _targets_for(t_hidden, head, load_config(None, {"teacher.format": "hidden"}))))
+            for k in (16, 64, 256):
+                cfg = load_config(None, {"teacher.format": "topk", "teacher.k": k})
+                targets = _targets_for(t_hidden, head, cfg)
+                per_format[f"topk{k}"].append((e, targets))
+                for tail in (True, False):
+                    approx = kl_topk(s_logits, targets["topk_logits"], targets["topk_ids"], targets["log_normalizer"], T, tail) / T**2
+                    errors.setdefault(f"topk{k}{'+tail' if tail else ''}", []).append((approx - full_kl[-1]).abs())
+            if npz_tokens < 600:  # the authors' format, on a sample (it is slow and large)
+                buffer = io.BytesIO()
+                np.savez_compressed(buffer, logits=t_logits.numpy())
+                npz_bytes += buffer.getbuffer().nbytes
+                npz_tokens += len(e.solution_ids)
+    with tempfile.TemporaryDirectory() as folder:
+        for name, pieces in per_format.items():
+            shard = Path(folder) / name
+            shard.mkdir()
+            _write_shard(shard, 0, pieces)
+            sizes[name] = sum(p.stat().st_size for p in shard.iterdir()) / tokens
+    V = head.weight.shape[0]
+    sizes["full_fp32_raw"] = V * 4
+    sizes["authors_npz_fp32"] = npz_bytes / npz_tokens
+    full = torch.cat(full_kl)
+    return {"examples": len(examples), "solution_tokens": tokens, "vocab": V,
+            "bytes_per_token": {k: round(v, 1) for k, v in sizes.items()},
+            "ratio_to_authors_npz": {k: round(v / sizes["authors_npz_fp32"], 6) for k, v in sizes.items()},
+            "mean_full_kl_nats_per_token": round(full.mean().item(), 4),
+            "topk_abs_kl_error_nats_per_token": {k: float(f"{torch.cat(v).mean().item():.3g}") for k, v in errors.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="packaged:qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--run-dir", default="runs/small")
+    parser.add_argument("--examples", type=int, default=24)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--step-variant", choices=["dense", "ssb"], help=argparse.SUPPRESS)  # internal: one step per process
+    parser.add_argument("--out", default="benchmarks/results/teacher_targets_and_memory.json")
+    args = parser.parse_args()
+    if args.step_variant:
+        print(json.dumps(step_variant(args.step_variant, args.model, args.run_dir, args.examples, args.batch)))
+        return
+    report = {"command": " ".join(["python", *sys.argv]), "storage_and_topk": storage_and_topk(args.model, Path(args.run_dir), args.examples)}
+    print(json.dumps(report["storage_and_topk"], indent=2), flush=True)
+    steps = {}
+    for variant in ("ssb", "dense"):
+        result = subprocess.run([sys.executable, __file__, "--step-variant", variant, "--model", args.model, "--run-dir", args.run_dir,
+                                 "--examples", str(args.examples), "--batch", str(args.batch)], capture_output=True, text=True)
+        if result.returncode != 0:
+            steps[variant] = {"error": result.stderr[-2000:]}
+        else:
+            steps[variant] = json.loads(result.stdout.strip().splitlines()[-1])
+        print(variant, json.dumps(steps[variant]), flush=True)
+    report["distill_step"] = steps
+    if "error" not in steps["ssb"] and "error" not in steps["dense"]:
+        report["memory_ratio_ssb_over_dense"] = round(steps["ssb"]["peak_rss_growth_gib"] / steps["dense"]["peak_rss_growth_gib"], 3)
+        report["speed_ratio_ssb_over_dense"] = round(steps["ssb"]["tokens_per_s"] / steps["dense"]["tokens_per_s"], 2)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report.get(k) for k in ("memory_ratio_ssb_over_dense", "speed_ratio_ssb_over_dense")}))
+
+
+if __name__ == "__main__":
+    main()
