@@ -3,7 +3,8 @@ import random
 import pytest
 
 from ssb.grading import answers_equivalent
-from ssb.selection import group_by_equivalence, select_pair
+from ssb.grading import group_by_equivalence
+from ssb.selection import select_pair
 
 
 def equivalent(a, b):

@@ -34,40 +34,30 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _temp_beside(path: Path) -> tuple[int, str]:
+def _write_atomic(path: Path, text_chunks: Iterable[str]) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o644)  # mkstemp's 0600 would make run folders unreadable to collaborators
-    return fd, tmp
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+            for chunk in text_chunks:
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    _write_atomic(path, [json.dumps(obj, indent=2, ensure_ascii=False), "\n"])
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
     """Replace ``path`` with ``records``, all or nothing."""
-    fd, tmp = _temp_beside(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _write_atomic(path, (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def _complete_prefix_length(data: bytes, path: Path) -> int:

@@ -20,6 +20,7 @@ import re
 import signal
 import threading
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 GRADER_VERSION = "ssb-grader-1 (math-verify, last boxed answer)"
 DEFAULT_TIMEOUT_S = 5.0
@@ -188,6 +189,23 @@ def answers_equivalent(gold: str, answer: str, timeout_s: float = DEFAULT_TIMEOU
     if result is None:
         _log.warning("grader timed out after %.1fs comparing %r to gold %r", timeout_s, answer, gold)
     return result
+
+
+def group_by_equivalence(answers: Sequence[str], equivalent: Callable[[str, str], bool]) -> list[list[int]]:
+    """Partition indices of ``answers`` into groups of mutually equivalent answers.
+
+    Each answer joins the first group whose first member it is equivalent to (``equivalent(first,
+    answer)``), so grouping costs at most one comparison per (answer, group).
+    """
+    groups: list[list[int]] = []
+    for i, answer in enumerate(answers):
+        for group in groups:
+            if equivalent(answers[group[0]], answer):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
 
 
 def grade(response_text: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Grade:

@@ -16,6 +16,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ssb.grading import group_by_equivalence
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -23,23 +25,6 @@ class Selection:
     wrong_index: int
     wrong_answer: str | None
     wrong_group_size: int  # rollouts sharing the chosen wrong answer (1 = no majority)
-
-
-def group_by_equivalence(answers: Sequence[str], equivalent: Callable[[str, str], bool]) -> list[list[int]]:
-    """Partition indices of ``answers`` into groups of mutually equivalent answers.
-
-    Each answer joins the first group whose first member it is equivalent to (``equivalent(first,
-    answer)``), so grouping costs at most one comparison per (answer, group).
-    """
-    groups: list[list[int]] = []
-    for i, answer in enumerate(answers):
-        for group in groups:
-            if equivalent(answers[group[0]], answer):
-                group.append(i)
-                break
-        else:
-            groups.append([i])
-    return groups
 
 
 def select_pair(
