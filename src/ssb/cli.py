@@ -54,11 +54,32 @@ def _run_distill(config, args):
     return run_distill(config, force=args.force)
 
 
+def _run_eval(config, args):
+    from ssb.evaluation import run_eval
+
+    return run_eval(config, force=args.force)
+
+
 STAGES: dict[str, tuple[Callable, str]] = {
     "rollouts": (_run_rollouts, "Sample K solutions per question and grade them (writes rollouts.jsonl)."),
     "refine": (_run_refine, "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions (writes teacher.jsonl, student.jsonl, dropped.jsonl)."),
     "teacher": (_run_teacher, "Run the frozen base model over the teacher view and store its targets on every solution token (writes teacher/)."),
     "distill": (_run_distill, "Train LoRA adapters so the student view matches the teacher targets (writes distill/adapter, metrics.jsonl, checkpoints). Several processes: accelerate launch -m ssb distill ..."),
+    "eval": (_run_eval, "Evaluate the base model and adapters on benchmarks (writes eval/<model>/<benchmark>.samples.jsonl and .summary.json)."),
+}
+
+# Short spellings of `ssb eval` options: flag -> (dotted config field, how to read the value).
+EVAL_ALIASES = {
+    "--model": ("model.name_or_path", str),
+    "--adapter": ("eval.adapters", str),  # repeatable
+    "--benchmarks": ("eval.benchmarks", lambda text: [b.strip() for b in text.split(",") if b.strip()]),
+    "--n": ("eval.n", int),
+    "--k": ("eval.k", lambda text: [int(k) for k in text.split(",")]),
+    "--temperature": ("eval.sampling.temperature", float),
+    "--max-new-tokens": ("eval.sampling.max_new_tokens", int),
+    "--limit": ("eval.limit", int),
+    "--out": ("run_dir", str),
+    "--data-dir": ("data.data_dir", str),
 }
 
 
@@ -79,18 +100,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     options = _config_options()
     for name, (_, help_text) in STAGES.items():
-        sub.add_parser(name, parents=[options], help=help_text, description=help_text)
+        stage = sub.add_parser(name, parents=[options], help=help_text, description=help_text)
+        if name == "eval":
+            shortcuts = stage.add_argument_group("shortcuts")
+            for flag, (dotted, kind) in EVAL_ALIASES.items():
+                shortcuts.add_argument(flag, dest=f"alias:{dotted}", type=kind, default=argparse.SUPPRESS,
+                                       action="append" if flag == "--adapter" else "store", metavar=dotted.rsplit(".", 1)[-1].upper(),
+                                       help=f"same as --{dotted}")
+    report = sub.add_parser("report", help="Write RUN_DIR/report.md with the comparison table and plots.")
+    report.add_argument("run_dir", help="A run folder (or an ssb eval --out folder).")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        from ssb.report import write_report
+
+        print(write_report(args.run_dir))
+        return 0
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")}
+    overrides.update({key[6:]: value for key, value in vars(args).items() if key.startswith("alias:")})
     try:
         config = load_config(args.config, overrides)
         stats = STAGES[args.command][0](config, args)
-    except (ConfigError, DataError, RunFolderError, FloatingPointError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, RunFolderError, FloatingPointError, FileNotFoundError, ValueError) as exc:
         print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
         return 2
     if stats:  # other processes of a multi-process run return nothing to report

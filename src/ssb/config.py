@@ -171,6 +171,24 @@ class DistillConfig:
 
 
 @dataclass
+class EvalConfig:
+    benchmarks: list[str] = doc(["gsm8k", "math500", "aime24", "amc23"], "Benchmarks (data layouts) to evaluate; read from data.data_dir/<name>_<split>.jsonl or the hub.")
+    split: str = doc("test", "Split of every benchmark.")
+    adapters: list[str] = doc([], "LoRA adapters to evaluate on top of the base model, each DIR or NAME=DIR.")
+    skip_base: bool = doc(False, "Do not evaluate the base model itself.")
+    n: int = doc(1, "Samples per question (pass@1 is their mean).")
+    k: list[int] = doc([], "k values for pass@k and maj@k (each <= n); default: 1 and n.")
+    sampling: SamplingConfig = doc(SamplingConfig(temperature=0.0, top_k=0, max_new_tokens=4096), "Generation settings (temperature 0 = greedy).")
+    limit: int | None = doc(None, "Evaluate only the first N questions of each benchmark.")
+    prompt: Literal["tutor", "step_by_step"] = doc("tutor", "tutor: the training prompt (the paper's system prompt + bare question); step_by_step: 'Please reason step by step, and put your final answer within \\boxed{}.' as the system prompt.")
+    chunk_questions: int = doc(16, "Questions generated and journalled together (the unit of resume and seeding).")
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or any(not 1 <= k <= self.n for k in self.k) or self.chunk_questions < 1:
+            raise ConfigError("eval: n >= 1, every k in 1..n and chunk_questions >= 1 are required")
+
+
+@dataclass
 class SSBConfig:
     run_dir: str = doc("runs/ssb", "Run folder: every output of every stage goes here.")
     seed: int = doc(0, "Seed of every random choice (sampling, selection, shuffling).")
@@ -183,6 +201,7 @@ class SSBConfig:
     refine: RefineConfig = doc(RefineConfig(), "Stage 2: selection and hinted refinement.")
     teacher: TeacherConfig = doc(TeacherConfig(), "Stage 3: teacher targets on the solution tokens.")
     distill: DistillConfig = doc(DistillConfig(), "Stage 4: LoRA distillation into the hint-free student.")
+    eval: EvalConfig = doc(EvalConfig(), "Evaluation of the base model and adapters on benchmarks.")
 
 
 # ----------------------------------------------------------------------------- building configs

@@ -248,7 +248,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
         tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=accelerator.device), reduction="sum"))
         elapsed = time.monotonic() - step_start
         record = {"step": step, "epoch": (step - 1) // (len(examples) // d.batch_size) + 1, "loss": totals[0].item(), "kl": totals[1].item(),
-                  "ce": totals[2].item(), "grad_norm": float(grad_norm), "lr": lr, "solution_tokens": tokens,
+                  "ce": totals[2].item(), "grad_norm": float(grad_norm), "lr": lr, "sequences": len(global_examples), "solution_tokens": tokens,
                   "tokens_per_s": round(tokens / elapsed, 2), "step_s": round(elapsed, 3)}
         if metrics is not None:
             metrics.append(record)

@@ -31,7 +31,7 @@ def resolve_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
     return getattr(torch, config.dtype)
 
 
-def _source_kwargs(config: ModelConfig) -> tuple[str, dict]:
+def model_location(config: ModelConfig) -> tuple[str, dict]:
     """(path or id, from_pretrained kwargs) for the model's location."""
     kwargs: dict = {"trust_remote_code": config.trust_remote_code}
     if config.revision is not None:
@@ -50,7 +50,7 @@ def _source_kwargs(config: ModelConfig) -> tuple[str, dict]:
 def load_tokenizer(config: ModelConfig):
     from transformers import AutoTokenizer
 
-    location, kwargs = _source_kwargs(config)
+    location, kwargs = model_location(config)
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     if config.chat_template is not None:
         tokenizer.chat_template = Path(config.chat_template).read_text(encoding="utf-8")
@@ -65,7 +65,7 @@ def load_model(config: ModelConfig):
 
     device = resolve_device(config)
     dtype = resolve_dtype(config, device)
-    location, kwargs = _source_kwargs(config)
+    location, kwargs = model_location(config)
     start = time.monotonic()
     model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
     model.to(device).eval()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import ssb
-from ssb.artifacts import RunFolderError, fingerprint, package_versions, utc_now, write_json_atomic
+from ssb.artifacts import RunFolderError, command_line, fingerprint, package_versions, utc_now, write_json_atomic
 
 _log = logging.getLogger(__name__)
 
@@ -73,8 +73,11 @@ class RunFolder:
     def stage_entry(self, stage: str) -> dict | None:
         return self.manifest()["stages"].get(stage)
 
-    def begin_stage(self, stage: str, inputs: dict, force: bool = False) -> bool:
-        """Prepare ``stage`` with ``inputs``; returns False when it already completed with them."""
+    def begin_stage(self, stage: str, inputs: dict, force: bool = False, outputs: list[str] | None = None) -> bool:
+        """Prepare ``stage`` with ``inputs``; returns False when it already completed with them.
+
+        ``outputs`` (default: ``STAGE_OUTPUTS[stage]``) are the files a forced restart removes.
+        """
         state_file = self._state_file(stage)
         if state_file.exists():
             recorded = json.loads(state_file.read_text())["inputs"]
@@ -87,15 +90,15 @@ class RunFolder:
                         + f"\nRe-run with --force to discard its outputs and start it again, or use another run_dir."
                     )
                 _log.warning("forcing a restart of stage '%s'; changed: %s", stage, "; ".join(changes))
-                self._discard(stage)
+                self._discard(stage, STAGE_OUTPUTS[stage] if outputs is None else outputs)
             elif (self.stage_entry(stage) or {}).get("inputs_fingerprint") == fingerprint(inputs):
                 return False
         if not state_file.exists():
             write_json_atomic(state_file, {"inputs": inputs, "started": utc_now()})
         return True
 
-    def _discard(self, stage: str) -> None:
-        for name in STAGE_OUTPUTS[stage]:
+    def _discard(self, stage: str, outputs: list[str]) -> None:
+        for name in outputs:
             path = self.file(name)
             if path.is_dir():
                 shutil.rmtree(path)
@@ -121,6 +124,7 @@ class RunFolder:
             "inputs": inputs,
             "inputs_fingerprint": fingerprint(inputs),
             "package_versions": package_versions(),
+            "command": command_line(),
             "started": self.started_at(stage),
             "finished": utc_now(),
         }

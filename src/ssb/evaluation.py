@@ -1,0 +1,164 @@
+"""Evaluation: the base model and its adapters on benchmarks, with one prompt, backend and grader.
+
+For each (model, benchmark) pair, ``eval/<model>/<benchmark>.samples.jsonl`` gets one line per
+question as its chunk finishes (prompt, every completion with its answer, grade and strict-format
+grade, gold, grader version); an interrupted evaluation resumes where it stopped, regenerating only
+unfinished chunks with their own seeds. ``<benchmark>.summary.json`` then holds pass@1 with its
+standard error and 95% CI, pass@k and maj@k, the strict exact-string pass@1 (to set beside the
+paper's strict-format numbers), truncation and no-box rates, completion lengths and timings.
+
+The model under evaluation is the base model itself ("base") or the base with a PEFT adapter on
+top; both go through the same generation backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ssb.artifacts import JsonlAppender, read_jsonl, write_json_atomic
+from ssb.chat import ChatFormat, messages
+from ssb.config import DataConfig, SSBConfig
+from ssb.data import load_problems
+from ssb.generation import GenerationBackend, SamplingParams, derive_seed, make_backend
+from ssb.grading import GRADER_VERSION, answers_equivalent, grade, strict_match
+from ssb.metrics import majority_score, mean_with_ci, pass_at_k
+from ssb.prompts import load_prompts
+from ssb.run_folder import RunFolder
+
+_log = logging.getLogger(__name__)
+
+STEP_BY_STEP = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def parse_adapters(specs: list[str]) -> list[tuple[str, str]]:
+    """``DIR`` or ``NAME=DIR`` -> (name, dir); names must be unique and never 'base'."""
+    out = []
+    for spec in specs:
+        name, _, path = spec.partition("=") if "=" in spec else (Path(spec).name or spec, "", spec)
+        if name == "base" or name in {n for n, _ in out}:
+            raise ValueError(f"eval.adapters: adapter name {name!r} is reserved or repeated; use NAME=DIR")
+        out.append((name, path))
+    return out
+
+
+def system_prompt(config: SSBConfig) -> str:
+    return load_prompts(config.prompts.system, config.prompts.hinted).system if config.eval.prompt == "tutor" else STEP_BY_STEP
+
+
+def summarize(records: list[dict], config: SSBConfig, timing: dict) -> dict:
+    n = config.eval.n
+    ks = sorted(set(config.eval.k or [1, n]))
+    same = lambda a, b: answers_equivalent(a, b, config.grading.timeout_s) is True  # noqa: E731
+    per_question = [sum(c["correct"] for c in r["completions"]) / n for r in records]
+    completions = [c for r in records for c in r["completions"]]
+    count = max(len(completions), 1)
+    return {
+        "n_questions": len(records),
+        "samples_per_question": n,
+        "pass@1": mean_with_ci(per_question, binary=n == 1),
+        "pass@k": {str(k): sum(pass_at_k(n, sum(c["correct"] for c in r["completions"]), k) for r in records) / max(len(records), 1) for k in ks},
+        "maj@k": {str(k): sum(majority_score([c["answer"] for c in r["completions"][:k]], [c["correct"] for c in r["completions"][:k]], same)
+                              for r in records) / max(len(records), 1) for k in ks},
+        "strict_pass@1": mean_with_ci([sum(c["strict_correct"] for c in r["completions"]) / n for r in records], binary=n == 1),
+        "truncated_rate": sum(c["finish_reason"] == "length" for c in completions) / count,
+        "no_boxed_answer_rate": sum(c["answer"] is None for c in completions) / count,
+        "grader_timeouts": sum(c["grader_timed_out"] for c in completions),
+        "mean_completion_tokens": sum(c["num_tokens"] for c in completions) / count,
+        "generation": {**dataclasses.asdict(config.eval.sampling), "n": n, "prompt": config.eval.prompt, "seed": config.seed},
+        "grader": GRADER_VERSION,
+        "timing": timing,
+    }
+
+
+def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_spec: dict, benchmark: str,
+                 backend: GenerationBackend, force: bool) -> dict:
+    stage = f"eval/{model_name}/{benchmark}"
+    samples_path = folder.file(f"eval/{model_name}/{benchmark}.samples.jsonl")
+    data = DataConfig(source=benchmark, split=config.eval.split, data_dir=config.data.data_dir, limit=config.eval.limit,
+                      on_bad_record=config.data.on_bad_record)
+    problems = load_problems(data).problems
+    system = system_prompt(config)
+    inputs = {"model": model_spec, "benchmark": dataclasses.asdict(data), "system_prompt": system, "seed": config.seed,
+              "eval": {k: v for k, v in dataclasses.asdict(config.eval).items() if k in ("n", "sampling", "chunk_questions")},
+              "grading": dataclasses.asdict(config.grading)}
+    outputs = [f"eval/{model_name}/{benchmark}.samples.jsonl", f"eval/{model_name}/{benchmark}.summary.json"]
+    if not folder.begin_stage(stage, inputs, force, outputs=outputs):
+        return folder.stats()[stage]
+
+    done = {r["id"] for r in read_jsonl(samples_path)}
+    size = config.eval.chunk_questions
+    chunks = [(c, problems[s : s + size]) for c, s in enumerate(range(0, len(problems), size))]
+    pending = [(c, chunk) for c, chunk in chunks if any(p.id not in done for p in chunk)]
+    start, tokens = time.monotonic(), 0
+    with JsonlAppender(samples_path) as journal:
+        for c, chunk in tqdm(pending, desc=f"{model_name}/{benchmark}", unit="chunk", disable=not config.backend.progress):
+            conversations = [messages(system, p.question) for p in chunk]
+            params = SamplingParams.from_config(config.eval.sampling, n=config.eval.n, seed=derive_seed(config.seed, stage, c))
+            for offset, (problem, conversation, samples) in enumerate(zip(chunk, conversations, backend.generate(conversations, params))):
+                if problem.id in done:
+                    continue
+                graded = []
+                for s in samples:
+                    g = grade(s.text, problem.gold, config.grading.timeout_s)
+                    graded.append({"text": s.text, "finish_reason": s.finish_reason, "num_tokens": s.num_tokens, "answer": g.answer,
+                                   "correct": g.correct, "strict_correct": strict_match(g.answer, problem.gold), "grader_timed_out": g.timed_out})
+                    tokens += s.num_tokens
+                journal.append({"index": c * size + offset, "id": problem.id, "prompt": conversation, "gold": problem.gold,
+                                "completions": graded, "grader": GRADER_VERSION})
+    elapsed = time.monotonic() - start
+    records = sorted(read_jsonl(samples_path), key=lambda r: r["index"])
+    summary = {"model": model_name, "benchmark": benchmark,
+               **summarize(records, config, {"wall_s_this_invocation": round(elapsed, 2), "generated_tokens_this_invocation": tokens,
+                                             "tokens_per_s": round(tokens / elapsed, 2) if elapsed > 0 else None})}
+    write_json_atomic(folder.file(f"eval/{model_name}/{benchmark}.summary.json"), summary)
+    folder.finish_stage(stage, inputs, {"model_spec": model_spec}, summary)
+    return summary
+
+
+def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> dict:
+    """Evaluate base and adapters on every benchmark; returns {model: {benchmark: pass@1 mean}}.
+
+    ``backend_factory(model_name, adapter_dir)`` replaces the HF backend (tests use scripted ones).
+    """
+    folder = RunFolder(config.run_dir)
+    adapters = parse_adapters(config.eval.adapters)
+    variants = ([] if config.eval.skip_base else [("base", None)]) + adapters
+    if not variants:
+        raise ValueError("eval: nothing to evaluate (skip_base with no adapters)")
+    results: dict[str, dict] = {}
+    base_model = None
+    for name, adapter_dir in variants:
+        spec = {"base": config.model.name_or_path, "revision": config.model.revision, "adapter": adapter_dir}
+        if backend_factory is not None:
+            backend = backend_factory(name, adapter_dir)
+        else:
+            from ssb.models import load_model, load_tokenizer
+
+            chat = ChatFormat(load_tokenizer(config.model))
+            base_model = base_model or load_model(config.model)
+            model = base_model if adapter_dir is None else load_adapter(base_model, adapter_dir, config)
+            backend = make_backend(config, chat, model)
+        results[name] = {b: evaluate_one(config, folder, name, spec, b, backend, force)["pass@1"]["mean"] for b in config.eval.benchmarks}
+        if adapter_dir is not None and backend_factory is None:
+            base_model = model.unload()  # the base model again, without adapter layers
+    return results
+
+
+def load_adapter(base_model, adapter_dir: str, config: SSBConfig):
+    """The base with a PEFT adapter; refuses an adapter trained on another base model."""
+    from peft import PeftModel
+
+    from ssb.models import model_location
+
+    adapter_config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    trained_on = adapter_config.get("base_model_name_or_path")
+    expected = model_location(config.model)[0]
+    if trained_on and trained_on not in (expected, config.model.name_or_path):
+        raise ValueError(f"{adapter_dir}: adapter was trained on {trained_on!r}, not on {config.model.name_or_path!r}")
+    return PeftModel.from_pretrained(base_model, adapter_dir).eval()

@@ -1,0 +1,130 @@
+"""``ssb report RUN_DIR``: the comparison table and plots of a run folder, in ``report.md``.
+
+Table: one row per evaluated model, one column per benchmark, cells "pass@1 % ± 95% CI half-width
+(n questions)". Plots (PNG, matplotlib): the training curves of ``distill/metrics.jsonl`` (loss,
+gradient norm, solution length per step: the panels of the paper's Fig. 2) and pass@1 per benchmark
+per model with CI error bars. The report ends with the commands that produced every number, taken
+from the run's manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ssb.artifacts import read_jsonl
+
+
+def load_summaries(run_dir: Path) -> dict[str, dict[str, dict]]:
+    """{model: {benchmark: summary}} from eval/<model>/<benchmark>.summary.json."""
+    out: dict[str, dict[str, dict]] = {}
+    for path in sorted((run_dir / "eval").glob("*/*.summary.json")):
+        summary = json.loads(path.read_text())
+        out.setdefault(summary["model"], {})[summary["benchmark"]] = summary
+    return out
+
+
+def cell(summary: dict | None) -> str:
+    if summary is None:
+        return "n/a"
+    p = summary["pass@1"]
+    half = (p["ci95"][1] - p["ci95"][0]) / 2
+    return f"{100 * p['mean']:.1f} ± {100 * half:.1f} (n={p['n_questions']})"
+
+
+def table(summaries: dict[str, dict[str, dict]]) -> tuple[list[str], str]:
+    benchmarks = sorted({b for per_model in summaries.values() for b in per_model})
+    models = sorted(summaries, key=lambda m: (m != "base", m))
+    lines = ["| model | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
+    lines += [f"| {m} | " + " | ".join(cell(summaries[m].get(b)) for b in benchmarks) + " |" for m in models]
+    return benchmarks, "\n".join(lines)
+
+
+def plot_training(metrics: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in metrics]
+    panels = [("loss", [m["loss"] for m in metrics], "loss (T² KL + CE)"),
+              ("grad_norm", [m["grad_norm"] for m in metrics], "gradient norm (before clipping)"),
+              ("solution length", [m["solution_tokens"] / m["sequences"] for m in metrics], "solution tokens per sequence")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (title, values, ylabel) in zip(axes, panels):
+        ax.plot(steps, values, marker="o", markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle("SSB distillation (distill/metrics.jsonl)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_accuracy(summaries: dict[str, dict[str, dict]], benchmarks: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted(summaries, key=lambda m: (m != "base", m))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 2 * len(benchmarks) + 2), 4.5))
+    for i, model in enumerate(models):
+        xs, means, errors = [], [], [[], []]
+        for j, benchmark in enumerate(benchmarks):
+            summary = summaries[model].get(benchmark)
+            if summary is None:
+                continue
+            p = summary["pass@1"]
+            xs.append(j + (i - (len(models) - 1) / 2) * width)
+            means.append(100 * p["mean"])
+            errors[0].append(100 * (p["mean"] - p["ci95"][0]))
+            errors[1].append(100 * (p["ci95"][1] - p["mean"]))
+        ax.bar(xs, means, width, yerr=errors, capsize=3, label=model)
+    ax.set_xticks(range(len(benchmarks)))
+    ax.set_xticklabels(benchmarks)
+    ax.set_ylabel("pass@1 (%), 95% CI")
+    ax.set_title("Accuracy per benchmark")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    summaries = load_summaries(run_dir)
+    lines = [f"# SSB report: {run_dir.name}", ""]
+    if summaries:
+        benchmarks, markdown = table(summaries)
+        plot_accuracy(summaries, benchmarks, run_dir / "accuracy.png")
+        lines += ["## pass@1 (%) ± 95% CI half-width (questions)", "", markdown, "", "![accuracy](accuracy.png)", ""]
+        extra = ["| model | benchmark | pass@k | maj@k | strict pass@1 % | truncated % | no box % | mean tokens |", "|---|---|---|---|---|---|---|---|"]
+        for model, per_model in sorted(summaries.items()):
+            for benchmark, s in sorted(per_model.items()):
+                pk = ", ".join(f"@{k}: {100 * v:.1f}" for k, v in s["pass@k"].items())
+                mk = ", ".join(f"@{k}: {100 * v:.1f}" for k, v in s["maj@k"].items())
+                extra.append(f"| {model} | {benchmark} | {pk} | {mk} | {100 * s['strict_pass@1']['mean']:.1f} | {100 * s['truncated_rate']:.1f} "
+                             f"| {100 * s['no_boxed_answer_rate']:.1f} | {s['mean_completion_tokens']:.0f} |")
+        lines += ["## Details", "", *extra, ""]
+    else:
+        lines += ["No evaluation summaries under eval/ yet (run `ssb eval`).", ""]
+    metrics = read_jsonl(run_dir / "distill" / "metrics.jsonl")
+    if metrics:
+        plot_training(metrics, run_dir / "training.png")
+        lines += ["## Training", "", f"{len(metrics)} optimiser steps; loss {metrics[0]['loss']:.4f} -> {metrics[-1]['loss']:.4f}.", "",
+                  "![training curves](training.png)", ""]
+    manifest_path = run_dir / "manifest.json"
+    if manifest_path.exists():
+        stages = json.loads(manifest_path.read_text())["stages"]
+        lines += ["## Provenance", "", "Commands and inputs that produced these numbers (from manifest.json):", ""]
+        for stage, entry in stages.items():
+            lines.append(f"- `{stage}`: `{entry.get('command', '?')}` (finished {entry.get('finished', '?')}, inputs {entry.get('inputs_fingerprint', '?')})")
+        lines.append("")
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

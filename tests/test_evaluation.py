@@ -1,0 +1,125 @@
+"""ssb eval and ssb report: scripted backends for known accuracies, the real HF backend on a tiny model."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from ssb.artifacts import read_jsonl
+from ssb.chat import ChatFormat
+from ssb.cli import main
+from ssb.config import load_config
+from ssb.evaluation import run_eval
+from ssb.metrics import wilson_interval
+from ssb.report import write_report
+from scripted import ScriptedBackend
+
+
+def write_benchmark(folder: Path, name: str, n: int) -> None:
+    folder.mkdir(exist_ok=True)
+    rows = [{"question": f"Q{i}: what is {i}?", "answer": f"work\n#### {i}"} for i in range(n)]
+    (folder / f"{name}_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def answer_script(right_every: int):
+    """Sample s of question i is right when (i + s) % right_every == 0; others answer i + 1 (or nothing)."""
+    def respond(user, s):
+        i = int(re.match(r"Q(\d+)", user).group(1))
+        if (i + s) % right_every == 0:
+            return f"so \\boxed{{{i}.0}}"
+        return ("rambling", "length") if s == 3 else f"so \\boxed{{{i + 1}}}"
+    return respond
+
+
+def config_for(tmp_path, **overrides):
+    data = tmp_path / "data"
+    write_benchmark(data, "gsm8k", 20)
+    return load_config(None, {"run_dir": str(tmp_path / "eval-run"), "data.data_dir": str(data), "eval.benchmarks": ["gsm8k"],
+                              "eval.chunk_questions": 6, "backend.progress": False, **overrides})
+
+
+def test_known_accuracies_with_a_scripted_backend(tmp_path, tokenizer):
+    config = config_for(tmp_path, **{"eval.n": 4, "eval.k": [1, 2, 4], "eval.adapters": ["good=/adapters/good"]})
+    scripts = {"base": answer_script(4), "good": answer_script(1)}
+    results = run_eval(config, backend_factory=lambda name, path: ScriptedBackend(ChatFormat(tokenizer), scripts[name]))
+    assert results == {"base": {"gsm8k": pytest.approx(0.25)}, "good": {"gsm8k": pytest.approx(1.0)}}
+    base = json.loads((tmp_path / "eval-run/eval/base/gsm8k.summary.json").read_text())
+    # Each question has exactly one right sample among 4: pass@k = k/4, maj@4 = 0 (wrong answers agree 2 or 3 to 1)
+    assert base["pass@k"] == pytest.approx({"1": 0.25, "2": 0.5, "4": 1.0})
+    assert base["maj@k"] == pytest.approx({"1": 0.25, "2": 0.25, "4": 0.0})  # maj@2: right/wrong ties count half
+    assert base["strict_pass@1"]["mean"] == 0.0  # "i.0" is right but not the same string as "i"
+    assert base["truncated_rate"] == pytest.approx(15 / 80)  # sample 3 truncated unless it is the right one
+    samples = read_jsonl(tmp_path / "eval-run/eval/base/gsm8k.samples.jsonl")
+    assert len(samples) == 20 and {"id", "prompt", "gold", "completions", "grader"} <= set(samples[0])
+    assert set(samples[0]["completions"][0]) == {"text", "finish_reason", "num_tokens", "answer", "correct", "strict_correct", "grader_timed_out"}
+    assert samples[0]["prompt"][1]["content"] == "Q0: what is 0?"
+
+
+def test_greedy_n1_ci_and_resume_without_duplicates(tmp_path, tokenizer):
+    config = config_for(tmp_path)
+    backend = ScriptedBackend(ChatFormat(tokenizer), answer_script(2))
+    calls = {"n": 0}
+    original = backend.generate
+
+    def crash_after_two_chunks(prompts, params):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(prompts, params)
+
+    backend.generate = crash_after_two_chunks
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(config, backend_factory=lambda name, path: backend)
+    assert len(read_jsonl(tmp_path / "eval-run/eval/base/gsm8k.samples.jsonl")) == 12
+    resumed = ScriptedBackend(ChatFormat(tokenizer), answer_script(2))
+    run_eval(config, backend_factory=lambda name, path: resumed)
+    assert len(resumed.calls) == 2
+    ids = [r["id"] for r in read_jsonl(tmp_path / "eval-run/eval/base/gsm8k.samples.jsonl")]
+    assert len(ids) == len(set(ids)) == 20
+    summary = json.loads((tmp_path / "eval-run/eval/base/gsm8k.summary.json").read_text())
+    assert summary["pass@1"]["mean"] == 0.5 and summary["pass@1"]["ci95"] == pytest.approx(list(wilson_interval(10, 20)))
+
+
+def test_report_table_and_plots_match_summaries(tmp_path, tokenizer):
+    config = config_for(tmp_path, **{"eval.adapters": ["ssb=/a/ssb"]})
+    scripts = {"base": answer_script(4), "ssb": answer_script(2)}
+    run_eval(config, backend_factory=lambda name, path: ScriptedBackend(ChatFormat(tokenizer), scripts[name]))
+    distill = tmp_path / "eval-run" / "distill"
+    distill.mkdir()
+    (distill / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s, "grad_norm": 0.5, "sequences": 4,
+                                                               "solution_tokens": 400 + s}) + "\n" for s in range(1, 6)))
+    path = write_report(tmp_path / "eval-run")
+    text = path.read_text()
+    for name in ("accuracy.png", "training.png"):
+        png = tmp_path / "eval-run" / name
+        assert png.exists() and png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    base_ci = wilson_interval(5, 20)
+    assert f"| base | 25.0 ± {100 * (base_ci[1] - base_ci[0]) / 2:.1f} (n=20) |" in text
+    assert "| ssb | 50.0 ±" in text
+    assert "eval/base/gsm8k" in text and "5 optimiser steps" in text
+
+
+def test_cli_eval_on_a_tiny_model_with_an_adapter(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from ssb.config import ModelConfig
+    from ssb.models import load_model
+
+    peft_model = get_peft_model(load_model(ModelConfig(name_or_path=str(tiny_model_dir))), LoraConfig(r=2, target_modules=["q_proj"]))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    data = tmp_path / "data"
+    write_benchmark(data, "gsm8k", 3)
+    args = ["eval", "--model", str(tiny_model_dir), "--adapter", f"lora={tmp_path / 'adapter'}", "--benchmarks", "gsm8k",
+            "--max-new-tokens", "6", "--limit", "2", "--out", str(tmp_path / "out"), "--data-dir", str(data), "--backend.progress=false"]
+    assert main(args) == 0
+    for model in ("base", "lora"):
+        summary = json.loads((tmp_path / f"out/eval/{model}/gsm8k.summary.json").read_text())
+        assert summary["n_questions"] == 2 and summary["pass@1"]["mean"] == 0.0
+        assert summary["mean_completion_tokens"] <= 6
+    # Greedy decoding is deterministic: a fresh evaluation reproduces the same completions.
+    assert main([*args[:-3], "--out", str(tmp_path / "again"), "--data-dir", str(data), "--backend.progress=false"]) == 0
+    first = read_jsonl(tmp_path / "out/eval/lora/gsm8k.samples.jsonl")
+    again = read_jsonl(tmp_path / "again/eval/lora/gsm8k.samples.jsonl")
+    assert [r["completions"] for r in first] == [r["completions"] for r in again]
+    assert main(["report", str(tmp_path / "out")]) == 0 and (tmp_path / "out/report.md").exists()
