@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import yaml
@@ -60,7 +61,18 @@ def _run_eval(config, args):
     return run_eval(config, force=args.force)
 
 
+def _run_all(config, args):
+    from ssb.pipeline import run_all
+
+    return run_all(config, force=args.force)
+
+
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+
+
 STAGES: dict[str, tuple[Callable, str]] = {
+    "run": (_run_all, "The whole method: rollouts, refine, teacher, distill, eval (base and trained adapter), report; resumable, each finished stage skipped."),
+    "demo": (_run_all, "ssb run with configs/demo.yaml: the real Qwen2.5-Coder-0.5B-Instruct on generated problems, on a CPU, offline."),
     "rollouts": (_run_rollouts, "Sample K solutions per question and grade them (writes rollouts.jsonl)."),
     "refine": (_run_refine, "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions (writes teacher.jsonl, student.jsonl, dropped.jsonl)."),
     "teacher": (_run_teacher, "Run the frozen base model over the teacher view and store its targets on every solution token (writes teacher/)."),
@@ -83,10 +95,14 @@ EVAL_ALIASES = {
 }
 
 
-def _config_options() -> argparse.ArgumentParser:
+def _config_options(whole_pipeline: bool) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--config", help="YAML config file; options below override its values.")
-    parent.add_argument("--force", action="store_true", help="Restart the stage from scratch when its inputs changed since it was started (its outputs are discarded).")
+    if whole_pipeline:
+        parent.add_argument("--force", action="append", default=[], metavar="STAGE",
+                            help="Restart STAGE from scratch if its inputs changed (repeatable; its outputs are discarded).")
+    else:
+        parent.add_argument("--force", action="store_true", help="Restart the stage from scratch when its inputs changed since it was started (its outputs are discarded).")
     parent.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
     group = parent.add_argument_group("config options (dotted names, see the config dataclasses)")
     for dotted, field, default in leaf_fields():
@@ -98,9 +114,10 @@ def _config_options() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssb", description="Semantic Soft Bootstrapping: RL-free self-distillation of hinted reasoning.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
-    options = _config_options()
+    options = _config_options(whole_pipeline=False)
+    pipeline_options = _config_options(whole_pipeline=True)
     for name, (_, help_text) in STAGES.items():
-        stage = sub.add_parser(name, parents=[options], help=help_text, description=help_text)
+        stage = sub.add_parser(name, parents=[pipeline_options if name in ("run", "demo") else options], help=help_text, description=help_text)
         if name == "eval":
             shortcuts = stage.add_argument_group("shortcuts")
             for flag, (dotted, kind) in EVAL_ALIASES.items():
@@ -122,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")}
     overrides.update({key[6:]: value for key, value in vars(args).items() if key.startswith("alias:")})
+    if args.command == "demo" and args.config is None:
+        args.config = str(DEMO_CONFIG)
     try:
         config = load_config(args.config, overrides)
         stats = STAGES[args.command][0](config, args)

@@ -134,7 +134,7 @@ def load_problems(config: DataConfig) -> LoadedProblems:
     if config.source == "synthetic":
         # Generated, not read: as many as offset + limit ask for (100 when no limit is set).
         count = config.offset + (100 if config.limit is None else config.limit)
-        records = ((f"synthetic[{i}]", r) for i, r in enumerate(synthetic_records(count, config.shuffle_seed)))
+        records = ((f"synthetic[{i}]", r) for i, r in enumerate(synthetic_records(count, config.shuffle_seed, config.split)))
     elif path is not None:
         if not path.exists():
             raise DataError(f"data file not found: {path}")

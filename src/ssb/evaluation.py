@@ -14,6 +14,7 @@ top; both go through the same generation backend.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -134,7 +135,8 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
     results: dict[str, dict] = {}
     base_model = None
     for name, adapter_dir in variants:
-        spec = {"base": config.model.name_or_path, "revision": config.model.revision, "adapter": adapter_dir}
+        spec = {"base": config.model.name_or_path, "revision": config.model.revision, "adapter": adapter_dir,
+                "adapter_sha256": adapter_fingerprint(adapter_dir)}
         if backend_factory is not None:
             backend = backend_factory(name, adapter_dir)
         else:
@@ -148,6 +150,14 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
         if adapter_dir is not None and backend_factory is None:
             base_model = model.unload()  # the base model again, without adapter layers
     return results
+
+
+def adapter_fingerprint(adapter_dir: str | None) -> str | None:
+    """Hash of an adapter's weights, so re-trained adapters are re-evaluated rather than skipped."""
+    if adapter_dir is None:
+        return None
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else None
 
 
 def load_adapter(base_model, adapter_dir: str, config: SSBConfig):

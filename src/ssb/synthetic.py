@@ -1,7 +1,7 @@
 """Seeded multi-step arithmetic word problems, so a demo needs no downloaded dataset.
 
 ``data.source: synthetic`` draws problems from a handful of templates (two to four arithmetic
-steps, integer answers) with ``data.shuffle_seed``. They are easy enough that a 0.5B instruct model
+steps, integer answers) with ``data.shuffle_seed``; the train and test splits are separate streams. They are easy enough that a 0.5B instruct model
 solves some and misses others, which is what the method needs: questions with mixed rollouts.
 """
 
@@ -58,9 +58,9 @@ def _classroom(r: random.Random) -> tuple[str, int]:
 TEMPLATES = [_shop, _garden, _trip, _share, _savings, _classroom]
 
 
-def synthetic_records(count: int, seed: int) -> list[dict]:
-    """``count`` records ``{"question", "answer"}``, reproducible from ``seed``."""
-    r = random.Random(seed)
+def synthetic_records(count: int, seed: int, split: str = "train") -> list[dict]:
+    """``count`` records ``{"question", "answer"}``, reproducible from ``seed``; each split its own stream."""
+    r = random.Random(f"{seed}:{split}")
     out: list[dict] = []
     while len(out) < count:
         question, answer = TEMPLATES[len(out) % len(TEMPLATES)](r)

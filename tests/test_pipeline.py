@@ -1,0 +1,60 @@
+"""ssb run end to end on a tiny random model: scripted phase 1, real teacher/distill/eval/report."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssb.artifacts import RunFolderError
+from ssb.chat import ChatFormat
+from ssb.config import load_config
+from ssb.models import load_tokenizer
+from ssb.pipeline import run_all
+from scripted import ScriptedBackend
+from test_evaluation import write_benchmark
+from test_stages import refine_script, rollout_script, write_questions
+
+SETTINGS = {"rollouts.chunk_questions": 8, "backend.progress": False, "distill.epochs": 2, "distill.batch_size": 2,
+            "distill.lora.r": 4, "distill.warmup_steps": 0, "distill.lr": 1e-2, "eval.benchmarks": ["gsm8k"],
+            "eval.sampling.max_new_tokens": 4, "eval.limit": 3}
+
+
+def script(user, s):
+    return refine_script(user, s) if user.startswith("We have two sample responses") else rollout_script(user, s)
+
+
+def make(tmp_path, tiny_model_dir, **overrides):
+    write_benchmark(tmp_path / "bench", "gsm8k", 5)
+    data = write_questions(tmp_path / "questions.jsonl", 16)
+    return load_config(None, {"run_dir": str(tmp_path / "run"), "data.source": "jsonl", "data.path": str(data),
+                              "data.data_dir": str(tmp_path / "bench"), "model.name_or_path": str(tiny_model_dir), **SETTINGS, **overrides})
+
+
+def test_ssb_run_whole_method_then_skip_refuse_and_force(tmp_path, tiny_model_dir):
+    config = make(tmp_path, tiny_model_dir)
+    chat = ChatFormat(load_tokenizer(config.model))
+    backend = ScriptedBackend(chat, script)
+    result = run_all(config, generator=backend)
+    run = Path(config.run_dir)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert {"rollouts", "refine", "teacher", "distill", "eval/base/gsm8k", "eval/ssb/gsm8k"} <= set(manifest["stages"])
+    assert set(result["pass@1"]) == {"base", "ssb"} and (run / "distill/adapter/adapter_model.safetensors").exists()
+    report = (run / "report.md").read_text()
+    assert "| base |" in report and "| ssb |" in report and (run / "training.png").exists()
+    assert manifest["stages"]["eval/ssb/gsm8k"]["inputs"]["model"]["adapter_sha256"]
+
+    # Everything finished: a second run generates nothing and trains nothing.
+    calls = len(backend.calls)
+    again = run_all(config, generator=backend)
+    assert len(backend.calls) == calls and again["pass@1"] == result["pass@1"]
+
+    changed = make(tmp_path, tiny_model_dir, **{"distill.lr": 5e-3})
+    with pytest.raises(RunFolderError, match=r"stage 'distill'[\s\S]*distill\.lr: 0\.01 -> 0\.005"):
+        run_all(changed, generator=backend)
+    # Forcing distill retrains; the new adapter changes eval's inputs, which must then be forced too.
+    with pytest.raises(RunFolderError, match="eval/ssb/gsm8k"):
+        run_all(changed, force=["distill"], generator=backend)
+    run_all(changed, force=["eval"], generator=backend)
+    assert json.loads((run / "manifest.json").read_text())["stages"]["distill"]["inputs"]["distill"]["lr"] == 5e-3
+    with pytest.raises(ValueError, match="unknown stage"):
+        run_all(changed, force=["nope"], generator=backend)
