@@ -12,7 +12,7 @@ each with the hinted prompt built from it and one wrong rollout of its question 
    (B, S, V) student logits and a padded fp32 (B, S, V) teacher tensor. Each variant runs in its own
    process; memory is the growth of resident memory over the process's state before the step.
 
-    python benchmarks/teacher_targets_and_memory.py --run-dir runs/small [--examples 24] [--batch 4]
+    python benchmarks/teacher_targets_and_memory.py --run-dir runs/demo [--examples 24] [--batch 4]
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def storage_and_topk(model_name: str, run_dir: Path, count: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="packaged:qwen2.5-coder-0.5b-instruct")
-    parser.add_argument("--run-dir", default="runs/small")
+    parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--examples", type=int, default=24)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--step-variant", choices=["dense", "ssb"], help=argparse.SUPPRESS)  # internal: one step per process
