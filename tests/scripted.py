@@ -13,6 +13,7 @@ class ScriptedBackend:
 
     def __init__(self, chat: ChatFormat, respond: Callable):
         self.chat, self.respond, self.calls = chat, respond, []
+        self.context_length = None
 
     def generate(self, prompts, params: SamplingParams) -> list[list[Completion]]:
         self.calls.append((prompts, params))

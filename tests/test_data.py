@@ -83,3 +83,11 @@ def test_missing_file_and_unknown_layout(tmp_path):
         load_problems(DataConfig(source="gsm8k", data_dir=str(tmp_path)))
     with pytest.raises(DataError, match="unknown layout 'nope'"):
         load_problems(DataConfig(source="nope", path=str(tmp_path / "x.jsonl")))
+
+
+def test_gold_the_grader_cannot_parse_is_an_error_or_a_skip(tmp_path):
+    path = write_lines(tmp_path / "c.jsonl", [{"question": "ok", "answer": "1"}, {"question": "Q", "answer": "}{"}])
+    with pytest.raises(DataError, match=r"c\.jsonl:2: answer: gold answer '\}\{' cannot be parsed by the grader"):
+        load_problems(DataConfig(source="jsonl", path=str(path)))
+    loaded = load_problems(DataConfig(source="jsonl", path=str(path), on_bad_record="skip"))
+    assert [p.gold for p in loaded.problems] == ["1"] and "cannot be parsed" in loaded.skipped[0]

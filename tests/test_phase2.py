@@ -214,3 +214,23 @@ def test_two_process_run_matches_one_process_with_the_same_global_batch(tmp_path
     for k, v in adapter(one.run_dir).items():
         torch.testing.assert_close(adapter(two.run_dir)[k], v, atol=1e-5, rtol=1e-4)
     assert json.loads((Path(two.run_dir) / "manifest.json").read_text())["stages"]["distill"]["inputs"]["processes"] == 2
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(config, monkeypatch):
+    run_teacher(config)
+    import ssb.distillation as distillation
+
+    calls = {"n": 0}
+    original = distillation.per_token_losses
+
+    def nan_in_step_3(*args, **kwargs):
+        calls["n"] += 1
+        out = original(*args, **kwargs)
+        return out * float("nan") if calls["n"] == 5 else out
+
+    monkeypatch.setattr(distillation, "per_token_losses", nan_in_step_3)
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 3; stopping\. Last good checkpoint: .*step-000002"):
+        run_distill(config)
+    checkpoints = sorted(p.name for p in (Path(config.run_dir) / "distill" / "checkpoints").iterdir())
+    assert checkpoints == ["step-000002"]
+    assert [m["step"] for m in read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl")] == [1, 2]

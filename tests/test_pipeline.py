@@ -58,3 +58,38 @@ def test_ssb_run_whole_method_then_skip_refuse_and_force(tmp_path, tiny_model_di
     assert json.loads((run / "manifest.json").read_text())["stages"]["distill"]["inputs"]["distill"]["lr"] == 5e-3
     with pytest.raises(ValueError, match="unknown stage"):
         run_all(changed, force=["nope"], generator=backend)
+
+
+DISK_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_pipeline import make, script
+from scripted import ScriptedBackend
+from ssb.chat import ChatFormat
+from ssb.models import load_tokenizer
+from ssb.pipeline import run_all
+config = make(Path({tmp!r}), Path({model!r}))
+run_all(config, generator=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
+"""
+
+
+def test_outputs_go_only_to_the_run_folder_and_the_cache(tmp_path, tiny_model_dir):
+    import os
+    import subprocess
+    import sys
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {**os.environ, "HOME": str(home), "SSB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env.pop("MPLCONFIGDIR", None)
+    env.pop("HF_HOME", None)
+    script = DISK_SCRIPT.format(tests=str(Path(__file__).parent), tmp=str(work), model=str(tiny_model_dir))
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=work, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written_to_home = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()]
+    assert written_to_home == []
+    outside = {p.relative_to(work).parts[0] for p in work.rglob("*") if p.is_file()}
+    assert outside == {"run", "bench", "questions.jsonl"}  # the run folder and the test's own inputs
+    assert (work / "run" / "report.md").exists()

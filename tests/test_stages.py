@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ssb.artifacts import RunFolderError, read_jsonl
+from ssb.data import DataError
 from ssb.chat import ChatFormat
 from ssb.cli import main
 from ssb.config import load_config
@@ -222,3 +223,39 @@ def test_kill_9_mid_stage_then_resume(tmp_path, tokenizer):
     run_rollouts(reference, generator=scripted(tokenizer))
     got = sorted(read_jsonl(journal), key=lambda r: r["index"])
     assert got == sorted(read_jsonl(Path(reference.run_dir) / "rollouts.jsonl"), key=lambda r: r["index"])
+
+
+def test_prompts_longer_than_the_context_are_refused_or_skipped(tmp_path, tokenizer):
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "Question 0: short?", "answer": "0"}) + "\n"
+                    + json.dumps({"question": "Question 1: " + "very long " * 100, "answer": "1"}) + "\n")
+    base = {"run_dir": str(tmp_path / "run"), "data.source": "jsonl", "data.path": str(data), "backend.progress": False,
+            "rollouts.sampling.max_new_tokens": 100}
+    backend = scripted(tokenizer)
+    backend.context_length = 600  # the long question's prompt alone is over 1000 byte-level tokens
+    with pytest.raises(DataError, match=r"q\.jsonl:2: question: prompt of \d+ tokens \+ max_new_tokens 100 exceeds the model's context of 600"):
+        run_rollouts(load_config(None, base), generator=backend)
+    assert not (tmp_path / "run").exists()
+    stats = run_rollouts(load_config(None, {**base, "data.on_bad_record": "skip"}), generator=backend)
+    assert stats["questions"] == 1 and stats["skipped_input_records"] == 1
+
+
+def test_hinted_prompt_too_long_is_dropped_with_its_reason(tmp_path, tokenizer):
+    config = make_config(tmp_path)
+    run_rollouts(config, generator=scripted(tokenizer))
+    backend = scripted(tokenizer, refine_script)
+    backend.context_length = 3000  # bare questions fit; hinted prompts (~1500 tokens) + 2048 new tokens do not
+    stats = run_refine(config, generator=backend)
+    assert stats["kept"] == 0 and stats["dropped"]["hinted-prompt-too-long"] == 6
+    assert backend.calls == []
+    assert {d["reason"] for d in read_jsonl(Path(config.run_dir) / "dropped.jsonl")} >= {"hinted-prompt-too-long"}
+
+
+def test_run_folder_of_an_incompatible_version_is_refused(tmp_path, tokenizer):
+    config = make_config(tmp_path)
+    run = Path(config.run_dir)
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"ssb_version": "0.0.1", "run_folder_version": 0, "stages": {}}))
+    with pytest.raises(RunFolderError, match=r"made by ssb 0\.0\.1 with run-folder format 0; this ssb .* reads format 1"):
+        run_rollouts(config, generator=scripted(tokenizer))
+    assert not (run / "rollouts.jsonl").exists()

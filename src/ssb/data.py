@@ -4,7 +4,8 @@ Each known benchmark has a layout: where its question and gold answer live in a 
 is the text after ``#### `` in its worked answer; SVAMP's question is Body + Question; numeric golds
 stored as floats (SVAMP, MAWPS, AMC) are written back as the shortest exact decimal (``27.0`` -> ``27``).
 
-A bad record (invalid JSON, missing field, empty question or gold) stops loading with an error
+A bad record (invalid JSON, missing field, empty question or gold, duplicate id, a gold answer the
+grader cannot parse) stops loading with an error
 naming file, line and field, or, with ``on_bad_record="skip"``, is skipped and reported in
 ``LoadedProblems.skipped`` with that same message.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ssb.config import DataConfig
+from ssb.grading import gold_is_gradable
 from ssb.synthetic import synthetic_records
 
 _log = logging.getLogger(__name__)
@@ -164,7 +166,17 @@ def load_problems(config: DataConfig) -> LoadedProblems:
     if config.shuffle:
         random.Random(config.shuffle_seed).shuffle(loaded.problems)
     end = None if config.limit is None else config.offset + config.limit
-    loaded.problems = loaded.problems[config.offset : end]
+    selected, loaded.problems = loaded.problems[config.offset : end], []
+    answer_field = config.answer_field if config.source == "jsonl" else "answer"
+    for problem in selected:  # after slicing: parsing every gold of a large file would be wasted work
+        if gold_is_gradable(problem.gold):
+            loaded.problems.append(problem)
+            continue
+        message = f"{problem.source}: {answer_field}: gold answer {problem.gold!r} cannot be parsed by the grader"
+        if config.on_bad_record == "error":
+            raise DataError(message)
+        _log.warning("skipping record: %s", message)
+        loaded.skipped.append(message)
     return loaded
 
 

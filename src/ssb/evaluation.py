@@ -30,6 +30,7 @@ from ssb.generation import GenerationBackend, SamplingParams, derive_seed, make_
 from ssb.grading import GRADER_VERSION, answers_equivalent, grade, strict_match
 from ssb.metrics import majority_score, mean_with_ci, pass_at_k
 from ssb.prompts import load_prompts
+from ssb.rollouts import drop_overlong
 from ssb.run_folder import RunFolder
 
 _log = logging.getLogger(__name__)
@@ -83,8 +84,10 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
     samples_path = folder.file(f"eval/{model_name}/{benchmark}.samples.jsonl")
     data = DataConfig(source=benchmark, split=config.eval.split, data_dir=config.data.data_dir, limit=config.eval.limit,
                       on_bad_record=config.data.on_bad_record)
-    problems = load_problems(data).problems
+    loaded = load_problems(data)
     system = system_prompt(config)
+    drop_overlong(loaded, backend, system, config.eval.sampling.max_new_tokens, config.data.on_bad_record)
+    problems = loaded.problems
     inputs = {"model": model_spec, "benchmark": dataclasses.asdict(data), "system_prompt": system, "seed": config.seed,
               "eval": {k: v for k, v in dataclasses.asdict(config.eval).items() if k in ("n", "sampling", "chunk_questions")},
               "grading": dataclasses.asdict(config.grading)}

@@ -99,14 +99,16 @@ class _Alarm(BaseException):
     """Raised by the interval timer. A BaseException so sympy's `except Exception` won't eat it."""
 
 
-def _equal_with_alarm(gold: str, answer: str, timeout_s: float) -> bool | None:
+def _with_alarm(fn, timeout_s: float, *args) -> bool | None:
+    """``fn(*args)``, or None when it runs past ``timeout_s`` (main thread only)."""
+
     def on_alarm(signum, frame):
         raise _Alarm()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
-        return _math_verify_equal(gold, answer)
+        return fn(*args)
     except _Alarm:
         return None
     finally:
@@ -183,7 +185,7 @@ def answers_equivalent(gold: str, answer: str, timeout_s: float = DEFAULT_TIMEOU
         return True
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread and hasattr(signal, "setitimer"):
-        result = _equal_with_alarm(gold, answer, timeout_s)
+        result = _with_alarm(_math_verify_equal, timeout_s, gold, answer)
     else:
         result = _isolated.equal(gold, answer, timeout_s)
     if result is None:
@@ -206,6 +208,19 @@ def group_by_equivalence(answers: Sequence[str], equivalent: Callable[[str, str]
         else:
             groups.append([i])
     return groups
+
+
+def _gold_parses(gold: str) -> bool:
+    from math_verify import parse
+
+    return bool(parse("\\boxed{" + gold + "}", parsing_timeout=None))
+
+
+def gold_is_gradable(gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """True when math-verify can parse ``gold``; a gold it cannot parse would mark every answer wrong."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        return bool(_with_alarm(_gold_parses, timeout_s, gold))
+    return _gold_parses(gold)
 
 
 def grade(response_text: str, gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> Grade:

@@ -47,6 +47,14 @@ def model_location(config: ModelConfig) -> tuple[str, dict]:
     return location, kwargs
 
 
+def load_model_config(config: ModelConfig):
+    """The model's transformers config, without loading weights."""
+    from transformers import AutoConfig
+
+    location, kwargs = model_location(config)
+    return AutoConfig.from_pretrained(location, **kwargs)
+
+
 def load_tokenizer(config: ModelConfig):
     from transformers import AutoTokenizer
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ssb.artifacts import JsonlAppender, read_jsonl, text_sha256, write_jsonl_atomic
 from ssb.chat import messages
 from ssb.config import SSBConfig
-from ssb.generation import LazyGenerator, SamplingParams, derive_seed
+from ssb.generation import LazyGenerator, SamplingParams, derive_seed, overflow
 from ssb.grading import answers_equivalent, grade
 from ssb.prompts import Prompts, load_prompts
 from ssb.run_folder import RunFolder, model_provenance
@@ -31,7 +31,7 @@ from ssb.selection import select_pair
 _log = logging.getLogger(__name__)
 
 KEPT = "kept"
-DROP_REASONS = ("all-correct", "all-wrong", "refinement-truncated", "refinement-no-answer", "refinement-wrong")
+DROP_REASONS = ("all-correct", "all-wrong", "hinted-prompt-too-long", "refinement-truncated", "refinement-no-answer", "refinement-wrong")
 
 
 def stage_inputs(config: SSBConfig, prompts: Prompts, rollouts_fingerprint: str) -> dict:
@@ -129,9 +129,16 @@ def run_refine(config: SSBConfig, force: bool = False, generator=None) -> dict:
             hinted = [prompts.render_hinted(r["question"], r["rollouts"][s.correct_index]["text"], r["rollouts"][s.wrong_index]["text"])
                       for r, s in zip(chunk, selections)]
             params = SamplingParams.from_config(config.refine.sampling, n=1, seed=derive_seed(config.seed, "refine", c))
-            completions = generator.generate([messages(prompts.system, h) for h in hinted], params)
-            for record, selection, prompt, (completion,) in zip(chunk, selections, hinted, completions):
+            conversations = [messages(prompts.system, h) for h in hinted]
+            fits = [overflow(generator.chat, conv, params.max_new_tokens, generator.context_length) is None for conv in conversations]
+            generated = iter(generator.generate([conv for conv, ok in zip(conversations, fits) if ok], params) if any(fits) else [])
+            for record, selection, prompt, ok in zip(chunk, selections, hinted, fits):
+                completion = next(generated)[0] if ok else None
                 if record["id"] in done:
+                    continue
+                if completion is None:
+                    journal.append({"index": record["index"], "id": record["id"], "outcome": "hinted-prompt-too-long",
+                                    "selection": dataclasses.asdict(selection), "hinted_prompt": prompt})
                     continue
                 g = grade(completion.text, record["gold"], config.grading.timeout_s)
                 journal.append({

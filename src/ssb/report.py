@@ -10,9 +10,11 @@ from the run's manifest.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ssb.artifacts import read_jsonl
+from ssb.packaged_models import default_cache_dir
 
 
 def load_summaries(run_dir: Path) -> dict[str, dict[str, dict]]:
@@ -40,11 +42,19 @@ def table(summaries: dict[str, dict[str, dict]]) -> tuple[list[str], str]:
     return benchmarks, "\n".join(lines)
 
 
-def plot_training(metrics: list[dict], path: Path) -> None:
+def _pyplot():
+    # matplotlib caches fonts under the home folder unless told otherwise: keep it in ssb's cache.
+    os.environ.setdefault("MPLCONFIGDIR", str(default_cache_dir() / "matplotlib"))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training(metrics: list[dict], path: Path) -> None:
+    plt = _pyplot()
 
     steps = [m["step"] for m in metrics]
     panels = [("loss", [m["loss"] for m in metrics], "loss (T² KL + CE)"),
@@ -64,10 +74,7 @@ def plot_training(metrics: list[dict], path: Path) -> None:
 
 
 def plot_accuracy(summaries: dict[str, dict[str, dict]], benchmarks: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     models = sorted(summaries, key=lambda m: (m != "base", m))
     width = 0.8 / max(len(models), 1)

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from ssb.artifacts import JsonlAppender, read_jsonl, text_sha256
 from ssb.chat import messages
 from ssb.config import SSBConfig
-from ssb.data import Problem, load_problems
-from ssb.generation import Completion, LazyGenerator, SamplingParams, derive_seed
+from ssb.data import DataError, LoadedProblems, Problem, load_problems
+from ssb.generation import Completion, LazyGenerator, SamplingParams, derive_seed, overflow
 from ssb.grading import grade
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, model_provenance
@@ -36,6 +36,22 @@ def stage_inputs(config: SSBConfig, system_prompt: str) -> dict:
         "rollouts": dataclasses.asdict(config.rollouts),
         "grading": dataclasses.asdict(config.grading),
     }
+
+
+def drop_overlong(loaded: LoadedProblems, generator, system: str, max_new_tokens: int, on_bad_record: str) -> None:
+    """Remove (or refuse) questions whose prompt and generation budget exceed the model's context."""
+    keep = []
+    for problem in loaded.problems:
+        why = overflow(generator.chat, messages(system, problem.question), max_new_tokens, generator.context_length)
+        if why is None:
+            keep.append(problem)
+            continue
+        message = f"{problem.source}: question: {why}"
+        if on_bad_record == "error":
+            raise DataError(message)
+        _log.warning("skipping record: %s", message)
+        loaded.skipped.append(message)
+    loaded.problems = keep
 
 
 def _record(index: int, problem: Problem, completions: list[Completion], timeout_s: float) -> dict:
@@ -72,13 +88,14 @@ def run_rollouts(config: SSBConfig, force: bool = False, generator=None) -> dict
     """Run (or resume) the rollouts stage; returns its stats. ``generator`` replaces the model's backend."""
     folder = RunFolder(config.run_dir)
     prompts = load_prompts(config.prompts.system, config.prompts.hinted)
+    generator = generator or LazyGenerator(config)
     loaded = load_problems(config.data)  # bad input fails here, before the run folder is touched
+    drop_overlong(loaded, generator, prompts.system, config.rollouts.sampling.max_new_tokens, config.data.on_bad_record)
     inputs = stage_inputs(config, prompts.system)
     if not folder.begin_stage("rollouts", inputs, force):
         _log.info("rollouts: already complete in %s", folder.path)
         return folder.stats()["rollouts"]
 
-    generator = generator or LazyGenerator(config)
     journal_path = folder.file("rollouts.jsonl")
     done = {r["id"] for r in read_jsonl(journal_path)}
     size = config.rollouts.chunk_questions

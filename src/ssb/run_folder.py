@@ -20,6 +20,9 @@ from ssb.artifacts import RunFolderError, command_line, fingerprint, package_ver
 
 _log = logging.getLogger(__name__)
 
+# Bumped whenever a run folder's layout or a record's schema changes incompatibly.
+RUN_FOLDER_VERSION = 1
+
 STAGE_OUTPUTS = {
     "rollouts": ["rollouts.jsonl"],
     "refine": ["refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"],
@@ -68,7 +71,14 @@ class RunFolder:
 
     def manifest(self) -> dict:
         path = self.file("manifest.json")
-        return json.loads(path.read_text()) if path.exists() else {"stages": {}}
+        if not path.exists():
+            return {"run_folder_version": RUN_FOLDER_VERSION, "stages": {}}
+        manifest = json.loads(path.read_text())
+        found = manifest.get("run_folder_version")
+        if found != RUN_FOLDER_VERSION:
+            raise RunFolderError(f"{self.path}: made by ssb {manifest.get('ssb_version', '?')} with run-folder format {found}; "
+                                 f"this ssb {ssb.__version__} reads format {RUN_FOLDER_VERSION}. Use a new run_dir.")
+        return manifest
 
     def stage_entry(self, stage: str) -> dict | None:
         return self.manifest()["stages"].get(stage)
@@ -78,6 +88,7 @@ class RunFolder:
 
         ``outputs`` (default: ``STAGE_OUTPUTS[stage]``) are the files a forced restart removes.
         """
+        self.manifest()  # refuses a folder written by an incompatible version before touching it
         state_file = self._state_file(stage)
         if state_file.exists():
             recorded = json.loads(state_file.read_text())["inputs"]
@@ -119,6 +130,7 @@ class RunFolder:
         write_json_atomic(self.file("stats.json"), all_stats)
         manifest = self.manifest()
         manifest["ssb_version"] = ssb.__version__
+        manifest["run_folder_version"] = RUN_FOLDER_VERSION
         manifest["stages"][stage] = {
             **entry,
             "inputs": inputs,

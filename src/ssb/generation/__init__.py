@@ -5,9 +5,9 @@ A vLLM backend is one more module implementing ``GenerationBackend``.
 """
 
 from ssb.chat import ChatFormat
-from ssb.generation.base import Completion, GenerationBackend, SamplingParams, derive_seed
+from ssb.generation.base import Completion, GenerationBackend, SamplingParams, derive_seed, overflow
 
-__all__ = ["Completion", "GenerationBackend", "LazyGenerator", "SamplingParams", "derive_seed", "make_backend"]
+__all__ = ["Completion", "GenerationBackend", "LazyGenerator", "SamplingParams", "derive_seed", "make_backend", "overflow"]
 
 
 def make_backend(config, chat, model) -> GenerationBackend:
@@ -26,10 +26,11 @@ class LazyGenerator:
     """
 
     def __init__(self, config):
-        from ssb.models import load_tokenizer
+        from ssb.models import load_model_config, load_tokenizer
 
         self.config = config
         self.chat = ChatFormat(load_tokenizer(config.model))
+        self.context_length = load_model_config(config.model).max_position_embeddings
         self._backend: GenerationBackend | None = None
 
     def generate(self, prompts, params):

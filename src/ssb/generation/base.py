@@ -17,6 +17,16 @@ def derive_seed(seed: int, stage: str, chunk: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def overflow(chat: ChatFormat, conversation: list[Message], max_new_tokens: int, context_length: int | None) -> str | None:
+    """Why ``conversation`` cannot be answered within the model's context, or None when it can."""
+    if context_length is None:
+        return None
+    prompt = len(chat.prompt_ids(conversation))
+    if prompt + max_new_tokens <= context_length:
+        return None
+    return f"prompt of {prompt} tokens + max_new_tokens {max_new_tokens} exceeds the model's context of {context_length} tokens"
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     n: int = 1  # samples per prompt
@@ -42,6 +52,7 @@ class Completion:
 
 class GenerationBackend(Protocol):
     chat: ChatFormat  # the one chat format prompts are rendered with
+    context_length: int | None  # prompt + generated tokens the model takes; None = unbounded
     def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[list[Completion]]:
         """``params.n`` completions for each prompt, in prompt order."""
         ...

@@ -30,6 +30,7 @@ class _TokenProgress(StoppingCriteria):
 class HFBackend:
     def __init__(self, model, chat: ChatFormat, batch_size: int = 32, progress: bool = True):
         self.model, self.chat, self.batch_size, self.progress = model, chat, batch_size, progress
+        self.context_length = model.config.max_position_embeddings
 
     def _completion(self, generated: list[int]) -> Completion:
         stops = set(self.chat.stop_ids)
