@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides)
         stats = STAGES[args.command][0](config, args)
-    except (ConfigError, DataError, RunFolderError, FloatingPointError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DataError, RunFolderError, FloatingPointError, OSError, ValueError) as exc:
+        # OSError covers a model or file that cannot be found or fetched (transformers raises it offline).
         print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
         return 2
     if stats:  # other processes of a multi-process run return nothing to report

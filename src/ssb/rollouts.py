@@ -88,8 +88,8 @@ def run_rollouts(config: SSBConfig, force: bool = False, generator=None) -> dict
     """Run (or resume) the rollouts stage; returns its stats. ``generator`` replaces the model's backend."""
     folder = RunFolder(config.run_dir)
     prompts = load_prompts(config.prompts.system, config.prompts.hinted)
-    generator = generator or LazyGenerator(config)
     loaded = load_problems(config.data)  # bad input fails here, before the run folder is touched
+    generator = generator or LazyGenerator(config)
     drop_overlong(loaded, generator, prompts.system, config.rollouts.sampling.max_new_tokens, config.data.on_bad_record)
     inputs = stage_inputs(config, prompts.system)
     if not folder.begin_stage("rollouts", inputs, force):
