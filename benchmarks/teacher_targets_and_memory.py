@@ -75,12 +75,12 @@ class PeakRSS:
         self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch: int) -> dict:
+def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch: int, gradient_checkpointing: bool) -> dict:
     """One distillation step in this process; returns peak growth of RSS and tokens/s."""
     from ssb.distillation import build_peft_model, per_token_losses
     from ssb.losses import reduce_per_token
 
-    config = load_config(None, {"model.name_or_path": model_name})
+    config = load_config(None, {"model.name_or_path": model_name, "distill.gradient_checkpointing": gradient_checkpointing})
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
     group = build_examples(Path(run_dir), chat, count)[:batch]
@@ -116,7 +116,7 @@ def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch:
             loss = reduce_per_token(per_token[:, 0], student.sequence_index, len(group), "token", tokens)
         loss.backward()
         seconds = time.monotonic() - start
-    return {"variant": variant, "loss": loss.item(), "tokens": tokens, "batch": len(group), "max_seq": int(student.input_ids.shape[1]),
+    return {"variant": variant, "gradient_checkpointing": gradient_checkpointing, "loss": loss.item(), "tokens": tokens, "batch": len(group), "max_seq": int(student.input_ids.shape[1]),
             "peak_rss_growth_gib": round((memory.peak - memory.start) / 2**30, 3), "seconds": round(seconds, 1),
             "tokens_per_s": round(tokens / seconds, 1)}
 
@@ -174,30 +174,35 @@ def main() -> None:
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--examples", type=int, default=24)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--parts", default="storage,step", help="storage (bytes, top-k error) and/or step (memory, speed)")
     parser.add_argument("--step-variant", choices=["dense", "ssb"], help=argparse.SUPPRESS)  # internal: one step per process
+    parser.add_argument("--gradient-checkpointing", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", default="benchmarks/results/teacher_targets_and_memory.json")
     args = parser.parse_args()
     if args.step_variant:
-        print(json.dumps(step_variant(args.step_variant, args.model, args.run_dir, args.examples, args.batch)))
+        print(json.dumps(step_variant(args.step_variant, args.model, args.run_dir, args.examples, args.batch, bool(args.gradient_checkpointing))))
         return
-    report = {"command": " ".join(["python", *sys.argv]), "storage_and_topk": storage_and_topk(args.model, Path(args.run_dir), args.examples)}
-    print(json.dumps(report["storage_and_topk"], indent=2), flush=True)
-    steps = {}
-    for variant in ("ssb", "dense"):
-        result = subprocess.run([sys.executable, __file__, "--step-variant", variant, "--model", args.model, "--run-dir", args.run_dir,
-                                 "--examples", str(args.examples), "--batch", str(args.batch)], capture_output=True, text=True)
-        if result.returncode != 0:
-            steps[variant] = {"error": result.stderr[-2000:]}
-        else:
-            steps[variant] = json.loads(result.stdout.strip().splitlines()[-1])
-        print(variant, json.dumps(steps[variant]), flush=True)
-    report["distill_step"] = steps
-    if "error" not in steps["ssb"] and "error" not in steps["dense"]:
-        report["memory_ratio_ssb_over_dense"] = round(steps["ssb"]["peak_rss_growth_gib"] / steps["dense"]["peak_rss_growth_gib"], 3)
-        report["speed_ratio_ssb_over_dense"] = round(steps["ssb"]["tokens_per_s"] / steps["dense"]["tokens_per_s"], 2)
+    report = {"command": " ".join(["python", *sys.argv])}
+    if "storage" in args.parts:
+        report["storage_and_topk"] = storage_and_topk(args.model, Path(args.run_dir), args.examples)
+        print(json.dumps(report["storage_and_topk"], indent=2), flush=True)
+    if "step" in args.parts:
+        report["distill_step"] = {}
+        for checkpointing in (0, 1):
+            steps = {}
+            for variant in ("ssb", "dense"):
+                result = subprocess.run([sys.executable, __file__, "--step-variant", variant, "--model", args.model, "--run-dir", args.run_dir,
+                                         "--examples", str(args.examples), "--batch", str(args.batch), "--gradient-checkpointing", str(checkpointing)],
+                                        capture_output=True, text=True)
+                steps[variant] = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {"error": result.stderr[-2000:]}
+                print(variant, json.dumps(steps[variant]), flush=True)
+            if "error" not in steps["ssb"] and "error" not in steps["dense"]:
+                steps["memory_ratio_ssb_over_dense"] = round(steps["ssb"]["peak_rss_growth_gib"] / steps["dense"]["peak_rss_growth_gib"], 3)
+                steps["speed_ratio_ssb_over_dense"] = round(steps["ssb"]["tokens_per_s"] / steps["dense"]["tokens_per_s"], 2)
+            report["distill_step"]["with_gradient_checkpointing" if checkpointing else "without_gradient_checkpointing"] = steps
+            print({k: v for k, v in steps.items() if k.endswith("dense")}, flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report.get(k) for k in ("memory_ratio_ssb_over_dense", "speed_ratio_ssb_over_dense")}))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssb.losses import chunked_over_rows, cross_entropy, kl_full, kl_topk, reduce_per_token, topk_tail_log_probs
+from ssb.losses import cross_entropy, fused_head_loss, kl_full, kl_topk, reduce_per_token, topk_tail_log_probs
 
 torch.manual_seed(0)
 
@@ -76,23 +76,43 @@ def test_all_masked_gives_zero_not_nan():
     out = reduce_per_token(empty, torch.zeros(0, dtype=torch.long), 2, "sequence", 0)
     assert out.item() == 0.0 and not math.isnan(out.item())
     assert reduce_per_token(empty, torch.zeros(0, dtype=torch.long), 0, "token", 0).item() == 0.0
-    h = torch.zeros(0, 8, requires_grad=True)
-    assert chunked_over_rows(lambda x: x.sum(-1), h, chunk_size=4).shape == (0,)
 
 
-def test_chunked_checkpointed_rows_equal_dense_with_gradients():
-    head = torch.nn.Linear(16, 64, bias=False)
+@pytest.mark.parametrize("objective", ["full", "topk", "kd+ce"])
+def test_fused_head_loss_equals_dense_autograd_in_values_and_gradients(objective):
+    head = torch.nn.Linear(16, 64, bias=False).requires_grad_(False)
     h = torch.randn(23, 16, requires_grad=True)
-    teacher = torch.randn(23, 64)
-    dense = kl_full(head(h), teacher, 2.0)
-    dense.sum().backward()
-    g_dense, gw_dense = h.grad.clone(), head.weight.grad.clone()
-    h.grad, head.weight.grad = None, None
-    chunked = chunked_over_rows(lambda x, t: kl_full(head(x), t, 2.0), h, teacher, chunk_size=5)
-    chunked.sum().backward()
-    torch.testing.assert_close(chunked, dense)
-    torch.testing.assert_close(h.grad, g_dense)
-    torch.testing.assert_close(head.weight.grad, gw_dense)
+    teacher = torch.randn(23, 64) * 2
+    vals, ids = teacher.topk(7, -1)
+    lse = torch.logsumexp(teacher / 2.0, -1)
+    labels = torch.randint(0, 64, (23,))
+    weights = torch.rand(23)  # what a later reduction applies per token
+
+    def losses(logits, teacher_rows, val_rows, id_rows, lse_rows, label_rows):
+        if objective == "topk":
+            kd = kl_topk(logits, val_rows, id_rows, lse_rows, 2.0)
+        else:
+            kd = kl_full(logits, teacher_rows, 2.0)
+        ce = cross_entropy(logits, label_rows)
+        trained = kd + 0.3 * ce if objective == "kd+ce" else kd
+        return torch.stack([trained, kd, ce], -1)
+
+    dense = losses(head(h), teacher, vals, ids, lse, labels)
+    (dense[:, 0] * weights).sum().backward()
+    dense_grad, h.grad = h.grad.clone(), None
+    fused = fused_head_loss(h, head.weight, losses, teacher, vals, ids, lse, labels, chunk_size=5)
+    (fused[:, 0] * weights).sum().backward()
+    torch.testing.assert_close(fused, dense.detach())
+    torch.testing.assert_close(h.grad, dense_grad)
+
+
+def test_fused_head_loss_refuses_a_trainable_head_and_handles_no_rows():
+    head = torch.nn.Linear(8, 32, bias=False)
+    with pytest.raises(ValueError, match="frozen output head"):
+        fused_head_loss(torch.randn(3, 8), head.weight, lambda z: z.sum(-1, keepdim=True), chunk_size=2)
+    head.requires_grad_(False)
+    out = fused_head_loss(torch.zeros(0, 8, requires_grad=True), head.weight, lambda z: torch.stack([z.sum(-1), z.sum(-1)], -1), chunk_size=2)
+    assert out.shape == (0, 2)
 
 
 def test_cross_entropy_matches_manual():

@@ -3,7 +3,7 @@
 The student sees only system + bare question; on every solution token it is trained to match the
 teacher distribution, ``T^2 KL(softmax(t/T) || softmax(s/T))`` (``ssb.losses``), optionally mixed
 with CE. Prompt tokens are never supervised. Student logits are computed only at the solution
-positions and in checkpointed chunks through the frozen output head, so memory does not grow with
+positions and in chunks through the frozen output head (``ssb.losses.fused_head_loss``), so memory does not grow with
 batch x sequence x vocabulary.
 
 Runs on accelerate: plain ``ssb distill`` on one device; ``accelerate launch --multi_gpu
@@ -32,7 +32,7 @@ from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_
 from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat
 from ssb.config import SSBConfig
-from ssb.losses import chunked_over_rows, cross_entropy, kl_full, kl_topk, reduce_per_token
+from ssb.losses import cross_entropy, fused_head_loss, kl_full, kl_topk, reduce_per_token
 from ssb.models import load_model, load_tokenizer
 from ssb.run_folder import RunFolder, model_provenance
 from ssb.teacher_targets import TeacherTargets, targets_identity
@@ -71,26 +71,29 @@ def teacher_rows(example_targets: list[dict[str, torch.Tensor]], device) -> dict
 
 
 def per_token_losses(config: SSBConfig, head, student_hidden: torch.Tensor, teacher: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """(N, H) student hidden states + teacher rows -> (N, 2): KD and CE per solution token, chunked."""
-    temperature, fmt = config.distill.temperature, config.teacher.format
-    names = sorted(teacher)
+    """(N, H) student hidden states + teacher rows -> (N, 3): the trained objective, KD and CE per token.
 
-    def chunk_loss(h, target_ids, *teacher_chunk):
+    Column 0 (kd_weight * KD + ce_weight * CE) carries gradients; KD and CE are reported values.
+    """
+    temperature, weight = config.distill.temperature, head.weight
+    names = sorted(teacher)
+    kd_weight, ce_weight = config.distill.kd_weight, config.distill.ce_weight
+
+    def chunk_loss(student_logits, target_ids, *teacher_chunk):
         t = dict(zip(names, teacher_chunk))
-        student_logits = head(h)  # (c, V)
         if "hidden" in t:
             with torch.no_grad():
-                teacher_logits = head(t["hidden"].to(h.dtype))
+                teacher_logits = t["hidden"].to(weight.dtype) @ weight.T  # exact logits from stored hidden states
             kd = kl_full(student_logits, teacher_logits, temperature)
         elif "logits" in t:
             kd = kl_full(student_logits, t["logits"], temperature)
         else:
             kd = kl_topk(student_logits, t["topk_logits"], t["topk_ids"], t["log_normalizer"], temperature, config.distill.topk_tail)
-        return torch.stack([kd, cross_entropy(student_logits, target_ids)], dim=-1)
+        ce = cross_entropy(student_logits, target_ids)  # reported even when not trained: it is cheap
+        return torch.stack([kd_weight * kd + ce_weight * ce, kd, ce], dim=-1)
 
-    if fmt == "online":
-        assert set(names) == {"hidden"}
-    return chunked_over_rows(chunk_loss, student_hidden, targets, *(teacher[n] for n in names), chunk_size=config.distill.head_chunk_tokens)
+    return fused_head_loss(student_hidden, weight, chunk_loss, targets, *(teacher[n] for n in names),
+                           chunk_size=config.distill.head_chunk_tokens)
 
 
 def _checkpoints(folder: Path) -> list[Path]:
@@ -229,9 +232,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
                 hidden = wrapper(batch)
                 per_token = per_token_losses(config, head, hidden, teacher, batch.targets.to(accelerator.device))
                 index = batch.sequence_index.to(accelerator.device)
-                kd = reduce_per_token(per_token[:, 0], index, len(group), d.normalization, denominator)
-                ce = reduce_per_token(per_token[:, 1], index, len(group), d.normalization, denominator)
-                loss = d.kd_weight * kd + d.ce_weight * ce
+                loss, kd, ce = (reduce_per_token(per_token[:, j], index, len(group), d.normalization, denominator) for j in range(3))
                 # DDP averages gradients over processes; the loss is already a share of the global mean.
                 accelerator.backward(loss * world)
             sums += torch.stack([loss.detach(), kd.detach(), ce.detach()])

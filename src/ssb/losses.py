@@ -16,7 +16,6 @@ from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 Normalization = Literal["sequence", "token"]
 
@@ -93,19 +92,49 @@ def reduce_per_token(per_token: torch.Tensor, sequence_index: torch.Tensor, num_
     return total / max(float(denominator), 1.0)
 
 
-def chunked_over_rows(fn: Callable[..., torch.Tensor], *row_tensors: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """``fn`` applied to row chunks of ``row_tensors``, concatenated, with activation checkpointing.
+class _FusedHeadLoss(torch.autograd.Function):
+    """Per-token losses through a frozen output head, chunk by chunk, gradients taken on the spot.
 
-    ``fn`` maps (c, ...) tensors to a (c,) loss; it typically projects hidden states through the
-    output head, so it materialises (c, V) logits. Checkpointing recomputes them in the backward
-    pass instead of keeping them, so peak memory grows with ``chunk_size * V``, not ``N * V``.
+    Each row's loss depends only on its own logits, so d(sum_i w_i L_i)/dh_i = w_i (dL_i/dz_i) W,
+    whatever the weights w_i the caller applies later. The forward pass computes, per chunk of rows,
+    the logits z (c, V), the loss, dL/dz by autograd, and immediately dL/dh = (dL/dz) W (c, H); only
+    that (N, H) tensor is kept for the backward pass, which scales it by the incoming gradient.
+    Logits are never kept or recomputed: peak memory grows with chunk x V, and the head's matrix
+    product runs twice per row (forward, and dL/dz W) instead of three times.
     """
-    n = row_tensors[0].shape[0]
-    if n == 0:
-        return row_tensors[0].new_zeros(0, dtype=torch.float32)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in row_tensors)
-    pieces = []
-    for start in range(0, n, chunk_size):
-        chunk = [t[start : start + chunk_size] for t in row_tensors]
-        pieces.append(checkpoint(fn, *chunk, use_reentrant=False) if needs_grad else fn(*chunk))
-    return torch.cat(pieces)
+
+    @staticmethod
+    def forward(ctx, hidden, weight, loss_fn, chunk_size, *row_args):
+        losses, grads = [], []
+        for start in range(0, hidden.shape[0], chunk_size):
+            h = hidden[start : start + chunk_size]
+            with torch.enable_grad():
+                logits = (h @ weight.T).detach().requires_grad_(True)  # (c, V)
+                out = loss_fn(logits, *(a[start : start + chunk_size] for a in row_args))  # (c, m); column 0 is trained
+                (grad_logits,) = torch.autograd.grad(out[:, 0].sum(), logits)
+            losses.append(out.detach())
+            grads.append((grad_logits.to(weight.dtype) @ weight).to(hidden.dtype))  # (c, H)
+        ctx.save_for_backward(torch.cat(grads))
+        return torch.cat(losses)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad_hidden,) = ctx.saved_tensors
+        return (grad_hidden * grad_out[:, :1].to(grad_hidden.dtype), None, None, None, *([None] * (len(ctx.needs_input_grad) - 4)))
+
+
+def fused_head_loss(hidden: torch.Tensor, weight: torch.Tensor, loss_fn: Callable[..., torch.Tensor], *row_args: torch.Tensor,
+                    chunk_size: int) -> torch.Tensor:
+    """``loss_fn(hidden @ weight.T, *row_args)`` row chunk by row chunk, differentiable in ``hidden`` only.
+
+    ``hidden`` (N, H) are final hidden states, ``weight`` (V, H) the frozen output head, ``row_args``
+    tensors with N rows (teacher targets, label ids). ``loss_fn`` maps (c, V) logits and the matching
+    rows to (c, m) losses; gradients flow through column 0 only (the trained objective), the other
+    columns are reported values. Returns (N, m); (0, m) shapes give an empty result.
+    """
+    if weight.requires_grad:
+        raise ValueError("fused_head_loss needs a frozen output head (weight.requires_grad is False)")
+    if hidden.shape[0] == 0:
+        with torch.no_grad():
+            return loss_fn(hidden.new_zeros((0, weight.shape[0])), *row_args)
+    return _FusedHeadLoss.apply(hidden, weight, loss_fn, chunk_size, *row_args)
