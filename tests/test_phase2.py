@@ -234,3 +234,29 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(confi
     checkpoints = sorted(p.name for p in (Path(config.run_dir) / "distill" / "checkpoints").iterdir())
     assert checkpoints == ["step-000002"]
     assert [m["step"] for m in read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl")] == [1, 2]
+
+
+def test_sft_objective_is_token_level_cross_entropy_on_solution_tokens_only(tmp_path, tiny_model_dir):
+    """The control of hard labels: step 1's loss (LoRA B = 0, so the base model) against an
+    independent computation with transformers' own label-shifted loss on prompt-masked labels."""
+    config = phase1_folder(tmp_path, tiny_model_dir, **{"distill.objective": "sft", "distill.normalization": "token", "distill.max_steps": 1})
+    stats = run_distill(config)  # no teacher stage needed
+    assert stats["steps"] == 1
+    first = read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl")[0]
+    from ssb.distillation import step_batches
+
+    chat = ChatFormat(load_tokenizer(config.model))
+    examples = align_examples(Path(config.run_dir) / "teacher.jsonl", Path(config.run_dir) / "student.jsonl", chat)
+    model = load_model(config.model)
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for i in step_batches(len(examples), 2, 2, config.seed)[0]:
+            e = examples[i]
+            ids = torch.tensor([e.student_prompt_ids + e.solution_ids])
+            labels = torch.full_like(ids, -100)
+            labels[0, len(e.student_prompt_ids):] = torch.tensor(e.solution_ids)
+            n = len(e.solution_ids)
+            total += model(input_ids=ids, labels=labels).loss.item() * n
+            tokens += n
+    assert first["loss"] == pytest.approx(total / tokens, rel=1e-5) and first["ce"] == pytest.approx(first["loss"])
+    assert first["kl"] == 0.0

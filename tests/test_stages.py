@@ -259,3 +259,23 @@ def test_run_folder_of_an_incompatible_version_is_refused(tmp_path, tokenizer):
     with pytest.raises(RunFolderError, match=r"made by ssb 0\.0\.1 with run-folder format 0; this ssb .* reads format 1"):
         run_rollouts(config, generator=scripted(tokenizer))
     assert not (run / "rollouts.jsonl").exists()
+
+
+def test_random_hint_uses_another_questions_rollouts_seeded_never_its_own(tmp_path, tokenizer):
+    config = make_config(tmp_path, **{"refine.hint": "random"})
+    run_rollouts(config, generator=scripted(tokenizer))
+    run_refine(config, generator=scripted(tokenizer, refine_script))
+    journal = [e for e in read_jsonl(Path(config.run_dir) / "refinements.jsonl") if "hinted_prompt" in e]
+    assert len(journal) == 6
+    for entry in journal:
+        i = int(entry["id"].rsplit("-", 1)[1])
+        donor = int(entry["hint_from"].rsplit("-", 1)[1])
+        assert donor != i and donor % 4 in (2, 3)  # another question with mixed rollouts
+        prompt = entry["hinted_prompt"]
+        assert f"-----\nQuestion {i}: what is {i}?\n-----" in prompt  # the problem is the question's own
+        assert f"Right: \\boxed{{{donor}}}" in prompt and f"Right: \\boxed{{{i}}}" not in prompt
+    again = make_config(tmp_path, "again", **{"refine.hint": "random"})
+    run_rollouts(again, generator=scripted(tokenizer))
+    run_refine(again, generator=scripted(tokenizer, refine_script))
+    assert [e.get("hint_from") for e in read_jsonl(Path(again.run_dir) / "refinements.jsonl")] == \
+        [e.get("hint_from") for e in read_jsonl(Path(config.run_dir) / "refinements.jsonl")]

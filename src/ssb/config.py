@@ -107,6 +107,7 @@ class RefineConfig:
     sampling: SamplingConfig = doc(SamplingConfig(temperature=0.4, max_new_tokens=2048), "Refinement sampling (the authors' code uses temperature 0.4).")
     chunk_questions: int = doc(8, "Questions refined together and journalled as one unit.")
     prefer_answered_wrong: bool = doc(True, "Pick the wrong rollout among those with a boxed answer when any exist; rollouts without one are used only when no wrong rollout has an answer.")
+    hint: Literal["own", "random"] = doc("own", "own: the hinted prompt shows the question's own correct and wrong rollouts (the paper); random: those of another mixed question drawn at random (a control for whether the hint's content matters).")
 
     def __post_init__(self) -> None:
         if self.chunk_questions < 1:
@@ -141,7 +142,7 @@ class LoraSettings:
 
 @dataclass
 class DistillConfig:
-    objective: Literal["kd"] = doc("kd", "Training objective: kd (logit distillation, optionally mixed with CE).")
+    objective: Literal["kd", "sft"] = doc("kd", "Training objective: kd (logit distillation, optionally mixed with CE); sft (cross-entropy on the same refined solutions given the bare question: hard labels, no teacher targets; a control).")
     temperature: float = doc(2.0, "Distillation temperature T_KD (the authors' code: 2.0); the loss is T^2 * KL(softmax(t/T) || softmax(s/T)).")
     normalization: Literal["sequence", "token"] = doc("sequence", "sequence: mean over each solution's tokens, then over sequences (paper eq. 6); token: mean over all tokens of a step (the authors' code).")
     kd_weight: float = doc(1.0, "Weight of the KD term.")

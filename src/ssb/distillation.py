@@ -81,6 +81,9 @@ def per_token_losses(config: SSBConfig, head, student_hidden: torch.Tensor, teac
 
     def chunk_loss(student_logits, target_ids, *teacher_chunk):
         t = dict(zip(names, teacher_chunk))
+        ce = cross_entropy(student_logits, target_ids)  # reported even when not trained: it is cheap
+        if not t:  # objective "sft": hard labels only
+            return torch.stack([ce, torch.zeros_like(ce), ce], dim=-1)
         if "hidden" in t:
             with torch.no_grad():
                 teacher_logits = t["hidden"].to(weight.dtype) @ weight.T  # exact logits from stored hidden states
@@ -89,7 +92,6 @@ def per_token_losses(config: SSBConfig, head, student_hidden: torch.Tensor, teac
             kd = kl_full(student_logits, t["logits"], temperature)
         else:
             kd = kl_topk(student_logits, t["topk_logits"], t["topk_ids"], t["log_normalizer"], temperature, config.distill.topk_tail)
-        ce = cross_entropy(student_logits, target_ids)  # reported even when not trained: it is cheap
         return torch.stack([kd_weight * kd + ce_weight * ce, kd, ce], dim=-1)
 
     return fused_head_loss(student_hidden, weight, chunk_loss, targets, *(teacher[n] for n in names),
@@ -156,19 +158,20 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
         raise RunFolderError(f"{launched} processes were launched but accelerate set up {accelerator.num_processes}; "
                              "on CPUs launch with: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssb distill ...")
     folder = RunFolder(config.run_dir)
-    teacher_entry = folder.require_finished("teacher", needed_by="distill")
+    sft = config.distill.objective == "sft"
+    upstream = folder.require_finished("refine" if sft else "teacher", needed_by="distill")
     # Everything that can refuse the inputs runs before the stage is marked as started.
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
     examples = align_examples(folder.file("teacher.jsonl"), folder.file("student.jsonl"), chat)
     model = load_model(dataclasses.replace(config.model, device=str(accelerator.device)))
     targets = None
-    if config.teacher.format != "online":
+    if not sft and config.teacher.format != "online":
         targets = TeacherTargets(folder.file("teacher"), targets_identity(config, model, tokenizer))
 
-    inputs = {"teacher_inputs_fingerprint": teacher_entry["inputs_fingerprint"], "seed": config.seed,
+    inputs = {"upstream_inputs_fingerprint": upstream["inputs_fingerprint"], "seed": config.seed,
               "model": dataclasses.asdict(config.model), "distill": dataclasses.asdict(config.distill),
-              "teacher_format": config.teacher.format, "processes": accelerator.num_processes}
+              "teacher_format": None if sft else config.teacher.format, "processes": accelerator.num_processes}
     from accelerate.utils import broadcast_object_list
 
     fresh = [folder.begin_stage("distill", inputs, force) if accelerator.is_main_process else None]
@@ -221,7 +224,9 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
         for m, indices in enumerate(parts):
             group: list[AlignedExample] = [examples[i] for i in indices]
             batch = pack([e.student_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id)
-            if targets is not None:
+            if sft:
+                teacher = {}
+            elif targets is not None:
                 teacher = teacher_rows([targets.get(e) for e in group], accelerator.device)
             else:
                 with torch.no_grad(), peft_model.disable_adapter():

@@ -49,6 +49,8 @@ def run_all(config: SSBConfig, force: list[str] | None = None, generator=None) -
                "eval": lambda c, force: run_eval(eval_config_with_adapter(c), force=force)}
     timings, results = {}, {}
     for stage in STAGES:
+        if stage == "teacher" and config.distill.objective == "sft":
+            continue  # hard labels need no teacher targets
         start = time.monotonic()
         _log.info("=== %s", stage)
         results[stage] = runners[stage](config, force=stage in force)

@@ -54,6 +54,16 @@ def _selection_for(record: dict, config: SSBConfig):
                        config.refine.prefer_answered_wrong)
 
 
+def hint_donor(record: dict, mixed: list[dict], config: SSBConfig) -> dict:
+    """The question whose rollouts fill ``record``'s hinted prompt: itself, or (hint=random) another one."""
+    if config.refine.hint == "own":
+        return record
+    others = [r for r in mixed if r["id"] != record["id"]]
+    if not others:
+        raise ValueError("refine.hint=random needs at least two questions with mixed rollouts")
+    return random.Random(f"{config.seed}:hint:{record['id']}").choice(others)
+
+
 def _unrefinable(record: dict) -> dict:
     reason = "all-correct" if record["num_correct"] == len(record["rollouts"]) else "all-wrong"
     return {"index": record["index"], "id": record["id"], "outcome": reason}
@@ -125,25 +135,26 @@ def run_refine(config: SSBConfig, force: bool = False, generator=None) -> dict:
             if record["id"] not in mixed_ids and record["id"] not in done:
                 journal.append(_unrefinable(record))
         for c, chunk in tqdm(pending, desc="refine", unit="chunk", disable=not config.backend.progress):
-            selections = [_selection_for(r, config) for r in chunk]
-            hinted = [prompts.render_hinted(r["question"], r["rollouts"][s.correct_index]["text"], r["rollouts"][s.wrong_index]["text"])
-                      for r, s in zip(chunk, selections)]
+            donors = [hint_donor(r, mixed, config) for r in chunk]
+            selections = [_selection_for(d, config) for d in donors]
+            hinted = [prompts.render_hinted(r["question"], d["rollouts"][s.correct_index]["text"], d["rollouts"][s.wrong_index]["text"])
+                      for r, d, s in zip(chunk, donors, selections)]
             params = SamplingParams.from_config(config.refine.sampling, n=1, seed=derive_seed(config.seed, "refine", c))
             conversations = [messages(prompts.system, h) for h in hinted]
             fits = [overflow(generator.chat, conv, params.max_new_tokens, generator.context_length) is None for conv in conversations]
             generated = iter(generator.generate([conv for conv, ok in zip(conversations, fits) if ok], params) if any(fits) else [])
-            for record, selection, prompt, ok in zip(chunk, selections, hinted, fits):
+            for record, donor, selection, prompt, ok in zip(chunk, donors, selections, hinted, fits):
                 completion = next(generated)[0] if ok else None
                 if record["id"] in done:
                     continue
                 if completion is None:
                     journal.append({"index": record["index"], "id": record["id"], "outcome": "hinted-prompt-too-long",
-                                    "selection": dataclasses.asdict(selection), "hinted_prompt": prompt})
+                                    "selection": dataclasses.asdict(selection), "hint_from": donor["id"], "hinted_prompt": prompt})
                     continue
                 g = grade(completion.text, record["gold"], config.grading.timeout_s)
                 journal.append({
                     "index": record["index"], "id": record["id"], "outcome": _outcome(completion.finish_reason, g.answer, g.correct),
-                    "selection": dataclasses.asdict(selection), "hinted_prompt": prompt,
+                    "selection": dataclasses.asdict(selection), "hint_from": donor["id"], "hinted_prompt": prompt,
                     "refinement": {"text": completion.text, "answer": g.answer, "correct": g.correct, "grader_timed_out": g.timed_out,
                                    "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens},
                 })
