@@ -61,6 +61,12 @@ def _run_eval(config, args):
     return run_eval(config, force=args.force)
 
 
+def _run_grpo(config, args):
+    from ssb.grpo import run_grpo
+
+    return run_grpo(config, force=args.force)
+
+
 def _run_all(config, args):
     from ssb.pipeline import run_all
 
@@ -77,6 +83,7 @@ STAGES: dict[str, tuple[Callable, str]] = {
     "refine": (_run_refine, "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions (writes teacher.jsonl, student.jsonl, dropped.jsonl)."),
     "teacher": (_run_teacher, "Run the frozen base model over the teacher view and store its targets on every solution token (writes teacher/)."),
     "distill": (_run_distill, "Train LoRA adapters so the student view matches the teacher targets (writes distill/adapter, metrics.jsonl, checkpoints). Several processes: accelerate launch -m ssb distill ..."),
+    "grpo": (_run_grpo, "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl)."),
     "eval": (_run_eval, "Evaluate the base model and adapters on benchmarks (writes eval/<model>/<benchmark>.samples.jsonl and .summary.json)."),
 }
 

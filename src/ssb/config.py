@@ -172,6 +172,31 @@ class DistillConfig:
 
 
 @dataclass
+class GRPOSettings:
+    num_generations: int = doc(4, "Completions per question (the group; SSB's K is 4).")
+    batch_size: int = doc(8, "Completions per device step (a multiple of num_generations).")
+    gradient_accumulation_steps: int = doc(1, "Steps accumulated per optimiser update.")
+    epochs: float = doc(1.0, "Passes over the questions.")
+    max_steps: int | None = doc(None, "Stop after this many optimiser steps.")
+    lr: float = doc(1e-5, "Learning rate (GRPO with LoRA wants far less than KD's 2e-4).")
+    max_completion_length: int = doc(1024, "Generation budget per completion.")
+    temperature: float = doc(0.8, "Sampling temperature (the rollouts' default).")
+    top_k: int = doc(50, "Top-k sampling (0 = off).")
+    top_p: float = doc(1.0, "Nucleus sampling mass.")
+    beta: float = doc(0.0, "KL penalty to the reference model (TRL's default 0).")
+    format_reward: float = doc(0.0, "Weight of a reward for writing any boxed answer (off by default).")
+    warmup_steps: int = doc(0, "Linear warmup steps.")
+    max_grad_norm: float = doc(1.0, "Gradient clipping norm.")
+    save_every: int = doc(50, "Checkpoint every this many steps (resume point).")
+    use_vllm: bool = doc(False, "Generate with TRL's vLLM mode (needs vllm installed).")
+    gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory.")
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2 or self.batch_size % self.num_generations:
+            raise ConfigError("grpo: num_generations >= 2 and batch_size a multiple of num_generations are required")
+
+
+@dataclass
 class EvalConfig:
     benchmarks: list[str] = doc(["gsm8k", "math500", "aime24", "amc23"], "Benchmarks (data layouts) to evaluate; read from data.data_dir/<name>_<split>.jsonl or the hub.")
     split: str = doc("test", "Split of every benchmark.")
@@ -203,6 +228,7 @@ class SSBConfig:
     teacher: TeacherConfig = doc(TeacherConfig(), "Stage 3: teacher targets on the solution tokens.")
     distill: DistillConfig = doc(DistillConfig(), "Stage 4: LoRA distillation into the hint-free student.")
     eval: EvalConfig = doc(EvalConfig(), "Evaluation of the base model and adapters on benchmarks.")
+    grpo: GRPOSettings = doc(GRPOSettings(), "The GRPO control (ssb grpo), with distill.lora's adapter shape.")
 
 
 # ----------------------------------------------------------------------------- building configs

@@ -28,6 +28,7 @@ STAGE_OUTPUTS = {
     "refine": ["refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"],
     "teacher": ["teacher"],
     "distill": ["distill"],
+    "grpo": ["grpo"],
 }
 
 

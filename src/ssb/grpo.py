@@ -1,0 +1,112 @@
+"""``ssb grpo``: the paper's RL control, GRPO through TRL's ``GRPOTrainer``, under SSB's conditions.
+
+Same base model, same LoRA shape (``distill.lora``), same question source (``data``), same chat
+template and system prompt, and a reward computed by ``ssb.grading``: 1 for a correct last boxed
+answer, 0 otherwise, plus an optional format term (``grpo.format_reward``, off by default) for
+writing a boxed answer at all. Generation runs through transformers (or TRL's vLLM mode where
+installed, ``grpo.use_vllm``). Output: ``grpo/adapter`` (PEFT, evaluable with ``ssb eval``),
+``grpo/metrics.jsonl`` (TRL's log history) and TRL checkpoints, from which an interrupted run
+resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+from ssb.artifacts import write_jsonl_atomic
+from ssb.chat import ChatFormat, fold_system_into_user, messages
+from ssb.config import SSBConfig
+from ssb.data import load_problems
+from ssb.grading import extract_boxed_answer, grade
+from ssb.prompts import load_prompts
+from ssb.run_folder import RunFolder, model_provenance
+
+_log = logging.getLogger(__name__)
+
+
+def correctness_reward(completions: list, gold: list[str], timeout_s: float = 5.0, **kwargs) -> list[float]:
+    """TRL reward function: 1.0 when a completion's last boxed answer equals its gold, else 0.0.
+
+    ``completions`` are TRL's conversational completions (``[{"role": "assistant", "content": ...}]``)
+    or plain strings; ``gold`` is the dataset column of the same name, one per completion.
+    """
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [1.0 if grade(text, answer, timeout_s).correct else 0.0 for text, answer in zip(texts, gold)]
+
+
+def format_reward(completions: list, **kwargs) -> list[float]:
+    """TRL reward function: 1.0 when a completion contains a (closed) boxed answer."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [1.0 if extract_boxed_answer(text) is not None else 0.0 for text in texts]
+
+
+def build_dataset(config: SSBConfig, chat: ChatFormat):
+    """Conversational prompts (the SSB system prompt + bare question) with their gold answers."""
+    from datasets import Dataset
+
+    system = load_prompts(config.prompts.system, config.prompts.hinted).system
+    rows = []
+    for problem in load_problems(config.data).problems:
+        conversation = messages(system, problem.question)
+        if not chat.supports_system_role:  # the same folding every other stage applies
+            conversation = fold_system_into_user(conversation)
+        rows.append({"prompt": conversation, "gold": problem.gold, "id": problem.id})
+    return Dataset.from_list(rows)
+
+
+def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None = None) -> dict:
+    """Train a LoRA adapter with GRPO; ``reward_funcs`` replaces the grader-based rewards (tests)."""
+    import torch
+    from peft import LoraConfig
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import GRPOConfig, GRPOTrainer
+
+    from ssb.models import load_model, load_tokenizer, resolve_device
+
+    folder = RunFolder(config.run_dir)
+    g, lora = config.grpo, config.distill.lora
+    tokenizer = load_tokenizer(config.model)
+    chat = ChatFormat(tokenizer)
+    dataset = build_dataset(config, chat)  # bad input fails before the run folder is touched
+    inputs = {"seed": config.seed, "model": dataclasses.asdict(config.model), "data": dataclasses.asdict(config.data),
+              "grpo": dataclasses.asdict(g), "lora": dataclasses.asdict(lora)}
+    if not folder.begin_stage("grpo", inputs, force):
+        return folder.stats()["grpo"]
+    out = folder.file("grpo")
+    on_gpu = resolve_device(config.model).type == "cuda"
+    if reward_funcs is None:
+        timeout = config.grading.timeout_s
+        reward_funcs = [lambda completions, gold, **kw: correctness_reward(completions, gold, timeout)]
+        reward_funcs[0].__name__ = "correct"
+        if g.format_reward > 0:
+            reward_funcs.append(format_reward)
+    weights = [1.0] + ([g.format_reward] if len(reward_funcs) > 1 else [])
+    args = GRPOConfig(
+        output_dir=str(out / "checkpoints"), seed=config.seed, use_cpu=not on_gpu, bf16=on_gpu and config.model.dtype in ("auto", "bfloat16"),
+        learning_rate=g.lr, num_train_epochs=g.epochs, max_steps=g.max_steps if g.max_steps is not None else -1,
+        per_device_train_batch_size=g.batch_size, gradient_accumulation_steps=g.gradient_accumulation_steps,
+        num_generations=g.num_generations, generation_batch_size=g.batch_size, max_completion_length=g.max_completion_length,
+        temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, beta=g.beta, reward_weights=weights,
+        max_grad_norm=g.max_grad_norm, warmup_steps=g.warmup_steps, logging_steps=1, save_steps=g.save_every,
+        save_total_limit=2, report_to=[], use_vllm=g.use_vllm, gradient_checkpointing=g.gradient_checkpointing,
+        disable_tqdm=not config.backend.progress,
+    )
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+                             bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(config.seed)
+    trainer = GRPOTrainer(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=peft_config)
+    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
+    start = time.monotonic()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(str(out / "adapter"))
+    history = [entry for entry in trainer.state.log_history if "step" in entry]
+    write_jsonl_atomic(out / "metrics.jsonl", history)
+    stats = {"steps": trainer.state.global_step, "questions": len(dataset), "wall_s_this_invocation": round(time.monotonic() - start, 2),
+             "generated_completions": trainer.state.global_step * g.batch_size * g.gradient_accumulation_steps,
+             "last_reward": next((e["reward"] for e in reversed(history) if "reward" in e), None)}
+    folder.finish_stage("grpo", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
+    return stats
