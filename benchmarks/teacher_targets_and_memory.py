@@ -10,7 +10,8 @@ each with the hinted prompt built from it and one wrong rollout of its question 
 3. Peak memory and tokens/s of one distillation step (forward + backward, LoRA r=32) with ``ssb``'s
    chunked loss on hidden-state targets, against a dense collator in the authors' style: full
    (B, S, V) student logits and a padded fp32 (B, S, V) teacher tensor. Each variant runs in its own
-   process; memory is the growth of resident memory over the process's state before the step.
+   process; memory is the growth of resident memory over the process's state before the step, with
+   glibc told to return freed large blocks (otherwise resident memory measures its cache).
 
     python benchmarks/teacher_targets_and_memory.py --run-dir runs/demo [--examples 24] [--batch 4]
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -177,12 +179,14 @@ def main() -> None:
     parser.add_argument("--parts", default="storage,step", help="storage (bytes, top-k error) and/or step (memory, speed)")
     parser.add_argument("--step-variant", choices=["dense", "ssb"], help=argparse.SUPPRESS)  # internal: one step per process
     parser.add_argument("--gradient-checkpointing", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--return-freed-memory", type=int, default=1,
+                        help="1: run each step with MALLOC_MMAP_THRESHOLD_=65536 so resident memory follows live tensors")
     parser.add_argument("--out", default="benchmarks/results/teacher_targets_and_memory.json")
     args = parser.parse_args()
     if args.step_variant:
         print(json.dumps(step_variant(args.step_variant, args.model, args.run_dir, args.examples, args.batch, bool(args.gradient_checkpointing))))
         return
-    report = {"command": " ".join(["python", *sys.argv])}
+    report = {"command": " ".join(["python", *sys.argv]), "malloc_mmap_threshold_65536": bool(args.return_freed_memory)}
     if "storage" in args.parts:
         report["storage_and_topk"] = storage_and_topk(args.model, Path(args.run_dir), args.examples)
         print(json.dumps(report["storage_and_topk"], indent=2), flush=True)
@@ -191,9 +195,12 @@ def main() -> None:
         for checkpointing in (0, 1):
             steps = {}
             for variant in ("ssb", "dense"):
+                # glibc keeps freed large blocks for reuse, so resident memory would track the allocator's
+                # cache rather than live tensors; a low mmap threshold returns them to the system.
+                env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"} if args.return_freed_memory else None
                 result = subprocess.run([sys.executable, __file__, "--step-variant", variant, "--model", args.model, "--run-dir", args.run_dir,
                                          "--examples", str(args.examples), "--batch", str(args.batch), "--gradient-checkpointing", str(checkpointing)],
-                                        capture_output=True, text=True)
+                                        capture_output=True, text=True, env=env)
                 steps[variant] = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {"error": result.stderr[-2000:]}
                 print(variant, json.dumps(steps[variant]), flush=True)
             if "error" not in steps["ssb"] and "error" not in steps["dense"]:

@@ -39,3 +39,33 @@ def test_k4_rollouts_on_gsm8k_are_well_formed_and_correctly_graded(tmp_path, sha
     assert finished and sum(x["answer"] is not None for x in finished) >= len(finished) // 2
     assert main(["refine", *args]) == 0
     assert (run / "manifest.json").exists()
+
+
+def test_greedy_eval_on_20_gsm8k_test_questions(tmp_path, shared_data, packaged_model):
+    def eval_args(out):
+        return ["eval", "--model", packaged_model, "--benchmarks", "gsm8k", "--limit", "20", "--max-new-tokens", "400",
+                "--out", str(out), "--data-dir", str(shared_data), "--backend.batch_size", "20", "--eval.chunk_questions", "20",
+                "--backend.progress", "false"]
+
+    out = tmp_path / "eval"
+    assert main(eval_args(out)) == 0
+    summary = json.loads((out / "eval/base/gsm8k.summary.json").read_text())
+    assert summary["n_questions"] == 20 and summary["samples_per_question"] == 1
+    low, high = summary["pass@1"]["ci95"]
+    assert 0.0 <= low <= summary["pass@1"]["mean"] <= high <= 1.0
+    print(f"Qwen2.5-Coder-0.5B-Instruct greedy GSM8K test[:20] pass@1 = {summary['pass@1']['mean']:.3f} "
+          f"(95% CI {low:.3f}-{high:.3f}), {summary['timing']['tokens_per_s']} tok/s")
+    # Greedy decoding reproduces itself exactly.
+    again = tmp_path / "again"
+    assert main(eval_args(again)) == 0
+    first = [r["completions"][0]["text"] for r in map(json.loads, (out / "eval/base/gsm8k.samples.jsonl").read_text().splitlines())]
+    second = [r["completions"][0]["text"] for r in map(json.loads, (again / "eval/base/gsm8k.samples.jsonl").read_text().splitlines())]
+    assert first == second
+
+
+def test_ssb_demo_end_to_end(tmp_path, packaged_model):
+    """The README's main command (about 20 minutes on 2 CPU cores)."""
+    assert main(["demo", "--run_dir", str(tmp_path / "demo"), "--backend.progress", "false"]) == 0
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "| base |" in report and "| ssb |" in report
+    assert (tmp_path / "demo" / "distill" / "adapter" / "adapter_model.safetensors").exists()

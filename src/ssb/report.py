@@ -125,6 +125,17 @@ def write_report(run_dir: str | Path) -> Path:
         plot_training(metrics, run_dir / "training.png")
         lines += ["## Training", "", f"{len(metrics)} optimiser steps; loss {metrics[0]['loss']:.4f} -> {metrics[-1]['loss']:.4f}.", "",
                   "![training curves](training.png)", ""]
+    stats_path = run_dir / "stats.json"
+    if stats_path.exists():
+        lines += ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s (last invocation) |", "|---|---|---|---|"]
+        for stage, s in json.loads(stats_path.read_text()).items():
+            if stage.startswith("eval/"):
+                continue
+            invocation = s.get("this_invocation", {})
+            tokens = s.get("generated_tokens", invocation.get("generated_tokens", ""))
+            wall = invocation.get("wall_s", s.get("wall_s_this_invocation", s.get("wall_s", "")))
+            lines.append(f"| {stage} | {tokens} | {s.get('steps', '')} | {wall} |")
+        lines.append("")
     manifest_path = run_dir / "manifest.json"
     if manifest_path.exists():
         stages = json.loads(manifest_path.read_text())["stages"]
