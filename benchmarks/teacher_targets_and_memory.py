@@ -36,7 +36,7 @@ import torch
 from ssb.alignment import AlignedExample, pack, solution_hidden_states, solution_token_ids
 from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat, messages
-from ssb.config import ModelConfig, load_config
+from ssb.config import load_config
 from ssb.losses import kl_full, kl_topk
 from ssb.models import load_model, load_tokenizer
 from ssb.prompts import load_prompts

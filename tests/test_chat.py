@@ -1,4 +1,3 @@
-import pytest
 
 from ssb.chat import ChatFormat, fold_system_into_user, messages, tokenizer_hash
 from tiny import byte_tokenizer

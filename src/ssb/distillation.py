@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
-from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic
 from ssb.chat import ChatFormat
 from ssb.config import SSBConfig
 from ssb.losses import cross_entropy, fused_head_loss, kl_full, kl_topk, reduce_per_token

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
 
 from ssb.artifacts import write_jsonl_atomic
 from ssb.chat import ChatFormat, fold_system_into_user, messages

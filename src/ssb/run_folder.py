@@ -99,7 +99,7 @@ class RunFolder:
                     raise RunFolderError(
                         f"{self.path}: stage '{stage}' was started with other inputs; changed:\n  "
                         + "\n  ".join(changes)
-                        + f"\nRe-run with --force to discard its outputs and start it again, or use another run_dir."
+                        + "\nRe-run with --force to discard its outputs and start it again, or use another run_dir."
                     )
                 _log.warning("forcing a restart of stage '%s'; changed: %s", stage, "; ".join(changes))
                 self._discard(stage, STAGE_OUTPUTS[stage] if outputs is None else outputs)
