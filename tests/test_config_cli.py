@@ -53,3 +53,22 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "q.jsonl:1: answer: missing field" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # nothing written for input that never loaded
+
+
+def test_config_base_inheritance(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed: 3\nrollouts:\n  k: 6\n  sampling:\n    temperature: 1.0\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nrun_dir: runs/child\nrollouts:\n  k: 8\n")
+    config = load_config(str(tmp_path / "child.yaml"))
+    assert (config.seed, config.rollouts.k, config.rollouts.sampling.temperature, config.run_dir) == (3, 8, 1.0, "runs/child")
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(str(tmp_path / "loop.yaml"))
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert {p.name for p in configs} >= {"demo.yaml", "paper-qwen2.5-3b-gsm8k.yaml"}
+    for path in configs:
+        load_config(str(path))

@@ -314,19 +314,30 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
+def _read_tree(path: str, seen: tuple[str, ...] = ()) -> dict:
+    """A YAML config as a nested dict; ``base: other.yaml`` (relative to the file) is read first and
+    this file's values override it, so a control differs from its base in the fields it names."""
+    resolved = str(Path(path).resolve())
+    if resolved in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    tree = loaded or {}
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    return _deep_merge(_read_tree(str(Path(path).parent / base), (*seen, resolved)), tree)
+
+
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> SSBConfig:
     """YAML file (optional) + ``{"rollouts.k": 8, ...}`` overrides -> a validated SSBConfig."""
-    tree: dict = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        tree = loaded or {}
+    tree = _read_tree(path) if path is not None else {}
     for dotted, value in (overrides or {}).items():
         set_dotted(tree, dotted, value)
     try:
