@@ -123,3 +123,20 @@ def test_cli_eval_on_a_tiny_model_with_an_adapter(tmp_path, tiny_model_dir):
     again = read_jsonl(tmp_path / "again/eval/lora/gsm8k.samples.jsonl")
     assert [r["completions"] for r in first] == [r["completions"] for r in again]
     assert main(["report", str(tmp_path / "out")]) == 0 and (tmp_path / "out/report.md").exists()
+
+
+def test_adapter_trained_on_another_base_is_refused(tmp_path, tiny_model_dir, capsys):
+    from peft import LoraConfig, get_peft_model
+
+    from ssb.config import ModelConfig
+    from ssb.models import load_model
+    from tiny import save_tiny_model
+
+    other = save_tiny_model(tmp_path / "other-base", seed=1)
+    get_peft_model(load_model(ModelConfig(name_or_path=str(other))), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+    write_benchmark(tmp_path / "data", "gsm8k", 2)
+    code = main(["eval", "--model", str(tiny_model_dir), "--adapter", f"x={tmp_path / 'adapter'}", "--benchmarks", "gsm8k",
+                 "--max-new-tokens", "2", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"), "--backend.progress=false"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "adapter was trained on" in err and str(other) in err and "Traceback" not in err

@@ -260,3 +260,49 @@ def test_sft_objective_is_token_level_cross_entropy_on_solution_tokens_only(tmp_
             tokens += n
     assert first["loss"] == pytest.approx(total / tokens, rel=1e-5) and first["ce"] == pytest.approx(first["loss"])
     assert first["kl"] == 0.0
+
+
+KILL_DISTILL = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import ssb.distillation as distillation
+from ssb.config import load_config
+original = distillation.per_token_losses
+def slow(*args, **kwargs):
+    time.sleep(0.4)
+    return original(*args, **kwargs)
+distillation.per_token_losses = slow
+distillation.run_distill(load_config({config!r}))
+"""
+
+
+def test_kill_9_during_distillation_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir):
+    import signal
+    import time
+
+    import yaml
+
+    reference = phase1_folder(tmp_path, tiny_model_dir, run="reference")
+    run_teacher(reference)
+    run_distill(reference)
+    config = phase1_folder(tmp_path, tiny_model_dir)
+    run_teacher(config)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(__import__("dataclasses").asdict(config)))
+    script = KILL_DISTILL.format(tests=str(Path(__file__).parent), config=str(config_file))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    checkpoints = Path(config.run_dir) / "distill" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(checkpoints.glob("step-*")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next step
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(checkpoints.glob("step-*")) and not (Path(config.run_dir) / "distill" / "adapter").exists()
+    run_distill(config)
+    got = read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl")
+    want = read_jsonl(Path(reference.run_dir) / "distill" / "metrics.jsonl")
+    assert [m["step"] for m in got] == [m["step"] for m in want]
+    assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-5)
+    for k, v in adapter(reference.run_dir).items():
+        torch.testing.assert_close(adapter(config.run_dir)[k], v, atol=1e-6, rtol=1e-5)

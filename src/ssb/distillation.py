@@ -189,11 +189,15 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     world, rank = accelerator.num_processes, accelerator.process_index
     if d.batch_size % (d.micro_batch_size * world):
         raise RunFolderError(f"distill.batch_size={d.batch_size} must be a multiple of micro_batch_size x processes = {d.micro_batch_size * world}")
-    steps = step_batches(len(examples), d.batch_size, d.epochs, config.seed)
+    per_step = d.micro_batch_size * world
+    batch_size = min(d.batch_size, len(examples) - len(examples) % per_step)
+    if batch_size == 0:
+        raise RunFolderError(f"{folder.path}: {len(examples)} examples make no batch of micro_batch_size x processes = {per_step}")
+    if batch_size < d.batch_size:
+        _log.warning("only %d examples: the batch is reduced from %d to %d sequences", len(examples), d.batch_size, batch_size)
+    steps = step_batches(len(examples), batch_size, d.epochs, config.seed)
     if d.max_steps is not None:
         steps = steps[: d.max_steps]
-    if not steps:
-        raise RunFolderError(f"{folder.path}: {len(examples)} examples make no full batch of {d.batch_size}")
     optimizer = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=d.weight_decay)
     scheduler = get_scheduler("constant_with_warmup" if d.scheduler == "constant" else d.scheduler, optimizer,
                               num_warmup_steps=d.warmup_steps, num_training_steps=len(steps))
@@ -253,7 +257,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
         optimizer.zero_grad(set_to_none=True)
         tokens = int(accelerator.reduce(torch.tensor(local_tokens, device=accelerator.device), reduction="sum"))
         elapsed = time.monotonic() - step_start
-        record = {"step": step, "epoch": (step - 1) // (len(examples) // d.batch_size) + 1, "loss": totals[0].item(), "kl": totals[1].item(),
+        record = {"step": step, "epoch": (step - 1) // (len(examples) // batch_size) + 1, "loss": totals[0].item(), "kl": totals[1].item(),
                   "ce": totals[2].item(), "grad_norm": float(grad_norm), "lr": lr, "sequences": len(global_examples), "solution_tokens": tokens,
                   "tokens_per_s": round(tokens / elapsed, 2), "step_s": round(elapsed, 3)}
         if metrics is not None:
@@ -276,7 +280,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
             peft_model.merge_and_unload().save_pretrained(out / "merged")
             tokenizer.save_pretrained(out / "merged")
         history = read_jsonl(metrics_path)
-        stats = {"steps": len(steps), "examples": len(examples), "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
+        stats = {"steps": len(steps), "examples": len(examples), "batch_size": batch_size, "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
                  "wall_s_this_invocation": round(time.monotonic() - started, 2),
                  "trainable_parameters": sum(p.numel() for p in trainable)}
         folder.finish_stage("distill", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
