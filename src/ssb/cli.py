@@ -8,10 +8,11 @@ they look like.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -31,60 +32,20 @@ def _scalar(text: str) -> Any:
     return value
 
 
-def _run_rollouts(config, args):
-    from ssb.rollouts import run_rollouts
-
-    return run_rollouts(config, force=args.force)
-
-
-def _run_refine(config, args):
-    from ssb.refinement import run_refine
-
-    return run_refine(config, force=args.force)
-
-
-def _run_teacher(config, args):
-    from ssb.teacher_targets import run_teacher
-
-    return run_teacher(config, force=args.force)
-
-
-def _run_distill(config, args):
-    from ssb.distillation import run_distill
-
-    return run_distill(config, force=args.force)
-
-
-def _run_eval(config, args):
-    from ssb.evaluation import run_eval
-
-    return run_eval(config, force=args.force)
-
-
-def _run_grpo(config, args):
-    from ssb.grpo import run_grpo
-
-    return run_grpo(config, force=args.force)
-
-
-def _run_all(config, args):
-    from ssb.pipeline import run_all
-
-    return run_all(config, force=args.force)
-
-
 DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
-STAGES: dict[str, tuple[Callable, str]] = {
-    "run": (_run_all, "The whole method: rollouts, refine, teacher, distill, eval (base and trained adapter), report; resumable, each finished stage skipped."),
-    "demo": (_run_all, "ssb run with configs/demo.yaml: the real Qwen2.5-Coder-0.5B-Instruct on generated problems, on a CPU, offline."),
-    "rollouts": (_run_rollouts, "Sample K solutions per question and grade them (writes rollouts.jsonl)."),
-    "refine": (_run_refine, "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions (writes teacher.jsonl, student.jsonl, dropped.jsonl)."),
-    "teacher": (_run_teacher, "Run the frozen base model over the teacher view and store its targets on every solution token (writes teacher/)."),
-    "distill": (_run_distill, "Train LoRA adapters so the student view matches the teacher targets (writes distill/adapter, metrics.jsonl, checkpoints). Several processes: accelerate launch -m ssb distill ..."),
-    "grpo": (_run_grpo, "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl)."),
-    "eval": (_run_eval, "Evaluate the base model and adapters on benchmarks (writes eval/<model>/<benchmark>.samples.jsonl and .summary.json)."),
+# command -> (module, function called as function(config, force=...), help). Modules are imported
+# only when their command runs, so `ssb --help` does not load torch.
+STAGES: dict[str, tuple[str, str, str]] = {
+    "run": ("ssb.pipeline", "run_all", "The whole method: rollouts, refine, teacher, distill, eval (base and trained adapter), report; resumable, each finished stage skipped."),
+    "demo": ("ssb.pipeline", "run_all", "ssb run with configs/demo.yaml: the real Qwen2.5-Coder-0.5B-Instruct on generated problems, on a CPU, offline."),
+    "rollouts": ("ssb.rollouts", "run_rollouts", "Sample K solutions per question and grade them (writes rollouts.jsonl)."),
+    "refine": ("ssb.refinement", "run_refine", "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions (writes teacher.jsonl, student.jsonl, dropped.jsonl)."),
+    "teacher": ("ssb.teacher_targets", "run_teacher", "Run the frozen base model over the teacher view and store its targets on every solution token (writes teacher/)."),
+    "distill": ("ssb.distillation", "run_distill", "Train LoRA adapters so the student view matches the teacher targets (writes distill/adapter, metrics.jsonl, checkpoints). Several processes: accelerate launch -m ssb distill ..."),
+    "grpo": ("ssb.grpo", "run_grpo", "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl)."),
+    "eval": ("ssb.evaluation", "run_eval", "Evaluate the base model and adapters on benchmarks (writes eval/<model>/<benchmark>.samples.jsonl and .summary.json)."),
 }
 
 # Short spellings of `ssb eval` options: flag -> (dotted config field, how to read the value).
@@ -123,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     options = _config_options(whole_pipeline=False)
     pipeline_options = _config_options(whole_pipeline=True)
-    for name, (_, help_text) in STAGES.items():
+    for name, (_, _, help_text) in STAGES.items():
         stage = sub.add_parser(name, parents=[pipeline_options if name in ("run", "demo") else options], help=help_text, description=help_text)
         if name == "eval":
             shortcuts = stage.add_argument_group("shortcuts")
@@ -150,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         args.config = str(DEMO_CONFIG)
     try:
         config = load_config(args.config, overrides)
-        stats = STAGES[args.command][0](config, args)
+        module, function, _ = STAGES[args.command]
+        stats = getattr(importlib.import_module(module), function)(config, force=args.force)
     except (ConfigError, DataError, RunFolderError, FloatingPointError, OSError, ValueError) as exc:
         # OSError covers a model or file that cannot be found or fetched (transformers raises it offline).
         print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
