@@ -55,6 +55,7 @@ def _pyplot():
 
 def plot_training(metrics: list[dict], path: Path) -> None:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
 
     steps = [m["step"] for m in metrics]
     panels = [("loss", [m["loss"] for m in metrics], "loss (T² KL + CE)"),
@@ -64,6 +65,7 @@ def plot_training(metrics: list[dict], path: Path) -> None:
     for ax, (title, values, ylabel) in zip(axes, panels):
         ax.plot(steps, values, marker="o", markersize=3)
         ax.set_title(title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("optimiser step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
