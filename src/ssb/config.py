@@ -358,6 +358,3 @@ def leaf_fields(config: Any = None, prefix: str = "") -> list[tuple[str, datacla
             out.append((prefix + f.name, f, value))
     return out
 
-
-def to_dict(config: Any) -> dict:
-    return dataclasses.asdict(config)

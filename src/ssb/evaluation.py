@@ -136,7 +136,7 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
     if not variants:
         raise ValueError("eval: nothing to evaluate (skip_base with no adapters)")
     results: dict[str, dict] = {}
-    base_model = None
+    base_model = chat = None
     for name, adapter_dir in variants:
         spec = {"base": config.model.name_or_path, "revision": config.model.revision, "adapter": adapter_dir,
                 "adapter_sha256": adapter_fingerprint(adapter_dir)}
@@ -145,7 +145,7 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
         else:
             from ssb.models import load_model, load_tokenizer
 
-            chat = ChatFormat(load_tokenizer(config.model))
+            chat = chat or ChatFormat(load_tokenizer(config.model))  # one tokenizer for every variant
             base_model = base_model or load_model(config.model)
             model = base_model if adapter_dir is None else load_adapter(base_model, adapter_dir, config)
             backend = make_backend(config, chat, model)
