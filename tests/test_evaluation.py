@@ -82,7 +82,12 @@ def test_greedy_n1_ci_and_resume_without_duplicates(tmp_path, tokenizer):
 
 
 def test_report_table_and_plots_match_summaries(tmp_path, tokenizer):
-    config = config_for(tmp_path, **{"eval.adapters": ["ssb=/a/ssb"]})
+    training = tmp_path / "train-run"  # the adapter's own run folder, whose compute the report sums
+    (training / "distill" / "adapter").mkdir(parents=True)
+    (training / "manifest.json").write_text(json.dumps({"run_folder_version": 1, "stages": {}}))
+    (training / "stats.json").write_text(json.dumps({"rollouts": {"generated_tokens": 100, "this_invocation": {"wall_s": 10.0}},
+                                                     "distill": {"steps": 3, "wall_s_this_invocation": 5.5}}))
+    config = config_for(tmp_path, **{"eval.adapters": [f"ssb={training / 'distill' / 'adapter'}"]})
     scripts = {"base": answer_script(4), "ssb": answer_script(2)}
     run_eval(config, backend_factory=lambda name, path: ScriptedBackend(ChatFormat(tokenizer), scripts[name]))
     distill = tmp_path / "eval-run" / "distill"
@@ -98,6 +103,9 @@ def test_report_table_and_plots_match_summaries(tmp_path, tokenizer):
     assert f"| base | 25.0 ± {100 * (base_ci[1] - base_ci[0]) / 2:.1f} (n=20) |" in text
     assert "| ssb | 50.0 ±" in text
     assert "eval/base/gsm8k" in text and "5 optimiser steps" in text
+    # Paired on the same 20 questions: ssb gains questions 2, 6, 10, 14, 18 and loses none; exact p = 2 / 2**5.
+    assert "| ssb | gsm8k | +25.0 | [+5.5, +44.5] | 5 / 0 (n=20) | 0.062 |" in text
+    assert "| base | - | - | 0 | 0 | 0 |" in text and "| ssb | train-run | rollouts, distill | 100 | 3 | 16 |" in text
 
 
 def test_cli_eval_on_a_tiny_model_with_an_adapter(tmp_path, tiny_model_dir):

@@ -32,7 +32,7 @@ def test_grpo_steps_change_lora_and_the_adapter_is_evaluable(tmp_path, tiny_mode
     def reward(completions, gold, **kwargs):
         """TRL's signature; the random model never boxes an answer, so the grade is mixed with a
         deterministic pseudo-random term to give the group advantages something to work with."""
-        calls.append((list(completions), list(gold), sorted(kwargs)))
+        calls.append((list(completions), list(gold), sorted(kwargs), [len(ids) for ids in kwargs["completion_ids"]]))
         graded = correctness_reward(completions, gold)
         return [g + (hashlib.sha256(c[-1]["content"].encode()).digest()[0] % 2) for g, c in zip(graded, completions)]
 
@@ -40,7 +40,8 @@ def test_grpo_steps_change_lora_and_the_adapter_is_evaluable(tmp_path, tiny_mode
     base_before = hashlib.sha256(weights_file.read_bytes()).hexdigest()
     stats = run_grpo(config, reward_funcs=[reward])
     assert stats["steps"] == 2
-    completions, gold, kwargs = calls[0]
+    assert stats["generated_tokens"] == sum(sum(lengths) for *_, lengths in calls)  # the report's compute column
+    completions, gold, kwargs, _ = calls[0]
     assert len(completions) == len(gold) == 4 and completions[0][-1]["role"] == "assistant"
     assert set(gold) <= {"0", "1", "2", "3"} and {"prompts", "completion_ids", "id"} <= set(kwargs)
     adapter = load_file(tmp_path / "run" / "grpo" / "adapter" / "adapter_model.safetensors")

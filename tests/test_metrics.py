@@ -4,7 +4,7 @@ import math
 import pytest
 
 from ssb.grading import answers_equivalent
-from ssb.metrics import majority_score, mean_with_ci, pass_at_k, wilson_interval
+from ssb.metrics import majority_score, mean_with_ci, paired_difference, pass_at_k, wilson_interval
 
 
 def brute_force_pass_at_k(outcomes, k):
@@ -56,3 +56,31 @@ def test_mean_with_ci_on_known_inputs():
     binary = mean_with_ci([1, 0, 1, 1, 0, 1, 0, 1, 0, 0], binary=True)
     assert binary["ci95"] == pytest.approx(list(wilson_interval(5, 10)))
     assert mean_with_ci([], binary=True)["n_questions"] == 0
+
+
+def exact_two_sided_sign_test(better, worse):
+    """Reference: sum the Binomial(n, 1/2) probabilities no larger than the observed one."""
+    n = better + worse
+    pmf = [math.comb(n, i) / 2**n for i in range(n + 1)]
+    return sum(p for p in pmf if p <= pmf[better] * (1 + 1e-12))
+
+
+def test_paired_difference_counts_discordant_pairs_and_matches_the_sign_test():
+    base = [1] * 30 + [0] * 10 + [1] * 2 + [0] * 8
+    model = [1] * 30 + [1] * 10 + [0] * 2 + [0] * 8  # 10 questions gained, 2 lost
+    out = paired_difference(model, base)
+    assert (out["better"], out["worse"], out["n_questions"]) == (10, 2, 50)
+    assert out["mean"] == pytest.approx(8 / 50)
+    diffs = [m - b for m, b in zip(model, base)]
+    sd = math.sqrt(sum((d - 0.16) ** 2 for d in diffs) / 49)
+    assert out["stderr"] == pytest.approx(sd / math.sqrt(50))
+    assert out["ci95"] == pytest.approx([0.16 - 1.959964 * sd / math.sqrt(50), 0.16 + 1.959964 * sd / math.sqrt(50)])
+    assert out["p_value"] == pytest.approx(exact_two_sided_sign_test(10, 2)) and out["p_value"] == pytest.approx(0.0386, abs=1e-4)
+    assert paired_difference(base, model)["ci95"][1] < 0  # a loss has a negative interval, not one clamped at 0
+
+
+def test_paired_difference_without_discordant_pairs_and_on_mismatched_lengths():
+    assert paired_difference([1, 0, 1], [1, 0, 1]) == {"mean": 0.0, "stderr": 0.0, "ci95": [0.0, 0.0], "n_questions": 3,
+                                                       "better": 0, "worse": 0, "p_value": 1.0}
+    with pytest.raises(ValueError, match="same questions"):
+        paired_difference([1, 0], [1])

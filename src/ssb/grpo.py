@@ -106,6 +106,8 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     write_jsonl_atomic(out / "metrics.jsonl", history)
     stats = {"steps": trainer.state.global_step, "questions": len(dataset), "wall_s_this_invocation": round(time.monotonic() - start, 2),
              "generated_completions": trainer.state.global_step * g.batch_size * g.gradient_accumulation_steps,
+             # TRL logs each step's mean completion length (over all of the step's completions).
+             "generated_tokens": round(sum(e.get("completions/mean_length", 0.0) for e in history) * g.batch_size * g.gradient_accumulation_steps),
              "last_reward": next((e["reward"] for e in reversed(history) if "reward" in e), None)}
     folder.finish_stage("grpo", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     return stats

@@ -66,3 +66,25 @@ def mean_with_ci(scores: Sequence[float], binary: bool) -> dict:
     else:
         low, high = max(0.0, mean - Z95 * stderr), min(1.0, mean + Z95 * stderr)
     return {"mean": mean, "stderr": stderr, "ci95": [low, high], "n_questions": m}
+
+
+def paired_difference(scores: Sequence[float], baseline: Sequence[float]) -> dict:
+    """``scores - baseline`` on the same questions: mean, standard error, 95% CI and McNemar's test.
+
+    Pairing removes the between-question variance that separate per-model intervals carry, so a
+    difference can be significant while the two models' intervals overlap. ``better``/``worse``
+    count questions where the model scores above/below the baseline; with one sample per question
+    these are McNemar's discordant pairs and ``p_value`` is the exact two-sided binomial test on them.
+    """
+    if len(scores) != len(baseline):
+        raise ValueError(f"paired_difference needs scores on the same questions, got {len(scores)} and {len(baseline)}")
+    diffs = [s - b for s, b in zip(scores, baseline)]
+    m = len(diffs)
+    mean = sum(diffs) / m if m else 0.0
+    variance = sum((d - mean) ** 2 for d in diffs) / (m - 1) if m > 1 else 0.0
+    stderr = math.sqrt(variance / m) if m else 0.0
+    better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    discordant = better + worse
+    tail = sum(math.comb(discordant, i) for i in range(min(better, worse) + 1)) / 2**discordant if discordant else 1.0
+    return {"mean": mean, "stderr": stderr, "ci95": [mean - Z95 * stderr, mean + Z95 * stderr], "n_questions": m,
+            "better": better, "worse": worse, "p_value": min(1.0, 2 * tail)}

@@ -3,8 +3,10 @@
 Table: one row per evaluated model, one column per benchmark, cells "pass@1 % ± 95% CI half-width
 (n questions)". Plots (PNG, matplotlib): the training curves of ``distill/metrics.jsonl`` (loss,
 gradient norm, solution length per step: the panels of the paper's Fig. 2) and pass@1 per benchmark
-per model with CI error bars. The report ends with the commands that produced every number, taken
-from the run's manifest.
+per model with CI error bars. Every adapter is also compared with the base model on the same
+questions (paired difference, McNemar's test), and its training compute is read from the run folder
+that produced it, so adapters trained in other folders (the controls) are accounted for too. The
+report ends with the commands that produced every number, taken from the run's manifest.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import os
 from pathlib import Path
 
 from ssb.artifacts import read_jsonl
+from ssb.metrics import paired_difference
 from ssb.packaged_models import default_cache_dir
+
+TRAINING_STAGES = ("rollouts", "refine", "teacher", "distill", "grpo")
 
 
 def load_summaries(run_dir: Path) -> dict[str, dict[str, dict]]:
@@ -40,6 +45,69 @@ def table(summaries: dict[str, dict[str, dict]]) -> tuple[list[str], str]:
     lines = ["| model | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
     lines += [f"| {m} | " + " | ".join(cell(summaries[m].get(b)) for b in benchmarks) + " |" for m in models]
     return benchmarks, "\n".join(lines)
+
+
+def per_question_scores(run_dir: Path, model: str, benchmark: str) -> dict[str, float]:
+    """{question id: fraction of its samples graded correct} from the evaluation journal."""
+    records = read_jsonl(run_dir / "eval" / model / f"{benchmark}.samples.jsonl")
+    return {r["id"]: sum(c["correct"] for c in r["completions"]) / len(r["completions"]) for r in records}
+
+
+def paired_table(run_dir: Path, summaries: dict[str, dict[str, dict]], benchmarks: list[str]) -> str | None:
+    """Each model minus base on the questions both answered: points, 95% CI, gained/lost, p."""
+    if "base" not in summaries or len(summaries) < 2:
+        return None
+    lines = ["| model | benchmark | difference (points) | 95% CI | questions gained / lost | McNemar p |", "|---|---|---|---|---|---|"]
+    for model in sorted(m for m in summaries if m != "base"):
+        for benchmark in benchmarks:
+            if benchmark not in summaries[model] or benchmark not in summaries["base"]:
+                continue
+            base = per_question_scores(run_dir, "base", benchmark)
+            scores = per_question_scores(run_dir, model, benchmark)
+            common = sorted(base.keys() & scores.keys())
+            d = paired_difference([scores[q] for q in common], [base[q] for q in common])
+            lines.append(f"| {model} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
+                         f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {d['p_value']:.3f} |")
+    return "\n".join(lines)
+
+
+def stage_compute(stage: str, stats: dict) -> tuple[int | None, int | None, float | None]:
+    """(generated tokens, optimiser steps, wall seconds of the last invocation) of one stage's stats."""
+    invocation = stats.get("this_invocation", {})
+    tokens = stats.get("generated_tokens", invocation.get("generated_tokens"))
+    wall = invocation.get("wall_s", stats.get("wall_s_this_invocation", stats.get("wall_s")))
+    return tokens, stats.get("steps"), wall
+
+
+def training_folder(adapter: str | None) -> Path | None:
+    """The run folder an adapter was trained in: its nearest ancestor holding a manifest."""
+    if adapter is None:
+        return None
+    for folder in Path(adapter).resolve().parents:
+        if (folder / "manifest.json").exists():
+            return folder
+    return None
+
+
+def compute_table(run_dir: Path, summaries: dict[str, dict[str, dict]]) -> str | None:
+    """Training compute behind each evaluated model, summed over the stages of its own run folder."""
+    manifest_path = run_dir / "manifest.json"
+    if not manifest_path.exists():
+        return None
+    stages = json.loads(manifest_path.read_text())["stages"]
+    adapters = {name.split("/")[1]: entry.get("model_spec", {}).get("adapter") for name, entry in stages.items() if name.startswith("eval/")}
+    lines = ["| model | trained in | stages | generated tokens | optimiser steps | wall s |", "|---|---|---|---|---|---|"]
+    for model in sorted(summaries, key=lambda m: (m != "base", m)):
+        folder = training_folder(adapters.get(model))
+        if folder is None or not (folder / "stats.json").exists():
+            lines.append(f"| {model} | - | - | 0 | 0 | 0 |" if model == "base" else f"| {model} | unknown | | | | |")
+            continue
+        stats = json.loads((folder / "stats.json").read_text())
+        used = [stage for stage in TRAINING_STAGES if stage in stats]
+        numbers = [stage_compute(stage, stats[stage]) for stage in used]
+        tokens, steps, wall = (sum(n[i] or 0 for n in numbers) for i in range(3))
+        lines.append(f"| {model} | {folder.name} | {', '.join(used)} | {tokens} | {steps} | {wall:.0f} |")
+    return "\n".join(lines)
 
 
 def _pyplot():
@@ -120,6 +188,14 @@ def write_report(run_dir: str | Path) -> Path:
                 extra.append(f"| {model} | {benchmark} | {pk} | {mk} | {100 * s['strict_pass@1']['mean']:.1f} | {100 * s['truncated_rate']:.1f} "
                              f"| {100 * s['no_boxed_answer_rate']:.1f} | {s['mean_completion_tokens']:.0f} |")
         lines += ["## Details", "", *extra, ""]
+        paired = paired_table(run_dir, summaries, benchmarks)
+        if paired:
+            lines += ["## Difference from the base model (paired, same questions)", "", paired, ""]
+        compute = compute_table(run_dir, summaries)
+        if compute:
+            lines += ["## Training compute per model", "",
+                      "Summed over the training stages of the run folder that produced each adapter (wall time of each stage's last invocation).", "",
+                      compute, ""]
     else:
         lines += ["No evaluation summaries under eval/ yet (run `ssb eval`).", ""]
     metrics = read_jsonl(run_dir / "distill" / "metrics.jsonl")
@@ -133,10 +209,7 @@ def write_report(run_dir: str | Path) -> Path:
         for stage, s in json.loads(stats_path.read_text()).items():
             if stage.startswith("eval/"):
                 continue
-            invocation = s.get("this_invocation", {})
-            tokens = s.get("generated_tokens", invocation.get("generated_tokens", ""))
-            wall = invocation.get("wall_s", s.get("wall_s_this_invocation", s.get("wall_s", "")))
-            lines.append(f"| {stage} | {tokens} | {s.get('steps', '')} | {wall} |")
+            lines.append("| " + " | ".join([stage, *("" if v is None else str(v) for v in stage_compute(stage, s))]) + " |")
         lines.append("")
     manifest_path = run_dir / "manifest.json"
     if manifest_path.exists():
