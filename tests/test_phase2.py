@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ssb.alignment import align_examples, pack, solution_hidden_states, solution_token_ids
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat, messages
-from ssb.config import load_config
+from ssb.config import ConfigError, load_config
 from ssb.distillation import run_distill
 from ssb.models import load_model, load_tokenizer
 from ssb.refinement import run_refine
@@ -266,7 +266,7 @@ KILL_DISTILL = """
 import sys, time
 sys.path.insert(0, {tests!r})
 import ssb.distillation as distillation
-from ssb.config import load_config
+from ssb.config import ConfigError, load_config
 original = distillation.per_token_losses
 def slow(*args, **kwargs):
     time.sleep(0.4)
@@ -306,3 +306,28 @@ def test_kill_9_during_distillation_then_resume_matches_uninterrupted(tmp_path, 
     assert [m["loss"] for m in got] == pytest.approx([m["loss"] for m in want], rel=1e-5)
     for k, v in adapter(reference.run_dir).items():
         torch.testing.assert_close(adapter(config.run_dir)[k], v, atol=1e-6, rtol=1e-5)
+
+
+def test_random_teacher_hint_changes_only_the_teachers_context(tmp_path, tiny_model_dir):
+    own = phase1_folder(tmp_path, tiny_model_dir, run="own", **{"teacher.dtype": "float32"})
+    control = phase1_folder(tmp_path, tiny_model_dir, run="random", **{"teacher.dtype": "float32", "teacher.hint": "random"})
+    run_teacher(own)
+    run_teacher(control)
+    run = Path(control.run_dir)
+    view, teacher, student = (read_jsonl(p) for p in (run / "teacher" / "teacher_view.jsonl", run / "teacher.jsonl", run / "student.jsonl"))
+    mixed = {e["id"] for e in read_jsonl(run / "refinements.jsonl") if "selection" in e}
+    assert len(view) == len(teacher) == 10
+    for v, t, s in zip(view, teacher, student):
+        i, donor = int(v["id"].rsplit("-", 1)[1]), int(v["hint_from"].rsplit("-", 1)[1])
+        assert v["id"] == t["id"] and donor != i and v["hint_from"] in mixed
+        assert v["messages"][0] == t["messages"][0] and v["messages"][2] == t["messages"][2] == s["messages"][2]
+        prompt = v["messages"][1]["content"]
+        assert f"Question {i}: what is {i}?" in prompt and f"Right: \\boxed{{{donor}}}" in prompt and f"Right: \\boxed{{{i}}}" not in prompt
+    shards = [load_file(next((Path(c.run_dir) / "teacher").glob("targets-*.safetensors"))) for c in (own, control)]
+    assert torch.equal(shards[0]["solution_ids"], shards[1]["solution_ids"])  # the same tokens are scored...
+    assert not torch.allclose(shards[0]["hidden"], shards[1]["hidden"])  # ...in another context
+    plain = load_config(None, {"run_dir": control.run_dir, "model.name_or_path": control.model.name_or_path, "teacher.dtype": "float32", **DISTILL})
+    with pytest.raises(RunFolderError, match="teacher_hint: stored 'random', expected None"):
+        run_distill(plain)
+    with pytest.raises(ConfigError, match="teacher.hint=random needs stored targets"):
+        load_config(None, {"teacher.hint": "random", "teacher.format": "online"})

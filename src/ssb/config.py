@@ -126,10 +126,13 @@ class TeacherConfig:
     k: int = doc(64, "Logits kept per token for format=topk.")
     batch_size: int = doc(4, "Sequences per teacher forward pass.")
     shard_tokens: int = doc(65536, "Solution tokens per safetensors shard.")
+    hint: Literal["own", "random"] = doc("own", "Hinted prompt of the teacher view: own (the one the solution was refined under, the paper) or random (the same solution after a hinted prompt showing another mixed question's correct and wrong rollouts: a control for whether the teacher's context matters, with the training solutions held fixed). random needs stored targets (not format online).")
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.batch_size < 1 or self.shard_tokens < 1:
             raise ConfigError("teacher.k, teacher.batch_size and teacher.shard_tokens must be >= 1")
+        if self.hint == "random" and self.format == "online":
+            raise ConfigError("teacher.hint=random needs stored targets (teacher.format hidden, topk or full), not online")
 
 
 @dataclass

@@ -54,14 +54,39 @@ def _selection_for(record: dict, config: SSBConfig):
                        config.refine.prefer_answered_wrong)
 
 
+def random_donor(record_id: str, mixed: list[dict], seed: int, option: str) -> dict:
+    """Another mixed question, drawn with a seed of its own per question (never the question itself)."""
+    others = [r for r in mixed if r["id"] != record_id]
+    if not others:
+        raise ValueError(f"{option}=random needs at least two questions with mixed rollouts")
+    return random.Random(f"{seed}:hint:{record_id}").choice(others)
+
+
 def hint_donor(record: dict, mixed: list[dict], config: SSBConfig) -> dict:
     """The question whose rollouts fill ``record``'s hinted prompt: itself, or (hint=random) another one."""
-    if config.refine.hint == "own":
-        return record
-    others = [r for r in mixed if r["id"] != record["id"]]
-    if not others:
-        raise ValueError("refine.hint=random needs at least two questions with mixed rollouts")
-    return random.Random(f"{config.seed}:hint:{record['id']}").choice(others)
+    return record if config.refine.hint == "own" else random_donor(record["id"], mixed, config.seed, "refine.hint")
+
+
+def random_hint_teacher_view(folder: RunFolder, config: SSBConfig) -> list[dict]:
+    """``teacher.jsonl`` with each hinted prompt rebuilt from another mixed question's selected pair.
+
+    The solution, the question and the student view stay as refined; only the rollouts the teacher
+    sees change. Donors are drawn as ``refine.hint=random`` draws them, so the two controls show a
+    question the same foreign pair.
+    """
+    prompts = load_prompts(config.prompts.system, config.prompts.hinted)
+    records = {r["id"]: r for r in read_jsonl(folder.file("rollouts.jsonl"))}
+    selections = {e["id"]: e["selection"] for e in read_jsonl(folder.file("refinements.jsonl")) if "selection" in e}
+    mixed = [records[i] for i in sorted(selections, key=lambda i: records[i]["index"])]
+    view = []
+    for example in read_jsonl(folder.file("teacher.jsonl")):
+        donor = random_donor(example["id"], mixed, config.seed, "teacher.hint")
+        pair = selections[donor["id"]]
+        prompt = prompts.render_hinted(records[example["id"]]["question"], donor["rollouts"][pair["correct_index"]]["text"],
+                                       donor["rollouts"][pair["wrong_index"]]["text"])
+        system, user, solution = example["messages"]
+        view.append({**example, "hint_from": donor["id"], "messages": [system, {**user, "content": prompt}, solution]})
+    return view
 
 
 def _unrefinable(record: dict) -> dict:

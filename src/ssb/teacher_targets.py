@@ -15,6 +15,9 @@ per ``teacher.format``, in safetensors shards under ``teacher/``:
 Every shard also holds the solution ids, so training can check they are the ones it tokenized.
 ``teacher/manifest.json`` (written last) records format, dtype, k, temperature, model and tokenizer
 fingerprints and the code version; loading targets made otherwise is refused.
+
+``teacher.hint=random`` (a control) computes the targets after a hinted prompt built from another
+question's rollouts, for the same solutions; that teacher view is kept as ``teacher/teacher_view.jsonl``.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from tqdm.auto import tqdm
 
 import ssb
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
-from ssb.artifacts import RunFolderError, write_json_atomic
+from ssb.artifacts import RunFolderError, write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.config import SSBConfig
 from ssb.models import load_model, load_tokenizer
+from ssb.refinement import random_hint_teacher_view
 from ssb.run_folder import RunFolder, model_provenance
 
 _log = logging.getLogger(__name__)
@@ -59,6 +63,8 @@ def targets_identity(config: SSBConfig, model, tokenizer) -> dict:
         identity["dtype"] = config.teacher.dtype
     if config.teacher.format == "topk":
         identity.update(k=config.teacher.k, temperature=config.distill.temperature)
+    # None for the paper's own hint: manifests written before the option (no such key) read as None too.
+    identity["teacher_hint"] = None if config.teacher.hint == "own" else config.teacher.hint
     return identity
 
 
@@ -106,15 +112,22 @@ def _write_shard(folder: Path, index: int, pieces: list[tuple[AlignedExample, di
 def run_teacher(config: SSBConfig, force: bool = False) -> dict:
     folder = RunFolder(config.run_dir)
     refine_entry = folder.require_finished("refine", needed_by="teacher")
+    teacher = dataclasses.asdict(config.teacher)
+    if teacher["hint"] == "own":  # recorded only when it differs, so folders made before the option resume unchanged
+        del teacher["hint"]
     inputs = {"refine_inputs_fingerprint": refine_entry["inputs_fingerprint"], "model": dataclasses.asdict(config.model),
-              "teacher": dataclasses.asdict(config.teacher), "temperature": config.distill.temperature if config.teacher.format == "topk" else None}
+              "teacher": teacher, "temperature": config.distill.temperature if config.teacher.format == "topk" else None}
     if not folder.begin_stage("teacher", inputs, force):
         return folder.stats()["teacher"]
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
-    examples = align_examples(folder.file("teacher.jsonl"), folder.file("student.jsonl"), chat)
     out = folder.file("teacher")
     out.mkdir(exist_ok=True)
+    teacher_view = folder.file("teacher.jsonl")
+    if config.teacher.hint == "random":
+        teacher_view = out / "teacher_view.jsonl"  # what the targets were computed from, kept with them
+        write_jsonl_atomic(teacher_view, random_hint_teacher_view(folder, config))
+    examples = align_examples(teacher_view, folder.file("student.jsonl"), chat)
     for stale in out.glob("targets-*.safetensors"):
         stale.unlink()  # shards are cheap to recompute and an interrupted set is not trusted
     model = load_model(config.model)
