@@ -279,3 +279,16 @@ def test_random_hint_uses_another_questions_rollouts_seeded_never_its_own(tmp_pa
     run_refine(again, generator=scripted(tokenizer, refine_script))
     assert [e.get("hint_from") for e in read_jsonl(Path(again.run_dir) / "refinements.jsonl")] == \
         [e.get("hint_from") for e in read_jsonl(Path(config.run_dir) / "refinements.jsonl")]
+
+
+def test_refine_counts_refinements_that_copy_the_shown_wrong_answer(tmp_path, tokenizer):
+    def copy_the_wrong_answer(user, s):
+        shown_wrong = user.split("incorrect\nby auto-evaluator:\n-----\n")[1].split("\n-----\n")[0]
+        return f"Following the second student. {shown_wrong}"
+
+    config = make_config(tmp_path)
+    run_rollouts(config, generator=scripted(tokenizer))
+    stats = run_refine(config, generator=scripted(tokenizer, copy_the_wrong_answer))
+    # Questions 2 mod 4 show a boxed wrong answer, which is copied; questions 3 mod 4 show one without a box.
+    assert stats["refinement_is_shown_wrong_answer"] == 3 and stats["dropped"]["refinement-wrong"] == 3
+    assert stats["dropped"]["refinement-no-answer"] == 3 and stats["kept"] == 0

@@ -129,6 +129,9 @@ def refine_stats(journal: list[dict]) -> dict:
         "yield_of_questions": outcomes[KEPT] / len(journal) if journal else 0.0,
         "yield_of_mixed": outcomes[KEPT] / mixed if mixed else 0.0,
         "wrong_from_majority_answer": sum(1 for e in journal if e.get("selection", {}).get("wrong_group_size", 0) > 1),
+        # A refiner that copies the hint instead of solving: its answer is, verbatim, the wrong one it was shown.
+        "refinement_is_shown_wrong_answer": sum(1 for e in journal if "refinement" in e and e["refinement"]["answer"] is not None
+                                                and e["refinement"]["answer"] == e["selection"]["wrong_answer"]),
         "grader_timeouts": sum(r["grader_timed_out"] for r in refined),
         "generated_tokens": sum(r["num_tokens"] for r in refined),
     }
