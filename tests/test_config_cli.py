@@ -72,3 +72,16 @@ def test_shipped_configs_load():
     assert {p.name for p in configs} >= {"demo.yaml", "paper-qwen2.5-3b-gsm8k.yaml"}
     for path in configs:
         load_config(str(path))
+
+
+def test_shipped_configs_load_and_the_controls_train_and_evaluate_on_disjoint_questions():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 6
+    loaded = {path.stem: load_config(str(path)) for path in configs}  # unknown fields or bad values raise
+    controls = loaded["cpu-controls"]
+    train = range(controls.data.offset, controls.data.offset + controls.data.limit)
+    assert controls.data.source == "svamp" and controls.eval.benchmarks == ["svamp"] and controls.data.split == controls.eval.split
+    assert not controls.data.shuffle and controls.eval.limit <= train.start  # evaluation takes records 0..limit-1
+    assert controls.grpo.lr == controls.distill.lr and controls.grpo.num_generations == controls.rollouts.k
