@@ -67,7 +67,7 @@ def paired_table(run_dir: Path, summaries: dict[str, dict[str, dict]], benchmark
             common = sorted(base.keys() & scores.keys())
             d = paired_difference([scores[q] for q in common], [base[q] for q in common])
             lines.append(f"| {model} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
-                         f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {d['p_value']:.3f} |")
+                         f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {'<0.001' if d['p_value'] < 0.001 else format(d['p_value'], '.3f')} |")
     return "\n".join(lines)
 
 
