@@ -58,11 +58,12 @@ def paired_table(run_dir: Path, summaries: dict[str, dict[str, dict]], benchmark
     if "base" not in summaries or len(summaries) < 2:
         return None
     lines = ["| model | benchmark | difference (points) | 95% CI | questions gained / lost | McNemar p |", "|---|---|---|---|---|---|"]
+    base_scores = {b: per_question_scores(run_dir, "base", b) for b in benchmarks if b in summaries["base"]}
     for model in sorted(m for m in summaries if m != "base"):
         for benchmark in benchmarks:
-            if benchmark not in summaries[model] or benchmark not in summaries["base"]:
+            if benchmark not in summaries[model] or benchmark not in base_scores:
                 continue
-            base = per_question_scores(run_dir, "base", benchmark)
+            base = base_scores[benchmark]
             scores = per_question_scores(run_dir, model, benchmark)
             common = sorted(base.keys() & scores.keys())
             d = paired_difference([scores[q] for q in common], [base[q] for q in common])
