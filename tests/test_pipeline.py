@@ -14,7 +14,7 @@ from scripted import ScriptedBackend
 from test_evaluation import write_benchmark
 from test_stages import refine_script, rollout_script, write_questions
 
-SETTINGS = {"rollouts.chunk_questions": 8, "backend.progress": False, "distill.epochs": 2, "distill.batch_size": 2,
+SETTINGS = {"rollouts.chunk_questions": 8, "backend.progress": False, "backend.name": "hf", "distill.epochs": 2, "distill.batch_size": 2,
             "distill.lora.r": 4, "distill.warmup_steps": 0, "distill.lr": 1e-2, "eval.benchmarks": ["gsm8k"],
             "eval.sampling.max_new_tokens": 4, "eval.limit": 3}
 

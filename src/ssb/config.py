@@ -75,10 +75,36 @@ class SamplingConfig:
 
 
 @dataclass
+class OpenVINOConfig:
+    weight_format: Literal["int8", "int4", "fp16", "fp32"] = doc("int8", "Weight compression of the exported model (int8: per-channel, measured to keep greedy accuracy; fp32: exact weights, slower).")
+    inference_precision: Literal["auto", "f32", "bf16"] = doc("auto", "Activation precision; auto = OpenVINO's choice for this CPU (bf16 where the CPU has bf16 units, else f32).")
+    kv_cache_gb: float = doc(4.0, "KV cache shared by all running sequences, in GB.")
+
+    def __post_init__(self) -> None:
+        if self.kv_cache_gb <= 0:
+            raise ConfigError("backend.openvino.kv_cache_gb must be > 0")
+
+
+@dataclass
+class VLLMConfig:
+    tensor_parallel_size: int = doc(1, "GPUs one model is split across.")
+    data_parallel_size: int = doc(1, "Model replicas (vLLM's data parallelism).")
+    gpu_memory_utilization: float = doc(0.85, "Fraction of each GPU's memory vLLM may use (weights + KV cache).")
+    max_lora_rank: int = doc(64, "Largest LoRA rank an evaluated adapter may have.")
+    max_model_len: int | None = doc(None, "Context length to allocate for (default: the model's).")
+
+    def __post_init__(self) -> None:
+        if self.tensor_parallel_size < 1 or self.data_parallel_size < 1 or not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError("backend.vllm: parallel sizes >= 1 and 0 < gpu_memory_utilization <= 1 are required")
+
+
+@dataclass
 class BackendConfig:
-    name: Literal["hf"] = doc("hf", "Generation backend: hf (transformers generate).")
-    batch_size: int = doc(32, "Most sequences generated together in one batch (questions x samples).")
+    name: Literal["auto", "hf", "openvino", "vllm"] = doc("auto", "Generation backend: hf (transformers generate, the reference), openvino (OpenVINO GenAI continuous batching, CPU), vllm (GPU); auto = vllm on a GPU when installed, openvino on a CPU when installed, else hf.")
+    batch_size: int = doc(32, "Most sequences generated together (hf: one static batch; openvino: running sequences).")
     progress: bool = doc(True, "Show tqdm progress bars.")
+    openvino: OpenVINOConfig = doc(OpenVINOConfig(), "OpenVINO backend settings.")
+    vllm: VLLMConfig = doc(VLLMConfig(), "vLLM backend settings.")
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -26,7 +26,7 @@ from ssb.artifacts import JsonlAppender, read_jsonl, write_json_atomic
 from ssb.chat import ChatFormat, messages
 from ssb.config import DataConfig, SSBConfig
 from ssb.data import load_problems
-from ssb.generation import GenerationBackend, SamplingParams, derive_seed, make_backend
+from ssb.generation import GenerationBackend, SamplingParams, backend_spec, derive_seed, make_backend
 from ssb.grading import GRADER_VERSION, answers_equivalent, grade, strict_match
 from ssb.metrics import majority_score, mean_with_ci, pass_at_k
 from ssb.prompts import load_prompts
@@ -136,22 +136,23 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
     if not variants:
         raise ValueError("eval: nothing to evaluate (skip_base with no adapters)")
     results: dict[str, dict] = {}
-    base_model = chat = None
+    base_backend = None
     for name, adapter_dir in variants:
         spec = {"base": config.model.name_or_path, "revision": config.model.revision, "adapter": adapter_dir,
-                "adapter_sha256": adapter_fingerprint(adapter_dir)}
+                "adapter_sha256": adapter_fingerprint(adapter_dir), "backend": backend_spec(config)}
         if backend_factory is not None:
             backend = backend_factory(name, adapter_dir)
         else:
-            from ssb.models import load_model, load_tokenizer
+            from ssb.models import load_tokenizer
 
-            chat = chat or ChatFormat(load_tokenizer(config.model))  # one tokenizer for every variant
-            base_model = base_model or load_model(config.model)
-            model = base_model if adapter_dir is None else load_adapter(base_model, adapter_dir, config)
-            backend = make_backend(config, chat, model)
+            if base_backend is None:  # one tokenizer and one base model for every variant
+                base_backend = make_backend(config, ChatFormat(load_tokenizer(config.model)))
+            if adapter_dir is not None:
+                check_adapter_base(adapter_dir, config)
+            backend = base_backend if adapter_dir is None else base_backend.with_adapter(adapter_dir)
         results[name] = {b: evaluate_one(config, folder, name, spec, b, backend, force)["pass@1"]["mean"] for b in config.eval.benchmarks}
         if adapter_dir is not None and backend_factory is None:
-            base_model = model.unload()  # the base model again, without adapter layers
+            backend.close()  # hf: the base model's own layers again; openvino: the merged model freed
     return results
 
 
@@ -163,10 +164,8 @@ def adapter_fingerprint(adapter_dir: str | None) -> str | None:
     return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else None
 
 
-def load_adapter(base_model, adapter_dir: str, config: SSBConfig):
-    """The base with a PEFT adapter; refuses an adapter trained on another base model."""
-    from peft import PeftModel
-
+def check_adapter_base(adapter_dir: str, config: SSBConfig) -> None:
+    """Refuse an adapter trained on another base model."""
     from ssb.models import model_location
 
     adapter_config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
@@ -174,4 +173,3 @@ def load_adapter(base_model, adapter_dir: str, config: SSBConfig):
     expected = model_location(config.model)[0]
     if trained_on and trained_on not in (expected, config.model.name_or_path):
         raise ValueError(f"{adapter_dir}: adapter was trained on {trained_on!r}, not on {config.model.name_or_path!r}")
-    return PeftModel.from_pretrained(base_model, adapter_dir).eval()

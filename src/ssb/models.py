@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ssb.config import ModelConfig
-from ssb.packaged_models import PREFIX, materialize
+from ssb.packaged_models import PREFIX, gguf_folder, materialize
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +45,18 @@ def model_location(config: ModelConfig) -> tuple[str, dict]:
             raise FileNotFoundError(f"model.name_or_path: GGUF file not found: {path}")
         return str(path.parent), {**kwargs, "gguf_file": path.name}
     return location, kwargs
+
+
+def local_model_folder(config: ModelConfig) -> Path:
+    """A local folder of the model's weights in transformers' layout (what an engine converts from)."""
+    location, kwargs = model_location(config)
+    if "gguf_file" in kwargs:
+        return gguf_folder(Path(location) / kwargs["gguf_file"])
+    if Path(location).is_dir():
+        return Path(location)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(location, revision=config.revision))
 
 
 def load_model_config(config: ModelConfig):

@@ -90,9 +90,21 @@ def materialize(name: str, cache_dir: Path | None = None) -> Path:
         raise ValueError(f"unknown packaged model {name!r}; known: {', '.join(PACKAGED)}")
     cache_dir = cache_dir or default_cache_dir()
     folder = cache_dir / name
-    if (folder / "config.json").exists():
-        return folder
-    gguf = assemble_gguf(name, cache_dir)
+    if not (folder / "config.json").exists():
+        convert_gguf(assemble_gguf(name, cache_dir), folder)
+    return folder
+
+
+def gguf_folder(gguf: Path, cache_dir: Path | None = None) -> Path:
+    """A plain model folder for any GGUF file, converted once and cached under its content hash."""
+    folder = (cache_dir or default_cache_dir()) / "gguf" / _sha256(gguf)[:16]
+    if not (folder / "config.json").exists():
+        convert_gguf(gguf, folder)
+    return folder
+
+
+def convert_gguf(gguf: Path, folder: Path) -> None:
+    """Dequantise ``gguf`` through transformers and save it as a safetensors folder at ``folder``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -104,9 +116,8 @@ def materialize(name: str, cache_dir: Path | None = None) -> Path:
     model.config.quantization_config = None
     if hasattr(model.config, "__dict__"):
         model.config.__dict__.pop("quantization_config", None)
-    staging = cache_dir / f".{name}.converting"
+    staging = folder.parent / f".{folder.name}.converting"
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     os.replace(staging, folder)
-    return folder

@@ -1,22 +1,66 @@
 """Generation backends: chat prompts in, sampled completions out.
 
-``base`` defines the interface every backend implements; ``hf`` is the transformers backend.
-A vLLM backend is one more module implementing ``GenerationBackend``.
+``base`` defines the interface every backend implements. ``hf`` (transformers ``generate``) is the
+reference every other backend is tested against; ``openvino`` (OpenVINO GenAI continuous batching)
+is the fast CPU engine and ``vllm`` the GPU engine. ``backend.name: auto`` picks vllm on a GPU and
+openvino on a CPU when they are installed, else hf.
 """
+
+import importlib.util
+import logging
 
 from ssb.chat import ChatFormat
 from ssb.generation.base import Completion, GenerationBackend, SamplingParams, derive_seed, overflow
 
-__all__ = ["Completion", "GenerationBackend", "LazyGenerator", "SamplingParams", "derive_seed", "make_backend", "overflow"]
+__all__ = ["Completion", "GenerationBackend", "LazyGenerator", "SamplingParams", "backend_name", "backend_spec", "derive_seed", "make_backend",
+           "overflow"]
+
+_log = logging.getLogger(__name__)
 
 
-def make_backend(config, chat, model) -> GenerationBackend:
-    """The backend named by ``config.backend.name``."""
-    if config.backend.name == "hf":
+def backend_name(config) -> str:
+    """The backend ``config.backend.name`` selects on this machine (``auto`` resolved)."""
+    if config.backend.name != "auto":
+        return config.backend.name
+    from ssb.models import resolve_device
+
+    device = resolve_device(config.model).type
+    if device == "cuda":
+        return "vllm" if importlib.util.find_spec("vllm") else "hf"
+    if device == "cpu" and importlib.util.find_spec("openvino_genai"):
+        return "openvino"
+    return "hf"
+
+
+def backend_spec(config) -> dict:
+    """What a generation's numerics depend on besides the model: the backend and its precision."""
+    import dataclasses
+
+    name = backend_name(config)
+    if name == "openvino":
+        return {"name": name, **dataclasses.asdict(config.backend.openvino)}
+    return {"name": name, "dtype": config.model.dtype}
+
+
+def make_backend(config, chat: ChatFormat, model=None) -> GenerationBackend:
+    """The configured backend for the base model; ``model`` is an already loaded torch model (hf only)."""
+    name = backend_name(config)
+    _log.info("generation backend: %s%s", name, " (auto)" if config.backend.name == "auto" else "")
+    if name == "hf":
         from ssb.generation.hf import HFBackend
+        from ssb.models import load_model
 
+        model = model if model is not None else load_model(config.model)
         return HFBackend(model=model, chat=chat, batch_size=config.backend.batch_size, progress=config.backend.progress)
-    raise ValueError(f"backend.name: unknown backend {config.backend.name!r}")
+    if name == "openvino":
+        from ssb.generation.openvino import OpenVINOBackend
+
+        return OpenVINOBackend.from_config(config, chat)
+    if name == "vllm":
+        from ssb.generation.vllm import VLLMBackend
+
+        return VLLMBackend.from_config(config, chat)
+    raise ValueError(f"backend.name: unknown backend {name!r}")
 
 
 class LazyGenerator:
@@ -31,11 +75,10 @@ class LazyGenerator:
         self.config = config
         self.chat = ChatFormat(load_tokenizer(config.model))
         self.context_length = load_model_config(config.model).max_position_embeddings
+        self.name = backend_name(config)
         self._backend: GenerationBackend | None = None
 
     def generate(self, prompts, params):
         if self._backend is None:
-            from ssb.models import load_model
-
-            self._backend = make_backend(self.config, self.chat, load_model(self.config.model))
+            self._backend = make_backend(self.config, self.chat)
         return self._backend.generate(prompts, params)

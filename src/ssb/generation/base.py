@@ -17,6 +17,12 @@ def derive_seed(seed: int, stage: str, chunk: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def request_seed(seed: int, key: int | str) -> int:
+    """A 31-bit seed for one request of a call, from the call's seed and the request's key."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def overflow(chat: ChatFormat, conversation: list[Message], max_new_tokens: int, context_length: int | None) -> str | None:
     """Why ``conversation`` cannot be answered within the model's context, or None when it can."""
     if context_length is None:
@@ -50,9 +56,28 @@ class Completion:
     num_tokens: int  # generated tokens, counting the stop token
 
 
+def completion_from_ids(chat: ChatFormat, generated: list[int]) -> Completion:
+    """A completion from the generated ids: cut at the first stop token (end-of-turn or eos)."""
+    stops = set(chat.stop_ids)
+    end = next((i for i, t in enumerate(generated) if t in stops), None)
+    ids = generated if end is None else generated[:end]
+    text = chat.tokenizer.decode(ids, skip_special_tokens=True)
+    if end is None:
+        return Completion(text=text, token_ids=ids, finish_reason="length", num_tokens=len(ids))
+    return Completion(text=text, token_ids=ids, finish_reason="stop", num_tokens=len(ids) + 1)
+
+
 class GenerationBackend(Protocol):
     chat: ChatFormat  # the one chat format prompts are rendered with
     context_length: int | None  # prompt + generated tokens the model takes; None = unbounded
     def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[list[Completion]]:
         """``params.n`` completions for each prompt, in prompt order."""
+        ...
+
+    def with_adapter(self, adapter_dir: str) -> "GenerationBackend":
+        """The same engine generating with a PEFT adapter on the base model."""
+        ...
+
+    def close(self) -> None:
+        """Release what ``with_adapter`` created (the base backend stays usable)."""
         ...

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from ssb.chat import ChatFormat, Message
-from ssb.generation.base import Completion, SamplingParams
+from ssb.generation.base import Completion, SamplingParams, completion_from_ids
 
 
 class _TokenProgress(StoppingCriteria):
@@ -32,14 +32,16 @@ class HFBackend:
         self.model, self.chat, self.batch_size, self.progress = model, chat, batch_size, progress
         self.context_length = model.config.max_position_embeddings
 
-    def _completion(self, generated: list[int]) -> Completion:
-        stops = set(self.chat.stop_ids)
-        end = next((i for i, t in enumerate(generated) if t in stops), None)
-        ids = generated if end is None else generated[:end]
-        text = self.chat.tokenizer.decode(ids, skip_special_tokens=True)
-        if end is None:
-            return Completion(text=text, token_ids=ids, finish_reason="length", num_tokens=len(ids))
-        return Completion(text=text, token_ids=ids, finish_reason="stop", num_tokens=len(ids) + 1)
+    def with_adapter(self, adapter_dir: str) -> "HFBackend":
+        """This model with a PEFT adapter injected; ``close()`` on the result removes it again."""
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(self.model, adapter_dir).eval()
+        return HFBackend(model, self.chat, self.batch_size, self.progress)
+
+    def close(self) -> None:
+        if hasattr(self.model, "unload"):  # a PeftModel: restore the base model's own layers
+            self.model.unload()
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[list[Completion]]:
@@ -75,6 +77,6 @@ class HFBackend:
             )
             bar.update(len(batch) * params.max_new_tokens - (bar.n - before))  # rows that stopped early
             for r, (i, s) in enumerate(batch):
-                results[i][s] = self._completion(out[r, width:].tolist())
+                results[i][s] = completion_from_ids(self.chat, out[r, width:].tolist())
         bar.close()
         return results  # type: ignore[return-value]

@@ -1,0 +1,112 @@
+"""OpenVINO GenAI backend: continuous batching on the CPU, with int8-compressed weights by default.
+
+``ContinuousBatchingPipeline`` schedules every sequence of a call together: a row that ends frees
+its slot for the next waiting one, so no step is spent decoding padding after a row has stopped
+(the transformers backend's static batches do). Prompts are rendered and tokenized by ssb's own
+``ChatFormat`` and passed as token ids, and completions are decoded by the same tokenizer, so the
+chat template and the token ids are exactly those of every other stage.
+
+Seeding: each prompt of a call is one request whose sampler is seeded from (call seed, prompt
+index); its ``n`` samples are that request's ``num_return_sequences``. The same call therefore
+reproduces the same completions, whatever else is scheduled beside it. Greedy decoding asks for one
+sequence per prompt and repeats it ``n`` times (all greedy samples are equal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ssb.chat import ChatFormat, Message
+from ssb.generation.base import Completion, SamplingParams, completion_from_ids, request_seed
+
+
+class OpenVINOBackend:
+    def __init__(self, model_dir: Path, chat: ChatFormat, context_length: int | None, max_num_seqs: int = 32,
+                 kv_cache_gb: float = 4.0, inference_precision: str = "auto", progress: bool = True):
+        import openvino_genai as og
+
+        self.chat, self.context_length, self.progress = chat, context_length, progress
+        self.model_dir = Path(model_dir)
+        self.config = None  # the SSBConfig it was made from, when made by from_config
+        scheduler = og.SchedulerConfig()
+        scheduler.cache_size = max(1, round(kv_cache_gb))  # GB of KV cache shared by all running sequences
+        scheduler.max_num_seqs = max_num_seqs
+        scheduler.enable_prefix_caching = True  # refinement prompts share the system prompt
+        properties = {} if inference_precision == "auto" else {"INFERENCE_PRECISION_HINT": inference_precision}
+        self._og = og
+        self.pipeline = og.ContinuousBatchingPipeline(str(self.model_dir), scheduler, "CPU", properties)
+
+    @classmethod
+    def from_config(cls, config, chat: ChatFormat, adapter_dir: str | None = None) -> "OpenVINOBackend":
+        """The backend on the cached export of ``config.model`` (with ``adapter_dir`` merged in)."""
+        import json
+
+        from ssb.generation.openvino_export import export_openvino
+        from ssb.models import local_model_folder
+        from ssb.packaged_models import default_cache_dir
+
+        settings = config.backend.openvino
+        ir = export_openvino(local_model_folder(config.model), default_cache_dir(), settings.weight_format,
+                             Path(adapter_dir) if adapter_dir else None, config.model.trust_remote_code)
+        context = json.loads((ir / "config.json").read_text()).get("max_position_embeddings")
+        backend = cls(ir, chat, context, max_num_seqs=config.backend.batch_size, kv_cache_gb=settings.kv_cache_gb,
+                      inference_precision=settings.inference_precision, progress=config.backend.progress)
+        backend.config = config
+        return backend
+
+    def with_adapter(self, adapter_dir: str) -> "OpenVINOBackend":
+        """A backend on the base model with ``adapter_dir`` merged in (its export is cached)."""
+        return OpenVINOBackend.from_config(self.config, self.chat, adapter_dir)
+
+    def close(self) -> None:
+        self.pipeline = None  # frees the compiled model and its KV cache
+
+    def _config(self, params: SamplingParams, prompt_index: int):
+        config = self._og.GenerationConfig()
+        config.max_new_tokens = params.max_new_tokens
+        config.stop_token_ids = set(self.chat.stop_ids)
+        config.eos_token_id = self.chat.stop_ids[-1]
+        config.repetition_penalty = 1.0
+        if params.temperature == 0:
+            config.do_sample = False
+            config.num_return_sequences = 1
+            return config
+        config.do_sample = True
+        config.temperature = params.temperature
+        config.top_p = params.top_p
+        if params.top_k > 0:
+            config.top_k = params.top_k
+        config.num_return_sequences = params.n
+        config.rng_seed = request_seed(params.seed, prompt_index)
+        return config
+
+    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[list[Completion]]:
+        import numpy as np
+        import openvino as ov
+
+        handles = []
+        for i, conversation in enumerate(prompts):
+            ids = np.array([self.chat.prompt_ids(conversation)], dtype=np.int64)
+            handles.append(self.pipeline.add_request(i, ov.Tensor(ids), self._config(params, i)))
+        generated: list[dict[int, list[int]]] = [{} for _ in prompts]
+        bar = tqdm(total=len(prompts) * params.n * params.max_new_tokens, desc="generate", unit="tok",
+                   disable=not self.progress, leave=False)
+        while self.pipeline.has_non_finished_requests():
+            self.pipeline.step()
+            for i, handle in enumerate(handles):
+                while handle.can_read():
+                    for sequence, output in handle.read().items():
+                        generated[i].setdefault(sequence, []).extend(output.generated_ids)
+                        bar.update(len(output.generated_ids))
+        bar.close()
+        results = []
+        for sequences in generated:
+            rows = [completion_from_ids(self.chat, ids) for _, ids in sorted(sequences.items())]
+            if params.temperature == 0:
+                rows = rows * params.n
+            if len(rows) != params.n:
+                raise RuntimeError(f"OpenVINO returned {len(rows)} sequences for a prompt, expected {params.n}")
+            results.append(rows)
+        return results

@@ -1,0 +1,150 @@
+"""OpenVINO IR for the CPU engine, exported once per (source weights, adapter, weight format).
+
+The exporter is optimum-intel (``optimum-cli export openvino``). It pins transformers to an older
+range than ssb does (optimum-intel 2.2: ``transformers<5.6``), so it never runs in ssb's own
+environment: on first use ssb builds a separate virtual environment under the cache folder holding
+only the exporter's pinned packages (``EXPORTER_PACKAGES``), and makes the rest (torch, numpy,
+openvino, tokenizers) visible to it through a ``.pth`` file pointing at this environment's
+site-packages. Nothing in ssb's environment is installed, removed or shadowed. Set
+``SSB_OPENVINO_EXPORTER`` to a Python that already has optimum-intel to skip building it.
+
+An adapter is merged into the base weights by PEFT (``merge_and_unload``) and the merged model is
+exported like any other: the engine then runs one plain model at full speed, and the adapter's
+effect is exactly PEFT's (no second implementation of LoRA scaling).
+
+The cache key hashes the source weights' bytes (not their path), the adapter's weights, the weight
+format and the exporter's pins, so a changed model or adapter is re-exported, never served stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+# optimum-intel is installed without its declared dependencies: it requires torchvision, which is not
+# used to export a text model and whose PyPI build breaks `import transformers` next to a CPU-only
+# torch build. EXPORTER_DEPENDENCIES are the rest of what it needs, pinned to versions it supports.
+EXPORTER_PACKAGES = ["optimum-intel==2.2.0"]
+EXPORTER_DEPENDENCIES = ["optimum==2.3.0", "transformers==5.5.4", "nncf==3.4.0", "huggingface-hub>=1.3,<1.22",
+                         "requests>=2.33,<3", "setuptools",
+                         # optimum imports datasets when present; the environment's may need a newer huggingface-hub
+                         "datasets>=4,<5"]
+EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin")
+
+
+class ExportError(RuntimeError):
+    """The OpenVINO export failed; the message ends with the exporter's last output lines."""
+
+
+def _hash_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 of a model (or adapter) folder's weights and config: what the export depends on."""
+    files = [p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin") or p.name in
+                                                             ("config.json", "adapter_config.json"))]
+    if not files:
+        raise FileNotFoundError(f"{folder}: no weights (*.safetensors or *.bin) to export")
+    return _hash_files(files)
+
+
+def export_key(source: Path, adapter: Path | None, weight_format: str) -> str:
+    parts = {"source": weights_fingerprint(source), "adapter": weights_fingerprint(adapter) if adapter else None,
+             "weight_format": weight_format, "exporter": EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def exporter_python(cache_dir: Path) -> Path:
+    """A Python that can run ``optimum-cli export openvino``: $SSB_OPENVINO_EXPORTER or a cached venv."""
+    if os.environ.get("SSB_OPENVINO_EXPORTER"):
+        return Path(os.environ["SSB_OPENVINO_EXPORTER"])
+    pins = hashlib.sha256(json.dumps([sys.version_info[:2], EXPORTER_PACKAGES, EXPORTER_DEPENDENCIES]).encode()).hexdigest()[:12]
+    venv = cache_dir / "openvino-exporter" / pins
+    python = venv / "bin" / "python"
+    if (venv / "ready").exists():
+        return python
+    _log.info("building the OpenVINO exporter environment in %s (once; about a minute)", venv)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    shared = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    # Before any install, so pip counts this environment's packages as present and installs only what
+    # the exporter needs in another version (those land in the venv and come first on its sys.path).
+    Path(site, "_ssb_shared_site.pth").write_text("\n".join(sorted(shared)) + "\n")
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    _run(pip + ["--no-deps", *EXPORTER_PACKAGES], "installing the OpenVINO exporter")
+    _run(pip + EXPORTER_DEPENDENCIES, "installing the OpenVINO exporter's dependencies")
+    (venv / "ready").write_text("\n".join(EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES) + "\n")
+    return python
+
+
+def _run(command: list[str], what: str, log: Path | None = None) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if log is not None:
+        log.write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise ExportError(f"{what} failed (exit {result.returncode}): {' '.join(command)}\n{tail}")
+
+
+def merge_adapter(source: Path, adapter: Path, target: Path) -> None:
+    """Save the base model with ``adapter`` merged in (PEFT's merge) as a plain model folder."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+
+
+def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", adapter: Path | None = None,
+                    trust_remote_code: bool = False) -> Path:
+    """The cached OpenVINO IR folder of ``source`` (a local model folder), with ``adapter`` merged in."""
+    key = export_key(source, adapter, weight_format)
+    target = cache_dir / "openvino" / key
+    if all((target / name).exists() for name in EXPORT_FILES):
+        return target
+    python = exporter_python(cache_dir)
+    staging = cache_dir / "openvino" / f".{key}.exporting"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    start = time.monotonic()
+    model_folder = source
+    if adapter is not None:
+        model_folder = staging / "merged"
+        merge_adapter(source, adapter, model_folder)
+    command = [str(python), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(model_folder),
+               "--task", "text-generation-with-past", "--weight-format", weight_format, str(staging / "ir")]
+    if trust_remote_code:
+        command.append("--trust-remote-code")
+    _log.info("exporting %s%s to OpenVINO IR (%s weights; once, cached in %s)", source, f" + adapter {adapter}" if adapter else "",
+              weight_format, target)
+    _run(command, f"exporting {model_folder} to OpenVINO", log=staging / "export.log")
+    provenance = {"source": str(source), "adapter": str(adapter) if adapter else None, "weight_format": weight_format,
+                  "exporter": EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES, "seconds": round(time.monotonic() - start, 1)}
+    (staging / "ir" / "ssb_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging / "ir", target)
+    shutil.rmtree(staging, ignore_errors=True)
+    _log.info("exported in %.0fs", provenance["seconds"])
+    return target
