@@ -53,7 +53,7 @@ def save_model(folder, favour: str | None = None):
 
 def make(name, folder, tmp_path_factory):
     overrides = {"model.name_or_path": str(folder), "backend.name": name, "backend.progress": False, "backend.batch_size": 4,
-                 "backend.openvino.weight_format": "fp32", "backend.openvino.inference_precision": "f32", "model.dtype": "float32",
+                 "backend.openvino.weight_format": "fp32", "backend.openvino.inference_precision": "f32", "backend.openvino.kv_cache_gb": 1, "model.dtype": "float32",
                  "run_dir": str(tmp_path_factory.mktemp("run"))}
     config = load_config(None, overrides)
     return make_backend(config, load_chat_format(config.model))
@@ -88,7 +88,9 @@ def reference(model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request, model_dir, tmp_path_factory):
-    return make(request.param, model_dir, tmp_path_factory)
+    made = make(request.param, model_dir, tmp_path_factory)
+    yield made
+    made.close()  # the engine's threads and caches go with it, before other test modules run
 
 
 def test_completions_are_well_formed(backend):
@@ -136,6 +138,7 @@ def test_stops_on_end_of_turn_and_on_the_generation_configs_eos(name, stop, tmp_
         for row in backend.generate(PROMPTS[:2], params):
             for c in row:
                 assert (c.finish_reason, c.token_ids, c.text, c.num_tokens) == ("stop", [], "", 1)
+    backend.close()
 
 
 def test_adapter_changes_output_like_peft_and_close_restores_the_base(backend, reference, adapter_dir):

