@@ -78,11 +78,11 @@ class SamplingConfig:
 class OpenVINOConfig:
     weight_format: Literal["int8", "int4", "fp16", "fp32"] = doc("int8", "Weight compression of the exported model (int8: per-channel, measured to keep greedy accuracy; fp32: exact weights, slower).")
     inference_precision: Literal["auto", "f32", "bf16"] = doc("auto", "Activation precision; auto = OpenVINO's choice for this CPU (bf16 where the CPU has bf16 units, else f32).")
-    kv_cache_gb: float = doc(4.0, "KV cache shared by all running sequences, in GB.")
+    kv_cache_gb: int = doc(4, "KV cache shared by all running sequences, in GB.")
 
     def __post_init__(self) -> None:
-        if self.kv_cache_gb <= 0:
-            raise ConfigError("backend.openvino.kv_cache_gb must be > 0")
+        if self.kv_cache_gb < 1:
+            raise ConfigError("backend.openvino.kv_cache_gb must be >= 1")
 
 
 @dataclass

@@ -24,14 +24,14 @@ from ssb.generation.base import Completion, SamplingParams, completion_from_ids,
 
 class OpenVINOBackend:
     def __init__(self, model_dir: Path, chat: ChatFormat, context_length: int | None, max_num_seqs: int = 32,
-                 kv_cache_gb: float = 4.0, inference_precision: str = "auto", progress: bool = True):
+                 kv_cache_gb: int = 4, inference_precision: str = "auto", progress: bool = True):
         import openvino_genai as og
 
         self.chat, self.context_length, self.progress = chat, context_length, progress
         self.model_dir = Path(model_dir)
         self.config = None  # the SSBConfig it was made from, when made by from_config
         scheduler = og.SchedulerConfig()
-        scheduler.cache_size = max(1, round(kv_cache_gb))  # GB of KV cache shared by all running sequences
+        scheduler.cache_size = kv_cache_gb  # GB of KV cache shared by all running sequences
         scheduler.max_num_seqs = max_num_seqs
         scheduler.enable_prefix_caching = True  # refinement prompts share the system prompt
         properties = {} if inference_precision == "auto" else {"INFERENCE_PRECISION_HINT": inference_precision}
@@ -58,6 +58,8 @@ class OpenVINOBackend:
 
     def with_adapter(self, adapter_dir: str) -> "OpenVINOBackend":
         """A backend on the base model with ``adapter_dir`` merged in (its export is cached)."""
+        if self.config is None:
+            raise ValueError("with_adapter needs a backend made by OpenVINOBackend.from_config (it exports the merged model)")
         return OpenVINOBackend.from_config(self.config, self.chat, adapter_dir)
 
     def close(self) -> None:
