@@ -59,11 +59,12 @@ def measure(dtype: str, examples, chat, config) -> dict:
     model = load_model(model_config)
     tokens = sum(len(e.solution_ids) for e in examples)
     start = time.monotonic()
-    with torch.inference_mode():
+    with torch.no_grad():
         teacher = [solution_hidden_states(model, pack([e.teacher_prompt_ids], [e.solution_ids], chat.pad_id)) for e in examples]
     teacher_s = time.monotonic() - start
     head = model.get_output_embeddings()
-    teacher_logits = [(h.float() @ head.weight.float().T) for h in teacher]
+    with torch.no_grad():
+        teacher_logits = [h @ head.weight.T for h in teacher]  # in the model's dtype, as distillation recomputes them
     torch.manual_seed(0)
     peft_model = build_peft_model(model, config)
     peft_model.train()
