@@ -28,10 +28,14 @@ def resolve_device(config: ModelConfig) -> torch.device:
     return torch.device(config.device)
 
 
-def cpu_bf16_unit() -> str | None:
-    """The bf16 matrix-unit flag this CPU reports (amx_bf16 or avx512_bf16), or None."""
+def cpu_bf16_unit(cpuinfo: str | None = None) -> str | None:
+    """The bf16 matrix-unit flag this CPU reports (amx_bf16 or avx512_bf16), or None.
+
+    ``cpuinfo``: the text of /proc/cpuinfo (read when not given).
+    """
     try:
-        flags = set(re.search(r"^flags\s*:(.*)$", Path("/proc/cpuinfo").read_text(), re.M).group(1).split())
+        text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
+        flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split())
     except (OSError, AttributeError):
         return None
     return next((flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags), None)

@@ -1,0 +1,63 @@
+"""Which backend and which torch dtype ``auto`` picks, and what an OpenVINO export is keyed by."""
+
+import pytest
+import torch
+
+import ssb.generation as generation
+import ssb.models as models
+from ssb.config import ModelConfig, load_config
+from ssb.generation.openvino_export import export_key
+
+AMD_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+AMD_ZEN4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+XEON_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
+
+
+def test_cpu_bf16_unit_reads_the_flags():
+    assert models.cpu_bf16_unit(AMD_AVX2) is None
+    assert models.cpu_bf16_unit(AMD_ZEN4) == "avx512_bf16"
+    assert models.cpu_bf16_unit(XEON_AMX) == "amx_bf16"
+    assert models.cpu_bf16_unit("no flags line") is None
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [(AMD_AVX2, torch.float32), (AMD_ZEN4, torch.bfloat16), (XEON_AMX, torch.bfloat16)])
+def test_auto_dtype_on_cpu_follows_the_bf16_units(monkeypatch, cpuinfo, expected):
+    read_flags = models.cpu_bf16_unit
+    monkeypatch.setattr(models, "cpu_bf16_unit", lambda: read_flags(cpuinfo))
+    dtype, why = models.dtype_choice(ModelConfig(dtype="auto"), torch.device("cpu"))
+    assert dtype == expected
+    assert ("no bf16 matrix units" in why) == (expected == torch.float32)
+
+
+def test_explicit_dtype_and_gpu():
+    assert models.dtype_choice(ModelConfig(dtype="float32"), torch.device("cpu")) == (torch.float32, "set by model.dtype")
+    assert models.dtype_choice(ModelConfig(dtype="auto"), torch.device("cuda"))[0] == torch.bfloat16
+
+
+@pytest.mark.parametrize("device, installed, expected", [
+    ("cpu", {"openvino_genai"}, "openvino"), ("cpu", set(), "hf"), ("cuda", {"vllm", "openvino_genai"}, "vllm"), ("cuda", {"openvino_genai"}, "hf"),
+])
+def test_auto_backend_by_device_and_what_is_installed(monkeypatch, device, installed, expected):
+    monkeypatch.setattr(generation.importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    monkeypatch.setattr(models, "resolve_device", lambda config: torch.device(device))
+    assert generation.backend_name(load_config(None, {})) == expected
+    assert generation.backend_name(load_config(None, {"backend.name": "hf"})) == "hf"
+
+
+def test_export_key_follows_weight_bytes_adapter_and_format(tmp_path):
+    model, adapter = tmp_path / "model", tmp_path / "adapter"
+    model.mkdir()
+    adapter.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"weights")
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    base = export_key(model, None, "int8")
+    assert base == export_key(model, None, "int8")
+    assert len({base, export_key(model, adapter, "int8"), export_key(model, None, "fp32")}) == 3
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    for f in model.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert export_key(copy, None, "int8") == base  # keyed by content, not by path
+    (model / "model.safetensors").write_bytes(b"retrained")
+    assert export_key(model, None, "int8") != base
