@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ssb.artifacts import JsonlAppender, read_jsonl, write_json_atomic
-from ssb.chat import ChatFormat, messages
+from ssb.chat import messages
 from ssb.config import DataConfig, SSBConfig
 from ssb.data import load_problems
 from ssb.generation import GenerationBackend, SamplingParams, backend_spec, derive_seed, make_backend
