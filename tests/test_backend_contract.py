@@ -107,6 +107,8 @@ def test_completions_are_well_formed(backend):
 
 
 def test_greedy_matches_the_reference(backend, reference):
+    if backend.__class__ is reference.__class__:
+        pytest.skip("hf is the reference (its batched greedy output is checked in test_hf_backend.py)")
     params = SamplingParams(n=2, temperature=0, max_new_tokens=12)
     expected = reference.generate(PROMPTS, params)
     got = backend.generate(PROMPTS, params)

@@ -36,22 +36,24 @@ def backend_spec(config) -> dict:
     """What a generation's numerics depend on besides the model: the backend and its precision."""
     import dataclasses
 
+    from ssb.models import dtype_choice, resolve_device
+
     name = backend_name(config)
     if name == "openvino":
         return {"name": name, **dataclasses.asdict(config.backend.openvino)}
-    return {"name": name, "dtype": config.model.dtype}
+    dtype = dtype_choice(config.model, resolve_device(config.model))[0]  # auto resolves differently per machine
+    return {"name": name, "dtype": str(dtype).removeprefix("torch.")}
 
 
-def make_backend(config, chat: ChatFormat, model=None) -> GenerationBackend:
-    """The configured backend for the base model; ``model`` is an already loaded torch model (hf only)."""
+def make_backend(config, chat: ChatFormat) -> GenerationBackend:
+    """The configured backend for the base model."""
     name = backend_name(config)
     _log.info("generation backend: %s%s", name, " (auto)" if config.backend.name == "auto" else "")
     if name == "hf":
         from ssb.generation.hf import HFBackend
         from ssb.models import load_model
 
-        model = model if model is not None else load_model(config.model)
-        return HFBackend(model=model, chat=chat, batch_size=config.backend.batch_size, progress=config.backend.progress)
+        return HFBackend(model=load_model(config.model), chat=chat, batch_size=config.backend.batch_size, progress=config.backend.progress)
     if name == "openvino":
         from ssb.generation.openvino import OpenVINOBackend
 

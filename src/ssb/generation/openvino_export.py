@@ -18,6 +18,7 @@ format and the exporter's pins, so a changed model or adapter is re-exported, ne
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -46,13 +47,23 @@ class ExportError(RuntimeError):
     """The OpenVINO export failed; the message ends with the exporter's last output lines."""
 
 
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    """sha256 of one file; cached per (path, size, mtime) so that every stage and adapter of a run
+    does not re-read the same gigabyte of base weights."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _hash_files(paths: list[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(paths):
+        stat = path.stat()
         digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
+        digest.update(_file_sha256(path.resolve(), stat.st_size, stat.st_mtime_ns).encode())
     return digest.hexdigest()
 
 
