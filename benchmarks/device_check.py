@@ -31,7 +31,7 @@ from ssb.chat import ChatFormat
 from ssb.config import load_config
 from ssb.distillation import run_distill
 from ssb.evaluation import run_eval
-from ssb.generation import LazyGenerator
+from ssb.generation import LazyBackend
 from ssb.models import load_model, load_tokenizer
 from ssb.refinement import run_refine
 from ssb.rollouts import run_rollouts
@@ -41,12 +41,12 @@ from ssb.teacher_targets import run_teacher
 def phase1(root: Path, model_dir: Path, run: str, **overrides):
     data = write_questions(root / "questions.jsonl", 24)
     config = load_config(None, {"run_dir": str(root / run), "data.source": "jsonl", "data.path": str(data),
-                                "model.name_or_path": str(model_dir), "rollouts.chunk_questions": 8, "backend.progress": False,
+                                "model.name_or_path": str(model_dir), "rollouts.chunk_questions": 8, "progress": False,
                                 "distill.epochs": 1, "distill.batch_size": 4, "distill.micro_batch_size": 2, "distill.lora.r": 4,
                                 "distill.warmup_steps": 0, **overrides})
     chat = ChatFormat(load_tokenizer(config.model))
-    run_rollouts(config, generator=ScriptedBackend(chat, rollout_script))
-    run_refine(config, generator=ScriptedBackend(chat, refine_script))
+    run_rollouts(config, backend=ScriptedBackend(chat, rollout_script))
+    run_refine(config, backend=ScriptedBackend(chat, refine_script))
     return config
 
 
@@ -82,8 +82,8 @@ def main() -> None:
     config = phase1(root, model_dir, "bf16")
     start = time.monotonic()
     rollout_cfg = load_config(None, {"run_dir": str(root / "bf16-rollouts"), "data.source": "jsonl", "data.path": str(root / "questions.jsonl"),
-                                     "model.name_or_path": str(model_dir), "rollouts.sampling.max_new_tokens": 32, "backend.progress": False})
-    stats = run_rollouts(rollout_cfg, generator=LazyGenerator(rollout_cfg))
+                                     "model.name_or_path": str(model_dir), "rollouts.sampling.max_new_tokens": 32, "progress": False})
+    stats = run_rollouts(rollout_cfg, backend=LazyBackend(rollout_cfg))
     report["bf16_rollouts"] = {"rollouts": stats["rollouts"], "generated_tokens": stats["generated_tokens"], "wall_s": round(time.monotonic() - start, 2)}
     report["bf16_teacher"] = run_teacher(config)
     distill = run_distill(config)
@@ -93,7 +93,7 @@ def main() -> None:
     write_benchmark(root / "bench", "gsm8k", 4)
     eval_cfg = load_config(None, {"run_dir": config.run_dir, "model.name_or_path": str(model_dir), "data.data_dir": str(root / "bench"),
                                   "eval.benchmarks": ["gsm8k"], "eval.sampling.max_new_tokens": 16,
-                                  "eval.adapters": [f"ssb={Path(config.run_dir) / 'distill' / 'adapter'}"], "backend.progress": False})
+                                  "eval.adapters": [f"ssb={Path(config.run_dir) / 'distill' / 'adapter'}"], "progress": False})
     report["bf16_eval"] = run_eval(eval_cfg)
     print(json.dumps(report, indent=2))
 

@@ -57,7 +57,7 @@ def main() -> None:
     params = SamplingParams(n=args.k, temperature=0.8, top_k=50, max_new_tokens=args.max_new_tokens, seed=0)
     results = {}
     for spec in args.engines.split(","):
-        config = load_config(None, {"model.name_or_path": args.model, "backend.batch_size": args.batch_size, "backend.progress": False,
+        config = load_config(None, {"model.name_or_path": args.model, "backend.batch_size": args.batch_size, "progress": False,
                                     **engine_overrides(spec)})
         start = time.monotonic()
         backend = make_backend(config, load_chat_format(config.model))

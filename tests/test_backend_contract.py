@@ -52,7 +52,7 @@ def save_model(folder, favour: str | None = None):
 
 
 def make(name, folder, tmp_path_factory):
-    overrides = {"model.name_or_path": str(folder), "backend.name": name, "backend.progress": False, "backend.batch_size": 4,
+    overrides = {"model.name_or_path": str(folder), "backend.name": name, "progress": False, "backend.batch_size": 4,
                  "backend.openvino.weight_format": "fp32", "backend.openvino.inference_precision": "f32", "backend.openvino.kv_cache_gb": 1, "model.dtype": "float32",
                  "run_dir": str(tmp_path_factory.mktemp("run"))}
     config = load_config(None, overrides)

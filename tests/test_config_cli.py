@@ -19,7 +19,8 @@ def test_yaml_and_dotted_overrides(tmp_path):
      ("rollouts:\n  k: three\n", r"rollouts\.k: expected int, got 'three'"),
      ("model:\n  dtype: float8\n", r"model\.dtype: 'float8' is not one of"),
      ("rollouts:\n  k: 1\n", "rollouts.k must be >= 2"),
-     ("- a\n", "top level must be a mapping")],
+     ("- a\n", "top level must be a mapping"),
+     ("backend:\n  progress: false\n", r"c\.yaml: backend\.progress is now progress")],
 )
 def test_bad_configs_are_named(tmp_path, text, message):
     cfg = tmp_path / "c.yaml"

@@ -36,7 +36,7 @@ def config_for(tmp_path, **overrides):
     data = tmp_path / "data"
     write_benchmark(data, "gsm8k", 20)
     return load_config(None, {"run_dir": str(tmp_path / "eval-run"), "data.data_dir": str(data), "eval.benchmarks": ["gsm8k"],
-                              "eval.chunk_questions": 6, "backend.progress": False, **overrides})
+                              "eval.chunk_questions": 6, "progress": False, **overrides})
 
 
 def test_known_accuracies_with_a_scripted_backend(tmp_path, tokenizer):
@@ -119,14 +119,14 @@ def test_cli_eval_on_a_tiny_model_with_an_adapter(tmp_path, tiny_model_dir):
     data = tmp_path / "data"
     write_benchmark(data, "gsm8k", 3)
     args = ["eval", "--model", str(tiny_model_dir), "--adapter", f"lora={tmp_path / 'adapter'}", "--benchmarks", "gsm8k",
-            "--max-new-tokens", "6", "--limit", "2", "--out", str(tmp_path / "out"), "--data-dir", str(data), "--backend.progress=false", "--backend.name=hf"]
+            "--max-new-tokens", "6", "--limit", "2", "--out", str(tmp_path / "out"), "--data-dir", str(data), "--progress=false", "--backend.name=hf"]
     assert main(args) == 0
     for model in ("base", "lora"):
         summary = json.loads((tmp_path / f"out/eval/{model}/gsm8k.summary.json").read_text())
         assert summary["n_questions"] == 2 and summary["pass@1"]["mean"] == 0.0
         assert summary["mean_completion_tokens"] <= 6
     # Greedy decoding is deterministic: a fresh evaluation reproduces the same completions.
-    assert main([*args[:-4], "--out", str(tmp_path / "again"), "--data-dir", str(data), "--backend.progress=false", "--backend.name=hf"]) == 0
+    assert main([*args[:-4], "--out", str(tmp_path / "again"), "--data-dir", str(data), "--progress=false", "--backend.name=hf"]) == 0
     first = read_jsonl(tmp_path / "out/eval/lora/gsm8k.samples.jsonl")
     again = read_jsonl(tmp_path / "again/eval/lora/gsm8k.samples.jsonl")
     assert [r["completions"] for r in first] == [r["completions"] for r in again]
@@ -144,7 +144,7 @@ def test_adapter_trained_on_another_base_is_refused(tmp_path, tiny_model_dir, ca
     get_peft_model(load_model(ModelConfig(name_or_path=str(other))), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
     write_benchmark(tmp_path / "data", "gsm8k", 2)
     code = main(["eval", "--model", str(tiny_model_dir), "--adapter", f"x={tmp_path / 'adapter'}", "--benchmarks", "gsm8k",
-                 "--max-new-tokens", "2", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"), "--backend.progress=false", "--backend.name=hf"])
+                 "--max-new-tokens", "2", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"), "--progress=false", "--backend.name=hf"])
     assert code == 2
     err = capsys.readouterr().err
     assert "adapter was trained on" in err and str(other) in err and "Traceback" not in err

@@ -26,7 +26,7 @@ def test_grpo_steps_change_lora_and_the_adapter_is_evaluable(tmp_path, tiny_mode
     data = write_questions(tmp_path / "q.jsonl", 4)
     config = load_config(None, {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl",
                                 "data.path": str(data), "grpo.num_generations": 2, "grpo.batch_size": 4, "grpo.max_steps": 2,
-                                "grpo.max_completion_length": 6, "grpo.lr": 1e-2, "distill.lora.r": 4, "backend.progress": False, "backend.name": "hf"})
+                                "grpo.max_completion_length": 6, "grpo.lr": 1e-2, "distill.lora.r": 4, "progress": False, "backend.name": "hf"})
     calls = []
 
     def reward(completions, gold, **kwargs):
@@ -55,6 +55,6 @@ def test_grpo_steps_change_lora_and_the_adapter_is_evaluable(tmp_path, tiny_mode
     eval_config = load_config(None, {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir),
                                      "data.data_dir": str(tmp_path / "bench"), "eval.benchmarks": ["gsm8k"], "eval.skip_base": True,
                                      "eval.adapters": [f"grpo={tmp_path / 'run' / 'grpo' / 'adapter'}"],
-                                     "eval.sampling.max_new_tokens": 4, "backend.progress": False, "backend.name": "hf"})
+                                     "eval.sampling.max_new_tokens": 4, "progress": False, "backend.name": "hf"})
     assert run_eval(eval_config) == {"grpo": {"gsm8k": 0.0}}
     assert json.loads((tmp_path / "run/eval/grpo/gsm8k.summary.json").read_text())["n_questions"] == 2

@@ -14,7 +14,7 @@ from scripted import ScriptedBackend
 from test_evaluation import write_benchmark
 from test_stages import refine_script, rollout_script, write_questions
 
-SETTINGS = {"rollouts.chunk_questions": 8, "backend.progress": False, "backend.name": "hf", "distill.epochs": 2, "distill.batch_size": 2,
+SETTINGS = {"rollouts.chunk_questions": 8, "progress": False, "backend.name": "hf", "distill.epochs": 2, "distill.batch_size": 2,
             "distill.lora.r": 4, "distill.warmup_steps": 0, "distill.lr": 1e-2, "eval.benchmarks": ["gsm8k"],
             "eval.sampling.max_new_tokens": 4, "eval.limit": 3}
 
@@ -34,7 +34,7 @@ def test_ssb_run_whole_method_then_skip_refuse_and_force(tmp_path, tiny_model_di
     config = make(tmp_path, tiny_model_dir)
     chat = ChatFormat(load_tokenizer(config.model))
     backend = ScriptedBackend(chat, script)
-    result = run_all(config, generator=backend)
+    result = run_all(config, backend=backend)
     run = Path(config.run_dir)
     manifest = json.loads((run / "manifest.json").read_text())
     assert {"rollouts", "refine", "teacher", "distill", "eval/base/gsm8k", "eval/ssb/gsm8k"} <= set(manifest["stages"])
@@ -45,19 +45,19 @@ def test_ssb_run_whole_method_then_skip_refuse_and_force(tmp_path, tiny_model_di
 
     # Everything finished: a second run generates nothing and trains nothing.
     calls = len(backend.calls)
-    again = run_all(config, generator=backend)
+    again = run_all(config, backend=backend)
     assert len(backend.calls) == calls and again["pass@1"] == result["pass@1"]
 
     changed = make(tmp_path, tiny_model_dir, **{"distill.lr": 5e-3})
     with pytest.raises(RunFolderError, match=r"stage 'distill'[\s\S]*distill\.lr: 0\.01 -> 0\.005"):
-        run_all(changed, generator=backend)
+        run_all(changed, backend=backend)
     # Forcing distill retrains; the new adapter changes eval's inputs, which must then be forced too.
     with pytest.raises(RunFolderError, match="eval/ssb/gsm8k"):
-        run_all(changed, force=["distill"], generator=backend)
-    run_all(changed, force=["eval"], generator=backend)
+        run_all(changed, force=["distill"], backend=backend)
+    run_all(changed, force=["eval"], backend=backend)
     assert json.loads((run / "manifest.json").read_text())["stages"]["distill"]["inputs"]["distill"]["lr"] == 5e-3
     with pytest.raises(ValueError, match="unknown stage"):
-        run_all(changed, force=["nope"], generator=backend)
+        run_all(changed, force=["nope"], backend=backend)
 
 
 DISK_SCRIPT = """
@@ -70,7 +70,7 @@ from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
 config = make(Path({tmp!r}), Path({model!r}))
-run_all(config, generator=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
+run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
 """
 
 

@@ -22,7 +22,7 @@ def test_k4_rollouts_on_gsm8k_are_well_formed_and_correctly_graded(tmp_path, sha
     run = tmp_path / "run"
     args = ["--run_dir", str(run), "--model.name_or_path", packaged_model, "--data.source", "gsm8k", "--data.split", "test",
             "--data.data_dir", str(shared_data), "--data.limit", "3", "--rollouts.sampling.max_new_tokens", "320",
-            "--rollouts.chunk_questions", "3", "--backend.progress", "false"]
+            "--rollouts.chunk_questions", "3", "--progress", "false"]
     assert main(["rollouts", *args]) == 0
     records = [json.loads(line) for line in (run / "rollouts.jsonl").read_text().splitlines()]
     assert [r["gold"] for r in records] == ["18", "3", "70000"]
@@ -45,7 +45,7 @@ def test_greedy_eval_on_20_gsm8k_test_questions(tmp_path, shared_data, packaged_
     def eval_args(out):
         return ["eval", "--model", packaged_model, "--benchmarks", "gsm8k", "--limit", "20", "--max-new-tokens", "400",
                 "--out", str(out), "--data-dir", str(shared_data), "--backend.batch_size", "20", "--eval.chunk_questions", "20",
-                "--backend.progress", "false"]
+                "--progress", "false"]
 
     out = tmp_path / "eval"
     assert main(eval_args(out)) == 0
@@ -65,7 +65,7 @@ def test_greedy_eval_on_20_gsm8k_test_questions(tmp_path, shared_data, packaged_
 
 def test_ssb_demo_end_to_end(tmp_path, packaged_model):
     """The README's main command (about 20 minutes on 2 CPU cores)."""
-    assert main(["demo", "--run_dir", str(tmp_path / "demo"), "--backend.progress", "false"]) == 0
+    assert main(["demo", "--run_dir", str(tmp_path / "demo"), "--progress", "false"]) == 0
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "| base |" in report and "| ssb |" in report
     assert (tmp_path / "demo" / "distill" / "adapter" / "adapter_model.safetensors").exists()

@@ -56,7 +56,7 @@ def make_config(tmp_path: Path, run: str = "run", **overrides):
     data = write_questions(tmp_path / "questions.jsonl")
     return load_config(None, {"run_dir": str(tmp_path / run), "data.source": "jsonl", "data.path": str(data),
                               "model.name_or_path": "scripted", "rollouts.chunk_questions": 3, "refine.chunk_questions": 2,
-                              "backend.progress": False, **overrides})
+                              "progress": False, **overrides})
 
 
 def scripted(tokenizer, script=None):
@@ -64,8 +64,8 @@ def scripted(tokenizer, script=None):
 
 
 def run_both(config, tokenizer):
-    run_rollouts(config, generator=scripted(tokenizer))
-    return run_refine(config, generator=scripted(tokenizer, refine_script))
+    run_rollouts(config, backend=scripted(tokenizer))
+    return run_refine(config, backend=scripted(tokenizer, refine_script))
 
 
 def test_rollouts_and_refine_produce_the_run_folder(tmp_path, tokenizer):
@@ -135,14 +135,14 @@ def test_interrupted_stages_resume_without_loss_or_duplicates(tmp_path, tokenize
 
     config = make_config(tmp_path)
     with pytest.raises(Crash):
-        run_rollouts(config, generator=crashing(scripted(tokenizer), after_calls=2))
+        run_rollouts(config, backend=crashing(scripted(tokenizer), after_calls=2))
     assert len(read_jsonl(Path(config.run_dir) / "rollouts.jsonl")) == 6
     resumed = scripted(tokenizer)
-    run_rollouts(config, generator=resumed)
+    run_rollouts(config, backend=resumed)
     assert len(resumed.calls) == 2  # only the two unfinished chunks
     with pytest.raises(Crash):
-        run_refine(config, generator=crashing(scripted(tokenizer, refine_script), after_calls=1))
-    run_refine(config, generator=scripted(tokenizer, refine_script))
+        run_refine(config, backend=crashing(scripted(tokenizer, refine_script), after_calls=1))
+    run_refine(config, backend=scripted(tokenizer, refine_script))
 
     for name in ("rollouts.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"):
         got = sorted(read_jsonl(Path(config.run_dir) / name), key=lambda r: r.get("index", 0))
@@ -156,29 +156,29 @@ def test_finished_stage_is_not_redone_and_changed_inputs_are_refused(tmp_path, t
     config = make_config(tmp_path)
     run_both(config, tokenizer)
     again = scripted(tokenizer)
-    run_rollouts(config, generator=again)
+    run_rollouts(config, backend=again)
     assert again.calls == []
 
     changed = make_config(tmp_path, **{"rollouts.k": 6})
     with pytest.raises(RunFolderError, match=r"rollouts\.k: 4 -> 6[\s\S]*--force"):
-        run_rollouts(changed, generator=scripted(tokenizer))
-    run_rollouts(changed, force=True, generator=scripted(tokenizer, lambda u, s: rollout_script(u, min(s, 3))))
+        run_rollouts(changed, backend=scripted(tokenizer))
+    run_rollouts(changed, force=True, backend=scripted(tokenizer, lambda u, s: rollout_script(u, min(s, 3))))
     assert all(len(r["rollouts"]) == 6 for r in read_jsonl(Path(config.run_dir) / "rollouts.jsonl"))
     # refine was made from the old rollouts: it must notice.
     with pytest.raises(RunFolderError, match="rollouts_inputs_fingerprint"):
-        run_refine(changed, generator=scripted(tokenizer, refine_script))
+        run_refine(changed, backend=scripted(tokenizer, refine_script))
 
 
 def test_refine_requires_finished_rollouts(tmp_path, tokenizer):
     with pytest.raises(RunFolderError, match="needs 'rollouts'"):
-        run_refine(make_config(tmp_path), generator=scripted(tokenizer, refine_script))
+        run_refine(make_config(tmp_path), backend=scripted(tokenizer, refine_script))
 
 
 def test_cli_stages_with_the_real_hf_backend_on_a_tiny_model(tmp_path, tiny_model_dir):
     data = write_questions(tmp_path / "q.jsonl", 5)
     common = ["--run_dir", str(tmp_path / "run"), "--model.name_or_path", str(tiny_model_dir), "--data.source", "jsonl",
               "--data.path", str(data), "--rollouts.sampling.max_new_tokens", "8", "--rollouts.chunk_questions", "2",
-              "--backend.batch_size", "3", "--backend.progress", "false"]
+              "--backend.batch_size", "3", "--progress", "false"]
     assert main(["rollouts", *common]) == 0
     assert main(["refine", *common]) == 0
     rollouts = read_jsonl(tmp_path / "run" / "rollouts.jsonl")
@@ -203,7 +203,7 @@ def generate(prompts, params):
     time.sleep({delay})
     return slow(prompts, params)
 backend.generate = generate
-run_rollouts(make_config(Path({tmp!r})), generator=backend)
+run_rollouts(make_config(Path({tmp!r})), backend=backend)
 """
 
 
@@ -218,9 +218,9 @@ def test_kill_9_mid_stage_then_resume(tmp_path, tokenizer):
     proc.wait()
     partial = len(read_jsonl(journal))
     assert 3 <= partial < N_QUESTIONS
-    run_rollouts(make_config(tmp_path), generator=scripted(tokenizer))
+    run_rollouts(make_config(tmp_path), backend=scripted(tokenizer))
     reference = make_config(tmp_path, "reference")
-    run_rollouts(reference, generator=scripted(tokenizer))
+    run_rollouts(reference, backend=scripted(tokenizer))
     got = sorted(read_jsonl(journal), key=lambda r: r["index"])
     assert got == sorted(read_jsonl(Path(reference.run_dir) / "rollouts.jsonl"), key=lambda r: r["index"])
 
@@ -229,23 +229,23 @@ def test_prompts_longer_than_the_context_are_refused_or_skipped(tmp_path, tokeni
     data = tmp_path / "q.jsonl"
     data.write_text(json.dumps({"question": "Question 0: short?", "answer": "0"}) + "\n"
                     + json.dumps({"question": "Question 1: " + "very long " * 100, "answer": "1"}) + "\n")
-    base = {"run_dir": str(tmp_path / "run"), "data.source": "jsonl", "data.path": str(data), "backend.progress": False,
+    base = {"run_dir": str(tmp_path / "run"), "data.source": "jsonl", "data.path": str(data), "progress": False,
             "rollouts.sampling.max_new_tokens": 100}
     backend = scripted(tokenizer)
     backend.context_length = 600  # the long question's prompt alone is over 1000 byte-level tokens
     with pytest.raises(DataError, match=r"q\.jsonl:2: question: prompt of \d+ tokens \+ max_new_tokens 100 exceeds the model's context of 600"):
-        run_rollouts(load_config(None, base), generator=backend)
+        run_rollouts(load_config(None, base), backend=backend)
     assert not (tmp_path / "run").exists()
-    stats = run_rollouts(load_config(None, {**base, "data.on_bad_record": "skip"}), generator=backend)
+    stats = run_rollouts(load_config(None, {**base, "data.on_bad_record": "skip"}), backend=backend)
     assert stats["questions"] == 1 and stats["skipped_input_records"] == 1
 
 
 def test_hinted_prompt_too_long_is_dropped_with_its_reason(tmp_path, tokenizer):
     config = make_config(tmp_path)
-    run_rollouts(config, generator=scripted(tokenizer))
+    run_rollouts(config, backend=scripted(tokenizer))
     backend = scripted(tokenizer, refine_script)
     backend.context_length = 3000  # bare questions fit; hinted prompts (~1500 tokens) + 2048 new tokens do not
-    stats = run_refine(config, generator=backend)
+    stats = run_refine(config, backend=backend)
     assert stats["kept"] == 0 and stats["dropped"]["hinted-prompt-too-long"] == 6
     assert backend.calls == []
     assert {d["reason"] for d in read_jsonl(Path(config.run_dir) / "dropped.jsonl")} >= {"hinted-prompt-too-long"}
@@ -257,14 +257,14 @@ def test_run_folder_of_an_incompatible_version_is_refused(tmp_path, tokenizer):
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({"ssb_version": "0.0.1", "run_folder_version": 0, "stages": {}}))
     with pytest.raises(RunFolderError, match=r"made by ssb 0\.0\.1 with run-folder format 0; this ssb .* reads format 1"):
-        run_rollouts(config, generator=scripted(tokenizer))
+        run_rollouts(config, backend=scripted(tokenizer))
     assert not (run / "rollouts.jsonl").exists()
 
 
 def test_random_hint_uses_another_questions_rollouts_seeded_never_its_own(tmp_path, tokenizer):
     config = make_config(tmp_path, **{"refine.hint": "random"})
-    run_rollouts(config, generator=scripted(tokenizer))
-    run_refine(config, generator=scripted(tokenizer, refine_script))
+    run_rollouts(config, backend=scripted(tokenizer))
+    run_refine(config, backend=scripted(tokenizer, refine_script))
     journal = [e for e in read_jsonl(Path(config.run_dir) / "refinements.jsonl") if "hinted_prompt" in e]
     assert len(journal) == 6
     for entry in journal:
@@ -275,8 +275,8 @@ def test_random_hint_uses_another_questions_rollouts_seeded_never_its_own(tmp_pa
         assert f"-----\nQuestion {i}: what is {i}?\n-----" in prompt  # the problem is the question's own
         assert f"Right: \\boxed{{{donor}}}" in prompt and f"Right: \\boxed{{{i}}}" not in prompt
     again = make_config(tmp_path, "again", **{"refine.hint": "random"})
-    run_rollouts(again, generator=scripted(tokenizer))
-    run_refine(again, generator=scripted(tokenizer, refine_script))
+    run_rollouts(again, backend=scripted(tokenizer))
+    run_refine(again, backend=scripted(tokenizer, refine_script))
     assert [e.get("hint_from") for e in read_jsonl(Path(again.run_dir) / "refinements.jsonl")] == \
         [e.get("hint_from") for e in read_jsonl(Path(config.run_dir) / "refinements.jsonl")]
 
@@ -287,8 +287,8 @@ def test_refine_counts_refinements_that_copy_the_shown_wrong_answer(tmp_path, to
         return f"Following the second student. {shown_wrong}"
 
     config = make_config(tmp_path)
-    run_rollouts(config, generator=scripted(tokenizer))
-    stats = run_refine(config, generator=scripted(tokenizer, copy_the_wrong_answer))
+    run_rollouts(config, backend=scripted(tokenizer))
+    stats = run_refine(config, backend=scripted(tokenizer, copy_the_wrong_answer))
     # Questions 2 mod 4 show a boxed wrong answer, which is copied; questions 3 mod 4 show one without a box.
     assert stats["refinement_is_shown_wrong_answer"] == 3 and stats["dropped"]["refinement-wrong"] == 3
     assert stats["dropped"]["refinement-no-answer"] == 3 and stats["kept"] == 0

@@ -102,7 +102,6 @@ class VLLMConfig:
 class BackendConfig:
     name: Literal["auto", "hf", "openvino", "vllm"] = doc("auto", "Generation backend: hf (transformers generate, the reference), openvino (OpenVINO GenAI continuous batching, CPU), vllm (GPU); auto = vllm on a GPU when installed, openvino on a CPU when installed, else hf.")
     batch_size: int = doc(32, "Most sequences generated together (hf: one static batch; openvino: running sequences).")
-    progress: bool = doc(True, "Show tqdm progress bars.")
     openvino: OpenVINOConfig = doc(OpenVINOConfig(), "OpenVINO backend settings.")
     vllm: VLLMConfig = doc(VLLMConfig(), "vLLM backend settings.")
 
@@ -162,7 +161,7 @@ class TeacherConfig:
 
 
 @dataclass
-class LoraSettings:
+class LoraConfig:
     r: int = doc(32, "LoRA rank (the paper's 32).")
     alpha: int = doc(32, "LoRA alpha (scaling alpha / r).")
     dropout: float = doc(0.0, "LoRA dropout.")
@@ -177,7 +176,7 @@ class DistillConfig:
     kd_weight: float = doc(1.0, "Weight of the KD term.")
     ce_weight: float = doc(0.0, "Weight of a cross-entropy term on the solution tokens (0 = pure KD, as in the paper).")
     topk_tail: bool = doc(True, "With topk targets, model the teacher mass outside the top k as one tail bucket (otherwise renormalise the top k).")
-    lora: LoraSettings = doc(LoraSettings(), "LoRA adapter shape.")
+    lora: LoraConfig = doc(LoraConfig(), "LoRA adapter shape.")
     epochs: int = doc(3, "Passes over the examples (the paper: 3).")
     batch_size: int = doc(4, "Sequences per optimiser step, over all processes and accumulation (the paper: 4).")
     micro_batch_size: int = doc(1, "Sequences per forward pass per process; batch_size must be a multiple of micro_batch_size x processes.")
@@ -201,7 +200,7 @@ class DistillConfig:
 
 
 @dataclass
-class GRPOSettings:
+class GRPOConfig:
     num_generations: int = doc(4, "Completions per question (the group; SSB's K is 4).")
     batch_size: int = doc(8, "Completions per device step (a multiple of num_generations).")
     gradient_accumulation_steps: int = doc(1, "Steps accumulated per optimiser update.")
@@ -247,6 +246,7 @@ class EvalConfig:
 class SSBConfig:
     run_dir: str = doc("runs/ssb", "Run folder: every output of every stage goes here.")
     seed: int = doc(0, "Seed of every random choice (sampling, selection, shuffling).")
+    progress: bool = doc(True, "Show tqdm progress bars in every stage (generation, teacher targets, training).")
     model: ModelConfig = doc(ModelConfig(), "Base model (teacher and student).")
     data: DataConfig = doc(DataConfig(), "Questions and gold answers.")
     prompts: PromptsConfig = doc(PromptsConfig(), "Prompt templates.")
@@ -257,7 +257,7 @@ class SSBConfig:
     teacher: TeacherConfig = doc(TeacherConfig(), "Stage 3: teacher targets on the solution tokens.")
     distill: DistillConfig = doc(DistillConfig(), "Stage 4: LoRA distillation into the hint-free student.")
     eval: EvalConfig = doc(EvalConfig(), "Evaluation of the base model and adapters on benchmarks.")
-    grpo: GRPOSettings = doc(GRPOSettings(), "The GRPO control (ssb grpo), with distill.lora's adapter shape.")
+    grpo: GRPOConfig = doc(GRPOConfig(), "The GRPO control (ssb grpo), with distill.lora's adapter shape.")
 
 
 # ----------------------------------------------------------------------------- building configs
@@ -300,6 +300,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+# Fields that moved: an old config gets told where to, instead of a bare "unknown field".
+MOVED_FIELDS = {"backend.progress": "progress"}
+
+
 def from_dict(cls: type, data: dict, where: str = "") -> Any:
     """Build dataclass ``cls`` from a (possibly partial) mapping, checking names and types.
 
@@ -308,6 +312,9 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
+    moved = [f"{where}.{name} is now {MOVED_FIELDS[f'{where}.{name}']}" for name in unknown if f"{where}.{name}" in MOVED_FIELDS]
+    if moved:
+        raise ConfigError("; ".join(moved))
     if unknown:
         raise ConfigError(f"{where or 'top level'}: unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
     kwargs = {}

@@ -217,7 +217,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     metrics = JsonlAppender(metrics_path) if accelerator.is_main_process else None
 
     started = time.monotonic()
-    bar = tqdm(total=len(steps), initial=done, desc="distill", disable=not (config.backend.progress and accelerator.is_main_process))
+    bar = tqdm(total=len(steps), initial=done, desc="distill", disable=not (config.progress and accelerator.is_main_process))
     for step in range(done + 1, len(steps) + 1):
         step_start = time.monotonic()
         global_examples = [examples[i] for i in steps[step - 1]]

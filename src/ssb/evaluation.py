@@ -101,7 +101,7 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
     pending = [(c, chunk) for c, chunk in chunks if any(p.id not in done for p in chunk)]
     start, tokens = time.monotonic(), 0
     with JsonlAppender(samples_path) as journal:
-        for c, chunk in tqdm(pending, desc=f"{model_name}/{benchmark}", unit="chunk", disable=not config.backend.progress):
+        for c, chunk in tqdm(pending, desc=f"{model_name}/{benchmark}", unit="chunk", disable=not config.progress):
             conversations = [messages(system, p.question) for p in chunk]
             params = SamplingParams.from_config(config.eval.sampling, n=config.eval.n, seed=derive_seed(config.seed, stage, c))
             for offset, (problem, conversation, samples) in enumerate(zip(chunk, conversations, backend.generate(conversations, params))):

@@ -91,7 +91,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
         temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, beta=g.beta, reward_weights=weights,
         max_grad_norm=g.max_grad_norm, warmup_steps=g.warmup_steps, logging_steps=1, save_steps=g.save_every,
         save_total_limit=2, report_to=[], use_vllm=g.use_vllm, gradient_checkpointing=g.gradient_checkpointing,
-        disable_tqdm=not config.backend.progress,
+        disable_tqdm=not config.progress,
     )
     peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
                              bias="none", task_type="CAUSAL_LM")

@@ -27,10 +27,10 @@ def eval_config_with_adapter(config: SSBConfig) -> SSBConfig:
     return dataclasses.replace(config, eval=dataclasses.replace(config.eval, adapters=adapters, skip_base=False))
 
 
-def run_all(config: SSBConfig, force: list[str] | None = None, generator=None) -> dict:
+def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> dict:
     """Run the whole method; returns wall seconds per stage (this invocation) and the pass@1 table.
 
-    ``generator`` replaces the model's backend for rollouts and refinement (tests script outcomes).
+    ``backend`` replaces the model's backend for rollouts and refinement (tests script outcomes).
     """
     from ssb.distillation import run_distill
     from ssb.evaluation import run_eval
@@ -43,8 +43,8 @@ def run_all(config: SSBConfig, force: list[str] | None = None, generator=None) -
     unknown = force - set(STAGES)
     if unknown:
         raise ValueError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
-    runners = {"rollouts": lambda c, force: run_rollouts(c, force=force, generator=generator),
-               "refine": lambda c, force: run_refine(c, force=force, generator=generator),
+    runners = {"rollouts": lambda c, force: run_rollouts(c, force=force, backend=backend),
+               "refine": lambda c, force: run_refine(c, force=force, backend=backend),
                "teacher": run_teacher, "distill": run_distill,
                "eval": lambda c, force: run_eval(eval_config_with_adapter(c), force=force)}
     timings, results = {}, {}

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from ssb.artifacts import JsonlAppender, read_jsonl, text_sha256, write_jsonl_atomic
 from ssb.chat import messages
 from ssb.config import SSBConfig
-from ssb.generation import LazyGenerator, SamplingParams, derive_seed, overflow
+from ssb.generation import LazyBackend, SamplingParams, derive_seed, overflow
 from ssb.grading import answers_equivalent, grade
 from ssb.prompts import Prompts, load_prompts
 from ssb.run_folder import RunFolder, model_provenance
@@ -137,8 +137,8 @@ def refine_stats(journal: list[dict]) -> dict:
     }
 
 
-def run_refine(config: SSBConfig, force: bool = False, generator=None) -> dict:
-    """Run (or resume) selection + refinement; returns its stats. ``generator`` replaces the model's backend."""
+def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
+    """Run (or resume) selection + refinement; returns its stats. ``backend`` replaces the model's backend."""
     folder = RunFolder(config.run_dir)
     rollouts_entry = folder.require_finished("rollouts", needed_by="refine")
     prompts = load_prompts(config.prompts.system, config.prompts.hinted)
@@ -154,7 +154,7 @@ def run_refine(config: SSBConfig, force: bool = False, generator=None) -> dict:
     size = config.refine.chunk_questions
     chunks = [(c, mixed[s : s + size]) for c, s in enumerate(range(0, len(mixed), size))]
     pending = [(c, chunk) for c, chunk in chunks if any(r["id"] not in done for r in chunk)]
-    generator = generator or LazyGenerator(config)
+    backend = backend or LazyBackend(config)
 
     start, new_tokens = time.monotonic(), 0
     mixed_ids = {r["id"] for r in mixed}
@@ -162,15 +162,15 @@ def run_refine(config: SSBConfig, force: bool = False, generator=None) -> dict:
         for record in records:
             if record["id"] not in mixed_ids and record["id"] not in done:
                 journal.append(_unrefinable(record))
-        for c, chunk in tqdm(pending, desc="refine", unit="chunk", disable=not config.backend.progress):
+        for c, chunk in tqdm(pending, desc="refine", unit="chunk", disable=not config.progress):
             donors = [hint_donor(r, mixed, config) for r in chunk]
             selections = [_selection_for(d, config) for d in donors]
             hinted = [prompts.render_hinted(r["question"], d["rollouts"][s.correct_index]["text"], d["rollouts"][s.wrong_index]["text"])
                       for r, d, s in zip(chunk, donors, selections)]
             params = SamplingParams.from_config(config.refine.sampling, n=1, seed=derive_seed(config.seed, "refine", c))
             conversations = [messages(prompts.system, h) for h in hinted]
-            fits = [overflow(generator.chat, conv, params.max_new_tokens, generator.context_length) is None for conv in conversations]
-            generated = iter(generator.generate([conv for conv, ok in zip(conversations, fits) if ok], params) if any(fits) else [])
+            fits = [overflow(backend.chat, conv, params.max_new_tokens, backend.context_length) is None for conv in conversations]
+            generated = iter(backend.generate([conv for conv, ok in zip(conversations, fits) if ok], params) if any(fits) else [])
             for record, donor, selection, prompt, ok in zip(chunk, donors, selections, hinted, fits):
                 completion = next(generated)[0] if ok else None
                 if record["id"] in done:
@@ -197,5 +197,5 @@ def run_refine(config: SSBConfig, force: bool = False, generator=None) -> dict:
     stats = refine_stats(entries)
     stats["this_invocation"] = {"wall_s": round(elapsed, 2), "generated_tokens": new_tokens,
                                 "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else None}
-    folder.finish_stage("refine", inputs, model_provenance(config, generator.chat.tokenizer), stats)
+    folder.finish_stage("refine", inputs, model_provenance(config, backend.chat.tokenizer), stats)
     return stats

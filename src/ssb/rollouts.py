@@ -19,7 +19,7 @@ from ssb.artifacts import JsonlAppender, read_jsonl, text_sha256
 from ssb.chat import messages
 from ssb.config import SSBConfig
 from ssb.data import DataError, LoadedProblems, Problem, load_problems
-from ssb.generation import Completion, LazyGenerator, SamplingParams, derive_seed, overflow
+from ssb.generation import Completion, LazyBackend, SamplingParams, derive_seed, overflow
 from ssb.grading import grade
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, model_provenance
@@ -38,11 +38,11 @@ def stage_inputs(config: SSBConfig, system_prompt: str) -> dict:
     }
 
 
-def drop_overlong(loaded: LoadedProblems, generator, system: str, max_new_tokens: int, on_bad_record: str) -> None:
+def drop_overlong(loaded: LoadedProblems, backend, system: str, max_new_tokens: int, on_bad_record: str) -> None:
     """Remove (or refuse) questions whose prompt and generation budget exceed the model's context."""
     keep = []
     for problem in loaded.problems:
-        why = overflow(generator.chat, messages(system, problem.question), max_new_tokens, generator.context_length)
+        why = overflow(backend.chat, messages(system, problem.question), max_new_tokens, backend.context_length)
         if why is None:
             keep.append(problem)
             continue
@@ -84,13 +84,13 @@ def rollout_stats(records: list[dict], skipped_records: int) -> dict:
     }
 
 
-def run_rollouts(config: SSBConfig, force: bool = False, generator=None) -> dict:
-    """Run (or resume) the rollouts stage; returns its stats. ``generator`` replaces the model's backend."""
+def run_rollouts(config: SSBConfig, force: bool = False, backend=None) -> dict:
+    """Run (or resume) the rollouts stage; returns its stats. ``backend`` replaces the model's backend."""
     folder = RunFolder(config.run_dir)
     prompts = load_prompts(config.prompts.system, config.prompts.hinted)
     loaded = load_problems(config.data)  # bad input fails here, before the run folder is touched
-    generator = generator or LazyGenerator(config)
-    drop_overlong(loaded, generator, prompts.system, config.rollouts.sampling.max_new_tokens, config.data.on_bad_record)
+    backend = backend or LazyBackend(config)
+    drop_overlong(loaded, backend, prompts.system, config.rollouts.sampling.max_new_tokens, config.data.on_bad_record)
     inputs = stage_inputs(config, prompts.system)
     if not folder.begin_stage("rollouts", inputs, force):
         _log.info("rollouts: already complete in %s", folder.path)
@@ -105,9 +105,9 @@ def run_rollouts(config: SSBConfig, force: bool = False, generator=None) -> dict
 
     start, new_tokens = time.monotonic(), 0
     with JsonlAppender(journal_path) as journal:
-        for c, chunk in tqdm(pending, desc="rollouts", unit="chunk", disable=not config.backend.progress):
+        for c, chunk in tqdm(pending, desc="rollouts", unit="chunk", disable=not config.progress):
             params = SamplingParams.from_config(config.rollouts.sampling, n=config.rollouts.k, seed=derive_seed(config.seed, "rollouts", c))
-            completions = generator.generate([messages(prompts.system, p.question) for p in chunk], params)
+            completions = backend.generate([messages(prompts.system, p.question) for p in chunk], params)
             for offset, (problem, samples) in enumerate(zip(chunk, completions)):
                 if problem.id not in done:
                     journal.append(_record(c * size + offset, problem, samples, config.grading.timeout_s))
@@ -118,6 +118,6 @@ def run_rollouts(config: SSBConfig, force: bool = False, generator=None) -> dict
     stats = rollout_stats(records, len(loaded.skipped))
     stats["this_invocation"] = {"wall_s": round(elapsed, 2), "generated_tokens": new_tokens,
                                 "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else None}
-    folder.finish_stage("rollouts", inputs, {**model_provenance(config, generator.chat.tokenizer), "skipped_input_records": loaded.skipped}, stats)
+    folder.finish_stage("rollouts", inputs, {**model_provenance(config, backend.chat.tokenizer), "skipped_input_records": loaded.skipped}, stats)
     return stats
 

@@ -133,7 +133,7 @@ def run_teacher(config: SSBConfig, force: bool = False) -> dict:
     model = load_model(config.model)
     start, spans, pending, shard_tokens, index = time.monotonic(), {}, [], 0, 0
     if config.teacher.format != "online":
-        for example, tensors in compute_targets(model, examples, config, chat.pad_id, config.backend.progress):
+        for example, tensors in compute_targets(model, examples, config, chat.pad_id, config.progress):
             pending.append((example, tensors))
             shard_tokens += len(example.solution_ids)
             if shard_tokens >= config.teacher.shard_tokens:

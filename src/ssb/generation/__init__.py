@@ -12,7 +12,7 @@ import logging
 from ssb.chat import ChatFormat
 from ssb.generation.base import Completion, GenerationBackend, SamplingParams, derive_seed, overflow
 
-__all__ = ["Completion", "GenerationBackend", "LazyGenerator", "SamplingParams", "backend_name", "backend_spec", "derive_seed", "make_backend",
+__all__ = ["Completion", "GenerationBackend", "LazyBackend", "SamplingParams", "backend_name", "backend_spec", "derive_seed", "make_backend",
            "overflow"]
 
 _log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def make_backend(config, chat: ChatFormat) -> GenerationBackend:
         from ssb.generation.hf import HFBackend
         from ssb.models import load_model
 
-        return HFBackend(model=load_model(config.model), chat=chat, batch_size=config.backend.batch_size, progress=config.backend.progress)
+        return HFBackend(model=load_model(config.model), chat=chat, batch_size=config.backend.batch_size, progress=config.progress)
     if name == "openvino":
         from ssb.generation.openvino import OpenVINOBackend
 
@@ -65,7 +65,7 @@ def make_backend(config, chat: ChatFormat) -> GenerationBackend:
     raise ValueError(f"backend.name: unknown backend {name!r}")
 
 
-class LazyGenerator:
+class LazyBackend:
     """The configured backend, with the tokenizer loaded now and the model only on first use.
 
     A stage that finds nothing left to generate (a resumed, finished run) never loads the model.

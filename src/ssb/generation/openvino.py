@@ -52,7 +52,7 @@ class OpenVINOBackend:
                              Path(adapter_dir) if adapter_dir else None, config.model.trust_remote_code)
         context = json.loads((ir / "config.json").read_text()).get("max_position_embeddings")
         backend = cls(ir, chat, context, max_num_seqs=config.backend.batch_size, kv_cache_gb=settings.kv_cache_gb,
-                      inference_precision=settings.inference_precision, progress=config.backend.progress)
+                      inference_precision=settings.inference_precision, progress=config.progress)
         backend.config = config
         return backend
 

@@ -34,7 +34,7 @@ class VLLMBackend:
                   max_model_len=settings.max_model_len, max_num_seqs=config.backend.batch_size, enable_lora=True,
                   max_lora_rank=settings.max_lora_rank, trust_remote_code=config.model.trust_remote_code)
         context = llm.llm_engine.model_config.max_model_len
-        return cls(llm, chat, context, config.backend.progress)
+        return cls(llm, chat, context, config.progress)
 
     def with_adapter(self, adapter_dir: str) -> "VLLMBackend":
         from vllm.lora.request import LoRARequest

@@ -31,11 +31,11 @@ def phase1_folder(tmp_path: Path, model_dir: Path, run: str = "run", **overrides
     """A run folder whose teacher/student files come from the scripted phase 1 (10 kept examples)."""
     data = write_questions(tmp_path / "questions.jsonl", 24)
     config = load_config(None, {"run_dir": str(tmp_path / run), "data.source": "jsonl", "data.path": str(data),
-                                "model.name_or_path": str(model_dir), "rollouts.chunk_questions": 8, "backend.progress": False, "backend.name": "hf",
+                                "model.name_or_path": str(model_dir), "rollouts.chunk_questions": 8, "progress": False, "backend.name": "hf",
                                 "teacher.batch_size": 3, **DISTILL, **overrides})
     chat = ChatFormat(load_tokenizer(config.model))
-    run_rollouts(config, generator=ScriptedBackend(chat, rollout_script))
-    run_refine(config, generator=ScriptedBackend(chat, refine_script))
+    run_rollouts(config, backend=ScriptedBackend(chat, rollout_script))
+    run_refine(config, backend=ScriptedBackend(chat, refine_script))
     return config
 
 
@@ -204,7 +204,7 @@ def test_two_process_run_matches_one_process_with_the_same_global_batch(tmp_path
     # CPU flag gives accelerate's MULTI_CPU (gloo) set-up.
     launcher = Path(sys.executable).with_name("torchrun")
     result = subprocess.run([str(launcher), "--nproc_per_node", "2", "-m", "ssb", "distill", "--run_dir", two.run_dir,
-                             "--model.name_or_path", str(tiny_model_dir), "--backend.progress=false", "--backend.name=hf", *flags],
+                             "--model.name_or_path", str(tiny_model_dir), "--progress=false", "--backend.name=hf", *flags],
                             capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
