@@ -58,8 +58,8 @@ def main() -> None:
         "difference": {"of": f"{names[1]} - {names[0]}", **paired_difference(scores[1], scores[0])},
         "identical_completions": sum(a["text"] == b["text"] for a, b in zip(*first)),
         "same_answer": sum(a["answer"] == b["answer"] for a, b in zip(*first)),
-        "wall_s": {names[k]: summaries[k]["timing"]["wall_s_this_invocation"] for k in range(2)},
-        "tokens_per_s": {names[k]: summaries[k]["timing"]["tokens_per_s"] for k in range(2)},
+        "wall_s": {names[k]: summaries[k]["this_invocation"]["wall_s"] for k in range(2)},
+        "tokens_per_s": {names[k]: summaries[k]["this_invocation"]["tokens_per_s"] for k in range(2)},
         "disagreements": disagreements,
     }
     out = Path(args.out)

@@ -86,7 +86,7 @@ def test_report_table_and_plots_match_summaries(tmp_path, tokenizer):
     (training / "distill" / "adapter").mkdir(parents=True)
     (training / "manifest.json").write_text(json.dumps({"run_folder_version": 1, "stages": {}}))
     (training / "stats.json").write_text(json.dumps({"rollouts": {"generated_tokens": 100, "this_invocation": {"wall_s": 10.0}},
-                                                     "distill": {"steps": 3, "wall_s_this_invocation": 5.5}}))
+                                                     "distill": {"steps": 3, "this_invocation": {"wall_s": 5.5}}}))
     config = config_for(tmp_path, **{"eval.adapters": [f"ssb={training / 'distill' / 'adapter'}"]})
     scripts = {"base": answer_script(4), "ssb": answer_script(2)}
     run_eval(config, backend_factory=lambda name, path: ScriptedBackend(ChatFormat(tokenizer), scripts[name]))

@@ -54,7 +54,7 @@ def test_greedy_eval_on_20_gsm8k_test_questions(tmp_path, shared_data, packaged_
     low, high = summary["pass@1"]["ci95"]
     assert 0.0 <= low <= summary["pass@1"]["mean"] <= high <= 1.0
     print(f"Qwen2.5-Coder-0.5B-Instruct greedy GSM8K test[:20] pass@1 = {summary['pass@1']['mean']:.3f} "
-          f"(95% CI {low:.3f}-{high:.3f}), {summary['timing']['tokens_per_s']} tok/s")
+          f"(95% CI {low:.3f}-{high:.3f}), {summary['this_invocation']['tokens_per_s']} tok/s")
     # Greedy decoding reproduces itself exactly.
     again = tmp_path / "again"
     assert main(eval_args(again)) == 0

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
 from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic
 from ssb.chat import ChatFormat
+from ssb.chunked_generation import invocation_stats
 from ssb.config import SSBConfig
 from ssb.losses import cross_entropy, fused_head_loss, kl_full, kl_topk, reduce_per_token
 from ssb.models import load_model, load_tokenizer
@@ -281,7 +282,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
             tokenizer.save_pretrained(out / "merged")
         history = read_jsonl(metrics_path)
         stats = {"steps": len(steps), "examples": len(examples), "batch_size": batch_size, "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
-                 "wall_s_this_invocation": round(time.monotonic() - started, 2),
+                 "this_invocation": invocation_stats(time.monotonic() - started),
                  "trainable_parameters": sum(p.numel() for p in trainable)}
         folder.finish_stage("distill", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     accelerator.wait_for_everyone()

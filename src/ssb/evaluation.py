@@ -1,7 +1,7 @@
 """Evaluation: the base model and its adapters on benchmarks, with one prompt, backend and grader.
 
 For each (model, benchmark) pair, ``eval/<model>/<benchmark>.samples.jsonl`` gets one line per
-question as its chunk finishes (prompt, every completion with its answer, grade and strict-format
+question as its chunk finishes (``ssb.chunked_generation``: prompt, every completion with its answer, grade and strict-format
 grade, gold, grader version); an interrupted evaluation resumes where it stopped, regenerating only
 unfinished chunks with their own seeds. ``<benchmark>.summary.json`` then holds pass@1 with its
 standard error and 95% CI, pass@k and maj@k, the strict exact-string pass@1 (to set beside the
@@ -17,20 +17,17 @@ import dataclasses
 import hashlib
 import json
 import logging
-import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from ssb.artifacts import JsonlAppender, read_jsonl, write_json_atomic
+from ssb.artifacts import read_jsonl, write_json_atomic
 from ssb.chat import messages
+from ssb.chunked_generation import ChunkedGeneration, Job, drop_overlong
 from ssb.config import DataConfig, SSBConfig
 from ssb.data import load_problems
-from ssb.generation import GenerationBackend, SamplingParams, backend_spec, derive_seed, make_backend
+from ssb.generation import Completion, GenerationBackend, backend_spec, make_backend
 from ssb.grading import GRADER_VERSION, answers_equivalent, grade, strict_match
 from ssb.metrics import majority_score, mean_with_ci, pass_at_k
 from ssb.prompts import load_prompts
-from ssb.rollouts import drop_overlong
 from ssb.run_folder import RunFolder
 
 _log = logging.getLogger(__name__)
@@ -53,7 +50,7 @@ def system_prompt(config: SSBConfig) -> str:
     return load_prompts(config.prompts.system, config.prompts.hinted).system if config.eval.prompt == "tutor" else STEP_BY_STEP
 
 
-def summarize(records: list[dict], config: SSBConfig, timing: dict) -> dict:
+def summarize(records: list[dict], config: SSBConfig) -> dict:
     n = config.eval.n
     ks = sorted(set(config.eval.k or [1, n]))
     same = lambda a, b: answers_equivalent(a, b, config.grading.timeout_s) is True  # noqa: E731
@@ -74,7 +71,6 @@ def summarize(records: list[dict], config: SSBConfig, timing: dict) -> dict:
         "mean_completion_tokens": sum(c["num_tokens"] for c in completions) / count,
         "generation": {**dataclasses.asdict(config.eval.sampling), "n": n, "prompt": config.eval.prompt, "seed": config.seed},
         "grader": GRADER_VERSION,
-        "timing": timing,
     }
 
 
@@ -95,31 +91,21 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
     if not folder.begin_stage(stage, inputs, force, outputs=outputs):
         return folder.stats()[stage]
 
-    done = {r["id"] for r in read_jsonl(samples_path)}
-    size = config.eval.chunk_questions
-    chunks = [(c, problems[s : s + size]) for c, s in enumerate(range(0, len(problems), size))]
-    pending = [(c, chunk) for c, chunk in chunks if any(p.id not in done for p in chunk)]
-    start, tokens = time.monotonic(), 0
-    with JsonlAppender(samples_path) as journal:
-        for c, chunk in tqdm(pending, desc=f"{model_name}/{benchmark}", unit="chunk", disable=not config.progress):
-            conversations = [messages(system, p.question) for p in chunk]
-            params = SamplingParams.from_config(config.eval.sampling, n=config.eval.n, seed=derive_seed(config.seed, stage, c))
-            for offset, (problem, conversation, samples) in enumerate(zip(chunk, conversations, backend.generate(conversations, params))):
-                if problem.id in done:
-                    continue
-                graded = []
-                for s in samples:
-                    g = grade(s.text, problem.gold, config.grading.timeout_s)
-                    graded.append({"text": s.text, "finish_reason": s.finish_reason, "num_tokens": s.num_tokens, "answer": g.answer,
-                                   "correct": g.correct, "strict_correct": strict_match(g.answer, problem.gold), "grader_timed_out": g.timed_out})
-                    tokens += s.num_tokens
-                journal.append({"index": c * size + offset, "id": problem.id, "prompt": conversation, "gold": problem.gold,
-                                "completions": graded, "grader": GRADER_VERSION})
-    elapsed = time.monotonic() - start
+    def record(index: int, problem, job: Job, samples: list[Completion]) -> dict:
+        graded = []
+        for sample in samples:
+            g = grade(sample.text, problem.gold, config.grading.timeout_s)
+            graded.append({"text": sample.text, "finish_reason": sample.finish_reason, "num_tokens": sample.num_tokens, "answer": g.answer,
+                           "correct": g.correct, "strict_correct": strict_match(g.answer, problem.gold), "grader_timed_out": g.timed_out})
+        return {"index": index, "id": problem.id, "prompt": job.conversation, "gold": problem.gold, "completions": graded, "grader": GRADER_VERSION}
+
+    invocation = ChunkedGeneration(
+        journal=samples_path, items=problems, item_id=lambda p: p.id, job=lambda p: Job(messages(system, p.question)), record=record,
+        sampling=config.eval.sampling, samples_per_item=config.eval.n, chunk_size=config.eval.chunk_questions,
+        seed=config.seed, seed_key=stage, progress=config.progress, description=f"{model_name}/{benchmark}",
+    ).run(backend)
     records = sorted(read_jsonl(samples_path), key=lambda r: r["index"])
-    summary = {"model": model_name, "benchmark": benchmark,
-               **summarize(records, config, {"wall_s_this_invocation": round(elapsed, 2), "generated_tokens_this_invocation": tokens,
-                                             "tokens_per_s": round(tokens / elapsed, 2) if elapsed > 0 else None})}
+    summary = {"model": model_name, "benchmark": benchmark, **summarize(records, config), "this_invocation": invocation}
     write_json_atomic(folder.file(f"eval/{model_name}/{benchmark}.summary.json"), summary)
     folder.finish_stage(stage, inputs, {"model_spec": model_spec}, summary)
     return summary

@@ -17,6 +17,7 @@ import time
 
 from ssb.artifacts import write_jsonl_atomic
 from ssb.chat import ChatFormat, fold_system_into_user, messages
+from ssb.chunked_generation import invocation_stats
 from ssb.config import SSBConfig
 from ssb.data import load_problems
 from ssb.grading import extract_boxed_answer, grade
@@ -104,7 +105,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     trainer.save_model(str(out / "adapter"))
     history = [entry for entry in trainer.state.log_history if "step" in entry]
     write_jsonl_atomic(out / "metrics.jsonl", history)
-    stats = {"steps": trainer.state.global_step, "questions": len(dataset), "wall_s_this_invocation": round(time.monotonic() - start, 2),
+    stats = {"steps": trainer.state.global_step, "questions": len(dataset), "this_invocation": invocation_stats(time.monotonic() - start),
              "generated_completions": trainer.state.global_step * g.batch_size * g.gradient_accumulation_steps,
              # TRL logs each step's mean completion length (over all of the step's completions).
              "generated_tokens": round(sum(e.get("completions/mean_length", 0.0) for e in history) * g.batch_size * g.gradient_accumulation_steps),

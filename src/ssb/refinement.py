@@ -4,7 +4,7 @@ For every question with at least one correct and one wrong rollout, a (correct, 
 selected (``ssb.selection``), shown to the same model in the paper's hinted prompt, and the model
 writes one solution. It is kept only when it ends on its own (not truncated) and its last boxed
 answer is correct. Each question's outcome goes to the ``refinements.jsonl`` journal as soon as its
-chunk finishes; when all are done the views are written from the journal, atomically:
+chunk finishes (``ssb.chunked_generation``); when all are done the views are written from the journal, atomically:
 ``teacher.jsonl`` (system, hinted prompt, solution), ``student.jsonl`` (system, bare question, the
 same solution) and ``dropped.jsonl`` (id and reason for every question not kept).
 """
@@ -14,16 +14,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import time
 from collections import Counter
-
-from tqdm.auto import tqdm
 
 from ssb.artifacts import JsonlAppender, read_jsonl, text_sha256, write_jsonl_atomic
 from ssb.chat import messages
+from ssb.chunked_generation import ChunkedGeneration, Job
 from ssb.config import SSBConfig
-from ssb.generation import LazyBackend, SamplingParams, derive_seed, overflow
+from ssb.generation import Completion, LazyBackend
 from ssb.grading import answers_equivalent, grade
+from ssb.hints import hint_donor
 from ssb.prompts import Prompts, load_prompts
 from ssb.run_folder import RunFolder, model_provenance
 from ssb.selection import select_pair
@@ -54,41 +53,6 @@ def _selection_for(record: dict, config: SSBConfig):
                        config.refine.prefer_answered_wrong)
 
 
-def random_donor(record_id: str, mixed: list[dict], seed: int, option: str) -> dict:
-    """Another mixed question, drawn with a seed of its own per question (never the question itself)."""
-    others = [r for r in mixed if r["id"] != record_id]
-    if not others:
-        raise ValueError(f"{option}=random needs at least two questions with mixed rollouts")
-    return random.Random(f"{seed}:hint:{record_id}").choice(others)
-
-
-def hint_donor(record: dict, mixed: list[dict], config: SSBConfig) -> dict:
-    """The question whose rollouts fill ``record``'s hinted prompt: itself, or (hint=random) another one."""
-    return record if config.refine.hint == "own" else random_donor(record["id"], mixed, config.seed, "refine.hint")
-
-
-def random_hint_teacher_view(folder: RunFolder, config: SSBConfig) -> list[dict]:
-    """``teacher.jsonl`` with each hinted prompt rebuilt from another mixed question's selected pair.
-
-    The solution, the question and the student view stay as refined; only the rollouts the teacher
-    sees change. Donors are drawn as ``refine.hint=random`` draws them, so the two controls show a
-    question the same foreign pair.
-    """
-    prompts = load_prompts(config.prompts.system, config.prompts.hinted)
-    records = {r["id"]: r for r in read_jsonl(folder.file("rollouts.jsonl"))}
-    selections = {e["id"]: e["selection"] for e in read_jsonl(folder.file("refinements.jsonl")) if "selection" in e}
-    mixed = [records[i] for i in sorted(selections, key=lambda i: records[i]["index"])]
-    view = []
-    for example in read_jsonl(folder.file("teacher.jsonl")):
-        donor = random_donor(example["id"], mixed, config.seed, "teacher.hint")
-        pair = selections[donor["id"]]
-        prompt = prompts.render_hinted(records[example["id"]]["question"], donor["rollouts"][pair["correct_index"]]["text"],
-                                       donor["rollouts"][pair["wrong_index"]]["text"])
-        system, user, solution = example["messages"]
-        view.append({**example, "hint_from": donor["id"], "messages": [system, {**user, "content": prompt}, solution]})
-    return view
-
-
 def _unrefinable(record: dict) -> dict:
     reason = "all-correct" if record["num_correct"] == len(record["rollouts"]) else "all-wrong"
     return {"index": record["index"], "id": record["id"], "outcome": reason}
@@ -100,6 +64,17 @@ def _outcome(finish_reason: str, answer: str | None, correct: bool) -> str:
     if answer is None:
         return "refinement-no-answer"
     return KEPT if correct else "refinement-wrong"
+
+
+def _refinement_record(record: dict, job: Job, completions: list[Completion] | None, timeout_s: float) -> dict:
+    """A mixed question's journal line: its selection and hinted prompt, and the graded refinement."""
+    if completions is None:
+        return {"index": record["index"], "id": record["id"], "outcome": "hinted-prompt-too-long", **job.detail}
+    (completion,) = completions
+    g = grade(completion.text, record["gold"], timeout_s)
+    return {"index": record["index"], "id": record["id"], "outcome": _outcome(completion.finish_reason, g.answer, g.correct), **job.detail,
+            "refinement": {"text": completion.text, "answer": g.answer, "correct": g.correct, "grader_timed_out": g.timed_out,
+                           "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens}}
 
 
 def _views(journal: list[dict], records_by_id: dict[str, dict], system: str):
@@ -149,45 +124,28 @@ def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
 
     records = sorted(read_jsonl(folder.file("rollouts.jsonl")), key=lambda r: r["index"])
     journal_path = folder.file("refinements.jsonl")
-    done = {e["id"] for e in read_jsonl(journal_path)}
     mixed = [r for r in records if 0 < r["num_correct"] < len(r["rollouts"])]
-    size = config.refine.chunk_questions
-    chunks = [(c, mixed[s : s + size]) for c, s in enumerate(range(0, len(mixed), size))]
-    pending = [(c, chunk) for c, chunk in chunks if any(r["id"] not in done for r in chunk)]
-    backend = backend or LazyBackend(config)
-
-    start, new_tokens = time.monotonic(), 0
     mixed_ids = {r["id"] for r in mixed}
+    done = {e["id"] for e in read_jsonl(journal_path)}
     with JsonlAppender(journal_path) as journal:
         for record in records:
             if record["id"] not in mixed_ids and record["id"] not in done:
                 journal.append(_unrefinable(record))
-        for c, chunk in tqdm(pending, desc="refine", unit="chunk", disable=not config.progress):
-            donors = [hint_donor(r, mixed, config) for r in chunk]
-            selections = [_selection_for(d, config) for d in donors]
-            hinted = [prompts.render_hinted(r["question"], d["rollouts"][s.correct_index]["text"], d["rollouts"][s.wrong_index]["text"])
-                      for r, d, s in zip(chunk, donors, selections)]
-            params = SamplingParams.from_config(config.refine.sampling, n=1, seed=derive_seed(config.seed, "refine", c))
-            conversations = [messages(prompts.system, h) for h in hinted]
-            fits = [overflow(backend.chat, conv, params.max_new_tokens, backend.context_length) is None for conv in conversations]
-            generated = iter(backend.generate([conv for conv, ok in zip(conversations, fits) if ok], params) if any(fits) else [])
-            for record, donor, selection, prompt, ok in zip(chunk, donors, selections, hinted, fits):
-                completion = next(generated)[0] if ok else None
-                if record["id"] in done:
-                    continue
-                if completion is None:
-                    journal.append({"index": record["index"], "id": record["id"], "outcome": "hinted-prompt-too-long",
-                                    "selection": dataclasses.asdict(selection), "hint_from": donor["id"], "hinted_prompt": prompt})
-                    continue
-                g = grade(completion.text, record["gold"], config.grading.timeout_s)
-                journal.append({
-                    "index": record["index"], "id": record["id"], "outcome": _outcome(completion.finish_reason, g.answer, g.correct),
-                    "selection": dataclasses.asdict(selection), "hint_from": donor["id"], "hinted_prompt": prompt,
-                    "refinement": {"text": completion.text, "answer": g.answer, "correct": g.correct, "grader_timed_out": g.timed_out,
-                                   "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens},
-                })
-                new_tokens += completion.num_tokens
-    elapsed = time.monotonic() - start
+
+    def job(record: dict) -> Job:
+        donor = hint_donor(record, mixed, config.refine.hint, config.seed)
+        selection = _selection_for(donor, config)
+        prompt = prompts.render_hinted(record["question"], donor["rollouts"][selection.correct_index]["text"],
+                                       donor["rollouts"][selection.wrong_index]["text"])
+        return Job(messages(prompts.system, prompt), {"selection": dataclasses.asdict(selection), "hint_from": donor["id"], "hinted_prompt": prompt})
+
+    backend = backend or LazyBackend(config)
+    invocation = ChunkedGeneration(
+        journal=journal_path, items=mixed, item_id=lambda r: r["id"], job=job,
+        record=lambda index, record, job, completions: _refinement_record(record, job, completions, config.grading.timeout_s),
+        sampling=config.refine.sampling, samples_per_item=1, chunk_size=config.refine.chunk_questions,
+        seed=config.seed, seed_key="refine", progress=config.progress, description="refine",
+    ).run(backend)
 
     entries = sorted(read_jsonl(journal_path), key=lambda e: e["index"])
     teacher, student, dropped = _views(entries, {r["id"]: r for r in records}, prompts.system)
@@ -195,7 +153,6 @@ def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
     write_jsonl_atomic(folder.file("student.jsonl"), student)
     write_jsonl_atomic(folder.file("dropped.jsonl"), dropped)
     stats = refine_stats(entries)
-    stats["this_invocation"] = {"wall_s": round(elapsed, 2), "generated_tokens": new_tokens,
-                                "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else None}
+    stats["this_invocation"] = invocation
     folder.finish_stage("refine", inputs, model_provenance(config, backend.chat.tokenizer), stats)
     return stats

@@ -74,10 +74,7 @@ def paired_table(run_dir: Path, summaries: dict[str, dict[str, dict]], benchmark
 
 def stage_compute(stage: str, stats: dict) -> tuple[int | None, int | None, float | None]:
     """(generated tokens, optimiser steps, wall seconds of the last invocation) of one stage's stats."""
-    invocation = stats.get("this_invocation", {})
-    tokens = stats.get("generated_tokens", invocation.get("generated_tokens"))
-    wall = invocation.get("wall_s", stats.get("wall_s_this_invocation", stats.get("wall_s")))
-    return tokens, stats.get("steps"), wall
+    return stats.get("generated_tokens"), stats.get("steps"), stats["this_invocation"]["wall_s"]
 
 
 def training_folder(adapter: str | None) -> Path | None:

@@ -1,25 +1,21 @@
 """Stage 1 (Algorithm 1, lines 6-12): K sampled solutions per question, each graded.
 
-Questions are processed in fixed chunks of ``rollouts.chunk_questions``; each chunk is generated in
-one backend call seeded from (seed, chunk index), and its questions are journalled to
-``rollouts.jsonl`` as soon as the chunk finishes, one line per question. After an interruption the
-same command regenerates only chunks with unfinished questions, with the same seed, so the output
-equals that of an uninterrupted run, and appends only the questions still missing.
+Questions go through ``ssb.chunked_generation`` in chunks of ``rollouts.chunk_questions``, one
+journal line per question in ``rollouts.jsonl``; an interrupted run resumes with the same seeds and
+ends up with the output of an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 
-from tqdm.auto import tqdm
-
-from ssb.artifacts import JsonlAppender, read_jsonl, text_sha256
+from ssb.artifacts import read_jsonl, text_sha256
 from ssb.chat import messages
 from ssb.config import SSBConfig
-from ssb.data import DataError, LoadedProblems, Problem, load_problems
-from ssb.generation import Completion, LazyBackend, SamplingParams, derive_seed, overflow
+from ssb.chunked_generation import ChunkedGeneration, Job, drop_overlong
+from ssb.data import Problem, load_problems
+from ssb.generation import Completion, LazyBackend
 from ssb.grading import grade
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, model_provenance
@@ -38,23 +34,8 @@ def stage_inputs(config: SSBConfig, system_prompt: str) -> dict:
     }
 
 
-def drop_overlong(loaded: LoadedProblems, backend, system: str, max_new_tokens: int, on_bad_record: str) -> None:
-    """Remove (or refuse) questions whose prompt and generation budget exceed the model's context."""
-    keep = []
-    for problem in loaded.problems:
-        why = overflow(backend.chat, messages(system, problem.question), max_new_tokens, backend.context_length)
-        if why is None:
-            keep.append(problem)
-            continue
-        message = f"{problem.source}: question: {why}"
-        if on_bad_record == "error":
-            raise DataError(message)
-        _log.warning("skipping record: %s", message)
-        loaded.skipped.append(message)
-    loaded.problems = keep
-
-
 def _record(index: int, problem: Problem, completions: list[Completion], timeout_s: float) -> dict:
+    # drop_overlong removed every question whose prompt cannot fit, so completions are never None here.
     rollouts = []
     for c in completions:
         g = grade(c.text, problem.gold, timeout_s)
@@ -97,27 +78,16 @@ def run_rollouts(config: SSBConfig, force: bool = False, backend=None) -> dict:
         return folder.stats()["rollouts"]
 
     journal_path = folder.file("rollouts.jsonl")
-    done = {r["id"] for r in read_jsonl(journal_path)}
-    size = config.rollouts.chunk_questions
-    chunks = [(c, loaded.problems[s : s + size]) for c, s in enumerate(range(0, len(loaded.problems), size))]
-    pending = [(c, chunk) for c, chunk in chunks if any(p.id not in done for p in chunk)]
-    _log.info("rollouts: %d questions, %d done, %d chunks to generate", len(loaded.problems), len(done), len(pending))
-
-    start, new_tokens = time.monotonic(), 0
-    with JsonlAppender(journal_path) as journal:
-        for c, chunk in tqdm(pending, desc="rollouts", unit="chunk", disable=not config.progress):
-            params = SamplingParams.from_config(config.rollouts.sampling, n=config.rollouts.k, seed=derive_seed(config.seed, "rollouts", c))
-            completions = backend.generate([messages(prompts.system, p.question) for p in chunk], params)
-            for offset, (problem, samples) in enumerate(zip(chunk, completions)):
-                if problem.id not in done:
-                    journal.append(_record(c * size + offset, problem, samples, config.grading.timeout_s))
-                    new_tokens += sum(s.num_tokens for s in samples)
-    elapsed = time.monotonic() - start
+    invocation = ChunkedGeneration(
+        journal=journal_path, items=loaded.problems, item_id=lambda p: p.id, job=lambda p: Job(messages(prompts.system, p.question)),
+        record=lambda index, problem, job, completions: _record(index, problem, completions, config.grading.timeout_s),
+        sampling=config.rollouts.sampling, samples_per_item=config.rollouts.k, chunk_size=config.rollouts.chunk_questions,
+        seed=config.seed, seed_key="rollouts", progress=config.progress, description="rollouts",
+    ).run(backend)
 
     records = sorted(read_jsonl(journal_path), key=lambda r: r["index"])
     stats = rollout_stats(records, len(loaded.skipped))
-    stats["this_invocation"] = {"wall_s": round(elapsed, 2), "generated_tokens": new_tokens,
-                                "tokens_per_s": round(new_tokens / elapsed, 2) if elapsed > 0 else None}
+    stats["this_invocation"] = invocation
     folder.finish_stage("rollouts", inputs, {**model_provenance(config, backend.chat.tokenizer), "skipped_input_records": loaded.skipped}, stats)
     return stats
 

@@ -35,15 +35,39 @@ from tqdm.auto import tqdm
 
 import ssb
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
-from ssb.artifacts import RunFolderError, write_json_atomic, write_jsonl_atomic
+from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, tokenizer_hash
+from ssb.chunked_generation import invocation_stats
 from ssb.config import SSBConfig
 from ssb.models import load_model, load_tokenizer
-from ssb.refinement import random_hint_teacher_view
+from ssb.hints import random_donor
+from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, model_provenance
 
 _log = logging.getLogger(__name__)
 TARGETS_VERSION = 1
+
+
+def random_hint_teacher_view(folder: RunFolder, config: SSBConfig) -> list[dict]:
+    """``teacher.jsonl`` with each hinted prompt rebuilt from another mixed question's selected pair.
+
+    The solution, the question and the student view stay as refined; only the rollouts the teacher
+    sees change. Donors are drawn as ``refine.hint=random`` draws them, so the two controls show a
+    question the same foreign pair.
+    """
+    prompts = load_prompts(config.prompts.system, config.prompts.hinted)
+    records = {r["id"]: r for r in read_jsonl(folder.file("rollouts.jsonl"))}
+    selections = {e["id"]: e["selection"] for e in read_jsonl(folder.file("refinements.jsonl")) if "selection" in e}
+    mixed = [records[i] for i in sorted(selections, key=lambda i: records[i]["index"])]
+    view = []
+    for example in read_jsonl(folder.file("teacher.jsonl")):
+        donor = random_donor(example["id"], mixed, config.seed, "teacher.hint")
+        pair = selections[donor["id"]]
+        prompt = prompts.render_hinted(records[example["id"]]["question"], donor["rollouts"][pair["correct_index"]]["text"],
+                                       donor["rollouts"][pair["wrong_index"]]["text"])
+        system, user, solution = example["messages"]
+        view.append({**example, "hint_from": donor["id"], "messages": [system, {**user, "content": prompt}, solution]})
+    return view
 
 
 def model_fingerprint(model) -> str:
@@ -148,7 +172,8 @@ def run_teacher(config: SSBConfig, force: bool = False) -> dict:
                              else {"id": e.id, "length": len(e.solution_ids)} for e in examples]}
     write_json_atomic(out / "manifest.json", manifest)
     stats = {"examples": len(examples), "solution_tokens": tokens, "bytes_stored": stored,
-             "bytes_per_token": round(stored / tokens, 1) if tokens else 0.0, "wall_s": round(time.monotonic() - start, 2)}
+             "bytes_per_token": round(stored / tokens, 1) if tokens else 0.0,
+             "this_invocation": invocation_stats(time.monotonic() - start)}
     folder.finish_stage("teacher", inputs, model_provenance(config, tokenizer), stats)
     return stats
 
