@@ -53,7 +53,8 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "q.jsonl:1: answer: missing field" in err and "Traceback" not in err
-    assert not (tmp_path / "run").exists()  # nothing written for input that never loaded
+    # Nothing written for input that never loaded, beyond the lock that was held while it was read.
+    assert [p.relative_to(tmp_path / "run").as_posix() for p in (tmp_path / "run").rglob("*") if p.is_file()] == [".ssb/lock"]
 
 
 def test_config_base_inheritance(tmp_path):

@@ -19,6 +19,7 @@ import yaml
 from ssb.artifacts import RunFolderError
 from ssb.config import ConfigError, leaf_fields, load_config
 from ssb.data import DataError
+from ssb.run_lock import hold_run_folder
 
 
 def _scalar(text: str) -> Any:
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides)
         module, function, _ = STAGES[args.command]
-        stats = getattr(importlib.import_module(module), function)(config, force=args.force)
+        with hold_run_folder(config.run_dir):  # before the stage's import, so a second process stops at once
+            stats = getattr(importlib.import_module(module), function)(config, force=args.force)
     except (ConfigError, DataError, RunFolderError, FloatingPointError, OSError, ValueError) as exc:
         # OSError covers a model or file that cannot be found or fetched (transformers raises it offline).
         print(f"ssb {args.command}: error: {exc}", file=sys.stderr)

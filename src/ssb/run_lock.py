@@ -1,0 +1,94 @@
+"""One ssb process per run folder at a time.
+
+Stages resume from whatever the run folder holds, so two processes working on one folder (a second
+``ssb run`` started by mistake, ``ssb distill`` while ``ssb run`` is still at it) would interleave
+journal lines and overwrite each other's manifests and checkpoints. ``hold_run_folder`` takes an
+exclusive ``flock`` on ``<run_dir>/.ssb/lock`` for as long as a command runs; a second process
+stops at once with a message naming the holder. The kernel drops a ``flock`` when its holder
+exits, however it exits (``kill -9``, out of memory), so there is never a stale lock to clean up:
+the file's contents only describe the holder, for the message. The file itself is never deleted;
+removing it would let one process lock the old file and another a new one at the same path.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ssb.artifacts import RunFolderError, command_line, utc_now
+
+_log = logging.getLogger(__name__)
+
+# Resolved run folder -> [lock file descriptor, nesting depth]. Process-wide on purpose: two opens of
+# one file in one process get two flocks that conflict with each other, so a process that already
+# holds a folder must reuse its descriptor when it enters again.
+_held: dict[Path, list] = {}
+
+
+def _coordinates_run_folder() -> bool:
+    # Under torchrun or accelerate launch every rank runs the same command on the same run folder;
+    # rank 0 decides what gets written and the other ranks follow it, so rank 0 holds the lock for
+    # all of them (the others would only find it taken by their own rank 0).
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _describe_holder(lock_file: Path) -> str:
+    try:
+        holder = json.loads(lock_file.read_text(encoding="utf-8"))
+        return f"pid {holder['pid']} on host {holder['host']} since {holder['started']} (command: {holder['command']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        # The holder may be between taking the lock and writing its description.
+        return f"another process (no readable description in {lock_file})"
+
+
+def _acquire(run_dir: str | Path) -> int | None:
+    """Lock ``run_dir`` for this process; its descriptor, or None where the filesystem has no locks."""
+    lock_file = Path(run_dir) / ".ssb" / "lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunFolderError(f"{run_dir} is in use by {_describe_holder(lock_file)}; wait for it to finish or stop it") from None
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        _log.warning("%s: this filesystem cannot lock files (%s); nothing stops a second ssb process from using the folder", run_dir, exc)
+        return None
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(), "command": command_line()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+    return fd
+
+
+@contextmanager
+def hold_run_folder(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run folder ``run_dir`` for the duration of the block; re-entrant within a process.
+
+    Raises ``RunFolderError`` naming the holder (pid, host, start time, command) when another
+    process holds it. Creates ``run_dir/.ssb`` if needed.
+    """
+    if not _coordinates_run_folder():
+        yield
+        return
+    key = Path(run_dir).resolve()
+    if key not in _held:
+        _held[key] = [_acquire(run_dir), 0]
+    _held[key][1] += 1
+    try:
+        yield
+    finally:
+        _held[key][1] -= 1
+        if _held[key][1] == 0:
+            fd = _held.pop(key)[0]
+            if fd is not None:
+                os.close(fd)  # releases the flock

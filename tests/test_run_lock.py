@@ -1,0 +1,131 @@
+"""One process per run folder: real processes hold, contend for and crash out of the lock."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ssb
+from ssb.artifacts import RunFolderError
+from ssb.run_lock import hold_run_folder
+
+# Holds the folder argv[1] until its stdin closes; says "held" once it has it.
+HOLDER = """
+import sys
+from ssb.run_lock import hold_run_folder
+with hold_run_folder(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+# Takes and drops the folder argv[1]; exit code 3 and the error on stdout if someone else has it.
+TRY_ONCE = """
+import sys
+from ssb.artifacts import RunFolderError
+from ssb.run_lock import hold_run_folder
+try:
+    with hold_run_folder(sys.argv[1]):
+        print("acquired")
+except RunFolderError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def _env(**extra) -> dict:
+    """The children import this checkout's ssb, offline, as rank 0 unless told otherwise."""
+    env = {key: value for key, value in os.environ.items() if key != "RANK"}
+    src = str(Path(ssb.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else src
+    env.update(HF_HUB_OFFLINE="1", **extra)
+    return env
+
+
+def _start_holder(run_dir: Path) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=_env())
+    line = holder.stdout.readline()
+    if line != "held\n":
+        holder.kill()
+        holder.wait()
+        pytest.fail(f"the holder process did not get the lock (said {line!r})")
+    return holder
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=10)
+
+
+def _try_once(run_dir: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", TRY_ONCE, str(run_dir)], check=False, capture_output=True, text=True, env=_env(**env), timeout=30)
+
+
+def _holder_pid(run_dir: Path) -> int:
+    return json.loads((run_dir / ".ssb" / "lock").read_text())["pid"]
+
+
+def test_second_ssb_process_stops_naming_the_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = _start_holder(run_dir)
+    try:
+        # Without the lock this child would get as far as loading data and fail on the missing file.
+        second = subprocess.run([sys.executable, "-m", "ssb", "rollouts", "--run_dir", str(run_dir), "--data.data_dir", str(tmp_path / "no-data")],
+                                check=False, capture_output=True, text=True, env=_env(), timeout=60)
+    finally:
+        _stop(holder)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.startswith(f"ssb rollouts: error: {run_dir} is in use by pid {holder.pid} on host ")
+    assert "wait for it to finish or stop it" in second.stderr
+    assert not (run_dir / "rollouts.jsonl").exists() and not (run_dir / "manifest.json").exists()
+
+
+def test_a_crashed_holder_releases_the_lock(tmp_path, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    run_dir = tmp_path / "run"
+    holder = _start_holder(run_dir)
+    try:
+        assert _holder_pid(run_dir) == holder.pid
+        with pytest.raises(RunFolderError, match=f"in use by pid {holder.pid} "), hold_run_folder(run_dir):
+            pass
+        holder.kill()  # SIGKILL: no cleanup code of the holder runs
+        holder.wait(timeout=10)
+        successor = _start_holder(run_dir)
+        try:
+            assert _holder_pid(run_dir) == successor.pid
+        finally:
+            _stop(successor)
+    finally:
+        _stop(holder)
+
+
+def test_reentrant_within_a_process_and_released_after_the_outer_block(tmp_path, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    run_dir = tmp_path / "run"
+    with hold_run_folder(run_dir):
+        with hold_run_folder(tmp_path / "." / "run"):  # the same folder, spelled differently
+            assert _holder_pid(run_dir) == os.getpid()
+        other = _try_once(run_dir)
+        assert other.returncode == 3 and f"in use by pid {os.getpid()} " in other.stdout
+        (run_dir / ".ssb" / "lock").write_text("")  # a holder that has not described itself yet
+        other = _try_once(run_dir)
+        assert other.returncode == 3 and "in use by another process (no readable description" in other.stdout
+    after = _try_once(run_dir)
+    assert after.returncode == 0 and after.stdout == "acquired\n", after.stdout + after.stderr
+
+
+def test_other_folders_and_other_ranks_are_not_blocked(tmp_path):
+    holder = _start_holder(tmp_path / "a")
+    try:
+        other_folder = _try_once(tmp_path / "b")
+        other_rank = _try_once(tmp_path / "a", RANK="1")  # a torchrun rank whose rank 0 holds the folder
+        rank_zero = _try_once(tmp_path / "a", RANK="0")
+    finally:
+        _stop(holder)
+    assert other_folder.returncode == 0, other_folder.stdout + other_folder.stderr
+    assert other_rank.returncode == 0, other_rank.stdout + other_rank.stderr
+    assert rank_zero.returncode == 3 and f"pid {holder.pid}" in rank_zero.stdout
