@@ -3,7 +3,7 @@
 # config, then one evaluation and one report. Every step is a resumable ssb stage, so re-running
 # this script after an interruption continues where it stopped and skips what is finished.
 #
-#   bash benchmarks/controls.sh [CONFIG] [RUNS_PREFIX]     (default: configs/cpu-controls.yaml runs/cpu)
+#   bash benchmarks/controls.sh [CONFIG] [RUNS_PREFIX]     (default: cpu-controls.yaml runs/cpu)
 #
 # Methods: SSB; SFT on SSB's refined solutions; random-hint SSB (refinement and teacher both see
 # another question's rollouts); random-teacher-hint SSB (SSB's refined solutions, teacher targets
@@ -11,7 +11,7 @@
 # those that need them SSB's refinements, by copying the finished run folder before the step where
 # the methods part ways: each folder then holds (and its report counts) all the compute its method used.
 set -euo pipefail
-config=${1:-configs/cpu-controls.yaml}
+config=${1:-cpu-controls.yaml}
 prefix=${2:-runs/cpu}
 ssb_dir=$prefix-ssb sft_dir=$prefix-sft random_dir=$prefix-random-hint grpo_dir=$prefix-grpo
 teacher_dir=$prefix-random-teacher-hint

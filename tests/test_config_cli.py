@@ -2,6 +2,7 @@ import pytest
 
 from ssb.cli import build_parser, main
 from ssb.config import ConfigError, leaf_fields, load_config
+from ssb.configs import shipped_configs
 
 
 def test_yaml_and_dotted_overrides(tmp_path):
@@ -70,7 +71,7 @@ def test_config_base_inheritance(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    configs = list(shipped_configs().values())
     assert {p.name for p in configs} >= {"demo.yaml", "paper-qwen2.5-3b-gsm8k.yaml"}
     for path in configs:
         load_config(str(path))
@@ -79,7 +80,7 @@ def test_shipped_configs_load():
 def test_shipped_configs_load_and_the_controls_train_and_evaluate_on_disjoint_questions():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    configs = list(shipped_configs().values())
     assert len(configs) >= 6
     loaded = {path.stem: load_config(str(path)) for path in configs}  # unknown fields or bad values raise
     controls = loaded["cpu-controls"]
@@ -87,3 +88,41 @@ def test_shipped_configs_load_and_the_controls_train_and_evaluate_on_disjoint_qu
     assert controls.data.source == "svamp" and controls.eval.benchmarks == ["svamp"] and controls.data.split == controls.eval.split
     assert not controls.data.shuffle and controls.eval.limit <= train.start  # evaluation takes records 0..limit-1
     assert controls.grpo.lr == controls.distill.lr and controls.grpo.num_generations == controls.rollouts.k
+
+
+def test_config_names_resolve_to_shipped_configs_unless_a_file_of_that_name_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    shipped = shipped_configs()["demo"]
+    assert load_config("demo") == load_config("demo.yaml") == load_config(str(shipped))
+    assert load_config("configs/demo.yaml") == load_config(str(shipped))  # the path a source checkout used to have
+    (tmp_path / "mine.yaml").write_text("base: demo.yaml\nseed: 7\n")  # base: looked up beside the file, then shipped
+    mine = load_config("mine.yaml")
+    assert mine.seed == 7 and mine.model == load_config("demo").model
+    (tmp_path / "demo.yaml").write_text("seed: 5\n")  # a local file wins over the shipped one
+    assert load_config("demo.yaml").seed == 5
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config("nope.yaml")
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"{name}: " in listed for name in shipped_configs())
+
+
+def test_an_installed_wheel_ships_the_configs(tmp_path):
+    """Built and installed like a user would; then run from a folder with no source checkout in reach."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "wheel")],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "wheel").glob("ssb-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "site"), str(wheel)],
+                   check=True, capture_output=True)
+    probe = ("import ssb, ssb.cli; from ssb.config import load_config; "
+             "print(ssb.__file__); print(load_config('demo').run_dir); ssb.cli.main(['configs'])")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}).stdout.splitlines()
+    assert out[0].startswith(str(tmp_path / "site")) and out[1] == "runs/demo"
+    assert {line.split(":")[0] for line in out[2:] if not line.startswith(" ")} == set(shipped_configs())

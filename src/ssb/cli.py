@@ -8,10 +8,8 @@ they look like.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,7 +17,9 @@ import yaml
 from ssb.artifacts import RunFolderError
 from ssb.config import ConfigError, leaf_fields, load_config
 from ssb.data import DataError
+from ssb.pipeline import run_all
 from ssb.run_lock import hold_run_folder
+from ssb.stages import STAGES, stage_named
 
 
 def _scalar(text: str) -> Any:
@@ -33,21 +33,12 @@ def _scalar(text: str) -> Any:
     return value
 
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-
-
-# command -> (module, function called as function(config, force=...), help). Modules are imported
-# only when their command runs, so `ssb --help` does not load torch.
-STAGES: dict[str, tuple[str, str, str]] = {
-    "run": ("ssb.pipeline", "run_all", "The whole method: rollouts, refine, teacher, distill, eval (base and trained adapter), report; resumable, each finished stage skipped."),
-    "demo": ("ssb.pipeline", "run_all", "ssb run with configs/demo.yaml: the real Qwen2.5-Coder-0.5B-Instruct on generated problems, on a CPU, offline."),
-    "rollouts": ("ssb.rollouts", "run_rollouts", "Sample K solutions per question and grade them (writes rollouts.jsonl)."),
-    "refine": ("ssb.refinement", "run_refine", "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions (writes teacher.jsonl, student.jsonl, dropped.jsonl)."),
-    "teacher": ("ssb.teacher_targets", "run_teacher", "Run the frozen base model over the teacher view and store its targets on every solution token (writes teacher/)."),
-    "distill": ("ssb.distillation", "run_distill", "Train LoRA adapters so the student view matches the teacher targets (writes distill/adapter, metrics.jsonl, checkpoints). Several processes: accelerate launch -m ssb distill ..."),
-    "grpo": ("ssb.grpo", "run_grpo", "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl)."),
-    "eval": ("ssb.evaluation", "run_eval", "Evaluate the base model and adapters on benchmarks (writes eval/<model>/<benchmark>.samples.jsonl and .summary.json)."),
+# The commands that run the whole method; every other subcommand is a stage of ssb.stages.
+PIPELINE_COMMANDS = {
+    "run": "The whole method: rollouts, refine, teacher, distill, eval (base and trained adapter), report; resumable, each finished stage skipped.",
+    "demo": "ssb run with the shipped demo.yaml: the real Qwen2.5-Coder-0.5B-Instruct on generated problems, on a CPU, offline.",
 }
+
 
 # Short spellings of `ssb eval` options: flag -> (dotted config field, how to read the value).
 EVAL_ALIASES = {
@@ -85,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     options = _config_options(whole_pipeline=False)
     pipeline_options = _config_options(whole_pipeline=True)
-    for name, (_, _, help_text) in STAGES.items():
-        stage = sub.add_parser(name, parents=[pipeline_options if name in ("run", "demo") else options], help=help_text, description=help_text)
+    commands = {**PIPELINE_COMMANDS, **{stage.name: stage.help for stage in STAGES}}
+    for name, help_text in commands.items():
+        stage = sub.add_parser(name, parents=[pipeline_options if name in PIPELINE_COMMANDS else options], help=help_text, description=help_text)
         if name == "eval":
             shortcuts = stage.add_argument_group("shortcuts")
             for flag, (dotted, kind) in EVAL_ALIASES.items():
@@ -95,7 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        help=f"same as --{dotted}")
     report = sub.add_parser("report", help="Write RUN_DIR/report.md with the comparison table and plots.")
     report.add_argument("run_dir", help="A run folder (or an ssb eval --out folder).")
+    sub.add_parser("configs", help="List the shipped configs (usable as --config NAME).")
     return parser
+
+
+def list_configs() -> str:
+    from ssb.configs import shipped_configs, summary
+
+    return "\n".join(f"{name}: {summary(path)}\n  {path}" for name, path in shipped_configs().items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,16 +104,19 @@ def main(argv: list[str] | None = None) -> int:
 
         print(write_report(args.run_dir))
         return 0
+    if args.command == "configs":
+        print(list_configs())
+        return 0
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")}
     overrides.update({key[6:]: value for key, value in vars(args).items() if key.startswith("alias:")})
     if args.command == "demo" and args.config is None:
-        args.config = str(DEMO_CONFIG)
+        args.config = "demo.yaml"  # the shipped one (ssb.configs)
     try:
         config = load_config(args.config, overrides)
-        module, function, _ = STAGES[args.command]
         with hold_run_folder(config.run_dir):  # before the stage's import, so a second process stops at once
-            stats = getattr(importlib.import_module(module), function)(config, force=args.force)
+            run = run_all if args.command in PIPELINE_COMMANDS else stage_named(args.command).runner()
+            stats = run(config, force=args.force)
     except (ConfigError, DataError, RunFolderError, FloatingPointError, OSError, ValueError) as exc:
         # OSError covers a model or file that cannot be found or fetched (transformers raises it offline).
         print(f"ssb {args.command}: error: {exc}", file=sys.stderr)

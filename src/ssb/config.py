@@ -353,6 +353,9 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def _read_tree(path: str, seen: tuple[str, ...] = ()) -> dict:
     """A YAML config as a nested dict; ``base: other.yaml`` (relative to the file) is read first and
     this file's values override it, so a control differs from its base in the fields it names."""
+    from ssb.configs import resolve_config
+
+    path = str(resolve_config(path))
     resolved = str(Path(path).resolve())
     if resolved in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")

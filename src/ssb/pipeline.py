@@ -1,9 +1,9 @@
-"""``ssb run``: every stage in order, in one run folder, then the before/after report.
+"""``ssb run``: every stage of the method in order, in one run folder, then the before/after report.
 
-rollouts -> refine -> teacher -> distill -> eval (the base model and the trained adapter, same
-harness) -> report. Each stage resumes if interrupted and is skipped when its manifest says it
-finished with the same inputs; a stage whose inputs changed stops the run with the list of changes
-unless it is named in ``force``.
+The stages are those of ``ssb.stages`` marked ``in_run`` (rollouts -> refine -> teacher -> distill
+-> eval of the base model and the trained adapter, same harness), then the report. Each stage
+resumes if interrupted and is skipped when its manifest says it finished with the same inputs; a
+stage whose inputs changed stops the run with the list of changes unless it is named in ``force``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 from ssb.config import SSBConfig
+from ssb.stages import STAGES
 
 _log = logging.getLogger(__name__)
 
-STAGES = ("rollouts", "refine", "teacher", "distill", "eval")
+RUN_STAGES = tuple(stage for stage in STAGES if stage.in_run)
 
 
 def eval_config_with_adapter(config: SSBConfig) -> SSBConfig:
@@ -30,30 +31,23 @@ def eval_config_with_adapter(config: SSBConfig) -> SSBConfig:
 def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> dict:
     """Run the whole method; returns wall seconds per stage (this invocation) and the pass@1 table.
 
-    ``backend`` replaces the model's backend for rollouts and refinement (tests script outcomes).
+    ``backend`` replaces the model's backend of the stages that take one (tests script outcomes).
     """
-    from ssb.distillation import run_distill
-    from ssb.evaluation import run_eval
-    from ssb.refinement import run_refine
     from ssb.report import write_report
-    from ssb.rollouts import run_rollouts
-    from ssb.teacher_targets import run_teacher
 
     force = set(force or [])
-    unknown = force - set(STAGES)
+    unknown = force - {stage.name for stage in RUN_STAGES}
     if unknown:
-        raise ValueError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(STAGES)}")
-    runners = {"rollouts": lambda c, force: run_rollouts(c, force=force, backend=backend),
-               "refine": lambda c, force: run_refine(c, force=force, backend=backend),
-               "teacher": run_teacher, "distill": run_distill,
-               "eval": lambda c, force: run_eval(eval_config_with_adapter(c), force=force)}
+        raise ValueError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(s.name for s in RUN_STAGES)}")
     timings, results = {}, {}
-    for stage in STAGES:
-        if stage == "teacher" and config.distill.objective == "sft":
-            continue  # hard labels need no teacher targets
+    for stage in RUN_STAGES:
+        if not stage.applies(config):
+            continue
         start = time.monotonic()
-        _log.info("=== %s", stage)
-        results[stage] = runners[stage](config, force=stage in force)
-        timings[stage] = round(time.monotonic() - start, 1)
+        _log.info("=== %s", stage.name)
+        stage_config = eval_config_with_adapter(config) if stage.name == "eval" else config
+        extra = {"backend": backend} if backend is not None and stage.takes_backend else {}
+        results[stage.name] = stage.runner()(stage_config, force=stage.name in force, **extra)
+        timings[stage.name] = round(time.monotonic() - start, 1)
     report = write_report(config.run_dir)
     return {"wall_s": timings, "pass@1": results["eval"], "report": str(report)}

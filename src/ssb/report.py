@@ -18,8 +18,9 @@ from pathlib import Path
 from ssb.artifacts import read_jsonl
 from ssb.metrics import paired_difference
 from ssb.packaged_models import default_cache_dir
+from ssb.stages import STAGES
 
-TRAINING_STAGES = ("rollouts", "refine", "teacher", "distill", "grpo")
+TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute)
 
 
 def load_summaries(run_dir: Path) -> dict[str, dict[str, dict]]:

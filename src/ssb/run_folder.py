@@ -17,20 +17,12 @@ from typing import Any
 
 import ssb
 from ssb.artifacts import RunFolderError, command_line, fingerprint, package_versions, utc_now, write_json_atomic
+from ssb.stages import stage_named
 
 _log = logging.getLogger(__name__)
 
 # Bumped whenever a run folder's layout or a record's schema changes incompatibly.
 RUN_FOLDER_VERSION = 1
-
-STAGE_OUTPUTS = {
-    "rollouts": ["rollouts.jsonl"],
-    "refine": ["refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"],
-    "teacher": ["teacher"],
-    "distill": ["distill"],
-    "grpo": ["grpo"],
-}
-
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(tree, dict):
@@ -91,7 +83,7 @@ class RunFolder:
     def begin_stage(self, stage: str, inputs: dict, force: bool = False, outputs: list[str] | None = None) -> bool:
         """Prepare ``stage`` with ``inputs``; returns False when it already completed with them.
 
-        ``outputs`` (default: ``STAGE_OUTPUTS[stage]``) are the files a forced restart removes.
+        ``outputs`` (default: the stage table's) are the files a forced restart removes.
         """
         self.manifest()  # refuses a folder written by an incompatible version before touching it
         state_file = self._state_file(stage)
@@ -106,7 +98,7 @@ class RunFolder:
                         + "\nRe-run with --force to discard its outputs and start it again, or use another run_dir."
                     )
                 _log.warning("forcing a restart of stage '%s'; changed: %s", stage, "; ".join(changes))
-                self._discard(stage, STAGE_OUTPUTS[stage] if outputs is None else outputs)
+                self._discard(stage, list(stage_named(stage).outputs) if outputs is None else outputs)
             elif (self.stage_entry(stage) or {}).get("inputs_fingerprint") == fingerprint(inputs):
                 return False
         if not state_file.exists():
