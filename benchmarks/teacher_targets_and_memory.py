@@ -80,6 +80,7 @@ class PeakRSS:
 def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch: int, gradient_checkpointing: bool) -> dict:
     """One distillation step in this process; returns peak growth of RSS and tokens/s."""
     from ssb.distillation import build_peft_model, per_token_losses
+    from ssb.teacher_targets import Teacher
     from ssb.losses import reduce_per_token
 
     config = load_config(None, {"model.name_or_path": model_name, "distill.gradient_checkpointing": gradient_checkpointing})
@@ -114,7 +115,7 @@ def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch:
             loss = T**2 * kl[mask].mean()
         else:
             hidden = solution_hidden_states(peft_model, student)
-            per_token = per_token_losses(config, head, hidden, {"hidden": teacher_hidden}, student.targets)
+            per_token = per_token_losses(config, head, hidden, Teacher(config), Teacher.rows_of_hidden_states(teacher_hidden), student.targets)
             loss = reduce_per_token(per_token[:, 0], student.sequence_index, len(group), "token", tokens)
         loss.backward()
         seconds = time.monotonic() - start

@@ -27,6 +27,7 @@ from ssb.alignment import AlignedExample, pack, solution_hidden_states, solution
 from ssb.chat import messages
 from ssb.config import load_config
 from ssb.distillation import build_peft_model, per_token_losses
+from ssb.teacher_targets import Teacher
 from ssb.losses import kl_full, reduce_per_token
 from ssb.models import load_chat_format, load_model
 from ssb.prompts import load_prompts
@@ -75,7 +76,8 @@ def measure(dtype: str, examples, chat, config) -> dict:
     for e, hidden in zip(examples, teacher):
         batch = pack([e.student_prompt_ids], [e.solution_ids], chat.pad_id)
         student = solution_hidden_states(peft_model, batch)
-        per_token = per_token_losses(config, peft_model.get_output_embeddings(), student, {"hidden": hidden.clone()}, batch.targets)
+        per_token = per_token_losses(config, peft_model.get_output_embeddings(), student, Teacher(config),
+                                     Teacher.rows_of_hidden_states(hidden.clone()), batch.targets)
         loss = reduce_per_token(per_token[:, 0], batch.sequence_index, 1, "sequence", len(examples))
         loss.backward()
         total += loss.item()

@@ -119,3 +119,22 @@ def test_cross_entropy_matches_manual():
     logits, target = torch.randn(5, 11), torch.randint(0, 11, (5,))
     manual = -F.log_softmax(logits, -1)[torch.arange(5), target]
     torch.testing.assert_close(cross_entropy(logits, target), manual)
+
+
+def test_topk_tail_stays_finite_for_a_student_sure_of_its_top_k():
+    """1 - (top-k mass) rounds to 0 in float32 here; the tail must come from the tokens outside the top k."""
+    t = torch.randn(4, 50)
+    vals, ids = t.topk(5, -1)
+    lse = torch.logsumexp(t / 2.0, -1)
+    s = torch.full((4, 50), -40.0).scatter(-1, ids, 40.0).requires_grad_(True)  # tail mass ~ e^-40 per token at T = 2
+    loss = kl_topk(s, vals, ids, lse, 2.0)
+    assert torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert torch.isfinite(s.grad).all()
+    # Independent reference: the k + 1 bucket distributions built directly in float64.
+    p = torch.softmax(t.double() / 2.0, -1)
+    q = torch.softmax(s.detach().double() / 2.0, -1)
+    mask = torch.zeros_like(p, dtype=torch.bool).scatter(-1, ids, True)
+    p_b = torch.cat([p.gather(-1, ids), (p * ~mask).sum(-1, keepdim=True)], -1)
+    q_b = torch.cat([q.gather(-1, ids), (q * ~mask).sum(-1, keepdim=True)], -1)
+    torch.testing.assert_close(loss.double(), 4.0 * (p_b * (p_b / q_b).log()).sum(-1), rtol=1e-4, atol=1e-4)

@@ -8,8 +8,8 @@ seeds, so the journal ends up as an uninterrupted run would have written it, and
 items are appended. A stage supplies what differs: the conversation for each item, and how an
 item's completions become its journal record.
 
-Every stage reports its timing in one shape, ``stats["this_invocation"]``: wall seconds of this
-invocation, and (for stages that generate) the tokens generated in it and their rate.
+Its timing comes back in the shape every stage reports as ``stats["this_invocation"]``
+(``ssb.run_folder.invocation_stats``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from ssb.artifacts import JsonlAppender, read_jsonl
 from ssb.chat import Message, messages
 from ssb.data import DataError, LoadedProblems
 from ssb.generation import Completion, SamplingParams, derive_seed, overflow
+from ssb.run_folder import invocation_stats
 
 _log = logging.getLogger(__name__)
 
@@ -38,15 +39,6 @@ class Job:
 
     conversation: list[Message]
     detail: dict = field(default_factory=dict)
-
-
-def invocation_stats(wall_s: float, generated_tokens: int | None = None) -> dict:
-    """The one timing shape of every stage's ``this_invocation``."""
-    stats: dict = {"wall_s": round(wall_s, 2)}
-    if generated_tokens is not None:
-        stats["generated_tokens"] = generated_tokens
-        stats["tokens_per_s"] = round(generated_tokens / wall_s, 2) if wall_s > 0 else None
-    return stats
 
 
 @dataclass

@@ -31,12 +31,11 @@ from tqdm.auto import tqdm
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
 from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic
 from ssb.chat import ChatFormat
-from ssb.chunked_generation import invocation_stats
 from ssb.config import SSBConfig
-from ssb.losses import cross_entropy, fused_head_loss, kl_full, kl_topk, reduce_per_token
+from ssb.losses import cross_entropy, fused_head_loss, reduce_per_token
 from ssb.models import load_model, load_tokenizer
-from ssb.run_folder import RunFolder, model_provenance
-from ssb.teacher_targets import TeacherTargets, targets_identity
+from ssb.run_folder import RunFolder, invocation_stats, model_provenance
+from ssb.teacher_targets import Teacher, open_targets
 
 _log = logging.getLogger(__name__)
 
@@ -67,36 +66,24 @@ def micro_batches(step: list[int], micro_batch_size: int, rank: int, world: int)
     return chunks[rank::world]
 
 
-def teacher_rows(example_targets: list[dict[str, torch.Tensor]], device) -> dict[str, torch.Tensor]:
-    return {k: torch.cat([t[k] for t in example_targets]).to(device) for k in example_targets[0]}
-
-
-def per_token_losses(config: SSBConfig, head, student_hidden: torch.Tensor, teacher: dict[str, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
-    """(N, H) student hidden states + teacher rows -> (N, 3): the trained objective, KD and CE per token.
+def per_token_losses(config: SSBConfig, head, student_hidden: torch.Tensor, teacher: Teacher | None, rows: dict[str, torch.Tensor],
+                     targets: torch.Tensor) -> torch.Tensor:
+    """(N, H) student hidden states + the teacher's rows for them -> (N, 3): the trained objective, KD and CE per token.
 
     Column 0 (kd_weight * KD + ce_weight * CE) carries gradients; KD and CE are reported values.
+    ``teacher`` None (objective sft) trains on CE alone and reports KD as 0.
     """
-    temperature, weight = config.distill.temperature, head.weight
-    names = sorted(teacher)
+    weight, names = head.weight, sorted(rows)
     kd_weight, ce_weight = config.distill.kd_weight, config.distill.ce_weight
 
     def chunk_loss(student_logits, target_ids, *teacher_chunk):
-        t = dict(zip(names, teacher_chunk))
         ce = cross_entropy(student_logits, target_ids)  # reported even when not trained: it is cheap
-        if not t:  # objective "sft": hard labels only
+        if teacher is None:
             return torch.stack([ce, torch.zeros_like(ce), ce], dim=-1)
-        if "hidden" in t:
-            with torch.no_grad():
-                teacher_logits = t["hidden"].to(weight.dtype) @ weight.T  # exact logits from stored hidden states
-            kd = kl_full(student_logits, teacher_logits, temperature)
-        elif "logits" in t:
-            kd = kl_full(student_logits, t["logits"], temperature)
-        else:
-            kd = kl_topk(student_logits, t["topk_logits"], t["topk_ids"], t["log_normalizer"], temperature, config.distill.topk_tail)
+        kd = teacher.kd(student_logits, dict(zip(names, teacher_chunk)), weight)
         return torch.stack([kd_weight * kd + ce_weight * ce, kd, ce], dim=-1)
 
-    return fused_head_loss(student_hidden, weight, chunk_loss, targets, *(teacher[n] for n in names),
-                           chunk_size=config.distill.head_chunk_tokens)
+    return fused_head_loss(student_hidden, weight, chunk_loss, targets, *(rows[n] for n in names), chunk_size=config.distill.head_chunk_tokens)
 
 
 def _checkpoints(folder: Path) -> list[Path]:
@@ -166,9 +153,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     chat = ChatFormat(tokenizer)
     examples = align_examples(folder.file("teacher.jsonl"), folder.file("student.jsonl"), chat)
     model = load_model(dataclasses.replace(config.model, device=str(accelerator.device)))
-    targets = None
-    if not sft and config.teacher.format != "online":
-        targets = TeacherTargets(folder.file("teacher"), targets_identity(config, model, tokenizer))
+    stored_targets = None if sft else open_targets(config, folder.file("teacher"), model, tokenizer)
 
     inputs = {"upstream_inputs_fingerprint": upstream["inputs_fingerprint"], "seed": config.seed,
               "model": dataclasses.asdict(config.model), "distill": dataclasses.asdict(config.distill),
@@ -185,6 +170,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     peft_model.train()
     head = peft_model.get_output_embeddings()
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    teacher = None if sft else Teacher(config, stored_targets, peft_model, chat.pad_id)
 
     d = config.distill
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -229,18 +215,11 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
         for m, indices in enumerate(parts):
             group: list[AlignedExample] = [examples[i] for i in indices]
             batch = pack([e.student_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id)
-            if sft:
-                teacher = {}
-            elif targets is not None:
-                teacher = teacher_rows([targets.get(e) for e in group], accelerator.device)
-            else:
-                with torch.no_grad(), peft_model.disable_adapter():
-                    teacher_batch = pack([e.teacher_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id)
-                    teacher = {"hidden": solution_hidden_states(peft_model, teacher_batch)}
+            rows = {} if teacher is None else teacher.rows(group, accelerator.device)
             sync = m == len(parts) - 1
             with nullcontext() if sync else accelerator.no_sync(wrapper):
                 hidden = wrapper(batch)
-                per_token = per_token_losses(config, head, hidden, teacher, batch.targets.to(accelerator.device))
+                per_token = per_token_losses(config, head, hidden, teacher, rows, batch.targets.to(accelerator.device))
                 index = batch.sequence_index.to(accelerator.device)
                 loss, kd, ce = (reduce_per_token(per_token[:, j], index, len(group), d.normalization, denominator) for j in range(3))
                 # DDP averages gradients over processes; the loss is already a share of the global mean.

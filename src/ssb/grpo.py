@@ -17,12 +17,11 @@ import time
 
 from ssb.artifacts import write_jsonl_atomic
 from ssb.chat import ChatFormat, fold_system_into_user, messages
-from ssb.chunked_generation import invocation_stats
 from ssb.config import SSBConfig
 from ssb.data import load_problems
 from ssb.grading import extract_boxed_answer, grade
 from ssb.prompts import load_prompts
-from ssb.run_folder import RunFolder, model_provenance
+from ssb.run_folder import RunFolder, invocation_stats, model_provenance
 
 _log = logging.getLogger(__name__)
 

@@ -58,8 +58,12 @@ def kl_topk(student_logits: torch.Tensor, topk_logits: torch.Tensor, topk_ids: t
     if not tail:
         log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
         return temperature**2 * (log_p.exp() * (log_p - log_q)).sum(-1)
-    log_q_tail = _log1mexp(torch.logsumexp(log_q, dim=-1))
     head = (log_p.exp() * (log_p - log_q)).sum(-1)
+    if topk_ids.shape[-1] >= student_logits.shape[-1]:
+        return temperature**2 * head  # k = V: no tail on either side (the teacher's is rounding error)
+    # The student's tail summed over the tokens outside the top k, not as 1 - (top-k mass): that
+    # difference rounds to 0 for a confident student, and log 0 would make the loss infinite.
+    log_q_tail = torch.logsumexp(log_q_all.scatter(-1, topk_ids.long(), float("-inf")), dim=-1)
     p_tail = log_p_tail.exp()
     # 0 * log(0 / q) = 0: a tail the teacher leaves empty contributes nothing (and no NaN).
     tail_term = torch.where(p_tail > 0, p_tail * (log_p_tail - log_q_tail), torch.zeros_like(p_tail))

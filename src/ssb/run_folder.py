@@ -46,6 +46,15 @@ def model_provenance(config, tokenizer) -> dict:
             "torch_dtype": str(dtype).removeprefix("torch."), "torch_dtype_reason": why, "generation_backend": backend_spec(config)}
 
 
+def invocation_stats(wall_s: float, generated_tokens: int | None = None) -> dict:
+    """The one timing shape of every stage: ``stats["this_invocation"]``, this invocation's wall time (and generation rate)."""
+    stats: dict = {"wall_s": round(wall_s, 2)}
+    if generated_tokens is not None:
+        stats["generated_tokens"] = generated_tokens
+        stats["tokens_per_s"] = round(generated_tokens / wall_s, 2) if wall_s > 0 else None
+    return stats
+
+
 def describe_changes(old: dict, new: dict) -> list[str]:
     """``key: old -> new`` for every leaf that differs."""
     a, b = _flatten(old), _flatten(new)

@@ -14,7 +14,9 @@ per ``teacher.format``, in safetensors shards under ``teacher/``:
 
 Every shard also holds the solution ids, so training can check they are the ones it tokenized.
 ``teacher/manifest.json`` (written last) records format, dtype, k, temperature, model and tokenizer
-fingerprints and the code version; loading targets made otherwise is refused.
+fingerprints and the code version; loading targets made otherwise is refused. This module is the only
+one that knows these layouts: training asks ``Teacher`` for a micro-batch's rows and for the KD of
+student logits against them, whatever the format.
 
 ``teacher.hint=random`` (a control) computes the targets after a hinted prompt built from another
 question's rollouts, for the same solutions; that teacher view is kept as ``teacher/teacher_view.jsonl``.
@@ -37,12 +39,12 @@ import ssb
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
 from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, tokenizer_hash
-from ssb.chunked_generation import invocation_stats
 from ssb.config import SSBConfig
 from ssb.models import load_model, load_tokenizer
 from ssb.hints import random_donor
+from ssb.losses import kl_full, kl_topk
 from ssb.prompts import load_prompts
-from ssb.run_folder import RunFolder, model_provenance
+from ssb.run_folder import RunFolder, invocation_stats, model_provenance
 
 _log = logging.getLogger(__name__)
 TARGETS_VERSION = 1
@@ -204,3 +206,53 @@ class TeacherTargets:
         if shard["solution_ids"][lo : lo + n].tolist() != example.solution_ids:
             raise RunFolderError(f"{self.folder}: stored solution ids of {example.id!r} differ from the tokenized solution")
         return {k: v[lo : lo + n] for k, v in shard.items() if k != "solution_ids"}
+
+
+def open_targets(config: SSBConfig, folder: Path, model, tokenizer) -> TeacherTargets | None:
+    """The stored targets in ``folder``, checked against this model and settings; None for format online.
+
+    Called before training starts, so that targets made for something else are refused up front.
+    """
+    return None if config.teacher.format == "online" else TeacherTargets(folder, targets_identity(config, model, tokenizer))
+
+
+class Teacher:
+    """The teacher's distribution on solution tokens, for every ``teacher.format``: the one reader of targets.
+
+    ``rows(group, device)`` gives the teacher's rows for a micro-batch's solution tokens (a dict of
+    tensors with one row per token, in ``pack`` order); ``kd(student_logits, rows, head_weight)``
+    scores a chunk of student logits against the same chunk of those rows. Stored formats read the
+    shards written by ``ssb teacher``; ``online`` runs the frozen base (adapters disabled) on the
+    teacher view now and keeps its final hidden states, like ``hidden`` does on disk.
+    """
+
+    def __init__(self, config: SSBConfig, stored: TeacherTargets | None = None, model=None, pad_id: int | None = None):
+        self.format, self.temperature, self.topk_tail = config.teacher.format, config.distill.temperature, config.distill.topk_tail
+        self.stored, self.model, self.pad_id = stored, model, pad_id
+
+    @staticmethod
+    def rows_of_hidden_states(hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Rows of the hidden / online formats from the frozen model's final hidden states (N, H)."""
+        return {"hidden": hidden}
+
+    def rows(self, group: list[AlignedExample], device) -> dict[str, torch.Tensor]:
+        if self.format == "online":
+            if self.model is None or self.pad_id is None:
+                raise ValueError("teacher.format online needs the PEFT model (its adapters are disabled for the teacher pass) and a pad id")
+            with torch.no_grad(), self.model.disable_adapter():
+                batch = pack([e.teacher_prompt_ids for e in group], [e.solution_ids for e in group], self.pad_id)
+                return self.rows_of_hidden_states(solution_hidden_states(self.model, batch))  # (N, H)
+        if self.stored is None:
+            raise ValueError(f"teacher.format {self.format} reads stored targets; none were opened")
+        per_example = [self.stored.get(e) for e in group]
+        return {k: torch.cat([t[k] for t in per_example]).to(device) for k in per_example[0]}
+
+    def kd(self, student_logits: torch.Tensor, rows: dict[str, torch.Tensor], head_weight: torch.Tensor) -> torch.Tensor:
+        """Per-row ``T^2 KL(teacher || student)``: (c, V) student logits and c teacher rows -> (c,)."""
+        if self.format in ("hidden", "online"):
+            with torch.no_grad():
+                teacher_logits = rows["hidden"].to(head_weight.dtype) @ head_weight.T  # (c, V), exact up to the storage dtype
+            return kl_full(student_logits, teacher_logits, self.temperature)
+        if self.format == "full":
+            return kl_full(student_logits, rows["logits"], self.temperature)
+        return kl_topk(student_logits, rows["topk_logits"], rows["topk_ids"], rows["log_normalizer"], self.temperature, self.topk_tail)
