@@ -22,10 +22,6 @@ import torch
 from safetensors.torch import load_file
 
 from scripted import ScriptedBackend
-from test_evaluation import write_benchmark
-from test_stages import refine_script, rollout_script, write_questions
-from tiny import save_tiny_model
-
 from ssb.alignment import align_examples, pack, solution_hidden_states
 from ssb.chat import ChatFormat
 from ssb.config import load_config
@@ -36,6 +32,9 @@ from ssb.models import load_model, load_tokenizer
 from ssb.refinement import run_refine
 from ssb.rollouts import run_rollouts
 from ssb.teacher_targets import run_teacher
+from test_evaluation import write_benchmark
+from test_stages import refine_script, rollout_script, write_questions
+from tiny import save_tiny_model
 
 
 def phase1(root: Path, model_dir: Path, run: str, **overrides):
@@ -84,7 +83,8 @@ def main() -> None:
     rollout_cfg = load_config(None, {"run_dir": str(root / "bf16-rollouts"), "data.source": "jsonl", "data.path": str(root / "questions.jsonl"),
                                      "model.name_or_path": str(model_dir), "rollouts.sampling.max_new_tokens": 32, "progress": False})
     stats = run_rollouts(rollout_cfg, backend=LazyBackend(rollout_cfg))
-    report["bf16_rollouts"] = {"rollouts": stats["rollouts"], "generated_tokens": stats["generated_tokens"], "wall_s": round(time.monotonic() - start, 2)}
+    report["bf16_rollouts"] = {"rollouts": stats["rollouts"], "generated_tokens": stats["generated_tokens"],
+                               "wall_s": round(time.monotonic() - start, 2)}
     report["bf16_teacher"] = run_teacher(config)
     distill = run_distill(config)
     metrics = [json.loads(line) for line in (Path(config.run_dir) / "distill" / "metrics.jsonl").read_text().splitlines()]

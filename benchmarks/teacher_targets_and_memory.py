@@ -80,8 +80,8 @@ class PeakRSS:
 def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch: int, gradient_checkpointing: bool) -> dict:
     """One distillation step in this process; returns peak growth of RSS and tokens/s."""
     from ssb.distillation import build_peft_model, per_token_losses
-    from ssb.teacher_targets import Teacher
     from ssb.losses import reduce_per_token
+    from ssb.teacher_targets import Teacher
 
     config = load_config(None, {"model.name_or_path": model_name, "distill.gradient_checkpointing": gradient_checkpointing})
     tokenizer = load_tokenizer(config.model)
@@ -119,7 +119,8 @@ def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch:
             loss = reduce_per_token(per_token[:, 0], student.sequence_index, len(group), "token", tokens)
         loss.backward()
         seconds = time.monotonic() - start
-    return {"variant": variant, "gradient_checkpointing": gradient_checkpointing, "loss": loss.item(), "tokens": tokens, "batch": len(group), "max_seq": int(student.input_ids.shape[1]),
+    return {"variant": variant, "gradient_checkpointing": gradient_checkpointing, "loss": loss.item(), "tokens": tokens, "batch": len(group),
+            "max_seq": int(student.input_ids.shape[1]),
             "peak_rss_growth_gib": round((memory.peak - memory.start) / 2**30, 3), "seconds": round(seconds, 1),
             "tokens_per_s": round(tokens / seconds, 1)}
 
@@ -200,7 +201,8 @@ def main() -> None:
                 # cache rather than live tensors; a low mmap threshold returns them to the system.
                 env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"} if args.return_freed_memory else None
                 result = subprocess.run([sys.executable, __file__, "--step-variant", variant, "--model", args.model, "--run-dir", args.run_dir,
-                                         "--examples", str(args.examples), "--batch", str(args.batch), "--gradient-checkpointing", str(checkpointing)],
+                                         "--examples", str(args.examples), "--batch", str(args.batch),
+                                         "--gradient-checkpointing", str(checkpointing)],
                                         capture_output=True, text=True, env=env)
                 steps[variant] = json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else {"error": result.stderr[-2000:]}
                 print(variant, json.dumps(steps[variant]), flush=True)

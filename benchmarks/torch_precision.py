@@ -27,10 +27,10 @@ from ssb.alignment import AlignedExample, pack, solution_hidden_states, solution
 from ssb.chat import messages
 from ssb.config import load_config
 from ssb.distillation import build_peft_model, per_token_losses
-from ssb.teacher_targets import Teacher
 from ssb.losses import kl_full, reduce_per_token
 from ssb.models import load_chat_format, load_model
 from ssb.prompts import load_prompts
+from ssb.teacher_targets import Teacher
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402

@@ -62,7 +62,8 @@ def _config_options(whole_pipeline: bool) -> argparse.ArgumentParser:
         parent.add_argument("--force", action="append", default=[], metavar="STAGE",
                             help="Restart STAGE from scratch if its inputs changed (repeatable; its outputs are discarded).")
     else:
-        parent.add_argument("--force", action="store_true", help="Restart the stage from scratch when its inputs changed since it was started (its outputs are discarded).")
+        parent.add_argument("--force", action="store_true",
+                            help="Restart the stage from scratch when its inputs changed since it was started (its outputs are discarded).")
     parent.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
     group = parent.add_argument_group("config options (dotted names, see the config dataclasses)")
     for dotted, field, default in leaf_fields():

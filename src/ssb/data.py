@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ssb.config import DataConfig
 from ssb.grading import gold_is_gradable
@@ -104,7 +105,8 @@ def _records_from_hub(hub_id: str, hub_config: str | None, split: str) -> Iterab
     try:
         import datasets
     except ImportError:
-        raise DataError(f"no local file given and the 'datasets' package is not installed to fetch {hub_id}; set data.path or data.data_dir") from None
+        raise DataError(f"no local file given and the 'datasets' package is not installed to fetch {hub_id}; "
+                        "set data.path or data.data_dir") from None
     try:
         rows = datasets.load_dataset(hub_id, hub_config, split=split)
     except Exception as exc:  # offline, unknown id or split: one clear message instead of a deep trace

@@ -8,11 +8,12 @@ batch x sequence x vocabulary.
 
 Runs on accelerate: plain ``ssb distill`` on one device; ``accelerate launch --multi_gpu
 --num_processes N -m ssb distill ...`` on GPUs (DeepSpeed/FSDP through accelerate's own config);
-``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssb distill ...`` on CPUs (gloo). ``distill.batch_size`` is the global number of sequences per optimiser
-step; each process takes its share of each step's batch as micro-batches and every loss is divided
-by the step's *global* count of sequences (or tokens), so accumulation and data parallelism give the
-update of one big batch. Data order is a seeded permutation per epoch; checkpoints hold adapter,
-optimiser, scheduler and RNG state, so a resumed run continues the same trajectory.
+``ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssb distill ...`` on CPUs (gloo).
+``distill.batch_size`` is the global number of sequences per optimiser step; each process takes its
+share of each step's batch as micro-batches and every loss is divided by the step's *global* count
+of sequences (or tokens), so accumulation and data parallelism give the update of one big batch.
+Data order is a seeded permutation per epoch; checkpoints hold adapter, optimiser, scheduler and
+RNG state, so a resumed run continues the same trajectory.
 """
 
 from __future__ import annotations
@@ -260,7 +261,8 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
             peft_model.merge_and_unload().save_pretrained(out / "merged")
             tokenizer.save_pretrained(out / "merged")
         history = read_jsonl(metrics_path)
-        stats = {"steps": len(steps), "examples": len(examples), "batch_size": batch_size, "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
+        stats = {"steps": len(steps), "examples": len(examples), "batch_size": batch_size,
+                 "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
                  "this_invocation": invocation_stats(time.monotonic() - started),
                  "trainable_parameters": sum(p.numel() for p in trainable)}
         folder.finish_stage("distill", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)

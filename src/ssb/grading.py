@@ -19,8 +19,8 @@ import os
 import re
 import signal
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 GRADER_VERSION = "ssb-grader-1 (math-verify, last boxed answer)"
 DEFAULT_TIMEOUT_S = 5.0

@@ -12,7 +12,8 @@ accumulation and data parallelism give the same update as one big batch. Empty i
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F

@@ -11,7 +11,7 @@ otherwise mean +- 1.96 standard errors of the per-question scores.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ssb.grading import group_by_equivalence
 

@@ -68,8 +68,9 @@ def paired_table(run_dir: Path, summaries: dict[str, dict[str, dict]], benchmark
             scores = per_question_scores(run_dir, model, benchmark)
             common = sorted(base.keys() & scores.keys())
             d = paired_difference([scores[q] for q in common], [base[q] for q in common])
+            p_value = "<0.001" if d["p_value"] < 0.001 else format(d["p_value"], ".3f")
             lines.append(f"| {model} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
-                         f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {'<0.001' if d['p_value'] < 0.001 else format(d['p_value'], '.3f')} |")
+                         f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {p_value} |")
     return "\n".join(lines)
 
 
@@ -179,7 +180,8 @@ def write_report(run_dir: str | Path) -> Path:
         benchmarks, markdown = table(summaries)
         plot_accuracy(summaries, benchmarks, run_dir / "accuracy.png")
         lines += ["## pass@1 (%) ± 95% CI half-width (questions)", "", markdown, "", "![accuracy](accuracy.png)", ""]
-        extra = ["| model | benchmark | pass@k | maj@k | strict pass@1 % | truncated % | no box % | mean tokens |", "|---|---|---|---|---|---|---|---|"]
+        extra = ["| model | benchmark | pass@k | maj@k | strict pass@1 % | truncated % | no box % | mean tokens |",
+                 "|---|---|---|---|---|---|---|---|"]
         for model, per_model in sorted(summaries.items()):
             for benchmark, s in sorted(per_model.items()):
                 pk = ", ".join(f"@{k}: {100 * v:.1f}" for k, v in s["pass@k"].items())
@@ -215,7 +217,8 @@ def write_report(run_dir: str | Path) -> Path:
         stages = json.loads(manifest_path.read_text())["stages"]
         lines += ["## Provenance", "", "Commands and inputs that produced these numbers (from manifest.json):", ""]
         for stage, entry in stages.items():
-            lines.append(f"- `{stage}`: `{entry.get('command', '?')}` (finished {entry.get('finished', '?')}, inputs {entry.get('inputs_fingerprint', '?')})")
+            lines.append(f"- `{stage}`: `{entry.get('command', '?')}` "
+                         f"(finished {entry.get('finished', '?')}, inputs {entry.get('inputs_fingerprint', '?')})")
         lines.append("")
     path = run_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -12,8 +12,8 @@ import logging
 
 from ssb.artifacts import read_jsonl, text_sha256
 from ssb.chat import messages
-from ssb.config import SSBConfig
 from ssb.chunked_generation import ChunkedGeneration, Job, drop_overlong
+from ssb.config import SSBConfig
 from ssb.data import Problem, load_problems
 from ssb.generation import Completion, LazyBackend
 from ssb.grading import grade

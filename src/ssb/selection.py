@@ -13,8 +13,8 @@ has an answer. Every draw comes from the ``rng`` passed in, so a seeded run is r
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from ssb.grading import group_by_equivalence
 

@@ -10,8 +10,8 @@ Functions are named by module and attribute so that reading the table imports no
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 def _always(config) -> bool:

@@ -40,9 +40,9 @@ from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_
 from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.config import SSBConfig
-from ssb.models import load_model, load_tokenizer
 from ssb.hints import random_donor
 from ssb.losses import kl_full, kl_topk
+from ssb.models import load_model, load_tokenizer
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, invocation_stats, model_provenance
 

@@ -43,7 +43,7 @@ class SamplingParams:
     seed: int = 0  # one seed per call: the same call reproduces the same samples
 
     @classmethod
-    def from_config(cls, sampling, n: int, seed: int) -> "SamplingParams":
+    def from_config(cls, sampling, n: int, seed: int) -> SamplingParams:
         return cls(n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
                    max_new_tokens=sampling.max_new_tokens, seed=seed)
 
@@ -74,7 +74,7 @@ class GenerationBackend(Protocol):
         """``params.n`` completions for each prompt, in prompt order."""
         ...
 
-    def with_adapter(self, adapter_dir: str) -> "GenerationBackend":
+    def with_adapter(self, adapter_dir: str) -> GenerationBackend:
         """The same engine generating with a PEFT adapter on the base model."""
         ...
 

@@ -32,7 +32,7 @@ class HFBackend:
         self.model, self.chat, self.batch_size, self.progress = model, chat, batch_size, progress
         self.context_length = model.config.max_position_embeddings
 
-    def with_adapter(self, adapter_dir: str) -> "HFBackend":
+    def with_adapter(self, adapter_dir: str) -> HFBackend:
         """This model with a PEFT adapter injected; ``close()`` on the result removes it again."""
         from peft import PeftModel
 

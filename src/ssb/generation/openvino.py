@@ -39,7 +39,7 @@ class OpenVINOBackend:
         self.pipeline = og.ContinuousBatchingPipeline(str(self.model_dir), scheduler, "CPU", properties)
 
     @classmethod
-    def from_config(cls, config, chat: ChatFormat, adapter_dir: str | None = None) -> "OpenVINOBackend":
+    def from_config(cls, config, chat: ChatFormat, adapter_dir: str | None = None) -> OpenVINOBackend:
         """The backend on the cached export of ``config.model`` (with ``adapter_dir`` merged in)."""
         import json
 
@@ -56,7 +56,7 @@ class OpenVINOBackend:
         backend.config = config
         return backend
 
-    def with_adapter(self, adapter_dir: str) -> "OpenVINOBackend":
+    def with_adapter(self, adapter_dir: str) -> OpenVINOBackend:
         """A backend on the base model with ``adapter_dir`` merged in (its export is cached)."""
         if self.config is None:
             raise ValueError("with_adapter needs a backend made by OpenVINOBackend.from_config (it exports the merged model)")

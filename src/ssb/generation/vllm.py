@@ -21,7 +21,7 @@ class VLLMBackend:
         self.llm, self.chat, self.context_length, self.progress, self.lora = llm, chat, context_length, progress, lora
 
     @classmethod
-    def from_config(cls, config, chat: ChatFormat) -> "VLLMBackend":
+    def from_config(cls, config, chat: ChatFormat) -> VLLMBackend:
         from vllm import LLM
 
         from ssb.models import local_model_folder
@@ -36,7 +36,7 @@ class VLLMBackend:
         context = llm.llm_engine.model_config.max_model_len
         return cls(llm, chat, context, config.progress)
 
-    def with_adapter(self, adapter_dir: str) -> "VLLMBackend":
+    def with_adapter(self, adapter_dir: str) -> VLLMBackend:
         from vllm.lora.request import LoRARequest
 
         # vLLM identifies an adapter by a positive integer: derived from its path.
