@@ -126,3 +126,16 @@ def test_an_installed_wheel_ships_the_configs(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}).stdout.splitlines()
     assert out[0].startswith(str(tmp_path / "site")) and out[1] == "runs/demo"
     assert {line.split(":")[0] for line in out[2:] if not line.startswith(" ")} == set(shipped_configs())
+
+
+def test_the_stage_table_drives_the_command_line_the_pipeline_and_the_report():
+    from ssb.pipeline import RUN_STAGES
+    from ssb.report import TRAINING_STAGES
+    from ssb.stages import STAGES
+
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    assert set(subcommands) == {s.name for s in STAGES} | {"run", "demo", "report", "configs"}
+    assert [s.name for s in RUN_STAGES] == ["rollouts", "refine", "teacher", "distill", "eval"]
+    assert TRAINING_STAGES == ("rollouts", "refine", "teacher", "distill", "grpo")
+    for stage in STAGES:
+        assert callable(stage.runner()) and subcommands[stage.name].description == stage.help
