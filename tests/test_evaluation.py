@@ -109,27 +109,48 @@ def test_report_table_and_plots_match_summaries(tmp_path, tokenizer):
 
 
 def test_cli_eval_on_a_tiny_model_with_an_adapter(tmp_path, tiny_model_dir):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
 
     from ssb.config import ModelConfig
-    from ssb.models import load_model
+    from ssb.models import load_model, load_tokenizer
+    from ssb.prompts import load_prompts
+    from tiny import greedy_reference, perturb_lora, recorded
 
-    peft_model = get_peft_model(load_model(ModelConfig(name_or_path=str(tiny_model_dir))), LoraConfig(r=2, target_modules=["q_proj"]))
+    model_config = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    peft_model = get_peft_model(load_model(model_config), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    perturb_lora(peft_model, seed=1)  # PEFT's B = 0 would make the adapter compute exactly what the base does
     peft_model.save_pretrained(tmp_path / "adapter")
     data = tmp_path / "data"
     write_benchmark(data, "gsm8k", 3)
     args = ["eval", "--model", str(tiny_model_dir), "--adapter", f"lora={tmp_path / 'adapter'}", "--benchmarks", "gsm8k",
-            "--max-new-tokens", "6", "--limit", "2", "--out", str(tmp_path / "out"), "--data-dir", str(data), "--progress=false", "--backend.name=hf"]
-    assert main(args) == 0
+            "--max-new-tokens", "6", "--limit", "2", "--model.dtype", "float32", "--data-dir", str(data), "--progress=false",
+            "--backend.name=hf"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    samples = {}
     for model in ("base", "lora"):
         summary = json.loads((tmp_path / f"out/eval/{model}/gsm8k.summary.json").read_text())
         assert summary["n_questions"] == 2 and summary["pass@1"]["mean"] == 0.0
         assert summary["mean_completion_tokens"] <= 6
+        samples[model] = read_jsonl(tmp_path / f"out/eval/{model}/gsm8k.samples.jsonl")
+
+    # Each variant's completions are those of a plain greedy loop over that variant's model: the base
+    # for "base", the base with the adapter for "lora" (which must not quietly evaluate the base).
+    tokenizer = load_tokenizer(model_config)
+    system = load_prompts().system
+    base = load_model(model_config).eval()
+    with_adapter = PeftModel.from_pretrained(load_model(model_config), tmp_path / "adapter").eval()
+    for model, reference in (("base", base), ("lora", with_adapter)):
+        for i, record in enumerate(samples[model]):
+            conversation = [{"role": "system", "content": system}, {"role": "user", "content": f"Q{i}: what is {i}?"}]
+            assert record["prompt"] == conversation
+            got, want = record["completions"][0], greedy_reference(reference, tokenizer, conversation, 6)
+            assert recorded(got) == recorded(want), (model, i)
+    assert [r["completions"][0]["text"] for r in samples["lora"]] != [r["completions"][0]["text"] for r in samples["base"]]
+
     # Greedy decoding is deterministic: a fresh evaluation reproduces the same completions.
-    assert main([*args[:-4], "--out", str(tmp_path / "again"), "--data-dir", str(data), "--progress=false", "--backend.name=hf"]) == 0
-    first = read_jsonl(tmp_path / "out/eval/lora/gsm8k.samples.jsonl")
+    assert main([*args, "--out", str(tmp_path / "again")]) == 0
     again = read_jsonl(tmp_path / "again/eval/lora/gsm8k.samples.jsonl")
-    assert [r["completions"] for r in first] == [r["completions"] for r in again]
+    assert [r["completions"] for r in samples["lora"]] == [r["completions"] for r in again]
     assert main(["report", str(tmp_path / "out")]) == 0 and (tmp_path / "out/report.md").exists()
 
 

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 pytest.importorskip("trl")
 
+from ssb.artifacts import read_jsonl  # noqa: E402
 from ssb.config import load_config  # noqa: E402
 from ssb.evaluation import run_eval  # noqa: E402
 from ssb.grpo import correctness_reward, format_reward, run_grpo  # noqa: E402
@@ -22,7 +23,15 @@ def test_reward_functions_are_thin_adapters_over_the_grader():
     assert format_reward(completions) == [1.0, 1.0, 0.0]
 
 
-def test_grpo_steps_change_lora_and_the_adapter_is_evaluable(tmp_path, tiny_model_dir):
+def test_grpo_steps_change_lora_only_and_the_adapter_is_evaluable(tmp_path, tiny_model_dir, monkeypatch):
+    import torch
+    import trl
+    from peft import PeftModel, get_peft_model_state_dict
+
+    from ssb.models import load_model, load_tokenizer
+    from ssb.prompts import load_prompts
+    from tiny import greedy_reference, recorded
+
     data = write_questions(tmp_path / "q.jsonl", 4)
     config = load_config(None, {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl",
                                 "data.path": str(data), "grpo.num_generations": 2, "grpo.batch_size": 4, "grpo.max_steps": 2,
@@ -30,12 +39,23 @@ def test_grpo_steps_change_lora_and_the_adapter_is_evaluable(tmp_path, tiny_mode
     calls = []
 
     def reward(completions, gold, **kwargs):
-        """TRL's signature; the random model never boxes an answer, so the grade is mixed with a
-        deterministic pseudo-random term to give the group advantages something to work with."""
+        """TRL's signature; the random model never boxes an answer, so the grade is mixed with a term
+        that differs between the two completions of every group (TRL puts a prompt's group side by
+        side), so that every step has non-zero advantages and so a gradient."""
         calls.append((list(completions), list(gold), sorted(kwargs), [len(ids) for ids in kwargs["completion_ids"]]))
-        graded = correctness_reward(completions, gold)
-        return [g + (hashlib.sha256(c[-1]["content"].encode()).digest()[0] % 2) for g, c in zip(graded, completions)]
+        return [g + i % 2 for i, g in enumerate(correctness_reward(completions, gold))]
 
+    trainers, initial = [], {}
+
+    class RecordingTrainer(trl.GRPOTrainer):
+        """TRL's trainer, remembering every parameter as it was before the first step."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trainers.append(self)
+            initial.update({name: p.detach().clone() for name, p in self.model.named_parameters()})
+
+    monkeypatch.setattr(trl, "GRPOTrainer", RecordingTrainer)
     weights_file = Path(tiny_model_dir) / "model.safetensors"
     base_before = hashlib.sha256(weights_file.read_bytes()).hexdigest()
     stats = run_grpo(config, reward_funcs=[reward])
@@ -44,17 +64,40 @@ def test_grpo_steps_change_lora_and_the_adapter_is_evaluable(tmp_path, tiny_mode
     completions, gold, kwargs, _ = calls[0]
     assert len(completions) == len(gold) == 4 and completions[0][-1]["role"] == "assistant"
     assert set(gold) <= {"0", "1", "2", "3"} and {"prompts", "completion_ids", "id"} <= set(kwargs)
+
+    # Every LoRA matrix moved (B from zero, A from its random init); no base parameter did.
+    trained = dict(trainers[0].model.named_parameters())
+    lora = [name for name in initial if "lora_" in name]
+    assert len(lora) == 2 * 7 * 2  # A and B of the 7 projections in both layers
+    assert [name for name in lora if torch.equal(trained[name].detach(), initial[name])] == []
+    assert [name for name in initial if "lora_" not in name and not torch.equal(trained[name].detach(), initial[name])] == []
+    assert all(not trained[name].requires_grad for name in initial if "lora_" not in name)
+    # What was saved is what was trained, and only the adapter.
     adapter = load_file(tmp_path / "run" / "grpo" / "adapter" / "adapter_model.safetensors")
-    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
-    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)
+    in_memory = get_peft_model_state_dict(trainers[0].model)
+    assert set(adapter) == set(in_memory) and all(torch.equal(adapter[k], in_memory[k].to(adapter[k].dtype)) for k in adapter)
     assert not any("lm_head" in k or "embed" in k for k in adapter)
     assert (tmp_path / "run" / "grpo" / "metrics.jsonl").read_text().strip()
-    assert hashlib.sha256(weights_file.read_bytes()).hexdigest() == base_before  # base weights untouched
+    assert hashlib.sha256(weights_file.read_bytes()).hexdigest() == base_before  # base weights on disk untouched
 
     write_benchmark(tmp_path / "bench", "gsm8k", 2)
-    eval_config = load_config(None, {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir),
-                                     "data.data_dir": str(tmp_path / "bench"), "eval.benchmarks": ["gsm8k"], "eval.skip_base": True,
+    eval_config = load_config(None, {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "model.dtype": "float32",
+                                     "data.data_dir": str(tmp_path / "bench"), "eval.benchmarks": ["gsm8k"],
                                      "eval.adapters": [f"grpo={tmp_path / 'run' / 'grpo' / 'adapter'}"],
-                                     "eval.sampling.max_new_tokens": 4, "progress": False, "backend.name": "hf"})
-    assert run_eval(eval_config) == {"grpo": {"gsm8k": 0.0}}
+                                     "eval.sampling.max_new_tokens": 6, "progress": False, "backend.name": "hf"})
+    assert run_eval(eval_config) == {"base": {"gsm8k": 0.0}, "grpo": {"gsm8k": 0.0}}
     assert json.loads((tmp_path / "run/eval/grpo/gsm8k.summary.json").read_text())["n_questions"] == 2
+    # The evaluated completions are the trained adapter's (a greedy loop over base + adapter), not the base's.
+    tokenizer = load_tokenizer(eval_config.model)
+    references = {"base": load_model(eval_config.model).eval(),
+                  "grpo": PeftModel.from_pretrained(load_model(eval_config.model), tmp_path / "run" / "grpo" / "adapter").eval()}
+    texts = {}
+    for name, model in references.items():
+        samples = read_jsonl(tmp_path / f"run/eval/{name}/gsm8k.samples.jsonl")
+        for i, record in enumerate(samples):
+            conversation = [{"role": "system", "content": load_prompts().system}, {"role": "user", "content": f"Q{i}: what is {i}?"}]
+            assert record["prompt"] == conversation
+            got, want = record["completions"][0], greedy_reference(model, tokenizer, conversation, 6)
+            assert recorded(got) == recorded(want)
+        texts[name] = [r["completions"][0]["text"] for r in samples]
+    assert texts["grpo"] != texts["base"]

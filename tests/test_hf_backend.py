@@ -3,7 +3,7 @@ import torch
 from ssb.chat import ChatFormat, messages
 from ssb.generation import SamplingParams
 from ssb.generation.hf import HFBackend
-from tiny import tiny_qwen2
+from tiny import greedy_reference, recorded, tiny_qwen2
 
 PROMPTS = [messages("sys", "What is 1+1?"), messages("sys", "A much longer question, with more words in it?"), messages("s", "Hi")]
 
@@ -12,12 +12,17 @@ def backend(tokenizer, batch_size=8, model=None):
     return HFBackend(model or tiny_qwen2(len(tokenizer)), ChatFormat(tokenizer), batch_size=batch_size, progress=False)
 
 
-def test_batched_greedy_equals_one_prompt_at_a_time(tokenizer):
-    b = backend(tokenizer)
+def test_greedy_batched_or_alone_equals_a_token_by_token_loop(tokenizer):
+    """hf is the reference the other backends are held to, so it is held to a plain argmax loop itself."""
+    model = tiny_qwen2(len(tokenizer))
+    b = backend(tokenizer, batch_size=4, model=model)  # 6 rows: a batch of 4 mixing prompt lengths (left padding), then 2
     params = SamplingParams(n=2, temperature=0, max_new_tokens=12)
     batched = b.generate(PROMPTS, params)
     single = [b.generate([p], params)[0] for p in PROMPTS]
-    assert [[c.token_ids for c in row] for row in batched] == [[c.token_ids for c in row] for row in single]
+    for prompt, row, alone in zip(PROMPTS, batched, single):
+        want = greedy_reference(model, tokenizer, prompt, 12)
+        for c in [*row, *alone]:
+            assert {"token_ids": c.token_ids, **recorded(vars(c))} == want
     assert all(c.finish_reason == "length" and c.num_tokens == 12 for row in batched for c in row)
 
 

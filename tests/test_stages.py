@@ -52,6 +52,18 @@ def refine_script(user: str, s: int):
     return f"Careful solution, step by step. \\boxed{{{i}}}"
 
 
+def possible_hinted_prompts(question: int, shown: int) -> set[str]:
+    """The hinted prompts refine may build for ``question`` from ``shown``'s rollouts (itself, or a donor's),
+    written from the paper's template and what ``rollout_script`` generated, not from refine's output:
+    the one correct rollout, and a wrong one from the majority answer (2 mod 4: i + 100 and i + 100.0 are
+    one answer; the lone i + 7 is never shown) or the only kind of wrong rollout there is (3 mod 4)."""
+    correct = f"Right: \\boxed{{{shown}}}"
+    wrongs = {2: [f"Majority A \\boxed{{{shown + 100}}}", f"Majority B \\boxed{{{shown + 100}.0}}"], 3: ["and so on and so on"]}[shown % 4]
+    template = load_prompts().hinted_template
+    return {template.replace("{question}", f"Question {question}: what is {question}?").replace("{chosen_correct_generation}", correct)
+            .replace("{rejected_generation}", wrong) for wrong in wrongs}
+
+
 def make_config(tmp_path: Path, run: str = "run", **overrides):
     data = write_questions(tmp_path / "questions.jsonl")
     return load_config(None, {"run_dir": str(tmp_path / run), "data.source": "jsonl", "data.path": str(data),
@@ -91,8 +103,7 @@ def test_rollouts_and_refine_produce_the_run_folder(tmp_path, tokenizer):
         assert t["messages"][0]["content"] == s["messages"][0]["content"] == system
         assert t["messages"][2]["content"] == s["messages"][2]["content"] == f"Careful solution, step by step. \\boxed{{{i}}}"
         assert s["messages"][1]["content"] == f"Question {i}: what is {i}?"
-        hinted = t["messages"][1]["content"]
-        assert hinted == load_prompts().render_hinted(f"Question {i}: what is {i}?", f"Right: \\boxed{{{i}}}", hinted.split("incorrect\nby auto-evaluator:\n-----\n")[1].split("\n-----\n")[0])
+        assert t["messages"][1]["content"] in possible_hinted_prompts(i, i)
     # The wrong rollout shown is one of the majority (102 / 102.0 are one answer), never the lone 9.
     assert re.search(r"Majority [AB] \\boxed\{102", teacher[0]["messages"][1]["content"])
     # With only unboxed wrong rollouts (question 3), one of those is shown.
@@ -271,9 +282,7 @@ def test_random_hint_uses_another_questions_rollouts_seeded_never_its_own(tmp_pa
         i = int(entry["id"].rsplit("-", 1)[1])
         donor = int(entry["hint_from"].rsplit("-", 1)[1])
         assert donor != i and donor % 4 in (2, 3)  # another question with mixed rollouts
-        prompt = entry["hinted_prompt"]
-        assert f"-----\nQuestion {i}: what is {i}?\n-----" in prompt  # the problem is the question's own
-        assert f"Right: \\boxed{{{donor}}}" in prompt and f"Right: \\boxed{{{i}}}" not in prompt
+        assert entry["hinted_prompt"] in possible_hinted_prompts(i, donor)  # the question's own problem, the donor's rollouts
     again = make_config(tmp_path, "again", **{"refine.hint": "random"})
     run_rollouts(again, backend=scripted(tokenizer))
     run_refine(again, backend=scripted(tokenizer, refine_script))

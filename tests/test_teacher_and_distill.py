@@ -20,7 +20,7 @@ from ssb.refinement import run_refine
 from ssb.rollouts import run_rollouts
 from ssb.teacher_targets import run_teacher
 from scripted import ScriptedBackend
-from test_stages import refine_script, rollout_script, write_questions
+from test_stages import possible_hinted_prompts, refine_script, rollout_script, write_questions
 from tiny import save_tiny_model
 
 DISTILL = {"distill.epochs": 2, "distill.batch_size": 2, "distill.micro_batch_size": 1, "distill.warmup_steps": 1,
@@ -132,8 +132,13 @@ def test_distill_changes_lora_only_and_writes_outputs(config):
     base = load_model(config.model)
     for name, value in base.state_dict().items():
         torch.testing.assert_close(value, base_before[name].to(value.dtype))  # auto dtype may load bf16
+    ids = torch.tensor([list(range(40, 80))])
+    with torch.no_grad():
+        base_logits = base(ids).logits
     peft_model = PeftModel.from_pretrained(base, out / "adapter")
     assert sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n) == stats["trainable_parameters"]
+    with torch.no_grad():
+        assert (peft_model(ids).logits - base_logits).abs().max() > 1e-2  # the trained adapter changes what the model computes
     assert json.loads((Path(config.run_dir) / "manifest.json").read_text())["stages"]["distill"]["adapter"].endswith("adapter")
 
 
@@ -321,8 +326,7 @@ def test_random_teacher_hint_changes_only_the_teachers_context(tmp_path, tiny_mo
         i, donor = int(v["id"].rsplit("-", 1)[1]), int(v["hint_from"].rsplit("-", 1)[1])
         assert v["id"] == t["id"] and donor != i and v["hint_from"] in mixed
         assert v["messages"][0] == t["messages"][0] and v["messages"][2] == t["messages"][2] == s["messages"][2]
-        prompt = v["messages"][1]["content"]
-        assert f"Question {i}: what is {i}?" in prompt and f"Right: \\boxed{{{donor}}}" in prompt and f"Right: \\boxed{{{i}}}" not in prompt
+        assert v["messages"][1]["content"] in possible_hinted_prompts(i, donor)  # its own question, the donor's rollouts
     shards = [load_file(next((Path(c.run_dir) / "teacher").glob("targets-*.safetensors"))) for c in (own, control)]
     assert torch.equal(shards[0]["solution_ids"], shards[1]["solution_ids"])  # the same tokens are scored...
     assert not torch.allclose(shards[0]["hidden"], shards[1]["hidden"])  # ...in another context

@@ -48,3 +48,46 @@ def save_tiny_model(folder: Path, tokenizer=None, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def greedy_reference(model, tokenizer, conversation: list[dict], max_new_tokens: int) -> dict:
+    """Greedy decoding written out token by token (one full forward per token, no cache, no batching,
+    no ``generate``): the independent reference for what a backend's greedy evaluation must produce.
+
+    Stops on the tokenizer's eos or any eos id of the model's generation config, as ChatML chat formats do.
+    Returns a completion as the backends describe one: token ids and text without the stop token, finish
+    reason, and generated tokens counting the stop token (evaluation samples record all but the ids).
+    """
+    import torch
+
+    eos = model.generation_config.eos_token_id
+    stops = {tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+    prompt = tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    generated = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            token = int(model(torch.tensor([ids + generated])).logits[0, -1].argmax())
+            if token in stops:
+                return {"token_ids": generated, "text": tokenizer.decode(generated, skip_special_tokens=True), "finish_reason": "stop",
+                        "num_tokens": len(generated) + 1}
+            generated.append(token)
+    return {"token_ids": generated, "text": tokenizer.decode(generated, skip_special_tokens=True), "finish_reason": "length",
+            "num_tokens": len(generated)}
+
+
+def recorded(completion: dict) -> dict:
+    """The fields of a completion that an evaluation sample records and a greedy reference also gives."""
+    return {k: completion[k] for k in ("text", "finish_reason", "num_tokens")}
+
+
+def perturb_lora(peft_model, seed: int, std: float = 0.5) -> None:
+    """Give every LoRA B matrix non-zero values from a seeded generator (PEFT initialises B to zero,
+    which makes a fresh adapter compute exactly what the base model computes)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)

@@ -39,7 +39,8 @@ def _share(r: random.Random) -> tuple[str, int]:
             f"stickers left. How many stickers did {name} have at first?", friends * each + kept)
 
 
-def _savings(r: random.Random) -> tuple[str, int]:
+def _savings(r: random.Random) -> tuple[str, int | None]:
+    """None when half of the savings is not a whole number of dollars (the caller draws again)."""
     weekly, weeks, spent, name = r.randint(5, 25), r.randint(4, 12), r.randint(10, 40), r.choice(NAMES)
     return (f"{name} saves ${weekly} every week for {weeks} weeks, then spends half of the savings on a game and "
             f"${spent} on a book. How many dollars are left?", weekly * weeks - (weekly * weeks) // 2 - spent
