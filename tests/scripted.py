@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ssb.chat import ChatFormat
 from ssb.generation import Completion, SamplingParams

@@ -53,7 +53,8 @@ def save_model(folder, favour: str | None = None):
 
 def make(name, folder, tmp_path_factory):
     overrides = {"model.name_or_path": str(folder), "backend.name": name, "progress": False, "backend.batch_size": 4,
-                 "backend.openvino.weight_format": "fp32", "backend.openvino.inference_precision": "f32", "backend.openvino.kv_cache_gb": 1, "model.dtype": "float32",
+                 "backend.openvino.weight_format": "fp32", "backend.openvino.inference_precision": "f32",
+                 "backend.openvino.kv_cache_gb": 1, "model.dtype": "float32",
                  "run_dir": str(tmp_path_factory.mktemp("run"))}
     config = load_config(None, overrides)
     return make_backend(config, load_chat_format(config.model))
@@ -71,7 +72,8 @@ def adapter_dir(model_dir, tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(1)
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), lora)
     with torch.no_grad():
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:

@@ -69,7 +69,6 @@ def test_config_base_inheritance(tmp_path):
 
 
 def test_shipped_configs_load():
-    from pathlib import Path
 
     configs = list(shipped_configs().values())
     assert {p.name for p in configs} >= {"demo.yaml", "paper-qwen2.5-3b-gsm8k.yaml"}
@@ -78,7 +77,6 @@ def test_shipped_configs_load():
 
 
 def test_shipped_configs_load_and_the_controls_train_and_evaluate_on_disjoint_questions():
-    from pathlib import Path
 
     configs = list(shipped_configs().values())
     assert len(configs) >= 6

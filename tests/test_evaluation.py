@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from scripted import ScriptedBackend
 from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat
 from ssb.cli import main
@@ -13,7 +14,6 @@ from ssb.config import load_config
 from ssb.evaluation import run_eval
 from ssb.metrics import wilson_interval
 from ssb.report import write_report
-from scripted import ScriptedBackend
 
 
 def write_benchmark(folder: Path, name: str, n: int) -> None:
@@ -165,7 +165,19 @@ def test_adapter_trained_on_another_base_is_refused(tmp_path, tiny_model_dir, ca
     get_peft_model(load_model(ModelConfig(name_or_path=str(other))), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
     write_benchmark(tmp_path / "data", "gsm8k", 2)
     code = main(["eval", "--model", str(tiny_model_dir), "--adapter", f"x={tmp_path / 'adapter'}", "--benchmarks", "gsm8k",
-                 "--max-new-tokens", "2", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"), "--progress=false", "--backend.name=hf"])
+                 "--max-new-tokens", "2", "--out", str(tmp_path / "out"), "--data-dir", str(tmp_path / "data"),
+                 "--progress=false", "--backend.name=hf"])
     assert code == 2
     err = capsys.readouterr().err
     assert "adapter was trained on" in err and str(other) in err and "Traceback" not in err
+
+
+def test_a_synthetic_benchmark_is_the_test_split_of_the_training_data_seed(tmp_path, tokenizer):
+    from ssb.synthetic import synthetic_records
+
+    config = load_config(None, {"run_dir": str(tmp_path / "run"), "data.source": "synthetic", "data.shuffle_seed": 5, "data.limit": 40,
+                                "eval.benchmarks": ["synthetic"], "eval.limit": 6, "progress": False})
+    run_eval(config, backend_factory=lambda name, path: ScriptedBackend(ChatFormat(tokenizer), lambda user, s: "\\boxed{0}"))
+    asked = [r["prompt"][1]["content"] for r in read_jsonl(tmp_path / "run/eval/base/synthetic.samples.jsonl")]
+    assert asked == [r["question"] for r in synthetic_records(6, 5, "test")]
+    assert not set(asked) & {r["question"] for r in synthetic_records(40, 5, "train")}

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from scripted import ScriptedBackend
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.config import load_config
 from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
-from scripted import ScriptedBackend
 from test_evaluation import write_benchmark
 from test_stages import refine_script, rollout_script, write_questions
 from tiny import greedy_reference, recorded

@@ -20,7 +20,8 @@ def test_hinted_prompt_renders_the_papers_text():
     assert text.startswith(
         "We have two sample responses from students for a math problem for you\nto observe. One of the responses is correct"
     )
-    assert "The following is the problem:\n-----\nWhat is {x}?\n-----\nThis is the correct response from a student:\n-----\nCORRECT \\boxed{2}\n-----\n" in text
+    assert ("The following is the problem:\n-----\nWhat is {x}?\n-----\n"
+            "This is the correct response from a student:\n-----\nCORRECT \\boxed{2}\n-----\n") in text
     assert "labelled as incorrect\nby auto-evaluator:\n-----\nWRONG \\boxed{3}\n-----\nWrite a coherent, step-by-step derivation" in text
     assert "There should not be a\nslightest mention or hint" in text
     assert text.endswith(

@@ -2,8 +2,7 @@ import random
 
 import pytest
 
-from ssb.grading import answers_equivalent
-from ssb.grading import group_by_equivalence
+from ssb.grading import answers_equivalent, group_by_equivalence
 from ssb.selection import select_pair
 
 

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from scripted import ScriptedBackend
 from ssb.artifacts import RunFolderError, read_jsonl
-from ssb.data import DataError
 from ssb.chat import ChatFormat
 from ssb.cli import main
 from ssb.config import load_config
+from ssb.data import DataError
 from ssb.prompts import load_prompts
 from ssb.refinement import run_refine
 from ssb.rollouts import run_rollouts
-from scripted import ScriptedBackend
 
 N_QUESTIONS = 12
 
@@ -111,7 +111,8 @@ def test_rollouts_and_refine_produce_the_run_folder(tmp_path, tokenizer):
 
     dropped = {d["id"]: d["reason"] for d in read_jsonl(run / "dropped.jsonl")}
     assert dropped == {"jsonl-train-0": "all-correct", "jsonl-train-1": "all-wrong", "jsonl-train-4": "all-correct", "jsonl-train-5": "all-wrong",
-                       "jsonl-train-6": "refinement-wrong", "jsonl-train-7": "refinement-truncated", "jsonl-train-8": "all-correct", "jsonl-train-9": "all-wrong"}
+                       "jsonl-train-6": "refinement-wrong", "jsonl-train-7": "refinement-truncated", "jsonl-train-8": "all-correct",
+                       "jsonl-train-9": "all-wrong"}
     assert stats["kept"] == 4 and stats["mixed"] == 6 and stats["dropped"]["refinement-wrong"] == 1
     assert stats["yield_of_questions"] == pytest.approx(4 / 12)
     all_stats = json.loads((run / "stats.json").read_text())

@@ -74,17 +74,23 @@ def test_count_is_honoured(count):
 
 
 def test_the_demos_train_and_test_questions_are_disjoint():
-    # configs/demo.yaml: data (split train) limit 24 and eval (split test) limit 30, both seed 0.
+    # demo.yaml: data (split train) limit 24 and eval (split test) limit 30, both seed 0.
     train = {r["question"] for r in synthetic_records(24, 0, "train")}
     test = {r["question"] for r in synthetic_records(30, 0, "test")}
     assert len(train) == 24 and len(test) == 30 and not train & test
 
 
-@pytest.mark.xfail(strict=True, reason="the splits are separate random streams, not disjoint sets: the classroom template "
-                                       "has a few thousand distinct questions, so 100 + 100 draws share one at seed 0")
-def test_train_and_test_are_disjoint_at_the_default_size():
-    train = {r["question"] for r in synthetic_records(100, 0, "train")}
-    assert not train & {r["question"] for r in synthetic_records(100, 0, "test")}
+@pytest.mark.parametrize("seed", range(12))
+def test_train_and_test_are_disjoint_and_free_of_duplicates(seed):
+    # Independent streams per split shared a classroom question at 100 + 100 draws for seed 0.
+    train = [r["question"] for r in synthetic_records(300, seed, "train")]
+    test = [r["question"] for r in synthetic_records(100, seed, "test")]
+    assert len(set(train)) == 300 and len(set(test)) == 100 and not set(train) & set(test)
+
+
+def test_only_train_and_test_splits_exist():
+    with pytest.raises(ValueError, match="splits train and test, not 'validation'"):
+        synthetic_records(3, 0, "validation")
 
 
 def test_data_source_synthetic_loads_those_records():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from scripted import ScriptedBackend
 from ssb.alignment import align_examples, pack, solution_hidden_states, solution_token_ids
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat, messages
@@ -19,7 +20,6 @@ from ssb.models import load_model, load_tokenizer
 from ssb.refinement import run_refine
 from ssb.rollouts import run_rollouts
 from ssb.teacher_targets import run_teacher
-from scripted import ScriptedBackend
 from test_stages import possible_hinted_prompts, refine_script, rollout_script, write_questions
 from tiny import save_tiny_model
 
@@ -56,7 +56,8 @@ def test_views_share_solution_ids_ending_in_end_of_turn(config):
         assert e.teacher_prompt_ids == chat.prompt_ids(t["messages"][:2]) and e.student_prompt_ids == chat.prompt_ids(s["messages"][:2])
         # The full teacher conversation, rendered by the template, is exactly prompt + solution ids.
         full = chat.tokenizer.apply_chat_template(t["messages"], tokenize=False)
-        assert chat.tokenizer(full, add_special_tokens=False)["input_ids"][: len(e.teacher_prompt_ids) + len(e.solution_ids)] == e.teacher_prompt_ids + e.solution_ids
+        rendered = chat.tokenizer(full, add_special_tokens=False)["input_ids"]
+        assert rendered[: len(e.teacher_prompt_ids) + len(e.solution_ids)] == e.teacher_prompt_ids + e.solution_ids
 
 
 def test_real_qwen_tokenizer_alignment(qwen_tokenizer):
@@ -89,7 +90,8 @@ def test_batched_forward_equals_token_by_token_loop(config):
 def test_target_formats_agree_and_hidden_reproduces_full_logits(tmp_path, tiny_model_dir):
     stored = {}
     for fmt in ("full", "hidden", "topk"):
-        config = phase1_folder(tmp_path, tiny_model_dir, run=f"run-{fmt}", **{"teacher.format": fmt, "teacher.dtype": "float32", "teacher.k": 5, "model.dtype": "float32"})
+        config = phase1_folder(tmp_path, tiny_model_dir, run=f"run-{fmt}",
+                               **{"teacher.format": fmt, "teacher.dtype": "float32", "teacher.k": 5, "model.dtype": "float32"})
         stats = run_teacher(config)
         folder = Path(config.run_dir) / "teacher"
         manifest = json.loads((folder / "manifest.json").read_text())

@@ -79,7 +79,9 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
     stage = f"eval/{model_name}/{benchmark}"
     samples_path = folder.file(f"eval/{model_name}/{benchmark}.samples.jsonl")
     data = DataConfig(source=benchmark, split=config.eval.split, data_dir=config.data.data_dir, limit=config.eval.limit,
-                      on_bad_record=config.data.on_bad_record)
+                      on_bad_record=config.data.on_bad_record,
+                      # generated problems are drawn with the training data's seed, so the test split is the one disjoint from it
+                      shuffle_seed=config.data.shuffle_seed if benchmark == "synthetic" else 0)
     loaded = load_problems(data)
     system = system_prompt(config)
     drop_overlong(loaded, backend, system, config.eval.sampling.max_new_tokens, config.data.on_bad_record)

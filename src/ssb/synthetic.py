@@ -1,12 +1,14 @@
 """Seeded multi-step arithmetic word problems, so a demo needs no downloaded dataset.
 
 ``data.source: synthetic`` draws problems from a handful of templates (two to four arithmetic
-steps, integer answers) with ``data.shuffle_seed``; the train and test splits are separate streams. They are easy enough that a 0.5B instruct model
+steps, integer answers) with ``data.shuffle_seed``; train and test are disjoint (a question's split
+follows from its text). They are easy enough that a 0.5B instruct model
 solves some and misses others, which is what the method needs: questions with mixed rollouts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemi", "Liam"]
@@ -59,12 +61,35 @@ def _classroom(r: random.Random) -> tuple[str, int]:
 TEMPLATES = [_shop, _garden, _trip, _share, _savings, _classroom]
 
 
+SPLITS = ("train", "test")
+TEST_SHARE = 0.2  # of the distinct questions
+
+
+def _split_of(question: str) -> str:
+    """A question's split, from its text alone: the same question can never land in both."""
+    bucket = int.from_bytes(hashlib.sha256(question.encode()).digest()[:8], "little") / 2**64
+    return "test" if bucket < TEST_SHARE else "train"
+
+
 def synthetic_records(count: int, seed: int, split: str = "train") -> list[dict]:
-    """``count`` records ``{"question", "answer"}``, reproducible from ``seed``; each split its own stream."""
-    r = random.Random(f"{seed}:{split}")
+    """The first ``count`` records ``{"question", "answer"}`` of ``split``, reproducible from ``seed``.
+
+    Both splits walk one stream of candidate questions per seed; duplicates are skipped and each
+    distinct question belongs to the split its text hashes to, so train and test never share one
+    (some templates have only a few thousand distinct questions, so independent streams would).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"synthetic problems have splits {' and '.join(SPLITS)}, not {split!r}")
+    r = random.Random(f"{seed}:synthetic")
     out: list[dict] = []
+    seen: set[str] = set()
+    candidate = 0
     while len(out) < count:
-        question, answer = TEMPLATES[len(out) % len(TEMPLATES)](r)
-        if answer is not None and answer >= 0:
+        question, answer = TEMPLATES[candidate % len(TEMPLATES)](r)
+        candidate += 1
+        if answer is None or answer < 0 or question in seen:
+            continue
+        seen.add(question)
+        if _split_of(question) == split:
             out.append({"question": question, "answer": str(answer)})
     return out
