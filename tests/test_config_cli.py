@@ -97,9 +97,11 @@ def test_config_names_resolve_to_shipped_configs_unless_a_file_of_that_name_exis
     mine = load_config("mine.yaml")
     assert mine.seed == 7 and mine.model == load_config("demo").model
     (tmp_path / "demo.yaml").write_text("seed: 5\n")  # a local file wins over the shipped one
-    assert load_config("demo.yaml").seed == 5
+    assert load_config("demo.yaml").seed == load_config("demo").seed == 5
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_config("nope.yaml")
+    with pytest.raises(ConfigError, match="exp/paper-sft.yaml: config file not found"):
+        load_config("exp/paper-sft.yaml")  # a mistyped path never falls back to the shipped config of that name
     assert main(["configs"]) == 0
     listed = capsys.readouterr().out
     assert all(f"{name}: " in listed for name in shipped_configs())

@@ -84,7 +84,7 @@ def test_greedy_n1_ci_and_resume_without_duplicates(tmp_path, tokenizer):
 def test_report_table_and_plots_match_summaries(tmp_path, tokenizer):
     training = tmp_path / "train-run"  # the adapter's own run folder, whose compute the report sums
     (training / "distill" / "adapter").mkdir(parents=True)
-    (training / "manifest.json").write_text(json.dumps({"run_folder_version": 1, "stages": {}}))
+    (training / "manifest.json").write_text(json.dumps({"run_folder_version": 2, "stages": {}}))
     (training / "stats.json").write_text(json.dumps({"rollouts": {"generated_tokens": 100, "this_invocation": {"wall_s": 10.0}},
                                                      "distill": {"steps": 3, "this_invocation": {"wall_s": 5.5}}}))
     config = config_for(tmp_path, **{"eval.adapters": [f"ssb={training / 'distill' / 'adapter'}"]})

@@ -122,10 +122,12 @@ def test_other_folders_and_other_ranks_are_not_blocked(tmp_path):
     holder = _start_holder(tmp_path / "a")
     try:
         other_folder = _try_once(tmp_path / "b")
-        other_rank = _try_once(tmp_path / "a", RANK="1")  # a torchrun rank whose rank 0 holds the folder
-        rank_zero = _try_once(tmp_path / "a", RANK="0")
+        other_rank = _try_once(tmp_path / "a", RANK="1", WORLD_SIZE="2")  # a torchrun rank whose rank 0 holds the folder
+        rank_zero = _try_once(tmp_path / "a", RANK="0", WORLD_SIZE="2")
+        lone = _try_once(tmp_path / "a", RANK="1")  # RANK without a multi-process launch: an ordinary process
     finally:
         _stop(holder)
     assert other_folder.returncode == 0, other_folder.stdout + other_folder.stderr
     assert other_rank.returncode == 0, other_rank.stdout + other_rank.stderr
     assert rank_zero.returncode == 3 and f"pid {holder.pid}" in rank_zero.stdout
+    assert lone.returncode == 3 and f"pid {holder.pid}" in lone.stdout

@@ -268,7 +268,7 @@ def test_run_folder_of_an_incompatible_version_is_refused(tmp_path, tokenizer):
     run = Path(config.run_dir)
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({"ssb_version": "0.0.1", "run_folder_version": 0, "stages": {}}))
-    with pytest.raises(RunFolderError, match=r"made by ssb 0\.0\.1 with run-folder format 0; this ssb .* reads format 1"):
+    with pytest.raises(RunFolderError, match=r"made by ssb 0\.0\.1 with run-folder format 0; this ssb .* reads format 2"):
         run_rollouts(config, backend=scripted(tokenizer))
     assert not (run / "rollouts.jsonl").exists()
 

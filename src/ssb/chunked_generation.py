@@ -79,7 +79,10 @@ class ChunkedGeneration(Generic[Item]):
                 # them, so dropping some would change the others' samples) and then not appended.
                 fits = [overflow(backend.chat, j.conversation, params.max_new_tokens, backend.context_length) is None for j in jobs]
                 asked = [j.conversation for j, ok in zip(jobs, fits) if ok]
-                generated = iter(backend.generate(asked, params) if asked else [])
+                generated = backend.generate(asked, params) if asked else []
+                if len(generated) != len(asked):
+                    raise RuntimeError(f"{self.description}: the backend answered {len(generated)} of {len(asked)} prompts")
+                generated = iter(generated)
                 for offset, (item, job, ok) in enumerate(zip(chunk, jobs, fits)):
                     completions = next(generated) if ok else None
                     if self.item_id(item) in done:

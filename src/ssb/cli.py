@@ -16,6 +16,7 @@ import yaml
 
 from ssb.artifacts import RunFolderError
 from ssb.config import ConfigError, leaf_fields, load_config
+from ssb.configs import shipped_configs
 from ssb.data import DataError
 from ssb.pipeline import run_all
 from ssb.run_lock import hold_run_folder
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_configs() -> str:
-    from ssb.configs import shipped_configs, summary
+    from ssb.configs import summary
 
     return "\n".join(f"{name}: {summary(path)}\n  {path}" for name, path in shipped_configs().items())
 
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")}
     overrides.update({key[6:]: value for key, value in vars(args).items() if key.startswith("alias:")})
     if args.command == "demo" and args.config is None:
-        args.config = "demo.yaml"  # the shipped one (ssb.configs)
+        args.config = str(shipped_configs()["demo"])  # the shipped one, whatever the working directory holds
     try:
         config = load_config(args.config, overrides)
         with hold_run_folder(config.run_dir):  # before the stage's import, so a second process stops at once

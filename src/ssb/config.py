@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import yaml
 
+from ssb.configs import resolve_config, shipped_configs
+
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
@@ -353,8 +355,6 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
 def _read_tree(path: str, seen: tuple[str, ...] = ()) -> dict:
     """A YAML config as a nested dict; ``base: other.yaml`` (relative to the file) is read first and
     this file's values override it, so a control differs from its base in the fields it names."""
-    from ssb.configs import resolve_config
-
     path = str(resolve_config(path))
     resolved = str(Path(path).resolve())
     if resolved in seen:
@@ -371,7 +371,8 @@ def _read_tree(path: str, seen: tuple[str, ...] = ()) -> dict:
     base = tree.pop("base", None)
     if base is None:
         return tree
-    return _deep_merge(_read_tree(str(Path(path).parent / base), (*seen, resolved)), tree)
+    beside = Path(path).parent / base
+    return _deep_merge(_read_tree(str(beside if beside.is_file() else shipped_configs().get(Path(base).stem, beside)), (*seen, resolved)), tree)
 
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> SSBConfig:

@@ -21,3 +21,8 @@ def random_donor(record_id: str, mixed: list[dict], seed: int, option: str) -> d
 def hint_donor(record: dict, mixed: list[dict], hint: str, seed: int) -> dict:
     """The question whose rollouts fill ``record``'s hinted prompt: itself, or (hint=random) another one."""
     return record if hint == "own" else random_donor(record["id"], mixed, seed, "refine.hint")
+
+
+def hinted_prompt(prompts, question: str, donor: dict, correct_index: int, wrong_index: int) -> str:
+    """The paper's hinted prompt for ``question``, showing the donor's selected correct and wrong rollouts."""
+    return prompts.render_hinted(question, donor["rollouts"][correct_index]["text"], donor["rollouts"][wrong_index]["text"])

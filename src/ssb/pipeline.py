@@ -39,6 +39,7 @@ def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> 
     unknown = force - {stage.name for stage in RUN_STAGES}
     if unknown:
         raise ValueError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(s.name for s in RUN_STAGES)}")
+    runners = {stage.name: stage.runner() for stage in RUN_STAGES}  # a missing dependency fails now, not after hours of rollouts
     timings, results = {}, {}
     for stage in RUN_STAGES:
         if not stage.applies(config):
@@ -47,7 +48,7 @@ def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> 
         _log.info("=== %s", stage.name)
         stage_config = eval_config_with_adapter(config) if stage.name == "eval" else config
         extra = {"backend": backend} if backend is not None and stage.takes_backend else {}
-        results[stage.name] = stage.runner()(stage_config, force=stage.name in force, **extra)
+        results[stage.name] = runners[stage.name](stage_config, force=stage.name in force, **extra)
         timings[stage.name] = round(time.monotonic() - start, 1)
     report = write_report(config.run_dir)
     return {"wall_s": timings, "pass@1": results["eval"], "report": str(report)}

@@ -22,7 +22,7 @@ from ssb.chunked_generation import ChunkedGeneration, Job
 from ssb.config import SSBConfig
 from ssb.generation import Completion, LazyBackend
 from ssb.grading import answers_equivalent, grade
-from ssb.hints import hint_donor
+from ssb.hints import hint_donor, hinted_prompt
 from ssb.prompts import Prompts, load_prompts
 from ssb.run_folder import RunFolder, model_provenance
 from ssb.selection import select_pair
@@ -135,8 +135,7 @@ def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
     def job(record: dict) -> Job:
         donor = hint_donor(record, mixed, config.refine.hint, config.seed)
         selection = _selection_for(donor, config)
-        prompt = prompts.render_hinted(record["question"], donor["rollouts"][selection.correct_index]["text"],
-                                       donor["rollouts"][selection.wrong_index]["text"])
+        prompt = hinted_prompt(prompts, record["question"], donor, selection.correct_index, selection.wrong_index)
         return Job(messages(prompts.system, prompt), {"selection": dataclasses.asdict(selection), "hint_from": donor["id"], "hinted_prompt": prompt})
 
     backend = backend or LazyBackend(config)

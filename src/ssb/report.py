@@ -76,7 +76,7 @@ def paired_table(run_dir: Path, summaries: dict[str, dict[str, dict]], benchmark
 
 def stage_compute(stage: str, stats: dict) -> tuple[int | None, int | None, float | None]:
     """(generated tokens, optimiser steps, wall seconds of the last invocation) of one stage's stats."""
-    return stats.get("generated_tokens"), stats.get("steps"), stats["this_invocation"]["wall_s"]
+    return stats.get("generated_tokens"), stats.get("steps"), stats.get("this_invocation", {}).get("wall_s")  # absent: an older ssb
 
 
 def training_folder(adapter: str | None) -> Path | None:

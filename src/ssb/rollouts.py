@@ -69,7 +69,7 @@ def run_rollouts(config: SSBConfig, force: bool = False, backend=None) -> dict:
     """Run (or resume) the rollouts stage; returns its stats. ``backend`` replaces the model's backend."""
     folder = RunFolder(config.run_dir)
     prompts = load_prompts(config.prompts.system, config.prompts.hinted)
-    loaded = load_problems(config.data)  # bad input fails here, before the run folder is touched
+    loaded = load_problems(config.data)  # bad input fails here, before any stage output is written
     backend = backend or LazyBackend(config)
     drop_overlong(loaded, backend, prompts.system, config.rollouts.sampling.max_new_tokens, config.data.on_bad_record)
     inputs = stage_inputs(config, prompts.system)

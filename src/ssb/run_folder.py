@@ -22,7 +22,8 @@ from ssb.stages import stage_named
 _log = logging.getLogger(__name__)
 
 # Bumped whenever a run folder's layout or a record's schema changes incompatibly.
-RUN_FOLDER_VERSION = 1
+# 2: every stage's timing in stats["this_invocation"]; synthetic problems drawn differently (disjoint splits).
+RUN_FOLDER_VERSION = 2
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(tree, dict):

@@ -36,7 +36,8 @@ def _coordinates_run_folder() -> bool:
     # Under torchrun or accelerate launch every rank runs the same command on the same run folder;
     # rank 0 decides what gets written and the other ranks follow it, so rank 0 holds the lock for
     # all of them (the others would only find it taken by their own rank 0).
-    return os.environ.get("RANK", "0") == "0"
+    # RANK alone (set by a cluster for other reasons) does not make a process a follower.
+    return os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1")) <= 1
 
 
 def _describe_holder(lock_file: Path) -> str:

@@ -31,7 +31,7 @@ class Stage:
     outputs: tuple[str, ...]  # run-folder paths the stage writes: what a forced restart removes
     in_run: bool  # one of the steps of `ssb run`, in table order
     training_compute: bool  # counted in the report's compute behind a trained adapter
-    takes_backend: bool = False  # accepts backend= (tests and `ssb run` pass a scripted or shared one)
+    takes_backend: bool = False  # accepts backend= (a scripted one in tests, through run_all too)
     applies: Callable = _always  # whether `ssb run` runs it under a config
 
     def runner(self) -> Callable:

@@ -40,7 +40,7 @@ from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_
 from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.config import SSBConfig
-from ssb.hints import random_donor
+from ssb.hints import hinted_prompt, random_donor
 from ssb.losses import kl_full, kl_topk
 from ssb.models import load_model, load_tokenizer
 from ssb.prompts import load_prompts
@@ -65,8 +65,7 @@ def random_hint_teacher_view(folder: RunFolder, config: SSBConfig) -> list[dict]
     for example in read_jsonl(folder.file("teacher.jsonl")):
         donor = random_donor(example["id"], mixed, config.seed, "teacher.hint")
         pair = selections[donor["id"]]
-        prompt = prompts.render_hinted(records[example["id"]]["question"], donor["rollouts"][pair["correct_index"]]["text"],
-                                       donor["rollouts"][pair["wrong_index"]]["text"])
+        prompt = hinted_prompt(prompts, records[example["id"]]["question"], donor, pair["correct_index"], pair["wrong_index"])
         system, user, solution = example["messages"]
         view.append({**example, "hint_from": donor["id"], "messages": [system, {**user, "content": prompt}, solution]})
     return view
