@@ -138,3 +138,40 @@ def test_topk_tail_stays_finite_for_a_student_sure_of_its_top_k():
     p_b = torch.cat([p.gather(-1, ids), (p * ~mask).sum(-1, keepdim=True)], -1)
     q_b = torch.cat([q.gather(-1, ids), (q * ~mask).sum(-1, keepdim=True)], -1)
     torch.testing.assert_close(loss.double(), 4.0 * (p_b * (p_b / q_b).log()).sum(-1), rtol=1e-4, atol=1e-4)
+
+
+def test_kd_directions_against_explicit_float64_formulas():
+    from ssb.losses import kd_full
+
+    s, t = torch.randn(6, 40) * 2, torch.randn(6, 40) * 2
+    T = 1.5
+    p, q = F.softmax(t.double() / T, -1), F.softmax(s.double() / T, -1)
+    kl = lambda a, b: (a * (a / b).log()).sum(-1)  # noqa: E731
+    torch.testing.assert_close(kd_full(s, t, T, "forward").double(), T**2 * kl(p, q), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(kd_full(s, t, T, "reverse").double(), T**2 * kl(q, p), rtol=1e-4, atol=1e-5)
+    for beta in (0.5, 0.2, 0.9):
+        m = beta * p + (1 - beta) * q
+        torch.testing.assert_close(kd_full(s, t, T, "jsd", beta).double(), T**2 * (beta * kl(p, m) + (1 - beta) * kl(q, m)),
+                                   rtol=1e-4, atol=1e-5)
+    # The symmetric JSD does not care which side is the teacher; it is bounded by T^2 log 2.
+    torch.testing.assert_close(kd_full(s, t, T, "jsd", 0.5), kd_full(t, s, T, "jsd", 0.5))
+    assert (kd_full(s, t, T, "jsd", 0.5) <= T**2 * math.log(2) + 1e-6).all()
+    for direction in ("forward", "reverse", "jsd"):
+        assert kd_full(s, s.clone(), T, direction).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="0 < beta < 1"):
+        kd_full(s, t, T, "jsd", 1.0)
+
+
+def test_token_diagnostics_against_direct_computation():
+    from ssb.losses import token_diagnostics
+
+    s, t = torch.randn(5, 30), torch.randn(5, 30)
+    targets = torch.randint(0, 30, (5,))
+    d = token_diagnostics(s, t, targets)
+    p, q = F.softmax(t, -1), F.softmax(s, -1)
+    torch.testing.assert_close(d[:, 0], -(p * p.log()).sum(-1))
+    torch.testing.assert_close(d[:, 1], -(q * q.log()).sum(-1))
+    torch.testing.assert_close(d[:, 2], -p[torch.arange(5), targets].log())
+    torch.testing.assert_close(d[:, 3], (s.argmax(-1) == t.argmax(-1)).float())
+    sparse = token_diagnostics(s, None, targets, teacher_top1=s.argmax(-1))
+    assert sparse[:, 0].isnan().all() and sparse[:, 2].isnan().all() and (sparse[:, 3] == 1).all()

@@ -333,7 +333,7 @@ def test_random_teacher_hint_changes_only_the_teachers_context(tmp_path, tiny_mo
     assert torch.equal(shards[0]["solution_ids"], shards[1]["solution_ids"])  # the same tokens are scored...
     assert not torch.allclose(shards[0]["hidden"], shards[1]["hidden"])  # ...in another context
     plain = load_config(None, {"run_dir": control.run_dir, "model.name_or_path": control.model.name_or_path, "teacher.dtype": "float32", **DISTILL})
-    with pytest.raises(RunFolderError, match="teacher_hint: stored 'random', expected None"):
+    with pytest.raises(RunFolderError, match="teacher_hint: stored 'random', expected 'own'"):
         run_distill(plain)
     with pytest.raises(ConfigError, match="teacher.hint=random needs stored targets"):
         load_config(None, {"teacher.hint": "random", "teacher.format": "online"})

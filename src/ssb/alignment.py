@@ -36,6 +36,34 @@ def solution_token_ids(chat: ChatFormat, solution: str) -> list[int]:
     return chat.tokenizer(solution, add_special_tokens=False)["input_ids"] + [chat.end_of_turn_id]
 
 
+def boxed_span(text: str) -> tuple[int, int] | None:
+    """[start, end) of the last ``\\boxed{...}`` in ``text``, braces included; None when there is none or it is unclosed."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth = 0
+    for i in range(start + len("\\boxed"), len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return start, i + 1
+    return None
+
+
+def answer_token_flags(chat: ChatFormat, solution_ids: list[int]) -> list[bool]:
+    """Which solution tokens write the final boxed answer (for diagnostics; end-of-turn last, never one).
+
+    Token offsets come from decoding token by token, so a character split across tokens may shift a
+    flag by one token; good enough to see where a loss falls, not for training.
+    """
+    pieces = [chat.tokenizer.decode([token]) for token in solution_ids[:-1]]
+    span = boxed_span("".join(pieces))
+    flags, position = [], 0
+    for piece in pieces:
+        flags.append(span is not None and position < span[1] and position + len(piece) > span[0])
+        position += len(piece)
+    return flags + [False]
+
+
 def _split(record: dict, where: str) -> tuple[list[dict], str]:
     roles = [m["role"] for m in record.get("messages", [])]
     if roles != ["system", "user", "assistant"]:

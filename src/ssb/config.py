@@ -149,17 +149,21 @@ class GradingConfig:
 @dataclass
 class TeacherConfig:
     format: Literal["hidden", "topk", "full", "online"] = doc("hidden", "Stored teacher targets: hidden (final hidden states; exact logits recomputed through the frozen head), topk (k largest logits + log-normaliser), full (all logits), online (nothing stored; teacher pass during training).")
-    dtype: Literal["bfloat16", "float16", "float32"] = doc("bfloat16", "Storage dtype of hidden states / full logits.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = doc("auto", "Storage dtype of hidden states / full logits; auto = the dtype the model computes in, so the logits training recomputes equal the teacher's own forward (exact targets).")
     k: int = doc(64, "Logits kept per token for format=topk.")
     batch_size: int = doc(4, "Sequences per teacher forward pass.")
     shard_tokens: int = doc(65536, "Solution tokens per safetensors shard.")
     hint: Literal["own", "random"] = doc("own", "Hinted prompt of the teacher view: own (the one the solution was refined under, the paper) or random (the same solution after a hinted prompt showing another mixed question's correct and wrong rollouts: a control for whether the teacher's context matters, with the training solutions held fixed). random needs stored targets (not format online).")
+
+    view: Literal["hinted", "student"] = doc("hinted", "What the teacher sees before the solution: hinted (the hinted prompt, the paper) or student (the bare question, exactly the student's view: an identity control whose first-step KD loss must be 0 for every format).")
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.batch_size < 1 or self.shard_tokens < 1:
             raise ConfigError("teacher.k, teacher.batch_size and teacher.shard_tokens must be >= 1")
         if self.hint == "random" and self.format == "online":
             raise ConfigError("teacher.hint=random needs stored targets (teacher.format hidden, topk or full), not online")
+        if self.hint == "random" and self.view == "student":
+            raise ConfigError("teacher.hint=random changes the hinted prompt; teacher.view=student shows none")
 
 
 @dataclass
@@ -175,10 +179,16 @@ class DistillConfig:
     objective: Literal["kd", "sft"] = doc("kd", "Training objective: kd (logit distillation, optionally mixed with CE); sft (cross-entropy on the same refined solutions given the bare question: hard labels, no teacher targets; a control).")
     temperature: float = doc(2.0, "Distillation temperature T_KD (the authors' code: 2.0); the loss is T^2 * KL(softmax(t/T) || softmax(s/T)).")
     normalization: Literal["sequence", "token"] = doc("sequence", "sequence: mean over each solution's tokens, then over sequences (paper eq. 6); token: mean over all tokens of a step (the authors' code).")
+    kd_direction: Literal["forward", "reverse", "jsd"] = doc("forward", "forward: T^2 KL(teacher || student), the paper; reverse: T^2 KL(student || teacher); jsd: T^2 times the generalised Jensen-Shannon divergence with weight jsd_beta on the teacher. reverse and jsd need full teacher logits (teacher.format hidden, full or online).")
+    jsd_beta: float = doc(0.5, "Teacher weight of kd_direction jsd, 0 < beta < 1 (0.5: symmetric).")
+    kd_exclude_eot: bool = doc(False, "Give the end-of-turn token no KD term (its CE term, if any, stays); it still counts in the per-sequence mean.")
     kd_weight: float = doc(1.0, "Weight of the KD term.")
     ce_weight: float = doc(0.0, "Weight of a cross-entropy term on the solution tokens (0 = pure KD, as in the paper).")
     topk_tail: bool = doc(True, "With topk targets, model the teacher mass outside the top k as one tail bucket (otherwise renormalise the top k).")
     lora: LoraConfig = doc(LoraConfig(), "LoRA adapter shape.")
+    seed: int | None = doc(None, "Seed of LoRA's initialisation and the data order; default: the run's seed. Another value repeats training on the same data.")
+    heldout_examples: int = doc(0, "Refined examples kept out of training (drawn with the training seed) to report a held-out KD loss.")
+    heldout_every: int = doc(8, "Steps between held-out KD evaluations (also at the first and last step).")
     epochs: int = doc(3, "Passes over the examples (the paper: 3).")
     batch_size: int = doc(4, "Sequences per optimiser step, over all processes and accumulation (the paper: 4).")
     micro_batch_size: int = doc(1, "Sequences per forward pass per process; batch_size must be a multiple of micro_batch_size x processes.")
@@ -199,6 +209,8 @@ class DistillConfig:
             raise ConfigError("distill: temperature > 0 and epochs, batch_size, micro_batch_size, head_chunk_tokens >= 1 are required")
         if self.kd_weight < 0 or self.ce_weight < 0 or self.kd_weight + self.ce_weight == 0:
             raise ConfigError("distill: kd_weight and ce_weight must be >= 0 and not both 0")
+        if not 0 < self.jsd_beta < 1 or self.heldout_examples < 0 or self.heldout_every < 1:
+            raise ConfigError("distill: 0 < jsd_beta < 1, heldout_examples >= 0 and heldout_every >= 1 are required")
 
 
 @dataclass
@@ -260,6 +272,11 @@ class SSBConfig:
     distill: DistillConfig = doc(DistillConfig(), "Stage 4: LoRA distillation into the hint-free student.")
     eval: EvalConfig = doc(EvalConfig(), "Evaluation of the base model and adapters on benchmarks.")
     grpo: GRPOConfig = doc(GRPOConfig(), "The GRPO control (ssb grpo), with distill.lora's adapter shape.")
+
+    def __post_init__(self) -> None:
+        if self.distill.objective == "kd" and self.distill.kd_direction != "forward" and self.teacher.format == "topk":
+            raise ConfigError(f"distill.kd_direction={self.distill.kd_direction} needs the teacher's full distribution; "
+                              "teacher.format topk stores only its top k (use hidden, full or online)")
 
 
 # ----------------------------------------------------------------------------- building configs

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import random
 import shutil
 import time
 from contextlib import nullcontext
@@ -29,14 +30,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
+from ssb.alignment import AlignedExample, align_examples, answer_token_flags, pack, solution_hidden_states
 from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic
 from ssb.chat import ChatFormat
 from ssb.config import SSBConfig
-from ssb.losses import cross_entropy, fused_head_loss, reduce_per_token
+from ssb.distill_diagnostics import StepDiagnostics
+from ssb.losses import cross_entropy, fused_head_loss, reduce_per_token, token_diagnostics
 from ssb.models import load_model, load_tokenizer
 from ssb.run_folder import RunFolder, invocation_stats, model_provenance
-from ssb.teacher_targets import Teacher, open_targets
+from ssb.teacher_targets import Teacher, open_targets, require_bias_free_head, teacher_view_path
 
 _log = logging.getLogger(__name__)
 
@@ -68,23 +70,50 @@ def micro_batches(step: list[int], micro_batch_size: int, rank: int, world: int)
 
 
 def per_token_losses(config: SSBConfig, head, student_hidden: torch.Tensor, teacher: Teacher | None, rows: dict[str, torch.Tensor],
-                     targets: torch.Tensor) -> torch.Tensor:
-    """(N, H) student hidden states + the teacher's rows for them -> (N, 3): the trained objective, KD and CE per token.
+                     targets: torch.Tensor, kd_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, H) student hidden states + the teacher's rows for them -> (N, 3 + 4) per token: the trained
+    objective, KD, CE, then ``ssb.distill_diagnostics.DIAGNOSTICS``.
 
-    Column 0 (kd_weight * KD + ce_weight * CE) carries gradients; KD and CE are reported values.
+    Column 0 (kd_weight * KD + ce_weight * CE) carries gradients; the others are reported values.
+    ``kd_mask`` (N,) scales each token's KD term (0 drops it; ``distill.kd_exclude_eot``).
     ``teacher`` None (objective sft) trains on CE alone and reports KD as 0.
     """
     weight, names = head.weight, sorted(rows)
     kd_weight, ce_weight = config.distill.kd_weight, config.distill.ce_weight
+    kd_mask = torch.ones(len(targets), device=student_hidden.device) if kd_mask is None else kd_mask
 
-    def chunk_loss(student_logits, target_ids, *teacher_chunk):
+    def chunk_loss(student_logits, target_ids, mask, *teacher_chunk):
         ce = cross_entropy(student_logits, target_ids)  # reported even when not trained: it is cheap
         if teacher is None:
-            return torch.stack([ce, torch.zeros_like(ce), ce], dim=-1)
-        kd = teacher.kd(student_logits, dict(zip(names, teacher_chunk)), weight)
-        return torch.stack([kd_weight * kd + ce_weight * ce, kd, ce], dim=-1)
+            diagnostics = token_diagnostics(student_logits.detach(), None, target_ids)
+            return torch.cat([torch.stack([ce, torch.zeros_like(ce), ce], dim=-1), diagnostics], dim=-1)
+        scored = teacher.score(student_logits, dict(zip(names, teacher_chunk)), weight, target_ids)  # (c, 5)
+        kd = scored[:, 0] * mask
+        return torch.cat([torch.stack([kd_weight * kd + ce_weight * ce, kd, ce], dim=-1), scored[:, 1:]], dim=-1)
 
-    return fused_head_loss(student_hidden, weight, chunk_loss, targets, *(rows[n] for n in names), chunk_size=config.distill.head_chunk_tokens)
+    return fused_head_loss(student_hidden, weight, chunk_loss, targets, kd_mask.to(student_hidden.device), *(rows[n] for n in names),
+                           chunk_size=config.distill.head_chunk_tokens)
+
+
+def heldout_kd(config: SSBConfig, peft_model, teacher: Teacher, examples: list[AlignedExample], pad_id: int) -> float:
+    """Mean over held-out examples of each one's mean per-token KD under the current adapter (no training)."""
+    head, device = peft_model.get_output_embeddings(), next(peft_model.parameters()).device
+    values = []
+    with torch.no_grad():
+        for example in examples:
+            batch = pack([example.student_prompt_ids], [example.solution_ids], pad_id)
+            hidden = solution_hidden_states(peft_model, batch)
+            per_token = per_token_losses(config, head, hidden, teacher, teacher.rows([example], device), batch.targets.to(device))
+            values.append(per_token[:, 1].mean().item())
+    return round(sum(values) / len(values), 6)
+
+
+def split_heldout(examples: list[AlignedExample], count: int, seed: int) -> tuple[list[AlignedExample], list[AlignedExample]]:
+    """(training, held-out): ``count`` examples drawn with the run's seed, the same for every training seed."""
+    if count >= len(examples):
+        raise RunFolderError(f"distill.heldout_examples={count} leaves no training example out of {len(examples)}")
+    held = set(random.Random(f"{seed}:heldout").sample(range(len(examples)), count))
+    return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
 def _checkpoints(folder: Path) -> list[Path]:
@@ -152,8 +181,11 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     # Everything that can refuse the inputs runs before the stage is marked as started.
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
-    examples = align_examples(folder.file("teacher.jsonl"), folder.file("student.jsonl"), chat)
+    teacher_view = folder.file("teacher.jsonl") if sft else teacher_view_path(folder, config)  # online reads its prompts
+    examples = align_examples(teacher_view, folder.file("student.jsonl"), chat)
+    examples, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
     model = load_model(dataclasses.replace(config.model, device=str(accelerator.device)))
+    require_bias_free_head(model, config.model.name_or_path)
     stored_targets = None if sft else open_targets(config, folder.file("teacher"), model, tokenizer)
 
     inputs = {"upstream_inputs_fingerprint": upstream["inputs_fingerprint"], "seed": config.seed,
@@ -166,12 +198,14 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     if not fresh[0]:
         return folder.stats()["distill"]
     out = folder.file("distill")
-    torch.manual_seed(config.seed)
+    train_seed = config.seed if config.distill.seed is None else config.distill.seed
+    torch.manual_seed(train_seed)
     peft_model = build_peft_model(model, config)
     peft_model.train()
     head = peft_model.get_output_embeddings()
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     teacher = None if sft else Teacher(config, stored_targets, peft_model, chat.pad_id)
+    answer_flags = {e.id: answer_token_flags(chat, e.solution_ids) for e in examples}
 
     d = config.distill
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -183,7 +217,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
         raise RunFolderError(f"{folder.path}: {len(examples)} examples make no batch of micro_batch_size x processes = {per_step}")
     if batch_size < d.batch_size:
         _log.warning("only %d examples: the batch is reduced from %d to %d sequences", len(examples), d.batch_size, batch_size)
-    steps = step_batches(len(examples), batch_size, d.epochs, config.seed)
+    steps = step_batches(len(examples), batch_size, d.epochs, train_seed)
     if d.max_steps is not None:
         steps = steps[: d.max_steps]
     optimizer = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=d.weight_decay)
@@ -212,6 +246,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
         denominator = len(global_examples) if d.normalization == "sequence" else sum(len(e.solution_ids) for e in global_examples)
         parts = micro_batches(steps[step - 1], d.micro_batch_size, rank, world)
         sums = torch.zeros(3, device=accelerator.device)  # loss, kd, ce of this process's share
+        diagnostics = StepDiagnostics(accelerator.device)
         local_tokens = 0
         for m, indices in enumerate(parts):
             group: list[AlignedExample] = [examples[i] for i in indices]
@@ -220,12 +255,16 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
             sync = m == len(parts) - 1
             with nullcontext() if sync else accelerator.no_sync(wrapper):
                 hidden = wrapper(batch)
-                per_token = per_token_losses(config, head, hidden, teacher, rows, batch.targets.to(accelerator.device))
+                targets = batch.targets.to(accelerator.device)
+                eot = targets == chat.end_of_turn_id
+                per_token = per_token_losses(config, head, hidden, teacher, rows, targets, (~eot).float() if d.kd_exclude_eot else None)
                 index = batch.sequence_index.to(accelerator.device)
                 loss, kd, ce = (reduce_per_token(per_token[:, j], index, len(group), d.normalization, denominator) for j in range(3))
                 # DDP averages gradients over processes; the loss is already a share of the global mean.
                 accelerator.backward(loss * world)
             sums += torch.stack([loss.detach(), kd.detach(), ce.detach()])
+            answer = torch.tensor([flag for e in group for flag in answer_flags[e.id]], device=accelerator.device)
+            diagnostics.add(per_token, eot, answer)
             local_tokens += len(batch.targets)
         totals = accelerator.reduce(sums, reduction="sum")
         if not torch.isfinite(totals[0]):
@@ -240,7 +279,10 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
         elapsed = time.monotonic() - step_start
         record = {"step": step, "epoch": (step - 1) // (len(examples) // batch_size) + 1, "loss": totals[0].item(), "kl": totals[1].item(),
                   "ce": totals[2].item(), "grad_norm": float(grad_norm), "lr": lr, "sequences": len(global_examples), "solution_tokens": tokens,
-                  "tokens_per_s": round(tokens / elapsed, 2), "step_s": round(elapsed, 3)}
+                  "tokens_per_s": round(tokens / elapsed, 2), "step_s": round(elapsed, 3),
+                  **StepDiagnostics.metrics(accelerator.reduce(diagnostics.sums, reduction="sum"))}
+        if heldout and teacher is not None and accelerator.is_main_process and (step == 1 or step % d.heldout_every == 0 or step == len(steps)):
+            record["heldout_kd"] = heldout_kd(config, peft_model, teacher, heldout, chat.pad_id)
         if metrics is not None:
             metrics.append(record)
             if d.log_with != "none":
@@ -261,7 +303,8 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
             peft_model.merge_and_unload().save_pretrained(out / "merged")
             tokenizer.save_pretrained(out / "merged")
         history = read_jsonl(metrics_path)
-        stats = {"steps": len(steps), "examples": len(examples), "batch_size": batch_size,
+        stats = {"steps": len(steps), "examples": len(examples), "heldout_examples": len(heldout), "batch_size": batch_size,
+                 "mean_solution_tokens": round(sum(len(e.solution_ids) for e in examples) / len(examples), 1),
                  "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
                  "this_invocation": invocation_stats(time.monotonic() - started),
                  "trainable_parameters": sum(p.numel() for p in trainable)}

@@ -12,6 +12,7 @@ accumulation and data parallelism give the same update as one big batch. Empty i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -23,9 +24,57 @@ Normalization = Literal["sequence", "token"]
 
 def kl_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Per-row ``T^2 KL(softmax(t/T) || softmax(s/T))``. (N, V), (N, V) -> (N,), float32."""
+    return kd_full(student_logits, teacher_logits, temperature, "forward")
+
+
+KDDirection = Literal["forward", "reverse", "jsd"]
+
+
+def kd_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, direction: KDDirection = "forward",
+            beta: float = 0.5) -> torch.Tensor:
+    """Per-row divergence between full teacher and student distributions at temperature T, times T^2.
+
+    (N, V), (N, V) -> (N,), float32. ``forward`` is the paper's ``KL(p_t || p_s)``; ``reverse`` is
+    ``KL(p_s || p_t)`` (mode-seeking); ``jsd`` is the generalised Jensen-Shannon divergence
+    ``beta KL(p_t || m) + (1 - beta) KL(p_s || m)`` with ``m = beta p_t + (1 - beta) p_s``, 0 < beta < 1
+    (beta = 0.5: the symmetric JSD). Every direction is 0 exactly when the two distributions agree.
+    """
     log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return temperature**2 * (log_p.exp() * (log_p - log_q)).sum(-1)
+    if direction == "forward":
+        divergence = (log_p.exp() * (log_p - log_q)).sum(-1)
+    elif direction == "reverse":
+        divergence = (log_q.exp() * (log_q - log_p)).sum(-1)
+    elif direction == "jsd":
+        if not 0 < beta < 1:
+            raise ValueError(f"jsd needs 0 < beta < 1, got {beta}")
+        log_m = torch.logsumexp(torch.stack([log_p + math.log(beta), log_q + math.log(1 - beta)]), dim=0)
+        divergence = beta * (log_p.exp() * (log_p - log_m)).sum(-1) + (1 - beta) * (log_q.exp() * (log_q - log_m)).sum(-1)
+    else:
+        raise ValueError(f"unknown KD direction {direction!r}")
+    return temperature**2 * divergence
+
+
+def token_diagnostics(student_logits: torch.Tensor, teacher_logits: torch.Tensor | None, target_ids: torch.Tensor,
+                      teacher_top1: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-row teacher entropy, student entropy, teacher NLL of the target, top-1 agreement (at T = 1).
+
+    (N, V) student logits, (N, V) teacher logits or None, (N,) target ids -> (N, 4), float32. Without
+    full teacher logits (top-k targets) the teacher columns are NaN, and agreement uses
+    ``teacher_top1`` (N,) when given.
+    """
+    log_q = F.log_softmax(student_logits.float(), dim=-1)
+    student_entropy = -(log_q.exp() * log_q).sum(-1)
+    student_top1 = student_logits.argmax(-1)
+    nan = torch.full_like(student_entropy, float("nan"))
+    if teacher_logits is None:
+        agree = (student_top1 == teacher_top1).float() if teacher_top1 is not None else nan
+        return torch.stack([nan, student_entropy, nan, agree], dim=-1)
+    log_p = F.log_softmax(teacher_logits.float(), dim=-1)
+    teacher_entropy = -(log_p.exp() * log_p).sum(-1)
+    teacher_nll = -log_p.gather(-1, target_ids.long()[:, None])[:, 0]
+    agree = (student_top1 == teacher_logits.argmax(-1)).float()
+    return torch.stack([teacher_entropy, student_entropy, teacher_nll, agree], dim=-1)
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:

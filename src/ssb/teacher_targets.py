@@ -5,8 +5,9 @@ logits at position p-1+j predict solution token j; a test checks both agree). Wh
 per ``teacher.format``, in safetensors shards under ``teacher/``:
 
 - ``hidden``: final hidden states (after the last norm), (tokens, hidden_size). Logits are
-  recomputed at train time through the frozen output head, chunk by chunk: exact up to the
-  storage dtype, at hidden_size x 2 bytes per token in bf16 instead of vocab x 4.
+  recomputed at train time through the frozen output head, chunk by chunk: exact when stored in
+  the model's compute dtype (``teacher.dtype: auto``), at hidden_size x 2 bytes per token in bf16
+  (x 4 in float32) instead of vocab x 4.
 - ``topk``: the k largest logits, their ids, and ``logsumexp(logits / T)`` over the full vocabulary,
   so the loss can give the remaining mass to a tail bucket.
 - ``full``: all logits (for validation and small vocabularies).
@@ -41,7 +42,7 @@ from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_j
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.config import SSBConfig
 from ssb.hints import hinted_prompt, random_donor
-from ssb.losses import kl_full, kl_topk
+from ssb.losses import kd_full, kl_topk, token_diagnostics
 from ssb.models import load_model, load_tokenizer
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, invocation_stats, model_provenance
@@ -80,22 +81,42 @@ def model_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
+def storage_dtype(config: SSBConfig, model) -> torch.dtype:
+    """What hidden states / full logits are stored in: ``teacher.dtype``, or (auto) the model's compute dtype."""
+    return model.get_output_embeddings().weight.dtype if config.teacher.dtype == "auto" else getattr(torch, config.teacher.dtype)
+
+
+def require_bias_free_head(model, name: str) -> None:
+    """Logits are recomputed as hidden @ W^T on both sides (targets and the student's fused loss)."""
+    if getattr(model.get_output_embeddings(), "bias", None) is not None:
+        raise ValueError(f"{name}: the output head has a bias; ssb computes logits as hidden states times the head's weight "
+                         "(teacher targets and the student's chunked loss), so models with a head bias are not supported")
+
+
+def teacher_view_path(folder: RunFolder, config: SSBConfig) -> Path:
+    """The conversations the teacher sees: the hinted view, another question's hint, or the student's own view."""
+    if config.teacher.view == "student":
+        return folder.file("student.jsonl")
+    if config.teacher.hint == "random":
+        return folder.file("teacher") / "teacher_view.jsonl"  # written by run_teacher, kept with the targets
+    return folder.file("teacher.jsonl")
+
+
 def targets_identity(config: SSBConfig, model, tokenizer) -> dict:
     """What targets depend on; compared field by field when they are loaded."""
     identity = {"format": config.teacher.format, "model_fingerprint": model_fingerprint(model),
-                "tokenizer_hash": tokenizer_hash(tokenizer), "targets_version": TARGETS_VERSION}
+                "tokenizer_hash": tokenizer_hash(tokenizer), "targets_version": TARGETS_VERSION,
+                "teacher_hint": config.teacher.hint, "teacher_view": config.teacher.view}
     if config.teacher.format in ("hidden", "full"):
-        identity["dtype"] = config.teacher.dtype
+        identity["dtype"] = str(storage_dtype(config, model)).removeprefix("torch.")
     if config.teacher.format == "topk":
         identity.update(k=config.teacher.k, temperature=config.distill.temperature)
-    # None for the paper's own hint: manifests written before the option (no such key) read as None too.
-    identity["teacher_hint"] = None if config.teacher.hint == "own" else config.teacher.hint
     return identity
 
 
-def _targets_for(hidden: torch.Tensor, head: torch.nn.Module, config: SSBConfig) -> dict[str, torch.Tensor]:
+def _targets_for(hidden: torch.Tensor, head: torch.nn.Module, config: SSBConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """hidden (L, H) -> the tensors stored for one example."""
-    fmt, dtype = config.teacher.format, getattr(torch, config.teacher.dtype)
+    fmt = config.teacher.format
     if fmt == "hidden":
         return {"hidden": hidden.to(dtype)}
     logits = head(hidden.to(head.weight.dtype)).float()  # (L, V) in the model's dtype, as distillation computes them; never (B, S, V)
@@ -109,7 +130,7 @@ def _targets_for(hidden: torch.Tensor, head: torch.nn.Module, config: SSBConfig)
 @torch.inference_mode()
 def compute_targets(model, examples: list[AlignedExample], config: SSBConfig, pad_id: int, progress: bool = False):
     """Yields (example, {name: tensor (L, ...)}) in order, batching the forward passes."""
-    head = model.get_output_embeddings()
+    head, dtype = model.get_output_embeddings(), storage_dtype(config, model)
     size = config.teacher.batch_size
     for start in tqdm(range(0, len(examples), size), desc="teacher", disable=not progress):
         group = examples[start : start + size]
@@ -118,7 +139,7 @@ def compute_targets(model, examples: list[AlignedExample], config: SSBConfig, pa
         offset = 0
         for example in group:
             n = len(example.solution_ids)
-            yield example, {k: v.cpu().contiguous() for k, v in _targets_for(hidden[offset : offset + n], head, config).items()}
+            yield example, {k: v.cpu().contiguous() for k, v in _targets_for(hidden[offset : offset + n], head, config, dtype).items()}
             offset += n
 
 
@@ -137,25 +158,22 @@ def _write_shard(folder: Path, index: int, pieces: list[tuple[AlignedExample, di
 def run_teacher(config: SSBConfig, force: bool = False) -> dict:
     folder = RunFolder(config.run_dir)
     refine_entry = folder.require_finished("refine", needed_by="teacher")
-    teacher = dataclasses.asdict(config.teacher)
-    if teacher["hint"] == "own":  # recorded only when it differs, so folders made before the option resume unchanged
-        del teacher["hint"]
     inputs = {"refine_inputs_fingerprint": refine_entry["inputs_fingerprint"], "model": dataclasses.asdict(config.model),
-              "teacher": teacher, "temperature": config.distill.temperature if config.teacher.format == "topk" else None}
+              "teacher": dataclasses.asdict(config.teacher), "temperature": config.distill.temperature if config.teacher.format == "topk" else None}
     if not folder.begin_stage("teacher", inputs, force):
         return folder.stats()["teacher"]
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
     out = folder.file("teacher")
     out.mkdir(exist_ok=True)
-    teacher_view = folder.file("teacher.jsonl")
+    teacher_view = teacher_view_path(folder, config)
     if config.teacher.hint == "random":
-        teacher_view = out / "teacher_view.jsonl"  # what the targets were computed from, kept with them
         write_jsonl_atomic(teacher_view, random_hint_teacher_view(folder, config))
     examples = align_examples(teacher_view, folder.file("student.jsonl"), chat)
     for stale in out.glob("targets-*.safetensors"):
         stale.unlink()  # shards are cheap to recompute and an interrupted set is not trusted
     model = load_model(config.model)
+    require_bias_free_head(model, config.model.name_or_path)
     start, spans, pending, shard_tokens, index = time.monotonic(), {}, [], 0, 0
     if config.teacher.format != "online":
         for example, tensors in compute_targets(model, examples, config, chat.pad_id, config.progress):
@@ -219,14 +237,16 @@ class Teacher:
     """The teacher's distribution on solution tokens, for every ``teacher.format``: the one reader of targets.
 
     ``rows(group, device)`` gives the teacher's rows for a micro-batch's solution tokens (a dict of
-    tensors with one row per token, in ``pack`` order); ``kd(student_logits, rows, head_weight)``
-    scores a chunk of student logits against the same chunk of those rows. Stored formats read the
+    tensors with one row per token, in ``pack`` order); ``score(student_logits, rows, head_weight,
+    targets)`` gives the KD term and the diagnostics of a chunk of student logits against the same
+    chunk of those rows. Stored formats read the
     shards written by ``ssb teacher``; ``online`` runs the frozen base (adapters disabled) on the
     teacher view now and keeps its final hidden states, like ``hidden`` does on disk.
     """
 
     def __init__(self, config: SSBConfig, stored: TeacherTargets | None = None, model=None, pad_id: int | None = None):
         self.format, self.temperature, self.topk_tail = config.teacher.format, config.distill.temperature, config.distill.topk_tail
+        self.direction, self.jsd_beta = config.distill.kd_direction, config.distill.jsd_beta
         self.stored, self.model, self.pad_id = stored, model, pad_id
 
     @staticmethod
@@ -246,12 +266,22 @@ class Teacher:
         per_example = [self.stored.get(e) for e in group]
         return {k: torch.cat([t[k] for t in per_example]).to(device) for k in per_example[0]}
 
-    def kd(self, student_logits: torch.Tensor, rows: dict[str, torch.Tensor], head_weight: torch.Tensor) -> torch.Tensor:
-        """Per-row ``T^2 KL(teacher || student)``: (c, V) student logits and c teacher rows -> (c,)."""
+    def logits(self, rows: dict[str, torch.Tensor], head_weight: torch.Tensor) -> torch.Tensor | None:
+        """The teacher's full logits for a chunk of rows, (c, V); None for top-k targets, which keep only their top k."""
         if self.format in ("hidden", "online"):
             with torch.no_grad():
-                teacher_logits = rows["hidden"].to(head_weight.dtype) @ head_weight.T  # (c, V), exact up to the storage dtype
-            return kl_full(student_logits, teacher_logits, self.temperature)
-        if self.format == "full":
-            return kl_full(student_logits, rows["logits"], self.temperature)
-        return kl_topk(student_logits, rows["topk_logits"], rows["topk_ids"], rows["log_normalizer"], self.temperature, self.topk_tail)
+                return rows["hidden"].to(head_weight.dtype) @ head_weight.T  # exact up to the storage dtype (auto: exact)
+        return rows["logits"] if self.format == "full" else None
+
+    def score(self, student_logits: torch.Tensor, rows: dict[str, torch.Tensor], head_weight: torch.Tensor,
+              target_ids: torch.Tensor) -> torch.Tensor:
+        """(c, V) student logits against c teacher rows -> (c, 5): the KD term (``distill.kd_direction``), then
+        teacher entropy, student entropy, teacher NLL of the solution token and top-1 agreement (``losses.token_diagnostics``)."""
+        teacher_logits = self.logits(rows, head_weight)
+        if teacher_logits is None:
+            kd = kl_topk(student_logits, rows["topk_logits"], rows["topk_ids"], rows["log_normalizer"], self.temperature, self.topk_tail)
+            diagnostics = token_diagnostics(student_logits.detach(), None, target_ids, teacher_top1=rows["topk_ids"][:, 0].long())
+        else:
+            kd = kd_full(student_logits, teacher_logits, self.temperature, self.direction, self.jsd_beta)
+            diagnostics = token_diagnostics(student_logits.detach(), teacher_logits, target_ids)
+        return torch.cat([kd[:, None], diagnostics], dim=-1)

@@ -1,0 +1,48 @@
+"""What each distillation step's metrics say beyond the loss: where the KD falls and how teacher and student differ.
+
+Per step, over all of the step's solution tokens (token-weighted, summed over micro-batches and
+processes): teacher and student entropy and the teacher's NLL of the solution token (at T = 1; the
+NLL says how much the hinted teacher "agrees" with the kept solution), top-1 agreement of teacher
+and student, and the share of the step's KD that falls on the end-of-turn token and on the tokens
+that write the final boxed answer. Top-k targets keep no full teacher distribution: their teacher
+columns are reported as None.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Columns 3.. of distillation.per_token_losses, in order.
+DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement")
+
+
+class StepDiagnostics:
+    """Sums of one optimiser step's per-token diagnostics, reduced over processes by the caller."""
+
+    def __init__(self, device):
+        # per diagnostic: sum, count (NaN-free rows); then KD on all tokens, on end-of-turn, on answer tokens
+        self.sums = torch.zeros(2 * len(DIAGNOSTICS) + 3, dtype=torch.float64, device=device)
+
+    def add(self, per_token: torch.Tensor, eot: torch.Tensor, answer: torch.Tensor) -> None:
+        """``per_token`` (N, 3 + len(DIAGNOSTICS)) from per_token_losses; ``eot``, ``answer`` (N,) bool masks."""
+        with torch.no_grad():
+            values = per_token[:, 3:].double()
+            finite = ~values.isnan()
+            n = len(DIAGNOSTICS)
+            self.sums[:n] += torch.where(finite, values, 0.0).sum(0)
+            self.sums[n : 2 * n] += finite.sum(0)
+            kd = per_token[:, 1].double()
+            self.sums[2 * n] += kd.sum()
+            self.sums[2 * n + 1] += kd[eot].sum()
+            self.sums[2 * n + 2] += kd[answer].sum()
+
+    @staticmethod
+    def metrics(sums: torch.Tensor) -> dict:
+        """The step's metrics from (reduced) sums: token means, and KD shares (None where undefined)."""
+        n = len(DIAGNOSTICS)
+        values = sums.tolist()
+        out = {name: round(values[i] / values[n + i], 6) if values[n + i] else None for i, name in enumerate(DIAGNOSTICS)}
+        kd_total = values[2 * n]
+        out["kd_share_eot"] = round(values[2 * n + 1] / kd_total, 6) if kd_total > 0 else None
+        out["kd_share_answer"] = round(values[2 * n + 2] / kd_total, 6) if kd_total > 0 else None
+        return out
