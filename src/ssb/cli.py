@@ -87,8 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
                 shortcuts.add_argument(flag, dest=f"alias:{dotted}", type=kind, default=argparse.SUPPRESS,
                                        action="append" if flag == "--adapter" else "store", metavar=dotted.rsplit(".", 1)[-1].upper(),
                                        help=f"same as --{dotted}")
-    report = sub.add_parser("report", help="Write RUN_DIR/report.md with the comparison table and plots.")
-    report.add_argument("run_dir", help="A run folder (or an ssb eval --out folder).")
+    report = sub.add_parser("report", help="Write RUN_DIR/report.md with the comparison tables and plots.",
+                            description="Write report.md with the comparison tables and plots of one or more run folders' evaluations.")
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="Run folders (or ssb eval --out folders); their evaluated models are compared together. A model name "
+                             "evaluated in two folders is written FOLDER/MODEL (FOLDER: the folder's directory name).")
+    report.add_argument("--arm", action="append", default=[], metavar="NAME=MODEL[,MODEL...]",
+                        help="Pool models (training seeds of one recipe) into one arm: per question the mean of their scores (repeatable). "
+                             "A model in no arm is an arm of its own.")
+    report.add_argument("--compare", action="append", default=[], metavar="A:B",
+                        help="Print arm A minus arm B paired on the questions both answered, with 95%% CI and p (repeatable); "
+                             "replaces the default comparison of every model with its base.")
+    report.add_argument("--out", metavar="DIR", help="Write DIR/report.md and its plots instead of into the first RUN_DIR.")
     sub.add_parser("configs", help="List the shipped configs (usable as --config NAME).")
     return parser
 
@@ -104,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from ssb.report import write_report
 
-        print(write_report(args.run_dir))
+        try:
+            print(write_report(*args.run_dirs, arms=args.arm, comparisons=args.compare, out=args.out))
+        except ValueError as exc:
+            print(f"ssb report: error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.command == "configs":
         print(list_configs())

@@ -1,26 +1,36 @@
-"""``ssb report RUN_DIR``: the comparison table and plots of a run folder, in ``report.md``.
+"""``ssb report RUN_DIR [RUN_DIR ...]``: the comparison tables and plots of run folders, in ``report.md``.
 
 Table: one row per evaluated model, one column per benchmark, cells "pass@1 % ± 95% CI half-width
 (n questions)". Plots (PNG, matplotlib): the training curves of ``distill/metrics.jsonl`` (loss,
 gradient norm, solution length per step: the panels of the paper's Fig. 2) and pass@1 per benchmark
 per model with CI error bars. Every adapter is also compared with the base model on the same
 questions (paired difference, McNemar's test), and its training compute is read from the run folder
-that produced it, so adapters trained in other folders (the controls) are accounted for too. The
-report ends with the commands that produced every number, taken from the run's manifest.
+that produced it, so adapters trained in other folders (the controls) are accounted for too, with the
+mean solution length of its training data and the first and last values of the distillation
+diagnostics its training logged. The report ends with the commands that produced every number, taken
+from the run folders' manifests.
+
+Several run folders are read as one set of models (``ssb.comparison`` says how they are named);
+``--arm`` pools models (training seeds) into an arm and ``--compare A:B`` prints A minus B, in a
+section of its own at the top. Without ``--compare`` each model is compared with the base model of
+its own run folder. The report goes to the first run folder unless ``out`` names another.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from ssb.artifacts import read_jsonl
-from ssb.metrics import paired_difference
+from ssb.comparison import arm_pass_at_1, compare, format_p, holm, model_labels, parse_arms, parse_comparisons, pool
 from ssb.packaged_models import default_cache_dir
 from ssb.stages import STAGES
 
 TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute)
+# Per-step distillation diagnostics, summarised when distill/metrics.jsonl carries them.
+DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement", "kd_share_eot", "kd_share_answer", "heldout_kd")
 
 
 def load_summaries(run_dir: Path) -> dict[str, dict[str, dict]]:
@@ -30,6 +40,18 @@ def load_summaries(run_dir: Path) -> dict[str, dict[str, dict]]:
         summary = json.loads(path.read_text())
         out.setdefault(summary["model"], {})[summary["benchmark"]] = summary
     return out
+
+
+def load_all(run_dirs: list[Path]) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[str, dict]]]:
+    """Every evaluated model of the run folders: ({label: (run folder, model)}, {label: {benchmark: summary}})."""
+    per_folder = [(folder, load_summaries(folder)) for folder in run_dirs]
+    labels = model_labels([(str(folder), model) for folder, summaries in per_folder for model in summaries])
+    models = {labels[str(folder), model]: (folder, model) for folder, summaries in per_folder for model in summaries}
+    return models, {labels[str(folder), model]: s for folder, summaries in per_folder for model, s in summaries.items()}
+
+
+def base_first(labels) -> list[str]:
+    return sorted(labels, key=lambda m: (m.rsplit("/", 1)[-1] != "base", m))
 
 
 def cell(summary: dict | None) -> str:
@@ -42,7 +64,7 @@ def cell(summary: dict | None) -> str:
 
 def table(summaries: dict[str, dict[str, dict]]) -> tuple[list[str], str]:
     benchmarks = sorted({b for per_model in summaries.values() for b in per_model})
-    models = sorted(summaries, key=lambda m: (m != "base", m))
+    models = base_first(summaries)
     lines = ["| model | " + " | ".join(benchmarks) + " |", "|---|" + "---|" * len(benchmarks)]
     lines += [f"| {m} | " + " | ".join(cell(summaries[m].get(b)) for b in benchmarks) + " |" for m in models]
     return benchmarks, "\n".join(lines)
@@ -54,24 +76,77 @@ def per_question_scores(run_dir: Path, model: str, benchmark: str) -> dict[str, 
     return {r["id"]: sum(c["correct"] for c in r["completions"]) / len(r["completions"]) for r in records}
 
 
-def paired_table(run_dir: Path, summaries: dict[str, dict[str, dict]], benchmarks: list[str]) -> str | None:
-    """Each model minus base on the questions both answered: points, 95% CI, gained/lost, p."""
-    if "base" not in summaries or len(summaries) < 2:
-        return None
-    lines = ["| model | benchmark | difference (points) | 95% CI | questions gained / lost | McNemar p |", "|---|---|---|---|---|---|"]
-    base_scores = {b: per_question_scores(run_dir, "base", b) for b in benchmarks if b in summaries["base"]}
-    for model in sorted(m for m in summaries if m != "base"):
-        for benchmark in benchmarks:
-            if benchmark not in summaries[model] or benchmark not in base_scores:
-                continue
-            base = base_scores[benchmark]
-            scores = per_question_scores(run_dir, model, benchmark)
-            common = sorted(base.keys() & scores.keys())
-            d = paired_difference([scores[q] for q in common], [base[q] for q in common])
-            p_value = "<0.001" if d["p_value"] < 0.001 else format(d["p_value"], ".3f")
-            lines.append(f"| {model} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
-                         f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {p_value} |")
-    return "\n".join(lines)
+def score_loader(models: dict[str, tuple[Path, str]]):
+    """``scores(label, benchmark)``: a model's per-question scores, each journal read once."""
+    cache: dict[tuple[str, str], dict[str, float]] = {}
+
+    def scores(label: str, benchmark: str) -> dict[str, float]:
+        if (label, benchmark) not in cache:
+            cache[label, benchmark] = per_question_scores(*models[label], benchmark)
+        return cache[label, benchmark]
+
+    return scores
+
+
+def difference_table(rows: list[tuple[str, str, dict]], first: str, counts: str, p_name: str) -> list[str]:
+    """(name, benchmark, paired difference) rows as a table; with several rows, Holm's p beside each raw p and a line saying so."""
+    several = len(rows) > 1
+    adjusted = holm([d["p_value"] for _, _, d in rows])
+    lines = [f"| {first} | benchmark | difference (points) | 95% CI | {counts} | {p_name} |" + (" Holm p |" if several else ""),
+             "|---|---|---|---|---|---|" + ("---|" if several else "")]
+    for (name, benchmark, d), p_holm in zip(rows, adjusted):
+        row = f"| {name} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
+        row += f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {format_p(d['p_value'])} |"
+        lines.append(row + (f" {format_p(p_holm)} |" if several else ""))
+    if several:
+        lines += ["", f"**Multiple comparisons**: {len(rows)} comparisons in this table (one per pair and benchmark). Holm p is each p-value "
+                      f"adjusted by Holm's step-down method over all {len(rows)}, bounding the chance of any false positive among them; "
+                      "judge significance by it, not by the raw p."]
+    return lines
+
+
+def base_differences(models: dict[str, tuple[Path, str]], summaries: dict[str, dict[str, dict]], scores) -> list[tuple[str, str, dict]]:
+    """Each model minus the base model of its own run folder, on every benchmark both were evaluated on."""
+    base_of = {folder: label for label, (folder, model) in models.items() if model == "base"}
+    rows = []
+    for label in sorted(m for m in models if models[m][1] != "base" and models[m][0] in base_of):
+        base = base_of[models[label][0]]
+        for benchmark in sorted(summaries[label].keys() & summaries[base].keys()):
+            rows.append((label, benchmark, compare(scores(label, benchmark), scores(base, benchmark))))
+    return rows
+
+
+ARMS_NOTE = ("A - B: A's per-question score minus B's, in points, averaged over the questions both answered, with a paired 95% CI "
+             "over questions. An arm's per-question score is the mean over its models (seeds) of each model's fraction of samples "
+             "correct. p: exact two-sided sign test over the questions where the two scores differ, counting which side is higher "
+             "(McNemar's exact test when each arm is one model with one sample per question).")
+
+
+def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_specs: Sequence[str]) -> list[str]:
+    """The "Arms and comparisons" section: the comparisons table first, then each arm's pooled pass@1."""
+    labels = {(str(folder), model): label for label, (folder, model) in models.items()}
+    arms = parse_arms(arm_specs, labels)
+    pairs = parse_comparisons(compare_specs, arms, labels)
+    benchmarks = {arm: set.intersection(*(set(summaries[m]) for m in members)) for arm, members in arms.items()}
+    lines = ["## Arms and comparisons", ""]
+    if pairs:
+        for a, b in pairs:
+            if not benchmarks[a] & benchmarks[b]:
+                raise ValueError(f"--compare {a}:{b}: no benchmark was evaluated for every model of both arms")
+        rows = [(f"{a} - {b}", benchmark, compare(pool([scores(m, benchmark) for m in arms[a]]), pool([scores(m, benchmark) for m in arms[b]])))
+                for a, b in pairs for benchmark in sorted(benchmarks[a] & benchmarks[b])]
+        lines += [*difference_table(rows, "A - B", "questions A better / B better", "p"), "", ARMS_NOTE, ""]
+    named = {spec.partition("=")[0] for spec in arm_specs}
+    lines += ["| arm | benchmark | pass@1 % | 95% CI (questions) | each model's pass@1 % on the same questions |", "|---|---|---|---|---|"]
+    for arm in (a for a in arms if a in named or any(a in pair for pair in pairs)):
+        members = arms[arm]
+        for benchmark in sorted(benchmarks[arm]):
+            one_sample = len(members) == 1 and summaries[members[0]][benchmark]["samples_per_question"] == 1
+            r = arm_pass_at_1({m: scores(m, benchmark) for m in members}, binary=one_sample)
+            each = ", ".join(f"{m} {100 * v:.1f}" for m, v in r["per_model"].items())
+            lines.append(f"| {arm} | {benchmark} | {100 * r['mean']:.1f} | [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] "
+                         f"(n={r['n_questions']}) | {each} |")
+    return [*lines, ""]
 
 
 def stage_compute(stage: str, stats: dict) -> tuple[int | None, int | None, float | None]:
@@ -89,24 +164,67 @@ def training_folder(adapter: str | None) -> Path | None:
     return None
 
 
-def compute_table(run_dir: Path, summaries: dict[str, dict[str, dict]]) -> str | None:
-    """Training compute behind each evaluated model, summed over the stages of its own run folder."""
+def eval_adapters(run_dir: Path) -> dict[str, str | None] | None:
+    """{model: its adapter directory (None for the base)} from a run folder's manifest; None without a manifest."""
     manifest_path = run_dir / "manifest.json"
     if not manifest_path.exists():
         return None
     stages = json.loads(manifest_path.read_text())["stages"]
-    adapters = {name.split("/")[1]: entry.get("model_spec", {}).get("adapter") for name, entry in stages.items() if name.startswith("eval/")}
+    return {name.split("/")[1]: entry.get("model_spec", {}).get("adapter") for name, entry in stages.items() if name.startswith("eval/")}
+
+
+def compute_table(models: dict[str, tuple[Path, str]], trained_in: dict[str, Path | None]) -> str:
+    """Training compute behind each evaluated model, summed over the stages of its own run folder."""
     lines = ["| model | trained in | stages | generated tokens | optimiser steps | wall s |", "|---|---|---|---|---|---|"]
-    for model in sorted(summaries, key=lambda m: (m != "base", m)):
-        folder = training_folder(adapters.get(model))
+    for label in base_first(models):
+        folder = trained_in[label]
         if folder is None or not (folder / "stats.json").exists():
-            lines.append(f"| {model} | - | - | 0 | 0 | 0 |" if model == "base" else f"| {model} | unknown | | | | |")
+            lines.append(f"| {label} | - | - | 0 | 0 | 0 |" if models[label][1] == "base" else f"| {label} | unknown | | | | |")
             continue
         stats = json.loads((folder / "stats.json").read_text())
         used = [stage for stage in TRAINING_STAGES if stage in stats]
         numbers = [stage_compute(stage, stats[stage]) for stage in used]
         tokens, steps, wall = (sum(n[i] or 0 for n in numbers) for i in range(3))
-        lines.append(f"| {model} | {folder.name} | {', '.join(used)} | {tokens} | {steps} | {wall:.0f} |")
+        lines.append(f"| {label} | {folder.name} | {', '.join(used)} | {tokens} | {steps} | {wall:.0f} |")
+    return "\n".join(lines)
+
+
+def training_solution_length(folder: Path | None) -> str | None:
+    """Mean solution length of a run folder's training data: tokens from its distill stats, else characters of student.jsonl."""
+    if folder is None:
+        return None
+    stats = json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").exists() else {}
+    tokens = stats.get("distill", {}).get("mean_solution_tokens")
+    if tokens is not None:
+        return f"{tokens:.0f} tokens"
+    solutions = [r["messages"][-1]["content"] for r in read_jsonl(folder / "student.jsonl")]
+    return f"{sum(map(len, solutions)) / len(solutions):.0f} chars" if solutions else None
+
+
+def diagnostics(metrics: list[dict], window: int = 3) -> dict[str, tuple[float, float]]:
+    """{key: (mean of its first ``window`` logged values, mean of its last)} for each diagnostic some step carries."""
+    out = {}
+    for key in DIAGNOSTICS:
+        values = [m[key] for m in metrics if m.get(key) is not None]  # heldout_kd is logged on some steps only
+        if values:
+            first, last = values[:window], values[-window:]
+            out[key] = (sum(first) / len(first), sum(last) / len(last))
+    return out
+
+
+def diagnostics_table(trained_in: dict[str, Path | None]) -> str | None:
+    """First and last values of each logged distillation diagnostic, one row per adapter; columns only for keys present."""
+    rows = {}
+    for label, folder in sorted(trained_in.items()):
+        metrics = read_jsonl(folder / "distill" / "metrics.jsonl") if folder is not None else []
+        if diagnostics(metrics):
+            rows[label] = (len(metrics), diagnostics(metrics))
+    if not rows:
+        return None
+    keys = [k for k in DIAGNOSTICS if any(k in d for _, d in rows.values())]
+    lines = ["| model | steps | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for label, (steps, d) in rows.items():
+        lines.append(f"| {label} | {steps} | " + " | ".join(f"{d[k][0]:.4g} -> {d[k][1]:.4g}" if k in d else "" for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -146,7 +264,7 @@ def plot_training(metrics: list[dict], path: Path) -> None:
 def plot_accuracy(summaries: dict[str, dict[str, dict]], benchmarks: list[str], path: Path) -> None:
     plt = _pyplot()
 
-    models = sorted(summaries, key=lambda m: (m != "base", m))
+    models = base_first(summaries)
     width = 0.8 / max(len(models), 1)
     fig, ax = plt.subplots(figsize=(max(6, 2 * len(benchmarks) + 2), 4.5))
     for i, model in enumerate(models):
@@ -172,39 +290,76 @@ def plot_accuracy(summaries: dict[str, dict[str, dict]], benchmarks: list[str], 
     plt.close(fig)
 
 
-def write_report(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    summaries = load_summaries(run_dir)
-    lines = [f"# SSB report: {run_dir.name}", ""]
+
+def details_table(summaries: dict[str, dict[str, dict]], lengths: dict[str, str | None]) -> list[str]:
+    """pass@k, maj@k, strict pass@1, truncation, no-box rate and completion length per model and benchmark, with
+    the mean solution length of each adapter's training data beside the completions' when any is known."""
+    header = ["model", "benchmark", "pass@k", "maj@k", "strict pass@1 %", "truncated %", "no box %", "mean tokens"]
+    if any(lengths.values()):
+        header.append("training solution length")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, per_model in sorted(summaries.items()):
+        for benchmark, s in sorted(per_model.items()):
+            row = [model, benchmark, ", ".join(f"@{k}: {100 * v:.1f}" for k, v in s["pass@k"].items()),
+                   ", ".join(f"@{k}: {100 * v:.1f}" for k, v in s["maj@k"].items()), f"{100 * s['strict_pass@1']['mean']:.1f}",
+                   f"{100 * s['truncated_rate']:.1f}", f"{100 * s['no_boxed_answer_rate']:.1f}", f"{s['mean_completion_tokens']:.0f}"]
+            lines.append("| " + " | ".join([*row, lengths.get(model) or "-"][:len(header)]) + " |")
+    if len(header) > 8:
+        lines += ["", "Mean tokens: of the evaluation's completions. Training solution length: mean length of the solutions the adapter was "
+                      "trained on (tokens from the distillation's stats, else characters of its run folder's student.jsonl)."]
+    return lines
+
+
+def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: Sequence[str] = (), out: str | Path | None = None) -> Path:
+    """Write report.md and its plots for the run folders into the first of them (or ``out``); returns its path.
+
+    ``arms``: ``NAME=MODEL[,MODEL...]`` specs; ``comparisons``: ``A:B`` specs (see ``ssb.comparison``).
+    A bad name raises ValueError before anything is written.
+    """
+    if not run_dirs:
+        raise ValueError("no run folder given")
+    folders = [Path(d) for d in run_dirs]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: no such run folder")
+    if len({folder.resolve() for folder in folders}) < len(folders):
+        raise ValueError("the same run folder is given twice")
+    out_dir = folders[0] if out is None else Path(out)
+    models, summaries = load_all(folders)
+    scores = score_loader(models)
+    arm_lines = arms_section(models, summaries, scores, arms, comparisons) if arms or comparisons else []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    adapters = {folder: eval_adapters(folder) for folder in folders}
+    trained_in = {label: training_folder((adapters[folder] or {}).get(model)) for label, (folder, model) in models.items()}
+    lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *arm_lines]
     if summaries:
         benchmarks, markdown = table(summaries)
-        plot_accuracy(summaries, benchmarks, run_dir / "accuracy.png")
+        plot_accuracy(summaries, benchmarks, out_dir / "accuracy.png")
         lines += ["## pass@1 (%) ± 95% CI half-width (questions)", "", markdown, "", "![accuracy](accuracy.png)", ""]
-        extra = ["| model | benchmark | pass@k | maj@k | strict pass@1 % | truncated % | no box % | mean tokens |",
-                 "|---|---|---|---|---|---|---|---|"]
-        for model, per_model in sorted(summaries.items()):
-            for benchmark, s in sorted(per_model.items()):
-                pk = ", ".join(f"@{k}: {100 * v:.1f}" for k, v in s["pass@k"].items())
-                mk = ", ".join(f"@{k}: {100 * v:.1f}" for k, v in s["maj@k"].items())
-                extra.append(f"| {model} | {benchmark} | {pk} | {mk} | {100 * s['strict_pass@1']['mean']:.1f} | {100 * s['truncated_rate']:.1f} "
-                             f"| {100 * s['no_boxed_answer_rate']:.1f} | {s['mean_completion_tokens']:.0f} |")
-        lines += ["## Details", "", *extra, ""]
-        paired = paired_table(run_dir, summaries, benchmarks)
-        if paired:
-            lines += ["## Difference from the base model (paired, same questions)", "", paired, ""]
-        compute = compute_table(run_dir, summaries)
-        if compute:
+        lengths = {label: training_solution_length(folder) for label, folder in trained_in.items()}
+        lines += ["## Details", "", *details_table(summaries, lengths), ""]
+        if not comparisons:  # named comparisons replace the default family of every model against its base
+            paired = base_differences(models, summaries, scores)
+            if paired:
+                lines += ["## Difference from the base model (paired, same questions)", "",
+                          *difference_table(paired, "model", "questions gained / lost", "McNemar p"), ""]
+        if any(a is not None for a in adapters.values()):
             lines += ["## Training compute per model", "",
                       "Summed over the training stages of the run folder that produced each adapter (wall time of each stage's last invocation).", "",
-                      compute, ""]
+                      compute_table(models, trained_in), ""]
+        diagnostics_markdown = diagnostics_table(trained_in)
+        if diagnostics_markdown:
+            lines += ["## Distillation diagnostics", "",
+                      "From each adapter's distill/metrics.jsonl: mean of the first 3 -> mean of the last 3 steps that logged each value.", "",
+                      diagnostics_markdown, ""]
     else:
         lines += ["No evaluation summaries under eval/ yet (run `ssb eval`).", ""]
-    metrics = read_jsonl(run_dir / "distill" / "metrics.jsonl")
+    metrics = read_jsonl(folders[0] / "distill" / "metrics.jsonl")
     if metrics:
-        plot_training(metrics, run_dir / "training.png")
+        plot_training(metrics, out_dir / "training.png")
         lines += ["## Training", "", f"{len(metrics)} optimiser steps; loss {metrics[0]['loss']:.4f} -> {metrics[-1]['loss']:.4f}.", "",
                   "![training curves](training.png)", ""]
-    stats_path = run_dir / "stats.json"
+    stats_path = folders[0] / "stats.json"
     if stats_path.exists():
         lines += ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s (last invocation) |", "|---|---|---|---|"]
         for stage, s in json.loads(stats_path.read_text()).items():
@@ -212,14 +367,17 @@ def write_report(run_dir: str | Path) -> Path:
                 continue
             lines.append("| " + " | ".join([stage, *("" if v is None else str(v) for v in stage_compute(stage, s))]) + " |")
         lines.append("")
-    manifest_path = run_dir / "manifest.json"
-    if manifest_path.exists():
+    for folder in folders:
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.exists():
+            continue
         stages = json.loads(manifest_path.read_text())["stages"]
-        lines += ["## Provenance", "", "Commands and inputs that produced these numbers (from manifest.json):", ""]
+        source = "manifest.json" if len(folders) == 1 else f"{folder}/manifest.json"
+        lines += ["## Provenance", "", f"Commands and inputs that produced these numbers (from {source}):", ""]
         for stage, entry in stages.items():
             lines.append(f"- `{stage}`: `{entry.get('command', '?')}` "
                          f"(finished {entry.get('finished', '?')}, inputs {entry.get('inputs_fingerprint', '?')})")
         lines.append("")
-    path = run_dir / "report.md"
+    path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

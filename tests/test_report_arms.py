@@ -1,0 +1,178 @@
+"""ssb report across run folders: pooled seeds, A minus B, Holm, training data length, diagnostics.
+
+Run folders are written by hand (graded samples, no model); every expected number is worked out
+here from the 0/1 grades, not by the code under test.
+"""
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from ssb.cli import main
+from ssb.comparison import arm_pass_at_1, compare, holm, model_labels, resolve
+from ssb.config import load_config
+from ssb.evaluation import summarize
+from ssb.metrics import Z95
+from ssb.report import write_report
+
+# Per question q0..q5, one list of sample grades per question.
+GRADES = {
+    "a": {"base": [[1], [0], [0], [0], [1], [0]],
+          "sft": [[0], [1], [1], [1], [1], [1]],
+          "ssb-s0": [[1], [1], [0], [1], [1], [0]],
+          "ssb-s1": [[1], [1], [1], [0], [0], [0]]},
+    # ssb-s2 draws two samples per question: its scores are 1, 1/2, 1, 1/2, 1, 0.
+    "b": {"base": [[0], [0], [0], [0], [0], [0]],
+          "ssb-s2": [[1, 1], [0, 1], [1, 1], [1, 0], [1, 1], [0, 0]]},
+}
+ARM = "ssb=ssb-s0,ssb-s1,ssb-s2"
+
+
+def write_eval(folder: Path, model: str, grades: list[list[int]], benchmark: str = "gsm8k") -> None:
+    records = [{"index": i, "id": f"q{i}", "completions": [
+        {"correct": bool(c), "strict_correct": bool(c), "answer": "7" if c else "8", "num_tokens": 10 + c, "finish_reason": "stop",
+         "grader_timed_out": False} for c in samples]} for i, samples in enumerate(grades)]
+    (folder / "eval" / model).mkdir(parents=True)
+    (folder / "eval" / model / f"{benchmark}.samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    n = len(grades[0])
+    summary = {"model": model, "benchmark": benchmark, **summarize(records, load_config(None, {"eval.n": n, "eval.k": [1]}))}
+    (folder / "eval" / model / f"{benchmark}.summary.json").write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    for name, models in GRADES.items():
+        for model, grades in models.items():
+            write_eval(tmp_path / name, model, grades)
+    return tmp_path / "a", tmp_path / "b"
+
+
+def ci_row(diffs: list[float]) -> str:
+    mean = sum(diffs) / len(diffs)
+    half = Z95 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return f"{100 * mean:+.1f} | [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
+
+
+def test_pooled_arm_is_the_mean_of_seeds_per_question():
+    seeds = {"s0": {"q0": 1.0, "q1": 1.0, "q2": 0.0, "q3": 1.0}, "s1": {"q0": 1.0, "q1": 0.0, "q2": 0.0, "q3": 0.5, "q9": 1.0}}
+    r = arm_pass_at_1(seeds, binary=False)
+    # q9 was not answered by s0: the arm is scored on q0..q3, whose seed means are 1, 1/2, 0, 3/4.
+    assert r["n_questions"] == 4 and r["mean"] == pytest.approx(2.25 / 4)
+    half = Z95 * statistics.stdev([1, 0.5, 0, 0.75]) / 2
+    assert r["ci95"] == pytest.approx([2.25 / 4 - half, min(1.0, 2.25 / 4 + half)])
+    assert r["per_model"] == pytest.approx({"s0": 3 / 4, "s1": 1.5 / 4})
+
+
+def test_paired_comparison_counts_and_exact_p():
+    a = {"q0": 1.0, "q1": 2 / 3, "q2": 1 / 3, "q3": 0.0, "q4": 1.0}
+    b = {"q0": 0.0, "q1": 1 / 3, "q2": 1 / 3, "q3": 1.0, "q4": 0.0, "q5": 1.0}
+    d = compare(a, b)
+    # Five shared questions; differences 1, 1/3, 0, -1, 1: three better, one worse, one tie.
+    assert (d["n_questions"], d["better"], d["worse"]) == (5, 3, 1)
+    assert d["mean"] == pytest.approx((1 + 1 / 3 - 1 + 1) / 5)
+    # Sign test on 4 discordant questions: P(X <= 1), X ~ Bin(4, 1/2), is 5/16; two-sided 10/16.
+    assert d["p_value"] == pytest.approx(10 / 16)
+
+
+def test_holm_adjusts_in_order_and_stays_monotone():
+    # Sorted: 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> raised to 0.06 (never below an earlier one).
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.3, 0.02]) == pytest.approx([0.3, 0.04]) and holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_a_name_in_two_folders_is_qualified_and_a_bare_reference_refused():
+    labels = model_labels([("runs/a", "base"), ("runs/a", "sft"), ("other/b", "base")])
+    assert sorted(labels.values()) == ["a/base", "b/base", "sft"]
+    assert resolve("a/sft", labels) == "sft" and resolve("b/base", labels) == "b/base"
+    with pytest.raises(ValueError, match=r"model 'base' is evaluated in both runs/a and other/b; name it as a/base or b/base"):
+        resolve("base", labels)
+    with pytest.raises(ValueError, match="two run folders are both named 'a'"):
+        model_labels([("x/a", "m"), ("y/a", "n")])
+
+
+def test_report_arms_comparisons_and_holm(runs):
+    a, b = runs
+    text = write_report(a, b, arms=[ARM], comparisons=["ssb:a/base", "ssb:sft"]).read_text()
+    assert text.index("## Arms and comparisons") < text.index("| A - B |") < text.index("| arm |") < text.index("## pass@1")
+    # The arm's per-question scores: means over the three seeds of q0..q5.
+    arm = [1, 5 / 6, 2 / 3, 1 / 2, 2 / 3, 0]
+    assert sum(arm) / 6 == pytest.approx(11 / 18)
+    half = Z95 * statistics.stdev(arm) / math.sqrt(6)
+    assert (f"| ssb | gsm8k | 61.1 | [{100 * (11 / 18 - half):.1f}, {100 * min(1, 11 / 18 + half):.1f}] (n=6) "
+            "| ssb-s0 66.7, ssb-s1 50.0, ssb-s2 66.7 |") in text
+    # ssb - a/base: differences 0, 5/6, 2/3, 1/2, -1/3, 0; 3 better, 1 worse: p = 2 (1 + 4) / 16 = 0.625.
+    # ssb - sft: differences 1, -1/6, -1/3, -1/2, -1/3, -1; 1 better, 5 worse: p = 2 (1 + 6) / 64 = 0.21875.
+    # Holm over the two: 0.21875 x 2 = 0.4375, then max(0.4375, 0.625 x 1) = 0.625.
+    assert f"| ssb - a/base | gsm8k | {ci_row([0, 5 / 6, 2 / 3, 1 / 2, -1 / 3, 0])} | 3 / 1 (n=6) | 0.625 | 0.625 |" in text
+    assert f"| ssb - sft | gsm8k | {ci_row([1, -1 / 6, -1 / 3, -1 / 2, -1 / 3, -1])} | 1 / 5 (n=6) | 0.219 | 0.438 |" in text
+    assert "**Multiple comparisons**: 2 comparisons" in text and "sign test" in text
+    assert "Difference from the base model" not in text  # named comparisons replace the default family
+
+
+def test_one_comparison_has_no_holm_column(runs):
+    a, _ = runs
+    text = write_report(a, comparisons=["sft:base"]).read_text()
+    # sft - base with one sample each: McNemar's discordant pairs 4 / 1, exact p = 2 (1 + 5) / 32 = 0.375.
+    assert f"| sft - base | gsm8k | {ci_row([-1, 1, 1, 1, 0, 1])} | 4 / 1 (n=6) | 0.375 |\n" in text
+    assert "Multiple comparisons" not in text
+    # A one-sample single-model arm keeps Wilson's interval, as in its evaluation summary.
+    summary = json.loads((a / "eval/sft/gsm8k.summary.json").read_text())["pass@1"]
+    assert f"| sft | gsm8k | 83.3 | [{100 * summary['ci95'][0]:.1f}, {100 * summary['ci95'][1]:.1f}] (n=6) | sft 83.3 |" in text
+
+
+def test_default_compares_each_model_with_its_own_folders_base(runs):
+    a, b = runs
+    text = write_report(a, b).read_text()
+    assert "## Arms and comparisons" not in text
+    # ssb-s2 against b's base (all wrong): 5 better, 0 worse, p = 2 / 32.
+    assert f"| ssb-s2 | gsm8k | {ci_row([1, 0.5, 1, 0.5, 1, 0])} | 5 / 0 (n=6) | 0.062 |" in text
+    assert "| sft | gsm8k | " in text and "4 / 1 (n=6) | 0.375 |" in text
+    assert "**Multiple comparisons**: 4 comparisons" in text and "| Holm p |" in text
+    assert "| a/base | " in text and "| b/base | " in text
+
+
+def test_training_data_length_and_diagnostics(runs, tmp_path):
+    a, _ = runs
+    for name in ("train-ssb", "train-sft"):
+        (tmp_path / name / "distill").mkdir(parents=True)
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"stages": {}}))
+    (tmp_path / "train-ssb/stats.json").write_text(json.dumps({"distill": {"steps": 5, "mean_solution_tokens": 123.4}}))
+    student = [{"id": i, "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                                      {"role": "assistant", "content": "x" * length}]} for i, length in enumerate((10, 20))]
+    (tmp_path / "train-sft/student.jsonl").write_text("".join(json.dumps(r) + "\n" for r in student))
+    steps = [{"step": s, "loss": 1.0, "teacher_entropy": float(s), "top1_agreement": 0.1 * s} for s in range(1, 6)]
+    for s in (2, 4):
+        steps[s - 1]["heldout_kd"] = 10.0 * s
+    (tmp_path / "train-ssb/distill/metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in steps))
+    stages = {f"eval/{m}/gsm8k": {"command": "ssb eval", "model_spec": {"adapter": str(tmp_path / folder / "distill/adapter")}}
+              for m, folder in (("ssb-s0", "train-ssb"), ("sft", "train-sft"))}
+    (a / "manifest.json").write_text(json.dumps({"stages": {"eval/base/gsm8k": {"model_spec": {"adapter": None}}, **stages}}))
+    text = write_report(a).read_text()
+    assert "| mean tokens | training solution length |" in text
+    assert text.count(" | 123 tokens |") == 1 and text.count(" | 15 chars |") == 1  # (10 + 20) / 2 characters
+    assert "| base | gsm8k |" in text and "| 10 | - |" in text
+    # Steps 1..5: first 3 mean (1+2+3)/3 = 2, last 3 mean (3+4+5)/3 = 4; heldout_kd only at steps 2 and 4: 30 both ways.
+    assert "| model | steps | teacher_entropy | top1_agreement | heldout_kd |" in text
+    assert "| ssb-s0 | 5 | 2 -> 4 | 0.2 -> 0.4 | 30 -> 30 |" in text
+    assert "student_entropy" not in text and "kd_share_eot" not in text
+
+
+def test_cli_writes_to_out_and_refuses_an_ambiguous_model(runs, tmp_path, capsys):
+    a, b = runs
+    out = tmp_path / "out"
+    code = main(["report", str(a), str(b), "--arm", ARM, "--compare", "ssb:base", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"model 'base' is evaluated in both {a} and {b}; name it as a/base or b/base" in err and "Traceback" not in err
+    assert not out.exists() and not (a / "report.md").exists()
+    assert main(["report", str(a), str(b), "--arm", ARM, "--compare", "ssb:b/base", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.md")
+    text = (out / "report.md").read_text()
+    assert text.startswith("# SSB report: a, b") and not (a / "report.md").exists() and (out / "accuracy.png").exists()
+    # ssb - b/base: differences 1, 5/6, 2/3, 1/2, 2/3, 0: five better, none worse, p = 2 / 32.
+    assert f"| ssb - b/base | gsm8k | {ci_row([1, 5 / 6, 2 / 3, 1 / 2, 2 / 3, 0])} | 5 / 0 (n=6) | 0.062 |" in text
+    assert main(["report", str(a), "--compare", "ssb-s0:nothing"]) == 2
+    assert "no evaluated model 'nothing'" in capsys.readouterr().err
