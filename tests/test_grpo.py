@@ -101,3 +101,18 @@ def test_grpo_steps_change_lora_only_and_the_adapter_is_evaluable(tmp_path, tiny
             assert recorded(got) == recorded(want)
         texts[name] = [r["completions"][0]["text"] for r in samples]
     assert texts["grpo"] != texts["base"]
+
+
+def test_a_wall_clock_budget_stops_training_and_counts_across_resumes(tmp_path, tiny_model_dir):
+    data = write_questions(tmp_path / "q.jsonl", 4)
+    settings = {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl", "data.path": str(data),
+                "grpo.num_generations": 2, "grpo.batch_size": 4, "grpo.max_steps": 4, "grpo.max_completion_length": 4,
+                "distill.lora.r": 4, "progress": False, "grpo.max_wall_s": 1e-3}
+    stats = run_grpo(load_config(None, settings), reward_funcs=[lambda completions, **kw: [float(i % 2) for i in range(len(completions))]])
+    assert stats["steps"] == 1 and stats["stopped_by_wall_clock_budget"] is True  # the budget is checked after each step
+    ledger = json.loads((tmp_path / "run" / "grpo" / "wall_s.json").read_text())
+    assert ledger["step"] == 1 and ledger["wall_s"] >= 1e-3
+    from ssb.grpo import WallClockBudget
+
+    resumed = WallClockBudget(1e9, tmp_path / "run" / "grpo" / "wall_s.json")
+    assert resumed.spent() >= ledger["wall_s"]  # a resumed run starts from the time already spent

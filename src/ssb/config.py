@@ -220,6 +220,7 @@ class GRPOConfig:
     gradient_accumulation_steps: int = doc(1, "Steps accumulated per optimiser update.")
     epochs: float = doc(1.0, "Passes over the questions.")
     max_steps: int | None = doc(None, "Stop after this many optimiser steps.")
+    max_wall_s: float | None = doc(None, "Stop after this many seconds of training wall-clock, summed over resumed invocations (to give GRPO another method's compute budget).")
     lr: float = doc(1e-5, "Learning rate (GRPO with LoRA wants far less than KD's 2e-4).")
     max_completion_length: int = doc(1024, "Generation budget per completion.")
     temperature: float = doc(0.8, "Sampling temperature (the rollouts' default).")

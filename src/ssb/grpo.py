@@ -12,10 +12,14 @@ resumes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
+from pathlib import Path
 
-from ssb.artifacts import write_jsonl_atomic
+from transformers import TrainerCallback
+
+from ssb.artifacts import write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, fold_system_into_user, messages
 from ssb.config import SSBConfig
 from ssb.data import load_problems
@@ -40,6 +44,29 @@ def format_reward(completions: list, **kwargs) -> list[float]:
     """TRL reward function: 1.0 when a completion contains a (closed) boxed answer."""
     texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
     return [1.0 if extract_boxed_answer(text) is not None else 0.0 for text in texts]
+
+
+class WallClockBudget(TrainerCallback):
+    """TRL callback: stop training once the wall-clock spent, over every invocation, reaches the budget.
+
+    The time spent is kept in ``grpo/wall_s.json`` after each step, so a resumed run continues the
+    count instead of starting a fresh budget.
+    """
+
+    def __init__(self, budget_s: float, ledger: Path):
+        self.budget_s, self.ledger = budget_s, ledger
+        self.spent_before = json.loads(ledger.read_text())["wall_s"] if ledger.exists() else 0.0
+        self.started = time.monotonic()
+
+    def spent(self) -> float:
+        return self.spent_before + time.monotonic() - self.started
+
+    def on_step_end(self, args, state, control, **kwargs):
+        write_json_atomic(self.ledger, {"wall_s": round(self.spent(), 2), "step": state.global_step})
+        if self.spent() >= self.budget_s:
+            _log.info("grpo: wall-clock budget of %.0f s reached after step %d", self.budget_s, state.global_step)
+            control.should_training_stop = True
+        return control
 
 
 def build_dataset(config: SSBConfig, chat: ChatFormat):
@@ -96,8 +123,9 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
                              bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(config.seed)
+    budget = None if g.max_wall_s is None else WallClockBudget(g.max_wall_s, out / "wall_s.json")
     trainer = GRPOTrainer(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config)
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=[budget] if budget else None)
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
     start = time.monotonic()
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -108,6 +136,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
              "generated_completions": trainer.state.global_step * g.batch_size * g.gradient_accumulation_steps,
              # TRL logs each step's mean completion length (over all of the step's completions).
              "generated_tokens": round(sum(e.get("completions/mean_length", 0.0) for e in history) * g.batch_size * g.gradient_accumulation_steps),
-             "last_reward": next((e["reward"] for e in reversed(history) if "reward" in e), None)}
+             "last_reward": next((e["reward"] for e in reversed(history) if "reward" in e), None),
+             "stopped_by_wall_clock_budget": budget is not None and budget.spent() >= g.max_wall_s}
     folder.finish_stage("grpo", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     return stats
