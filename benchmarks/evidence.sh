@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The evidence study: does SSB beat SFT on the same solutions, GRPO at the same wall-clock, and a
+# random teacher hint? Packaged Qwen2.5-Coder-0.5B-Instruct, GSM8K train (config `evidence`),
+# greedy evaluation on GSM8K test (first 500) for every arm and MATH500 (first 200) for the main ones.
+#
+#   bash benchmarks/evidence.sh [PART ...]     PART: main (default), seeds, ablations, report
+#
+# Every step is a resumable ssb stage: re-running continues where it stopped and skips what is
+# finished. After each arm, its evaluation samples, summaries and training stats are exported to
+# benchmarks/results/evidence/<arm>/ (benchmarks/evidence_export.py); with EVIDENCE_COMMIT=1 they are
+# committed there and then, so the study lands in parts if it must. Arms share work by copying a
+# finished run folder just before the step where they part ways (as benchmarks/controls.sh does):
+# SFT and the random teacher hint start from SSB's refinements; training seeds and ablations from
+# SSB's teacher targets (the targets do not depend on the training seed, the temperature or the
+# end-of-turn exclusion).
+set -euo pipefail
+config=evidence
+runs=${EVIDENCE_RUNS:-runs/evidence}
+eval_dir=$runs-eval
+ssb_dir=$runs-ssb sft_dir=$runs-sft grpo_dir=$runs-grpo hint_dir=$runs-random-teacher-hint
+gsm8k=(--eval.benchmarks "[gsm8k]" --eval.limit 500)
+math=(--eval.benchmarks "[math500]" --eval.limit 200)
+
+copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
+step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
+evaluate() { local adapters=$1; shift; step eval --config $config --run_dir "$eval_dir" --eval.adapters "[$adapters]" "$@"; }
+export_arm() { python3 benchmarks/evidence_export.py arm "$1" --eval-dir "$eval_dir" ${2:+--train-dir "$2"}; }
+commit() {
+  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Evidence study: $1" || true; fi
+}
+training_wall_s() {  # seconds SSB spent from rollouts to its adapter (each stage's last invocation)
+  python3 -c 'import json, sys; s = json.load(open(sys.argv[1] + "/stats.json"))
+print(round(sum(s[k]["this_invocation"]["wall_s"] for k in ("rollouts", "refine", "teacher", "distill"))))' "$1"
+}
+
+main() {
+  step rollouts --config $config --run_dir "$ssb_dir"
+  step refine --config $config --run_dir "$ssb_dir"
+  python3 benchmarks/evidence_export.py phase1 "$ssb_dir" && commit "training data (rollouts, refinements, views)"
+  for seed in 1 2; do copy_once "$ssb_dir" "$sft_dir-s$seed"; done
+  copy_once "$ssb_dir" "$sft_dir"
+  copy_once "$ssb_dir" "$hint_dir"
+  step teacher --config $config --run_dir "$ssb_dir"
+  for copy in s1 s2 t1 ce eot; do copy_once "$ssb_dir" "$ssb_dir-$copy"; done
+  step distill --config $config --run_dir "$ssb_dir"
+  evaluate "ssb=$ssb_dir/distill/adapter" "${gsm8k[@]}"
+  evaluate "ssb=$ssb_dir/distill/adapter" "${math[@]}"
+  export_arm base && export_arm ssb "$ssb_dir" && commit "base and SSB"
+
+  step distill --config $config --run_dir "$sft_dir" --distill.objective sft
+  evaluate "sft=$sft_dir/distill/adapter" "${gsm8k[@]}"
+  evaluate "sft=$sft_dir/distill/adapter" "${math[@]}"
+  export_arm sft "$sft_dir" && commit "SFT on SSB's refined solutions"
+
+  step grpo --config $config --run_dir "$grpo_dir" --grpo.max_wall_s "$(training_wall_s "$ssb_dir")"
+  evaluate "grpo=$grpo_dir/grpo/adapter" "${gsm8k[@]}"
+  evaluate "grpo=$grpo_dir/grpo/adapter" "${math[@]}"
+  export_arm grpo "$grpo_dir" && commit "GRPO at SSB's wall-clock"
+
+  step teacher --config $config --run_dir "$hint_dir" --teacher.hint random
+  step distill --config $config --run_dir "$hint_dir" --teacher.hint random
+  evaluate "random-teacher-hint=$hint_dir/distill/adapter" "${gsm8k[@]}"
+  export_arm random-teacher-hint "$hint_dir" && commit "SSB with a random teacher hint"
+}
+
+seeds() {
+  for seed in 1 2; do
+    step distill --config $config --run_dir "$ssb_dir-s$seed" --distill.seed $seed
+    step distill --config $config --run_dir "$sft_dir-s$seed" --distill.objective sft --distill.seed $seed
+    evaluate "ssb-s$seed=$ssb_dir-s$seed/distill/adapter,sft-s$seed=$sft_dir-s$seed/distill/adapter" "${gsm8k[@]}"
+    export_arm "ssb-s$seed" "$ssb_dir-s$seed" && export_arm "sft-s$seed" "$sft_dir-s$seed" && commit "training seed $seed of SSB and SFT"
+  done
+}
+
+ablations() {
+  step distill --config $config --run_dir "$ssb_dir-t1" --distill.temperature 1.0
+  step distill --config $config --run_dir "$ssb_dir-ce" --distill.ce_weight 1.0
+  step distill --config $config --run_dir "$ssb_dir-eot" --distill.kd_exclude_eot true
+  evaluate "ssb-t1=$ssb_dir-t1/distill/adapter,ssb-ce=$ssb_dir-ce/distill/adapter,ssb-eot=$ssb_dir-eot/distill/adapter" "${gsm8k[@]}"
+  for arm in t1 ce eot; do export_arm "ssb-$arm" "$ssb_dir-$arm"; done
+  commit "ablations: T = 1, CE mixed in, end-of-turn excluded from KD"
+}
+
+report() {
+  local arms=(--arm "ssb=ssb,ssb-s1,ssb-s2" --arm "sft=sft,sft-s1,sft-s2")
+  step report "$eval_dir" "${arms[@]}" --compare ssb:sft --compare ssb:base --compare sft:base --compare ssb:grpo \
+    --compare ssb:random-teacher-hint --compare ssb-t1:ssb --compare ssb-ce:ssb --compare ssb-eot:ssb --out benchmarks/results/evidence
+  commit "report"
+}
+
+for part in "${@:-main}"; do "$part"; done

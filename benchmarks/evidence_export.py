@@ -1,0 +1,75 @@
+"""Copy what a number of the evidence study rests on into benchmarks/results/evidence/, compressed.
+
+    python benchmarks/evidence_export.py phase1 RUN_DIR
+    python benchmarks/evidence_export.py arm NAME --eval-dir EVAL_DIR [--model MODEL] [--train-dir RUN_DIR]
+
+phase1: the shared training data (rollouts, refinements, teacher and student views, dropped
+questions) with the run's stats and manifest. arm: every evaluation samples file and summary of
+MODEL (default NAME) in EVAL_DIR, and the training folder's stats, manifest and per-step metrics.
+Anyone can recompute each committed pass@1, CI and paired difference from these files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "results" / "evidence"
+PHASE1 = ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl")
+
+
+def gzip_copy(source: Path, target_dir: Path) -> None:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with open(source, "rb") as f, gzip.open(target_dir / f"{source.name}.gz", "wb", compresslevel=9, mtime=0) as g:
+        shutil.copyfileobj(f, g)
+
+
+def plain_copy(source: Path, target_dir: Path, name: str | None = None) -> None:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target_dir / (name or source.name))
+
+
+def export_phase1(run_dir: Path) -> None:
+    for name in PHASE1:
+        gzip_copy(run_dir / name, OUT / "phase1")
+    for name in ("stats.json", "manifest.json"):
+        plain_copy(run_dir / name, OUT / "phase1")
+
+
+def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) -> None:
+    target = OUT / name
+    samples = sorted((eval_dir / "eval" / model).glob("*.samples.jsonl"))
+    if not samples:
+        raise SystemExit(f"{eval_dir}/eval/{model}: no evaluation samples")
+    for path in samples:
+        gzip_copy(path, target)
+        plain_copy(path.with_name(path.name.replace(".samples.jsonl", ".summary.json")), target)
+    if train_dir is not None:
+        for name_ in ("stats.json", "manifest.json"):
+            plain_copy(train_dir / name_, target, f"training-{name_}")
+        for metrics in (train_dir / "distill" / "metrics.jsonl", train_dir / "grpo" / "metrics.jsonl"):
+            if metrics.exists():
+                gzip_copy(metrics, target / metrics.parent.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    phase1 = sub.add_parser("phase1")
+    phase1.add_argument("run_dir", type=Path)
+    arm = sub.add_parser("arm")
+    arm.add_argument("name")
+    arm.add_argument("--eval-dir", type=Path, required=True)
+    arm.add_argument("--model")
+    arm.add_argument("--train-dir", type=Path)
+    args = parser.parse_args()
+    if args.what == "phase1":
+        export_phase1(args.run_dir)
+    else:
+        export_arm(args.name, args.eval_dir, args.model or args.name, args.train_dir)
+
+
+if __name__ == "__main__":
+    main()
