@@ -37,6 +37,9 @@ main() {
   step rollouts --config $config --run_dir "$ssb_dir"
   step refine --config $config --run_dir "$ssb_dir"
   python3 benchmarks/evidence_export.py phase1 "$ssb_dir" && commit "training data (rollouts, refinements, views)"
+  evaluate "" "${gsm8k[@]}"
+  evaluate "" "${math[@]}"
+  export_arm base && commit "the base model"
   for seed in 1 2; do copy_once "$ssb_dir" "$sft_dir-s$seed"; done
   copy_once "$ssb_dir" "$sft_dir"
   copy_once "$ssb_dir" "$hint_dir"
@@ -45,7 +48,7 @@ main() {
   step distill --config $config --run_dir "$ssb_dir"
   evaluate "ssb=$ssb_dir/distill/adapter" "${gsm8k[@]}"
   evaluate "ssb=$ssb_dir/distill/adapter" "${math[@]}"
-  export_arm base && export_arm ssb "$ssb_dir" && commit "base and SSB"
+  export_arm ssb "$ssb_dir" && commit "SSB as in the paper"
 
   step distill --config $config --run_dir "$sft_dir" --distill.objective sft
   evaluate "sft=$sft_dir/distill/adapter" "${gsm8k[@]}"
