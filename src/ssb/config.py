@@ -262,6 +262,8 @@ class SSBConfig:
     run_dir: str = doc("runs/ssb", "Run folder: every output of every stage goes here.")
     seed: int = doc(0, "Seed of every random choice (sampling, selection, shuffling).")
     progress: bool = doc(True, "Show tqdm progress bars in every stage (generation, teacher targets, training).")
+    rounds: int = doc(1, "Rounds of the method (ssb run). Round 1 is the run itself; round r >= 2 runs rollouts, refine, teacher, distill and eval in run_dir/round-r with round r-1's model, its adapter merged in, as policy and teacher (see ssb.rounds).")
+    rounds_data: Literal["fresh", "same"] = doc("fresh", "Training questions of round r >= 2: fresh (the next data.limit questions: data.offset advanced by (r-1) x data.limit, so data.limit must be set) or same (round 1's questions again).")
     model: ModelConfig = doc(ModelConfig(), "Base model (teacher and student).")
     data: DataConfig = doc(DataConfig(), "Questions and gold answers.")
     prompts: PromptsConfig = doc(PromptsConfig(), "Prompt templates.")
@@ -275,6 +277,11 @@ class SSBConfig:
     grpo: GRPOConfig = doc(GRPOConfig(), "The GRPO control (ssb grpo), with distill.lora's adapter shape.")
 
     def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError("rounds must be >= 1")
+        if self.rounds > 1 and self.rounds_data == "fresh" and self.data.limit is None:
+            raise ConfigError("rounds_data=fresh gives each round the next data.limit questions (data.offset advanced by (r-1) x data.limit); "
+                              "set data.limit, or use rounds_data=same to train every round on the same questions")
         if self.distill.objective == "kd" and self.distill.kd_direction != "forward" and self.teacher.format == "topk":
             raise ConfigError(f"distill.kd_direction={self.distill.kd_direction} needs the teacher's full distribution; "
                               "teacher.format topk stores only its top k (use hidden, full or online)")

@@ -4,6 +4,9 @@ The stages are those of ``ssb.stages`` marked ``in_run`` (rollouts -> refine -> 
 -> eval of the base model and the trained adapter, same harness), then the report. Each stage
 resumes if interrupted and is skipped when its manifest says it finished with the same inputs; a
 stage whose inputs changed stops the run with the list of changes unless it is named in ``force``.
+When refine keeps no solution the run stops there, with the reason in its result and in the report,
+instead of training on nothing. With ``rounds`` > 1, ``ssb.rounds`` repeats the stages, each round
+bootstrapping from the model the previous one trained.
 """
 
 from __future__ import annotations
@@ -21,34 +24,71 @@ _log = logging.getLogger(__name__)
 RUN_STAGES = tuple(stage for stage in STAGES if stage.in_run)
 
 
-def eval_config_with_adapter(config: SSBConfig) -> SSBConfig:
-    """The run's own adapter added to the evaluated models, beside the base."""
+def eval_config_with_adapter(config: SSBConfig, with_base: bool = True) -> SSBConfig:
+    """The run's own adapter added to the evaluated models, beside the base (or alone, when not ``with_base``)."""
     adapter = f"ssb={Path(config.run_dir) / 'distill' / 'adapter'}"
+    if not with_base:
+        return dataclasses.replace(config, eval=dataclasses.replace(config.eval, adapters=[adapter], skip_base=True))
     adapters = list(config.eval.adapters) + ([adapter] if adapter not in config.eval.adapters else [])
     return dataclasses.replace(config, eval=dataclasses.replace(config.eval, adapters=adapters, skip_base=False))
 
 
-def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> dict:
-    """Run the whole method; returns wall seconds per stage (this invocation) and the pass@1 table.
+def no_yield(stats: dict) -> str | None:
+    """Why a run folder's method stops after refine (from its stats.json): no refined solution kept; None when some were."""
+    refine = stats.get("refine")
+    if refine is None or refine["kept"] > 0:
+        return None
+    empty = " (the data slice is empty)" if refine["questions"] == 0 else ""
+    return (f"refine kept no solution ({refine['mixed']} mixed of {refine['questions']} questions{empty}): "
+            "nothing to train on, so teacher, distill and eval did not run")
 
-    ``backend`` replaces the model's backend of the stages that take one (tests script outcomes).
-    """
-    from ssb.report import write_report
 
-    force = set(force or [])
+def check_force(force: set[str]) -> None:
     unknown = force - {stage.name for stage in RUN_STAGES}
     if unknown:
         raise ValueError(f"--force: unknown stage(s) {', '.join(sorted(unknown))}; stages: {', '.join(s.name for s in RUN_STAGES)}")
+
+
+def run_stages(config: SSBConfig, force: set[str], backend=None, with_base: bool = True) -> dict:
+    """The stages of ``ssb run`` that apply to ``config``, in its run folder, in order.
+
+    Returns {"wall_s": seconds per stage (this invocation), "pass@1": eval's table, or None when the
+    run stopped, "stopped": why it stopped after refine, or None}. ``with_base``: evaluate the base
+    model (and ``eval.adapters``) beside the run's own adapter.
+    """
     runners = {stage.name: stage.runner() for stage in RUN_STAGES}  # a missing dependency fails now, not after hours of rollouts
     timings, results = {}, {}
     for stage in RUN_STAGES:
         if not stage.applies(config):
             continue
         start = time.monotonic()
-        _log.info("=== %s", stage.name)
-        stage_config = eval_config_with_adapter(config) if stage.name == "eval" else config
+        _log.info("=== %s (%s)", stage.name, config.run_dir)
+        stage_config = eval_config_with_adapter(config, with_base) if stage.name == "eval" else config
         extra = {"backend": backend} if backend is not None and stage.takes_backend else {}
         results[stage.name] = runners[stage.name](stage_config, force=stage.name in force, **extra)
         timings[stage.name] = round(time.monotonic() - start, 1)
+        stopped = no_yield({"refine": results["refine"]}) if stage.name == "refine" else None
+        if stopped:
+            _log.warning("%s: %s", config.run_dir, stopped)
+            return {"wall_s": timings, "pass@1": None, "stopped": stopped}
+    return {"wall_s": timings, "pass@1": results["eval"], "stopped": None}
+
+
+def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> dict:
+    """Run the whole method; returns wall seconds per stage (this invocation), the pass@1 table and the report's path,
+    with "stopped" (why) when refine kept nothing; with ``rounds`` > 1, one such entry per round (``ssb.rounds``).
+
+    ``backend`` replaces the model's backend of the stages that take one (tests script outcomes).
+    """
+    from ssb.report import write_report
+
+    force = set(force or [])
+    check_force(force)
+    if config.rounds > 1:
+        from ssb.rounds import run_rounds
+
+        return run_rounds(config, force, backend)
+    outcome = run_stages(config, force, backend)
     report = write_report(config.run_dir)
-    return {"wall_s": timings, "pass@1": results["eval"], "report": str(report)}
+    stopped = {"stopped": outcome["stopped"]} if outcome["stopped"] else {}
+    return {"wall_s": outcome["wall_s"], "pass@1": outcome["pass@1"], **stopped, "report": str(report)}

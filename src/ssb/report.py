@@ -13,7 +13,9 @@ from the run folders' manifests.
 Several run folders are read as one set of models (``ssb.comparison`` says how they are named);
 ``--arm`` pools models (training seeds) into an arm and ``--compare A:B`` prints A minus B, in a
 section of its own at the top. Without ``--compare`` each model is compared with the base model of
-its own run folder. The report goes to the first run folder unless ``out`` names another.
+its own run folder. The report goes to the first run folder unless ``out`` names another. A run
+of several rounds gets its per-round curve first (``ssb.rounds_report``); a run that stopped because
+refine kept no solution says so at the top.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from ssb.artifacts import read_jsonl
 from ssb.comparison import arm_pass_at_1, compare, format_p, holm, model_labels, parse_arms, parse_comparisons, pool
 from ssb.packaged_models import default_cache_dir
+from ssb.pipeline import no_yield
 from ssb.stages import STAGES
 
 TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute)
@@ -228,7 +231,7 @@ def diagnostics_table(trained_in: dict[str, Path | None]) -> str | None:
     return "\n".join(lines)
 
 
-def _pyplot():
+def pyplot():
     # matplotlib caches fonts under the home folder unless told otherwise: keep it in ssb's cache.
     os.environ.setdefault("MPLCONFIGDIR", str(default_cache_dir() / "matplotlib"))
     import matplotlib
@@ -240,7 +243,7 @@ def _pyplot():
 
 
 def plot_training(metrics: list[dict], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     steps = [m["step"] for m in metrics]
@@ -262,7 +265,7 @@ def plot_training(metrics: list[dict], path: Path) -> None:
 
 
 def plot_accuracy(summaries: dict[str, dict[str, dict]], benchmarks: list[str], path: Path) -> None:
-    plt = _pyplot()
+    plt = pyplot()
 
     models = base_first(summaries)
     width = 0.8 / max(len(models), 1)
@@ -331,7 +334,13 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     out_dir.mkdir(parents=True, exist_ok=True)
     adapters = {folder: eval_adapters(folder) for folder in folders}
     trained_in = {label: training_folder((adapters[folder] or {}).get(model)) for label, (folder, model) in models.items()}
-    lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *arm_lines]
+    from ssb.rounds_report import rounds_section  # builds on this module's tables
+
+    rounds = rounds_section(folders[0], out_dir)
+    stats_path = folders[0] / "stats.json"
+    stopped = None if rounds or not stats_path.exists() else no_yield(json.loads(stats_path.read_text()))
+    lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *([f"**Stopped**: {stopped}.", ""] if stopped else []),
+             *rounds, *arm_lines]
     if summaries:
         benchmarks, markdown = table(summaries)
         plot_accuracy(summaries, benchmarks, out_dir / "accuracy.png")
@@ -359,7 +368,6 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
         plot_training(metrics, out_dir / "training.png")
         lines += ["## Training", "", f"{len(metrics)} optimiser steps; loss {metrics[0]['loss']:.4f} -> {metrics[-1]['loss']:.4f}.", "",
                   "![training curves](training.png)", ""]
-    stats_path = folders[0] / "stats.json"
     if stats_path.exists():
         lines += ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s (last invocation) |", "|---|---|---|---|"]
         for stage, s in json.loads(stats_path.read_text()).items():

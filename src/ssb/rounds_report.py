@@ -1,0 +1,110 @@
+"""The per-round curve of an iterated run (``rounds`` > 1, ``ssb.rounds``), for ``ssb report``.
+
+Read from ``RUN_DIR/rounds.json`` and each round's run folder: per round and benchmark, the yield
+funnel of its refine stage (questions, mixed, kept), the mean length of the solutions it trained on,
+and the pass@1 of its trained model with the 95% CI and the mean completion length; round 0 is the
+original base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
+error bars. Each round is compared with the one before it and with round 0 on the same questions
+(paired difference, McNemar's test, Holm's adjustment over the table), like the report's other
+paired tables.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ssb.comparison import compare
+from ssb.report import cell, difference_table, per_question_scores, pyplot, training_solution_length
+from ssb.rounds import ROUNDS_FILE
+
+DASH = "-"
+
+
+def evaluated_rounds(run_dir: Path) -> list[tuple[int, Path, str]]:
+    """(round, run folder, evaluated model) of the curve: round 0 is the base model of round 1's folder."""
+    record = json.loads((run_dir / ROUNDS_FILE).read_text())
+    return [(0, run_dir, "base"), *((r["round"], run_dir / r["folder"], "ssb") for r in record["per_round"])]
+
+
+def _summary(folder: Path, model: str, benchmark: str) -> dict | None:
+    path = folder / "eval" / model / f"{benchmark}.summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _benchmarks(run_dir: Path) -> list[str]:
+    return sorted(p.name.removesuffix(".summary.json") for p in (run_dir / "eval" / "base").glob("*.summary.json"))
+
+
+def rounds_table(run_dir: Path, benchmarks: list[str]) -> list[str]:
+    header = ["round", "benchmark", "questions", "mixed", "kept", "training solution length", "pass@1 % ± 95% CI half-width (n)",
+              "mean completion tokens"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r, folder, model in evaluated_rounds(run_dir):
+        refine = (json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").exists() else {}).get("refine")
+        funnel = [str(refine[k]) for k in ("questions", "mixed", "kept")] if r > 0 and refine else [DASH] * 3
+        length = (training_solution_length(folder) if r > 0 and refine and refine["kept"] else None) or DASH
+        for benchmark in benchmarks or [DASH]:  # a run stopped in round 1 evaluated nothing
+            summary = _summary(folder, model, benchmark)
+            tokens = f"{summary['mean_completion_tokens']:.0f}" if summary else DASH
+            name = "0 (base)" if r == 0 else str(r)
+            lines.append(f"| {name} | {benchmark} | {' | '.join(funnel)} | {length} | {cell(summary) if summary else 'not evaluated'} | {tokens} |")
+    return lines
+
+
+def round_differences(run_dir: Path, benchmarks: list[str]) -> list[tuple[str, str, dict]]:
+    """Each evaluated round minus the round before it, and (from round 2) minus round 0, on the questions both answered."""
+    evaluated = {b: [(r, per_question_scores(folder, model, b)) for r, folder, model in evaluated_rounds(run_dir) if _summary(folder, model, b)]
+                 for b in benchmarks}
+    rows = []
+    for benchmark, points in evaluated.items():
+        for (r_prev, prev), (r, scores) in zip(points, points[1:]):
+            rows.append((f"round {r} - round {r_prev}", benchmark, compare(scores, prev)))
+            if r_prev != 0:
+                rows.append((f"round {r} - round 0", benchmark, compare(scores, points[0][1])))
+    return rows
+
+
+def plot_rounds(run_dir: Path, benchmarks: list[str], path: Path) -> None:
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for benchmark in benchmarks:
+        points = [(r, _summary(folder, model, benchmark)) for r, folder, model in evaluated_rounds(run_dir)]
+        points = [(r, s["pass@1"]) for r, s in points if s is not None]
+        means = [100 * p["mean"] for _, p in points]
+        errors = [[100 * (p["mean"] - p["ci95"][0]) for _, p in points], [100 * (p["ci95"][1] - p["mean"]) for _, p in points]]
+        ax.errorbar([r for r, _ in points], means, yerr=errors, marker="o", capsize=4, label=benchmark)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("round (0 = base model)")
+    ax.set_ylabel("pass@1 (%), 95% CI")
+    ax.set_title("Accuracy after each round")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def rounds_section(run_dir: Path, out_dir: Path) -> list[str]:
+    """The report's "Rounds" section (and ``out_dir/rounds.png``); empty for a run without rounds."""
+    if not (run_dir / ROUNDS_FILE).exists():
+        return []
+    record = json.loads((run_dir / ROUNDS_FILE).read_text())
+    benchmarks = _benchmarks(run_dir)
+    lines = ["## Rounds", "",
+             f"{len(record['per_round'])} of {record['rounds']} rounds run, training questions: {record['rounds_data']} "
+             f"({ROUNDS_FILE} lists each round's folder, model and data slice). Round r's model is round r-1's with its adapter merged in; "
+             "its row shows its refine funnel and the adapter it trained, evaluated on the same questions as every round.", ""]
+    if record["stopped"]:
+        lines += [f"**Stopped** at {record['stopped']}.", ""]
+    lines += [*rounds_table(run_dir, benchmarks), ""]
+    if benchmarks:
+        plot_rounds(run_dir, benchmarks, out_dir / "rounds.png")
+        lines += ["![pass@1 per round](rounds.png)", ""]
+    differences = round_differences(run_dir, benchmarks)
+    if differences:
+        lines += ["### Each round against the previous one and against round 0 (paired, same questions)", "",
+                  *difference_table(differences, "rounds", "questions gained / lost", "McNemar p"), ""]
+    return lines

@@ -1,0 +1,241 @@
+"""Iterated SSB (rounds > 1) end to end on a tiny random model: scripted rollouts and refinement, real
+teacher, distillation, merge and evaluation, and the per-round report."""
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scripted import ScriptedBackend
+from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from ssb.chat import ChatFormat, tokenizer_hash
+from ssb.cli import build_parser
+from ssb.config import ConfigError, load_config
+from ssb.metrics import mean_with_ci
+from ssb.models import load_tokenizer
+from ssb.pipeline import run_all
+from ssb.report import cell
+from ssb.rounds import merge_adapter, round_config
+from ssb.rounds_report import rounds_section
+from test_evaluation import write_benchmark
+from test_pipeline import SETTINGS
+from test_stages import refine_script, rollout_script
+
+QUESTIONS, SLICE = 24, 8  # rounds 1, 2 and 3 of a fresh run: questions 0-7, 8-15, 16-23
+
+# Files a plain run writes that depend on nothing but config and seed (summaries and metrics carry timings).
+SAME_BYTES = ["rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl", "teacher/targets-00000.safetensors",
+              "distill/adapter/adapter_model.safetensors", "distill/adapter/adapter_config.json",
+              "eval/base/gsm8k.samples.jsonl", "eval/ssb/gsm8k.samples.jsonl"]
+
+
+def question_number(user: str) -> int:
+    return int(re.search(r"Question (\d+)", user).group(1))
+
+
+def script(user, s):
+    """rollout_script's mix of right and wrong; refinements right (but 6 wrong, 7 truncated), and wrong from question 16 on."""
+    if not user.startswith("We have two sample responses"):
+        return rollout_script(user, s)
+    i = int(re.search(r"-----\nQuestion (\d+)", user).group(1))
+    return f"Careful, but wrong. \\boxed{{{i + 1}}}" if i >= 16 else refine_script(user, s)
+
+
+def make(folder: Path, tiny_model_dir, run: str, **overrides):
+    write_benchmark(folder / "bench", "gsm8k", 5)
+    data = folder / "questions.jsonl"
+    data.write_text("".join(json.dumps({"question": f"Question {i}: what is {i}?", "answer": str(i)}) + "\n" for i in range(QUESTIONS)))
+    return load_config(None, {"run_dir": str(folder / run), "data.source": "jsonl", "data.path": str(data), "data.limit": SLICE,
+                              "data.data_dir": str(folder / "bench"), "model.name_or_path": str(tiny_model_dir), **SETTINGS, **overrides})
+
+
+def ids(folder: Path) -> list[str]:
+    return [r["id"] for r in read_jsonl(folder / "rollouts.jsonl")]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model_dir):
+    """A plain run, and a fresh-data run of 3 rounds from the same config that stops in round 3 (no refinement kept)."""
+    folder = tmp_path_factory.mktemp("rounds")
+    plain = make(folder, tiny_model_dir, "plain")
+    config = make(folder, tiny_model_dir, "rounds", rounds=3)
+    backend = ScriptedBackend(ChatFormat(load_tokenizer(plain.model)), script)
+    run_all(plain, backend=backend)
+    result = run_all(config, backend=backend)
+    return Path(plain.run_dir), Path(config.run_dir), config, result, backend
+
+
+def test_round_one_is_a_plain_run_byte_for_byte(runs):
+    plain, run, _, result, _ = runs
+    assert [r["round"] for r in result["rounds"]] == [1, 2, 3]
+    for name in SAME_BYTES:
+        assert sha(run / name) == sha(plain / name), name
+    # The comparison can fail: round 2 ran the same stages on other questions with another model.
+    assert sha(run / "round-2/rollouts.jsonl") != sha(plain / "rollouts.jsonl")
+    assert sha(run / "round-2/distill/adapter/adapter_model.safetensors") != sha(plain / "distill/adapter/adapter_model.safetensors")
+
+
+def test_round_two_starts_from_the_merged_model(runs, tiny_model_dir):
+    _, run, config, _, _ = runs
+    model = run / "round-2" / "model"
+    merged, base = load_file(model / "model.safetensors"), load_file(Path(tiny_model_dir) / "model.safetensors")
+    adapter = load_file(run / "distill/adapter/adapter_model.safetensors")
+    scale = config.distill.lora.alpha / config.distill.lora.r
+    assert set(merged) == set(base)
+    changed = 0
+    for name, weight in base.items():
+        a_key = "base_model.model." + name.removesuffix(".weight") + ".lora_A.weight"
+        if a_key in adapter:  # W + (alpha / r) B A, written out here rather than by PEFT
+            expected = weight + scale * adapter[a_key.replace("lora_A", "lora_B")] @ adapter[a_key]
+            assert torch.allclose(merged[name], expected, rtol=0, atol=1e-6), name
+            changed += not torch.equal(merged[name], weight)
+        else:
+            assert torch.equal(merged[name], weight), name
+    assert changed == 14  # 7 projections x 2 layers
+    # Same tokenizer and chat template, and the same stop tokens, as the base model.
+    assert tokenizer_hash(load_tokenizer(config.model)) == tokenizer_hash(load_tokenizer(round_config(config, 2, str(model)).model))
+    # Round 2 ran every stage on it (policy and teacher), and its adapter was trained on it.
+    manifest = json.loads((run / "round-2/manifest.json").read_text())
+    assert {"merge", "rollouts", "refine", "teacher", "distill", "eval/ssb/gsm8k"} == set(manifest["stages"])
+    assert all(manifest["stages"][s]["model"] == str(model) for s in ("rollouts", "refine", "teacher", "distill"))
+    assert manifest["stages"]["merge"]["inputs"]["model"]["name_or_path"] == str(tiny_model_dir)
+    assert manifest["stages"]["merge"]["adapter"] == str(run / "distill/adapter")
+    trained_on = json.loads((run / "round-2/distill/adapter/adapter_config.json").read_text())["base_model_name_or_path"]
+    assert trained_on == str(model)
+    rounds = json.loads((run / "rounds.json").read_text())["per_round"]
+    assert [r["started_from"] for r in rounds] == [{"model": str(tiny_model_dir), "adapter": None},
+                                                   {"model": str(tiny_model_dir), "adapter": str(run / "distill/adapter")},
+                                                   {"model": str(model), "adapter": str(run / "round-2/distill/adapter")}]
+
+
+def test_fresh_rounds_take_the_next_slice(runs):
+    _, run, _, _, _ = runs
+    assert ids(run) == [f"jsonl-train-{i}" for i in range(0, 8)]
+    assert ids(run / "round-2") == [f"jsonl-train-{i}" for i in range(8, 16)]
+    assert ids(run / "round-3") == [f"jsonl-train-{i}" for i in range(16, 24)]
+
+
+def test_a_round_that_keeps_nothing_stops_the_run(runs):
+    _, run, _, result, _ = runs
+    assert result["stopped"] == ("round 3: refine kept no solution (4 mixed of 8 questions): nothing to train on, "
+                                 "so teacher, distill and eval did not run")
+    assert result["rounds"][2]["pass@1"] is None and set(result["rounds"][1]["pass@1"]) == {"ssb"}
+    assert not any((run / "round-3" / name).exists() for name in ("teacher", "distill", "eval"))
+    assert json.loads((run / "rounds.json").read_text())["stopped"] == result["stopped"]
+    assert f"**Stopped** at {result['stopped']}." in (run / "report.md").read_text()
+
+
+def test_report_shows_the_per_round_curve(runs):
+    _, run, _, _, _ = runs
+    report = (run / "report.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if re.match(r"\| (0 \(base\)|\d) \| gsm8k \|", line)}
+    assert list(rows) == ["0 (base)", "1", "2", "3"]
+    summary = lambda folder, model: json.loads((folder / f"eval/{model}/gsm8k.summary.json").read_text())  # noqa: E731
+    round_2_tokens = json.loads((run / "round-2/stats.json").read_text())["distill"]["mean_solution_tokens"]
+    base = summary(run, "base")
+    assert rows["0 (base)"] == f"| 0 (base) | gsm8k | - | - | - | - | {cell(base)} | {base['mean_completion_tokens']:.0f} |"
+    assert rows["1"].startswith("| 1 | gsm8k | 8 | 4 | 2 | ") and cell(summary(run, "ssb")) in rows["1"]
+    assert rows["2"] == (f"| 2 | gsm8k | 8 | 4 | 4 | {round_2_tokens:.0f} tokens | {cell(summary(run / 'round-2', 'ssb'))} "
+                         f"| {summary(run / 'round-2', 'ssb')['mean_completion_tokens']:.0f} |")
+    assert rows["3"] == "| 3 | gsm8k | 8 | 4 | 0 | - | not evaluated | - |"
+    assert (run / "rounds.png").stat().st_size > 0
+    differences = [line.split(" | ")[0].strip("| ") for line in report.splitlines() if line.startswith("| round ") and "- round" in line]
+    assert differences == ["round 1 - round 0", "round 2 - round 1", "round 2 - round 0"]
+
+
+def fake_eval(folder: Path, model: str, correct: list[int]) -> None:
+    """An evaluation of ``model`` in ``folder`` whose question q is answered right when correct[q]."""
+    write_jsonl_atomic(folder / f"eval/{model}/gsm8k.samples.jsonl", [{"index": q, "id": f"q{q}", "completions": [{"correct": bool(c)}]}
+                                                                     for q, c in enumerate(correct)])
+    write_json_atomic(folder / f"eval/{model}/gsm8k.summary.json", {"pass@1": mean_with_ci(correct, binary=True), "mean_completion_tokens": 7})
+
+
+def test_round_differences_are_paired_on_the_questions(tmp_path):
+    """Each round against the previous one and against round 0, on made-up scores, recomputed here by hand."""
+    correct = {0: [1, 0, 0, 0, 0, 0], 1: [1, 1, 1, 0, 0, 0], 2: [1, 1, 0, 1, 1, 1]}
+    fake_eval(tmp_path, "base", correct[0])
+    fake_eval(tmp_path, "ssb", correct[1])
+    fake_eval(tmp_path / "round-2", "ssb", correct[2])
+    write_json_atomic(tmp_path / "rounds.json", {"rounds": 2, "rounds_data": "same", "stopped": None,
+                                                 "per_round": [{"round": 1, "folder": "."}, {"round": 2, "folder": "round-2"}]})
+    for folder in (tmp_path, tmp_path / "round-2"):
+        write_json_atomic(folder / "stats.json", {"refine": {"questions": 9, "mixed": 5, "kept": 3}, "distill": {"mean_solution_tokens": 50.4}})
+    lines = rounds_section(tmp_path, tmp_path)
+    assert "| 2 | gsm8k | 9 | 5 | 3 | 50 tokens | 83.3 ± 26.7 (n=6) | 7 |" in lines
+    for name, (a, b) in {"round 1 - round 0": (1, 0), "round 2 - round 1": (2, 1), "round 2 - round 0": (2, 0)}.items():
+        diffs = [x - y for x, y in zip(correct[a], correct[b])]
+        row = next(line for line in lines if line.startswith(f"| {name} |"))
+        assert row.startswith(f"| {name} | gsm8k | {100 * sum(diffs) / 6:+.1f} | ") and f"| {diffs.count(1)} / {diffs.count(-1)} (n=6) |" in row
+    assert (tmp_path / "rounds.png").stat().st_size > 0
+
+
+def test_a_second_run_skips_finished_rounds_and_refuses_a_stale_one(runs):
+    _, run, config, result, backend = runs
+    folders = [run, run / "round-2", run / "round-3"]
+    before = {f: (f / "manifest.json").read_bytes() for f in folders}
+    model_time = (run / "round-2/model/model.safetensors").stat().st_mtime_ns
+    calls = len(backend.calls)
+    again = run_all(config, backend=backend)
+    assert len(backend.calls) == calls  # no generation (rollouts, refine)
+    assert {f: (f / "manifest.json").read_bytes() for f in folders} == before  # no stage finished again (eval, training, merge)
+    assert (run / "round-2/model/model.safetensors").stat().st_mtime_ns == model_time
+    assert again["stopped"] == result["stopped"] and [r["pass@1"] for r in again["rounds"]] == [r["pass@1"] for r in result["rounds"]]
+
+    adapter = run / "distill/adapter/adapter_model.safetensors"
+    original = adapter.read_bytes()
+    try:
+        adapter.write_bytes(original + b" ")  # round 1 retrained after round 2 was built on it
+        stale = r"round-2 was built on another model or adapter[\s\S]*adapter_sha256: '[0-9a-f]+' -> '[0-9a-f]+'[\s\S]*are stale"
+        with pytest.raises(RunFolderError, match=stale):
+            merge_adapter(config, run / "round-2")
+    finally:
+        adapter.write_bytes(original)
+
+
+def test_an_interrupted_merge_is_redone(runs, tmp_path):
+    _, run, config, _, _ = runs
+    leftover = tmp_path / "round-2" / ".model.staging"
+    leftover.mkdir(parents=True)
+    (leftover / "config.json").write_text("{half written")
+    path = merge_adapter(config, tmp_path / "round-2")
+    assert path == str(tmp_path / "round-2" / "model") and not leftover.exists()
+    assert sha(Path(path) / "model.safetensors") == sha(run / "round-2/model/model.safetensors")
+
+
+def test_same_data_and_the_sft_control(tmp_path, tiny_model_dir):
+    config = make(tmp_path, tiny_model_dir, "sft", rounds=2, rounds_data="same", **{"distill.objective": "sft"})
+    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
+    run = Path(config.run_dir)
+    assert "stopped" not in result and ids(run / "round-2") == ids(run)
+    for folder in (run, run / "round-2"):  # hard labels: no teacher stage in any round
+        assert "teacher" not in json.loads((folder / "manifest.json").read_text())["stages"] and not (folder / "teacher").exists()
+    assert (run / "round-2/eval/ssb/gsm8k.summary.json").exists() and not (run / "round-2/eval/base").exists()
+
+
+def test_a_plain_run_that_keeps_nothing_stops_before_training(tmp_path, tiny_model_dir):
+    def wrong(user, s):
+        return f"Wrong. \\boxed{{{question_number(user) + 1}}}" if user.startswith("We have two") else rollout_script(user, s)
+
+    config = make(tmp_path, tiny_model_dir, "run")
+    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), wrong))
+    run = Path(config.run_dir)
+    assert result["stopped"].startswith("refine kept no solution (4 mixed of 8 questions)") and result["pass@1"] is None
+    assert not (run / "distill").exists() and f"**Stopped**: {result['stopped']}." in (run / "report.md").read_text()
+
+
+def test_rounds_options(tmp_path):
+    with pytest.raises(ConfigError, match="rounds_data=fresh .* set data.limit"):
+        load_config(None, {"rounds": 2})
+    assert load_config(None, {"rounds": 2, "rounds_data": "same"}).rounds == 2
+    with pytest.raises(ConfigError, match="rounds must be >= 1"):
+        load_config(None, {"rounds": 0})
+    args = build_parser().parse_args(["run", "--rounds", "3", "--rounds_data", "same"])
+    assert vars(args)["cfg:rounds"] == 3 and vars(args)["cfg:rounds_data"] == "same"
