@@ -22,7 +22,7 @@ PHASE1 = ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl
 
 def gzip_copy(source: Path, target_dir: Path) -> None:
     target_dir.mkdir(parents=True, exist_ok=True)
-    with open(source, "rb") as f, gzip.open(target_dir / f"{source.name}.gz", "wb", compresslevel=9, mtime=0) as g:
+    with open(source, "rb") as f, gzip.GzipFile(target_dir / f"{source.name}.gz", "wb", compresslevel=9, mtime=0) as g:
         shutil.copyfileobj(f, g)
 
 
