@@ -105,17 +105,18 @@ def test_kd_direction_and_end_of_turn_exclusion_match_a_full_forward(tmp_path, t
     config = phase1_folder(tmp_path, tiny_model_dir, **EXACT, **{"distill.kd_direction": direction, "distill.jsd_beta": 0.3,
                                                                  "distill.kd_exclude_eot": exclude_eot})
     first = first_step(config)
-    total, tokens, ce = 0.0, 0, 0.0
+    total, tokens, ce, eot = 0.0, 0, 0.0, 0.0
     for e, t, s in step_one_pairs(config):
         per_token = divergences(t, s, config.distill.temperature, 0.3)[direction]
         if exclude_eot:
             per_token[-1] = 0.0  # the end-of-turn token, last of every solution
         total += per_token.sum().item()
+        eot += per_token[-1].item()
         ce += F.cross_entropy(s, torch.tensor(e.solution_ids), reduction="sum").item()
         tokens += len(e.solution_ids)
     assert first["kl"] == pytest.approx(total / tokens, rel=1e-4)
     assert first["ce"] == pytest.approx(ce / tokens, rel=1e-4)  # CE keeps the end-of-turn token either way
-    assert first["kd_share_eot"] == (0.0 if exclude_eot else pytest.approx(first["kd_share_eot"]))
+    assert first["kd_share_eot"] == pytest.approx(eot / total, rel=1e-4, abs=1e-9)  # 0 when excluded
 
 
 def test_step_diagnostics_match_a_full_forward(tmp_path, tiny_model_dir):
