@@ -2,10 +2,14 @@
 
     python benchmarks/evidence_export.py phase1 RUN_DIR
     python benchmarks/evidence_export.py arm NAME --eval-dir EVAL_DIR [--model MODEL] [--train-dir RUN_DIR]
+    python benchmarks/evidence_export.py rounds NAME RUN_DIR
 
 phase1: the shared training data (rollouts, refinements, teacher and student views, dropped
 questions) with the run's stats and manifest. arm: every evaluation samples file and summary of
 MODEL (default NAME) in EVAL_DIR, and the training folder's stats, manifest and per-step metrics.
+rounds: an iterated run (``rounds`` > 1) into NAME/: its rounds.json, report.md and rounds.png, and per
+round (round-1 is the run folder itself) the training data, stats, manifest, per-step metrics and
+every evaluation's samples and summary.
 Anyone can recompute each committed pass@1, CI and paired difference from these files.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -54,6 +59,25 @@ def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) ->
                 gzip_copy(metrics, target / metrics.parent.name)
 
 
+def export_rounds(name: str, run_dir: Path) -> None:
+    target = OUT / name
+    for file in ("rounds.json", "report.md", "rounds.png"):
+        if (run_dir / file).exists():
+            plain_copy(run_dir / file, target)
+    for entry in json.loads((run_dir / "rounds.json").read_text())["per_round"]:
+        folder, out = run_dir / entry["folder"], target / f"round-{entry['round']}"
+        for file in PHASE1:
+            if (folder / file).exists():
+                gzip_copy(folder / file, out)
+        for file in ("stats.json", "manifest.json"):
+            plain_copy(folder / file, out)
+        if (folder / "distill" / "metrics.jsonl").exists():
+            gzip_copy(folder / "distill" / "metrics.jsonl", out / "distill")
+        for samples in sorted((folder / "eval").glob("*/*.samples.jsonl")):
+            gzip_copy(samples, out / "eval" / samples.parent.name)
+            plain_copy(samples.with_name(samples.name.replace(".samples.jsonl", ".summary.json")), out / "eval" / samples.parent.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -64,9 +88,14 @@ def main() -> None:
     arm.add_argument("--eval-dir", type=Path, required=True)
     arm.add_argument("--model")
     arm.add_argument("--train-dir", type=Path)
+    rounds = sub.add_parser("rounds")
+    rounds.add_argument("name")
+    rounds.add_argument("run_dir", type=Path)
     args = parser.parse_args()
     if args.what == "phase1":
         export_phase1(args.run_dir)
+    elif args.what == "rounds":
+        export_rounds(args.name, args.run_dir)
     else:
         export_arm(args.name, args.eval_dir, args.model or args.name, args.train_dir)
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Iterated rounds: 3 rounds of SSB and 3 rounds of SFT (iterated rejection-sampling fine-tuning) on
+# the evidence study's setup (config `evidence`: packaged 0.5B model, GSM8K train, K = 4), each
+# round evaluated greedy on GSM8K test (first 300) against the same questions.
+#
+#   bash benchmarks/rounds.sh [ssb] [sft]      (default: both, SSB first)
+#
+# Round 1 of each arm is the evidence study's finished arm (benchmarks/evidence.sh main), copied:
+# the copy's stages are finished with the same config, so `ssb run` skips them and round 1 here is
+# exactly that arm; it only adds round 1's evaluation on the 300 questions. Rounds 2 and 3 take the
+# next 960 training questions each (rounds_data: fresh) and start from the previous round's merged
+# model. Every stage resumes where it stopped. After each arm, its rounds (training data, stats,
+# per-question eval samples, report and curve) are exported to benchmarks/results/evidence/rounds-<arm>/
+# and, with EVIDENCE_COMMIT=1, committed.
+set -euo pipefail
+config=evidence
+runs=${EVIDENCE_RUNS:-runs/evidence}
+options=(--rounds 3 --eval.limit 300)
+
+copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
+step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
+commit() {
+  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Iterated rounds: $1" || true; fi
+}
+
+rounds_of() {
+  local arm=$1; shift
+  if [ ! -d "$runs-$arm/distill/adapter" ]; then
+    echo "$runs-$arm has no trained adapter: run benchmarks/evidence.sh main first (round 1 is that arm)" >&2
+    exit 1
+  fi
+  copy_once "$runs-$arm" "$runs-rounds-$arm"
+  step run --config $config --run_dir "$runs-rounds-$arm" "${options[@]}" "$@"
+  python3 benchmarks/evidence_export.py rounds "rounds-$arm" "$runs-rounds-$arm" && commit "$arm, 3 rounds"
+}
+
+arms=("$@")
+[ ${#arms[@]} -gt 0 ] || arms=(ssb sft)
+for arm in "${arms[@]}"; do
+  case $arm in
+    ssb) rounds_of ssb ;;
+    sft) rounds_of sft --distill.objective sft ;;
+    *) echo "unknown arm $arm (ssb or sft)" >&2; exit 2 ;;
+  esac
+done
