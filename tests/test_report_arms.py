@@ -176,3 +176,25 @@ def test_cli_writes_to_out_and_refuses_an_ambiguous_model(runs, tmp_path, capsys
     assert f"| ssb - b/base | gsm8k | {ci_row([1, 5 / 6, 2 / 3, 1 / 2, 2 / 3, 0])} | 5 / 0 (n=6) | 0.062 |" in text
     assert main(["report", str(a), "--compare", "ssb-s0:nothing"]) == 2
     assert "no evaluated model 'nothing'" in capsys.readouterr().err
+
+
+def test_resumed_generating_stage_is_costed_at_its_measured_rate(runs):
+    a, _ = runs
+    # Rollouts resumed: the last invocation made 300 of 1200 tokens in 30 s (10 tok/s), so the stage's
+    # 1200 tokens cost about 120 s. Refine ran once: its own 50 s. Distill has no tokens: its 70 s.
+    stats = {"rollouts": {"generated_tokens": 1200, "this_invocation": {"wall_s": 30.0, "generated_tokens": 300, "tokens_per_s": 10.0}},
+             "refine": {"questions": 4, "mixed": 3, "kept": 2, "generated_tokens": 400,
+                        "this_invocation": {"wall_s": 50.0, "generated_tokens": 400, "tokens_per_s": 8.0}},
+             "distill": {"steps": 6, "this_invocation": {"wall_s": 70.0}}}
+    (a / "stats.json").write_text(json.dumps(stats))
+    text = write_report(a).read_text()
+    compute = text.split("## Compute", 1)[1]
+    assert "| rollouts | 1200 |  | ≈120.0 |" in compute
+    assert "| refine | 400 |  | 50.0 |" in compute
+    assert "| distill |  | 6 | 70.0 |" in compute
+
+
+def test_a_folder_that_only_evaluated_has_no_compute_table(runs):
+    a, _ = runs
+    (a / "stats.json").write_text(json.dumps({"eval/base/gsm8k": {"this_invocation": {"wall_s": 5.0}}}))
+    assert "## Compute" not in write_report(a).read_text()

@@ -153,8 +153,21 @@ def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_sp
 
 
 def stage_compute(stage: str, stats: dict) -> tuple[int | None, int | None, float | None]:
-    """(generated tokens, optimiser steps, wall seconds of the last invocation) of one stage's stats."""
-    return stats.get("generated_tokens"), stats.get("steps"), stats.get("this_invocation", {}).get("wall_s")  # absent: an older ssb
+    """(generated tokens, optimiser steps, wall seconds) of one stage's stats.
+
+    The wall time is the last invocation's. A generating stage that was resumed made only part of
+    its tokens in that invocation: its wall time is then all of its tokens at the rate that
+    invocation measured (an estimate; ``stage_wall_is_estimated`` tells which)."""
+    wall = stats.get("this_invocation", {}).get("wall_s")  # absent: an older ssb
+    if stage_wall_is_estimated(stats):
+        wall = round(stats["generated_tokens"] / stats["this_invocation"]["tokens_per_s"], 2)
+    return stats.get("generated_tokens"), stats.get("steps"), wall
+
+
+def stage_wall_is_estimated(stats: dict) -> bool:
+    """Whether a stage's last invocation generated fewer tokens than the stage did (it was resumed)."""
+    last = stats.get("this_invocation", {})
+    return bool(last.get("tokens_per_s")) and stats.get("generated_tokens", 0) > last.get("generated_tokens", 0)
 
 
 def training_folder(adapter: str | None) -> Path | None:
@@ -188,7 +201,8 @@ def compute_table(models: dict[str, tuple[Path, str]], trained_in: dict[str, Pat
         used = [stage for stage in TRAINING_STAGES if stage in stats]
         numbers = [stage_compute(stage, stats[stage]) for stage in used]
         tokens, steps, wall = (sum(n[i] or 0 for n in numbers) for i in range(3))
-        lines.append(f"| {label} | {folder.name} | {', '.join(used)} | {tokens} | {steps} | {wall:.0f} |")
+        estimated = "≈" if any(stage_wall_is_estimated(stats[stage]) for stage in used) else ""
+        lines.append(f"| {label} | {folder.name} | {', '.join(used)} | {tokens} | {steps} | {estimated}{wall:.0f} |")
     return "\n".join(lines)
 
 
@@ -354,7 +368,8 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
                           *difference_table(paired, "model", "questions gained / lost", "McNemar p"), ""]
         if any(a is not None for a in adapters.values()):
             lines += ["## Training compute per model", "",
-                      "Summed over the training stages of the run folder that produced each adapter (wall time of each stage's last invocation).", "",
+                      "Summed over the training stages of the run folder that produced each adapter: the wall time of each stage's last "
+                      "invocation; ≈: a generating stage was resumed, and all its tokens are costed at the rate its last invocation measured.", "",
                       compute_table(models, trained_in), ""]
         diagnostics_markdown = diagnostics_table(trained_in)
         if diagnostics_markdown:
@@ -368,13 +383,15 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
         plot_training(metrics, out_dir / "training.png")
         lines += ["## Training", "", f"{len(metrics)} optimiser steps; loss {metrics[0]['loss']:.4f} -> {metrics[-1]['loss']:.4f}.", "",
                   "![training curves](training.png)", ""]
-    if stats_path.exists():
-        lines += ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s (last invocation) |", "|---|---|---|---|"]
-        for stage, s in json.loads(stats_path.read_text()).items():
-            if stage.startswith("eval/"):
-                continue
-            lines.append("| " + " | ".join([stage, *("" if v is None else str(v) for v in stage_compute(stage, s))]) + " |")
-        lines.append("")
+    stage_stats = {k: v for k, v in json.loads(stats_path.read_text()).items() if not k.startswith("eval/")} if stats_path.exists() else {}
+    if stage_stats:  # a folder that only evaluated has no compute of its own
+        lines += ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s |", "|---|---|---|---|"]
+        for stage, s in stage_stats.items():
+            cells = ["" if v is None else str(v) for v in stage_compute(stage, s)]
+            cells[2] = ("≈" if stage_wall_is_estimated(s) else "") + cells[2]
+            lines.append("| " + " | ".join([stage, *cells]) + " |")
+        lines += ["", "wall s: the stage's last invocation; ≈: the stage was resumed, and all its tokens are costed at the rate its last "
+                  "invocation measured.", ""]
     for folder in folders:
         manifest_path = folder / "manifest.json"
         if not manifest_path.exists():
