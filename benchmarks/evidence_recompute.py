@@ -1,0 +1,59 @@
+"""Recompute the evidence study's accuracies and paired comparisons from the committed samples alone.
+
+    python benchmarks/evidence_recompute.py [--out DIR] [--arm NAME=M1,M2 ...] [--compare A:B ...]
+
+Unpacks every committed arm of benchmarks/results/evidence/ (``<arm>/<benchmark>.samples.jsonl.gz``
+and its summary) into an evaluation folder laid out as ``ssb eval`` writes it, then runs ``ssb
+report`` on it with the given arms and comparisons (default: every pair the study names whose arms
+are committed). Nothing is read from the run folders the study trained in, so the numbers can be
+checked without a model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import tempfile
+from pathlib import Path
+
+from ssb.report import write_report
+
+RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+STUDY_COMPARISONS = ("ssb:sft", "ssb:base", "sft:base", "ssb:grpo", "ssb:random-teacher-hint", "ssb-t1:ssb", "ssb-ce:ssb", "ssb-eot:ssb")
+SEED_ARMS = {"ssb": ("ssb", "ssb-s1", "ssb-s2"), "sft": ("sft", "sft-s1", "sft-s2")}
+
+
+def unpack(results: Path, eval_dir: Path) -> list[str]:
+    """Every committed arm's samples and summaries into ``eval_dir/eval/<arm>/``; returns the arms."""
+    arms = []
+    for samples in sorted(results.glob("*/*.samples.jsonl.gz")):
+        arm, target = samples.parent.name, eval_dir / "eval" / samples.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        with gzip.open(samples, "rb") as f, open(target / samples.name.removesuffix(".gz"), "wb") as g:
+            shutil.copyfileobj(f, g)
+        shutil.copyfile(samples.with_name(samples.name.replace(".samples.jsonl.gz", ".summary.json")),
+                        target / samples.name.replace(".samples.jsonl.gz", ".summary.json"))
+        arms += [] if arm in arms else [arm]
+    return arms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, help="folder for report.md and its plots (default: a temporary folder, printed)")
+    parser.add_argument("--arm", action="append", default=[])
+    parser.add_argument("--compare", action="append", default=[])
+    args = parser.parse_args()
+    eval_dir = Path(tempfile.mkdtemp(prefix="evidence-eval-")) / "evidence-eval"
+    models = unpack(RESULTS, eval_dir)
+    arms = args.arm or [f"{name}={','.join(ms)}" for name, ms in SEED_ARMS.items() if all(m in models for m in ms)]
+    pooled = {spec.partition("=")[0] for spec in arms}
+    named = {m for spec in arms for m in spec.partition("=")[2].split(",")}
+    available = (set(models) - named) | pooled
+    comparisons = args.compare or [c for c in STUDY_COMPARISONS if set(c.split(":")) <= available]
+    report = write_report(eval_dir, arms=arms, comparisons=comparisons, out=args.out or eval_dir)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
