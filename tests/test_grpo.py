@@ -112,7 +112,22 @@ def test_a_wall_clock_budget_stops_training_and_counts_across_resumes(tmp_path, 
     assert stats["steps"] == 1 and stats["stopped_by_wall_clock_budget"] is True  # the budget is checked after each step
     ledger = json.loads((tmp_path / "run" / "grpo" / "wall_s.json").read_text())
     assert ledger["step"] == 1 and ledger["wall_s"] >= 1e-3
+
+
+def test_a_resumed_budget_counts_from_the_checkpoint_it_resumes_from(tmp_path, tiny_model_dir):
     from ssb.grpo import WallClockBudget
 
-    resumed = WallClockBudget(1e9, tmp_path / "run" / "grpo" / "wall_s.json")
-    assert resumed.spent() >= ledger["wall_s"]  # a resumed run starts from the time already spent
+    data = write_questions(tmp_path / "q.jsonl", 4)
+    settings = {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl", "data.path": str(data),
+                "grpo.num_generations": 2, "grpo.batch_size": 4, "grpo.max_steps": 3, "grpo.max_completion_length": 4, "grpo.save_every": 2,
+                "distill.lora.r": 4, "progress": False, "grpo.max_wall_s": 1e9}
+    stats = run_grpo(load_config(None, settings), reward_funcs=[lambda completions, **kw: [float(i % 2) for i in range(len(completions))]])
+    assert stats["steps"] == 3 and stats["stopped_by_wall_clock_budget"] is False
+    grpo = tmp_path / "run" / "grpo"
+    at_two = json.loads((grpo / "checkpoints" / "checkpoint-2" / WallClockBudget.BUDGET_FILE).read_text())
+    after_three = json.loads((grpo / "wall_s.json").read_text())
+    assert at_two["step"] == 2 and after_three["step"] == 3 and 0 < at_two["wall_s"] < after_three["wall_s"]
+    # Resuming from checkpoint 2 redoes step 3: only the time up to checkpoint 2 counts, not step 3's.
+    resumed = WallClockBudget(1e9, grpo / "wall_s.json", resume_from=str(grpo / "checkpoints" / "checkpoint-2"))
+    assert resumed.spent_before == at_two["wall_s"]
+    assert WallClockBudget(1e9, grpo / "wall_s.json").spent_before == 0.0  # no checkpoint: nothing was kept, nothing counts

@@ -49,13 +49,21 @@ def format_reward(completions: list, **kwargs) -> list[float]:
 class WallClockBudget(TrainerCallback):
     """TRL callback: stop training once the wall-clock spent, over every invocation, reaches the budget.
 
-    The time spent is kept in ``grpo/wall_s.json`` after each step, so a resumed run continues the
-    count instead of starting a fresh budget.
+    A resumed run continues the count from the checkpoint it resumes from: every checkpoint saves
+    the time spent up to its step (``BUDGET_FILE`` inside it). Steps taken after the last checkpoint
+    are redone on resume, so the time they took is not counted; only the time up to the checkpoint
+    is, plus the new invocation's. Without a checkpoint a run starts at 0. ``grpo/wall_s.json`` shows
+    the time spent after each step (for progress; not read back).
     """
 
-    def __init__(self, budget_s: float, ledger: Path):
+    BUDGET_FILE = "ssb_wall_s.json"
+
+    def __init__(self, budget_s: float, ledger: Path, resume_from: str | None = None):
         self.budget_s, self.ledger = budget_s, ledger
-        self.spent_before = json.loads(ledger.read_text())["wall_s"] if ledger.exists() else 0.0
+        saved = Path(resume_from) / self.BUDGET_FILE if resume_from else None
+        self.spent_before = json.loads(saved.read_text())["wall_s"] if saved is not None and saved.exists() else 0.0
+        if saved is not None and not saved.exists():
+            _log.warning("grpo: %s records no wall-clock spent; the budget counts from 0 again", resume_from)
         self.started = time.monotonic()
 
     def spent(self) -> float:
@@ -66,6 +74,12 @@ class WallClockBudget(TrainerCallback):
         if self.spent() >= self.budget_s:
             _log.info("grpo: wall-clock budget of %.0f s reached after step %d", self.budget_s, state.global_step)
             control.should_training_stop = True
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"  # the folder the trainer has just written
+        if checkpoint.is_dir():
+            write_json_atomic(checkpoint / self.BUDGET_FILE, {"wall_s": round(self.spent(), 2), "step": state.global_step})
         return control
 
 
@@ -123,10 +137,10 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
                              bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(config.seed)
-    budget = None if g.max_wall_s is None else WallClockBudget(g.max_wall_s, out / "wall_s.json")
+    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
+    budget = None if g.max_wall_s is None else WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
     trainer = GRPOTrainer(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[budget] if budget else None)
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
     start = time.monotonic()
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(out / "adapter"))
