@@ -28,12 +28,9 @@ export_arm() { python3 benchmarks/evidence_export.py arm "$1" --eval-dir "$eval_
 commit() {
   if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Evidence study: $1" || true; fi
 }
-training_wall_s() {  # seconds SSB took from rollouts to its adapter
-  # A resumed generating stage's last invocation made only part of its tokens: all of them are
-  # costed at the rate it measured. Teacher and distillation count their last invocation.
-  python3 -c 'import json, sys; s = json.load(open(sys.argv[1] + "/stats.json"))
-gen = sum(s[k]["generated_tokens"] / s[k]["this_invocation"]["tokens_per_s"] for k in ("rollouts", "refine"))
-print(round(gen + sum(s[k]["this_invocation"]["wall_s"] for k in ("teacher", "distill"))))' "$1"
+training_wall_s() {  # seconds SSB took from rollouts to its adapter, costed as `ssb report` costs them
+  python3 -c 'import json, sys; from ssb.report import stage_compute; s = json.load(open(sys.argv[1] + "/stats.json"))
+print(round(sum(stage_compute(k, s[k])[2] for k in ("rollouts", "refine", "teacher", "distill"))))' "$1"
 }
 
 main() {

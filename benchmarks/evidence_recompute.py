@@ -26,16 +26,16 @@ SEED_ARMS = {"ssb": ("ssb", "ssb-s1", "ssb-s2"), "sft": ("sft", "sft-s1", "sft-s
 
 def unpack(results: Path, eval_dir: Path) -> list[str]:
     """Every committed arm's samples and summaries into ``eval_dir/eval/<arm>/``; returns the arms."""
-    arms = []
+    arms = set()
     for samples in sorted(results.glob("*/*.samples.jsonl.gz")):
-        arm, target = samples.parent.name, eval_dir / "eval" / samples.parent.name
+        arms.add(samples.parent.name)
+        target = eval_dir / "eval" / samples.parent.name
         target.mkdir(parents=True, exist_ok=True)
         with gzip.open(samples, "rb") as f, open(target / samples.name.removesuffix(".gz"), "wb") as g:
             shutil.copyfileobj(f, g)
         shutil.copyfile(samples.with_name(samples.name.replace(".samples.jsonl.gz", ".summary.json")),
                         target / samples.name.replace(".samples.jsonl.gz", ".summary.json"))
-        arms += [] if arm in arms else [arm]
-    return arms
+    return sorted(arms)
 
 
 def main() -> None:
