@@ -1,19 +1,23 @@
-"""How much of a LoRA adapter survives the int8 weights that adapter evaluations generate with?
+"""How much of a LoRA adapter survives rounding to the weights it is used with: int8 and bf16.
 
-``ssb eval --eval.adapters`` on the OpenVINO backend merges the adapter into the float32 base (PEFT)
-and compresses the merged model to int8 weights (asymmetric, one scale per output channel). An
-adapter's change to a weight can be smaller than one int8 step, so this compares, for every
-LoRA-targeted matrix, the change the adapter asks for (dW = B A * alpha / r, in float32) with the
-change that reaches the int8 model (D = dequantised merged IR - dequantised base IR):
+Two places round a merged adapter. ``ssb eval --eval.adapters`` on the OpenVINO backend merges the
+adapter into the float32 base (PEFT) and compresses the merged model to int8 weights (asymmetric, one
+scale per output channel); iterated rounds (``rounds`` > 1) merge each round's adapter into a float32
+round model that the next round's teacher and distillation load in ``model.dtype``, bf16 on CPUs with
+bf16 units. An adapter's change to a weight can be smaller than one int8 or bf16 step, so this
+compares, over every LoRA-targeted matrix, the change the adapter asks for (dW = B A alpha / r, in
+float32) with the change that arrives (D = rounded(W + dW) - rounded(W); for int8, the dequantised
+weights of the two exported IRs):
 
 - gain: <D, dW> / |dW|^2, the share of the adapter's direction that arrives (1 = all of it);
-- cosine(D, dW) and the residual |D - gain dW| / |dW| (rounding noise the merge adds);
+- cosine(D, dW) and the residual |D - gain dW| / |dW| (rounding noise the merge adds), overall and
+  the range over matrices;
 - |dW| in int8 steps (median over elements) and the share of int8 codes the merge changed;
-- the base model's own int8 rounding error |deq(base IR) - W| / |dW|, for scale.
+- the base model's own rounding error |rounded(W) - W| / |dW|, for scale.
 
 Reads the cached IRs (exports them first if they are missing, which takes a minute each):
-    python benchmarks/int8_adapter_fidelity.py runs/evidence-ssb/distill/adapter [more adapters] \
-        --out benchmarks/results/evidence/int8_adapter_fidelity.json
+    python benchmarks/adapter_rounding.py runs/evidence-ssb/distill/adapter [more adapters] \
+        --out benchmarks/results/evidence/adapter_rounding.json
 """
 
 from __future__ import annotations
@@ -76,32 +80,63 @@ def adapter_deltas(adapter: Path) -> dict[str, np.ndarray]:
     return deltas
 
 
-def fidelity(model_folder: Path, base_ir: Int8Weights, merged_ir: Int8Weights,
-             deltas: dict[str, np.ndarray]) -> dict:
+class Arrival:
+    """Sums over matrices of how a rounded change compares with the change asked for."""
+
+    def __init__(self):
+        self.totals = dict.fromkeys(("dot", "delta_sq", "arrived_sq", "base_error_sq"), 0.0)
+        self.per_matrix: list[tuple[float, float]] = []  # (cosine, residual / |dW|)
+
+    def add(self, delta: np.ndarray, arrived: np.ndarray, base_error: np.ndarray) -> None:
+        delta, arrived = delta.astype(np.float64).ravel(), arrived.astype(np.float64).ravel()
+        dot, delta_sq, arrived_sq = float(delta @ arrived), float(delta @ delta), float(arrived @ arrived)
+        for key, value in (("dot", dot), ("delta_sq", delta_sq), ("arrived_sq", arrived_sq),
+                           ("base_error_sq", float(np.sum(base_error.astype(np.float64) ** 2)))):
+            self.totals[key] += value
+        self.per_matrix.append(self._shape(dot, delta_sq, arrived_sq)[1:])
+
+    @staticmethod
+    def _shape(dot: float, delta_sq: float, arrived_sq: float) -> tuple[float, float, float]:
+        gain = dot / delta_sq
+        residual_sq = arrived_sq - 2 * gain * dot + gain**2 * delta_sq
+        return gain, dot / np.sqrt(delta_sq * arrived_sq), float(np.sqrt(max(residual_sq, 0.0) / delta_sq))
+
+    def summary(self) -> dict:
+        t = self.totals
+        gain, cosine, residual = self._shape(t["dot"], t["delta_sq"], t["arrived_sq"])
+        cosines, residuals = zip(*self.per_matrix)
+        return {"gain": round(gain, 4), "cosine": round(float(cosine), 4), "residual_over_adapter": round(residual, 4),
+                "cosine_range_over_matrices": [round(float(min(cosines)), 4), round(float(max(cosines)), 4)],
+                "residual_range_over_matrices": [round(min(residuals), 4), round(max(residuals), 4)],
+                "base_rounding_error_over_adapter": round(float(np.sqrt(t["base_error_sq"] / t["delta_sq"])), 4)}
+
+
+def bf16_rounded(weights: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 (round to nearest even, as torch casts a model's weights) -> float32."""
+    import torch
+
+    return torch.from_numpy(weights).to(torch.bfloat16).float().numpy()
+
+
+def rounding(model_folder: Path, base_ir: Int8Weights, merged_ir: Int8Weights, deltas: dict[str, np.ndarray]) -> dict:
     from safetensors import safe_open
 
-    totals = dict.fromkeys(("dot", "delta_sq", "arrived_sq", "base_error_sq"), 0.0)
+    int8, bf16 = Arrival(), Arrival()
     steps, changed, elements = [], 0, 0
     with safe_open(model_folder / "model.safetensors", "np") as base:
         for name, delta in deltas.items():
-            base_int8 = base_ir[name]
-            arrived = merged_ir[name] - base_int8
             weight = base.get_tensor(name).astype(np.float32)
+            base_int8 = base_ir[name]
+            int8.add(delta, merged_ir[name] - base_int8, base_int8 - weight)
             steps.append(np.median(np.abs(delta) / base_ir.step(name)))
             changed += int(np.count_nonzero(merged_ir.codes(name) != base_ir.codes(name)))
             elements += delta.size
-            totals["dot"] += float(np.vdot(arrived.astype(np.float64), delta.astype(np.float64)))
-            totals["delta_sq"] += float(np.sum(delta.astype(np.float64) ** 2))
-            totals["arrived_sq"] += float(np.sum(arrived.astype(np.float64) ** 2))
-            totals["base_error_sq"] += float(np.sum((base_int8 - weight).astype(np.float64) ** 2))
-    gain = totals["dot"] / totals["delta_sq"]
-    residual_sq = totals["arrived_sq"] - 2 * gain * totals["dot"] + gain**2 * totals["delta_sq"]
-    return {"matrices": len(deltas), "elements": elements, "gain": round(gain, 4),
-            "cosine": round(totals["dot"] / np.sqrt(totals["delta_sq"] * totals["arrived_sq"]), 4),
-            "residual_over_adapter": round(float(np.sqrt(max(residual_sq, 0.0) / totals["delta_sq"])), 4),
-            "adapter_in_int8_steps_median": round(float(np.median(steps)), 4),
-            "int8_codes_changed": round(changed / elements, 4),
-            "base_int8_error_over_adapter": round(float(np.sqrt(totals["base_error_sq"] / totals["delta_sq"])), 4)}
+            base_bf16 = bf16_rounded(weight)
+            bf16.add(delta, bf16_rounded(weight + delta) - base_bf16, base_bf16 - weight)
+    return {"matrices": len(deltas), "elements": elements,
+            "int8": {**int8.summary(), "adapter_in_int8_steps_median": round(float(np.median(steps)), 4),
+                     "int8_codes_changed": round(changed / elements, 4)},
+            "bf16": bf16.summary()}
 
 
 def main() -> None:
@@ -117,7 +152,7 @@ def main() -> None:
               "weight_format": args.weight_format, "adapters": {}}
     for adapter in args.adapters:
         merged_ir = Int8Weights(export_openvino(model_folder, default_cache_dir(), args.weight_format, adapter))
-        result["adapters"][str(adapter)] = fidelity(model_folder, base_ir, merged_ir, adapter_deltas(adapter))
+        result["adapters"][str(adapter)] = rounding(model_folder, base_ir, merged_ir, adapter_deltas(adapter))
         print(adapter, json.dumps(result["adapters"][str(adapter)]), flush=True)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
