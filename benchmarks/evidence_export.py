@@ -7,7 +7,7 @@
 phase1: the shared training data (rollouts, refinements, teacher and student views, dropped
 questions) with the run's stats and manifest. arm: every evaluation samples file and summary of
 MODEL (default NAME) in EVAL_DIR, and the training folder's stats, manifest and per-step metrics.
-rounds: an iterated run (``rounds`` > 1) into NAME/: its rounds.json, report.md and rounds.png, and per
+rounds: an iterated run (``rounds`` > 1) into NAME/: its rounds.json, report.md and its plots, and per
 round (round-1 is the run folder itself) the training data, stats, manifest, per-step metrics and
 every evaluation's samples and summary.
 Anyone can recompute each committed pass@1, CI and paired difference from these files.
@@ -61,7 +61,7 @@ def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) ->
 
 def export_rounds(name: str, run_dir: Path) -> None:
     target = OUT / name
-    for file in ("rounds.json", "report.md", "rounds.png"):
+    for file in ("rounds.json", "report.md", "rounds.png", "accuracy.png", "training.png"):  # report.md links the plots
         if (run_dir / file).exists():
             plain_copy(run_dir / file, target)
     for entry in json.loads((run_dir / "rounds.json").read_text())["per_round"]:

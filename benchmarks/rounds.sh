@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Iterated rounds: 3 rounds of SSB and 3 rounds of SFT (iterated rejection-sampling fine-tuning) on
+# Iterated rounds: 3 rounds of SSB and 3 rounds of SFT (cross-entropy on the same hint-refined solutions) on
 # the evidence study's setup (config `evidence`: packaged 0.5B model, GSM8K train, K = 4), each
 # round evaluated greedy on GSM8K test (first 300) against the same questions.
 #
@@ -11,7 +11,8 @@
 # next 960 training questions each (rounds_data: fresh) and start from the previous round's merged
 # model. Every stage resumes where it stopped. After each arm, its rounds (training data, stats,
 # per-question eval samples, report and curve) are exported to benchmarks/results/evidence/rounds-<arm>/
-# and, with EVIDENCE_COMMIT=1, committed.
+# and, with EVIDENCE_COMMIT=1, committed. An arm that fails does not stop the other; the script then
+# exits non-zero.
 set -euo pipefail
 config=evidence
 runs=${EVIDENCE_RUNS:-runs/evidence}
@@ -37,9 +38,14 @@ rounds_of() {
 arms=("$@")
 [ ${#arms[@]} -gt 0 ] || arms=(ssb sft)
 for arm in "${arms[@]}"; do
-  case $arm in
-    ssb) rounds_of ssb ;;
-    sft) rounds_of sft --distill.objective sft ;;
-    *) echo "unknown arm $arm (ssb or sft)" >&2; exit 2 ;;
-  esac
+  case $arm in ssb|sft) ;; *) echo "unknown arm $arm (ssb or sft)" >&2; exit 2 ;; esac
 done
+failed=()
+for arm in "${arms[@]}"; do
+  options_of_arm=()
+  [ "$arm" = sft ] && options_of_arm=(--distill.objective sft)
+  # set -e holds inside the subshell only when the subshell is not itself tested (no `|| ...` on it).
+  set +e; ( set -e; rounds_of "$arm" "${options_of_arm[@]}" ); status=$?; set -e
+  [ $status -eq 0 ] || { echo "== arm $arm failed (exit $status); going on" >&2; failed+=("$arm"); }
+done
+[ ${#failed[@]} -eq 0 ] || { echo "failed arms: ${failed[*]}" >&2; exit 1; }

@@ -182,3 +182,26 @@ def test_training_seed_changes_order_and_init_but_not_the_data_and_holdout(tmp_p
         t, s = solution_logits(model, e.teacher_prompt_ids, e.solution_ids), solution_logits(model, e.student_prompt_ids, e.solution_ids)
         per_example.append(divergences(t, s, other.distill.temperature, 0.5)["forward"].mean().item())
     assert first_other == pytest.approx(sum(per_example) / 2, rel=1e-4)
+
+
+def test_sft_reports_the_heldout_solutions_cross_entropy(tmp_path, tiny_model_dir):
+    config = phase1_folder(tmp_path, tiny_model_dir, run="sft", **{"model.dtype": "float32", "distill.objective": "sft",
+                                                                  "distill.heldout_examples": 2, "distill.heldout_every": 3})
+    run_distill(config)
+    metrics = read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl")
+    logged = [m for m in metrics if "heldout_ce" in m]
+    assert [m["step"] for m in logged] == [1, 3, 6, 8] and not any("heldout_kd" in m for m in metrics)
+    assert logged[-1]["heldout_ce"] < logged[0]["heldout_ce"]  # training on the other 6 solutions also fits these better
+    # The last step's value, recomputed from the saved final adapter: mean over the held-out examples of the mean
+    # per-token NLL of their solutions in the student view.
+    from peft import PeftModel
+
+    from ssb.distillation import split_heldout
+
+    chat = ChatFormat(load_tokenizer(config.model))
+    run = Path(config.run_dir)
+    _, heldout = split_heldout(align_examples(run / "teacher.jsonl", run / "student.jsonl", chat), 2, config.seed)
+    model = PeftModel.from_pretrained(load_model(config.model), str(run / "distill" / "adapter")).eval()
+    per_example = [F.cross_entropy(solution_logits(model, e.student_prompt_ids, e.solution_ids).float(),
+                                   torch.tensor(e.solution_ids)).item() for e in heldout]
+    assert logged[-1]["heldout_ce"] == pytest.approx(sum(per_example) / 2, rel=1e-4)

@@ -231,6 +231,18 @@ def test_a_plain_run_that_keeps_nothing_stops_before_training(tmp_path, tiny_mod
     assert not (run / "distill").exists() and f"**Stopped**: {result['stopped']}." in (run / "report.md").read_text()
 
 
+def test_a_run_that_keeps_too_few_to_train_stops_before_training(tmp_path, tiny_model_dir):
+    config = make(tmp_path, tiny_model_dir, "few", **{"distill.heldout_examples": 40})
+    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
+    run = Path(config.run_dir)
+    kept = json.loads((run / "stats.json").read_text())["refine"]["kept"]
+    assert 0 < kept < 40 + config.distill.micro_batch_size
+    assert result["stopped"].startswith(f"refine kept {kept} solution(s), fewer than distill needs "
+                                        f"(40 held out + a micro-batch of {config.distill.micro_batch_size})")
+    assert result["pass@1"] is None and not (run / "teacher").exists() and not (run / "distill").exists()
+    assert f"**Stopped**: {result['stopped']}." in (run / "report.md").read_text()
+
+
 def test_rounds_options(tmp_path):
     with pytest.raises(ConfigError, match="rounds_data=fresh .* set data.limit"):
         load_config(None, {"rounds": 2})

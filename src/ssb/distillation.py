@@ -95,17 +95,20 @@ def per_token_losses(config: SSBConfig, head, student_hidden: torch.Tensor, teac
                            chunk_size=config.distill.head_chunk_tokens)
 
 
-def heldout_kd(config: SSBConfig, peft_model, teacher: Teacher, examples: list[AlignedExample], pad_id: int) -> float:
-    """Mean over held-out examples of each one's mean per-token KD under the current adapter (no training)."""
+def heldout_losses(config: SSBConfig, peft_model, teacher: Teacher | None, examples: list[AlignedExample], pad_id: int) -> dict[str, float]:
+    """Mean over held-out examples of each one's mean per-token CE (every objective) and KD (a teacher's
+    objectives) under the current adapter, without training: {"heldout_ce": ..., "heldout_kd": ...}."""
     head, device = peft_model.get_output_embeddings(), next(peft_model.parameters()).device
-    values = []
+    sums = {"heldout_kd": 0.0, "heldout_ce": 0.0}
     with torch.no_grad():
         for example in examples:
             batch = pack([example.student_prompt_ids], [example.solution_ids], pad_id)
             hidden = solution_hidden_states(peft_model, batch)
-            per_token = per_token_losses(config, head, hidden, teacher, teacher.rows([example], device), batch.targets.to(device))
-            values.append(per_token[:, 1].mean().item())
-    return round(sum(values) / len(values), 6)
+            rows = {} if teacher is None else teacher.rows([example], device)
+            per_token = per_token_losses(config, head, hidden, teacher, rows, batch.targets.to(device))
+            sums["heldout_kd"] += per_token[:, 1].mean().item()
+            sums["heldout_ce"] += per_token[:, 2].mean().item()
+    return {key: round(total / len(examples), 6) for key, total in sums.items() if teacher is not None or key == "heldout_ce"}
 
 
 def split_heldout(examples: list[AlignedExample], count: int, seed: int) -> tuple[list[AlignedExample], list[AlignedExample]]:
@@ -281,8 +284,8 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
                   "ce": totals[2].item(), "grad_norm": float(grad_norm), "lr": lr, "sequences": len(global_examples), "solution_tokens": tokens,
                   "tokens_per_s": round(tokens / elapsed, 2), "step_s": round(elapsed, 3),
                   **StepDiagnostics.metrics(accelerator.reduce(diagnostics.sums, reduction="sum"))}
-        if heldout and teacher is not None and accelerator.is_main_process and (step == 1 or step % d.heldout_every == 0 or step == len(steps)):
-            record["heldout_kd"] = heldout_kd(config, peft_model, teacher, heldout, chat.pad_id)
+        if heldout and accelerator.is_main_process and (step == 1 or step % d.heldout_every == 0 or step == len(steps)):
+            record.update(heldout_losses(config, peft_model, teacher, heldout, chat.pad_id))
         if metrics is not None:
             metrics.append(record)
             if d.log_with != "none":

@@ -4,7 +4,7 @@ The stages are those of ``ssb.stages`` marked ``in_run`` (rollouts -> refine -> 
 -> eval of the base model and the trained adapter, same harness), then the report. Each stage
 resumes if interrupted and is skipped when its manifest says it finished with the same inputs; a
 stage whose inputs changed stops the run with the list of changes unless it is named in ``force``.
-When refine keeps no solution the run stops there, with the reason in its result and in the report,
+When refine keeps no solution (or fewer than distillation needs) the run stops there, with the reason in its result and in the report,
 instead of training on nothing. With ``rounds`` > 1, ``ssb.rounds`` repeats the stages, each round
 bootstrapping from the model the previous one trained.
 """
@@ -33,13 +33,19 @@ def eval_config_with_adapter(config: SSBConfig, with_base: bool = True) -> SSBCo
     return dataclasses.replace(config, eval=dataclasses.replace(config.eval, adapters=adapters, skip_base=False))
 
 
-def no_yield(stats: dict) -> str | None:
-    """Why a run folder's method stops after refine (from its stats.json): no refined solution kept; None when some were."""
+def no_yield(stats: dict, config: SSBConfig | None = None) -> str | None:
+    """Why a run folder's method stops after refine (from its stats.json), or None when it goes on: refine
+    kept no solution, or (given the run's ``config``) fewer than distillation needs to hold some out and
+    still fill one micro-batch."""
     refine = stats.get("refine")
-    if refine is None or refine["kept"] > 0:
+    needed = 1 if config is None else config.distill.heldout_examples + config.distill.micro_batch_size
+    if refine is None or refine["kept"] >= needed:
         return None
     empty = " (the data slice is empty)" if refine["questions"] == 0 else ""
-    return (f"refine kept no solution ({refine['mixed']} mixed of {refine['questions']} questions{empty}): "
+    what = ("no solution" if refine["kept"] == 0 else
+            f"{refine['kept']} solution(s), fewer than distill needs ({config.distill.heldout_examples} held out + "
+            f"a micro-batch of {config.distill.micro_batch_size})")
+    return (f"refine kept {what} ({refine['mixed']} mixed of {refine['questions']} questions{empty}): "
             "nothing to train on, so teacher, distill and eval did not run")
 
 
@@ -67,7 +73,7 @@ def run_stages(config: SSBConfig, force: set[str], backend=None, with_base: bool
         extra = {"backend": backend} if backend is not None and stage.takes_backend else {}
         results[stage.name] = runners[stage.name](stage_config, force=stage.name in force, **extra)
         timings[stage.name] = round(time.monotonic() - start, 1)
-        stopped = no_yield({"refine": results["refine"]}) if stage.name == "refine" else None
+        stopped = no_yield({"refine": results["refine"]}, config) if stage.name == "refine" else None
         if stopped:
             _log.warning("%s: %s", config.run_dir, stopped)
             return {"wall_s": timings, "pass@1": None, "stopped": stopped}
@@ -89,6 +95,6 @@ def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> 
 
         return run_rounds(config, force, backend)
     outcome = run_stages(config, force, backend)
-    report = write_report(config.run_dir)
+    report = write_report(config.run_dir, stopped=outcome["stopped"])
     stopped = {"stopped": outcome["stopped"]} if outcome["stopped"] else {}
     return {"wall_s": outcome["wall_s"], "pass@1": outcome["pass@1"], **stopped, "report": str(report)}

@@ -33,7 +33,7 @@ from ssb.stages import STAGES
 
 TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute)
 # Per-step distillation diagnostics, summarised when distill/metrics.jsonl carries them.
-DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement", "kd_share_eot", "kd_share_answer", "heldout_kd")
+DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement", "kd_share_eot", "kd_share_answer", "heldout_kd", "heldout_ce")
 
 
 def load_summaries(run_dir: Path) -> dict[str, dict[str, dict]]:
@@ -222,7 +222,7 @@ def diagnostics(metrics: list[dict], window: int = 3) -> dict[str, tuple[float, 
     """{key: (mean of its first ``window`` logged values, mean of its last)} for each diagnostic some step carries."""
     out = {}
     for key in DIAGNOSTICS:
-        values = [m[key] for m in metrics if m.get(key) is not None]  # heldout_kd is logged on some steps only
+        values = [m[key] for m in metrics if m.get(key) is not None]  # the held-out losses are logged on some steps only
         if values:
             first, last = values[:window], values[-window:]
             out[key] = (sum(first) / len(first), sum(last) / len(last))
@@ -327,10 +327,13 @@ def details_table(summaries: dict[str, dict[str, dict]], lengths: dict[str, str 
     return lines
 
 
-def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: Sequence[str] = (), out: str | Path | None = None) -> Path:
+def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: Sequence[str] = (), out: str | Path | None = None,
+                 stopped: str | None = None) -> Path:
     """Write report.md and its plots for the run folders into the first of them (or ``out``); returns its path.
 
     ``arms``: ``NAME=MODEL[,MODEL...]`` specs; ``comparisons``: ``A:B`` specs (see ``ssb.comparison``).
+    ``stopped``: why the run stopped early (``ssb run`` knows the config; from the folder alone, only a
+    refine that kept nothing is recognised).
     A bad name raises ValueError before anything is written.
     """
     if not run_dirs:
@@ -352,7 +355,8 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
 
     rounds = rounds_section(folders[0], out_dir)
     stats_path = folders[0] / "stats.json"
-    stopped = None if rounds or not stats_path.exists() else no_yield(json.loads(stats_path.read_text()))
+    if stopped is None and not rounds and stats_path.exists():
+        stopped = no_yield(json.loads(stats_path.read_text()))
     lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *([f"**Stopped**: {stopped}.", ""] if stopped else []),
              *rounds, *arm_lines]
     if summaries:

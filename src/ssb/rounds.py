@@ -21,8 +21,12 @@ computes the same function (earlier adapters frozen, a new one trained on top) b
 backend (hf, the OpenVINO export, vLLM's LoRA) to apply several adapters at once, the teacher to
 run with some enabled and the new one off, and every artifact to name a chain of adapters instead
 of one model; with merging, round r's LoRA simply trains on the merged weights. The weights are
-merged and stored in float32, the exact sum of base and adapter (a bf16 copy would round away small
-LoRA updates); the stages then compute in ``model.dtype`` as for any model. The merge is written to
+merged and stored in float32, the exact sum of base and adapter; the stages then load them in
+``model.dtype`` as for any model. In bf16 that rounds each merged weight once, as it rounds the base
+model's in round 1: the earlier rounds' updates then arrive in full on average but with rounding
+noise (the evidence study's SSB adapter: noise 0.30 of the update's size overall, 0.14-0.83 per
+matrix; ``benchmarks/adapter_rounding.py``), as they do, more coarsely, in the OpenVINO engine's
+int8 weights. ``model.dtype: float32`` keeps them exact, at float32 speed. The merge is written to
 a staging folder and renamed into place, so an interrupted merge is redone, and it is recorded as
 the ``merge`` entry of the round's manifest (the model and adapter it came from).
 If round r-1's adapter changes after round r was built on it (a forced retrain), round r is stale
