@@ -143,15 +143,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("adapters", nargs="+", type=Path)
     parser.add_argument("--model", default="packaged:qwen2.5-coder-0.5b-instruct")
-    parser.add_argument("--weight-format", default="int8")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     model_folder = local_model_folder(ModelConfig(name_or_path=args.model))
-    base_ir = Int8Weights(export_openvino(model_folder, default_cache_dir(), args.weight_format))
+    base_ir = Int8Weights(export_openvino(model_folder, default_cache_dir(), "int8"))
     result = {"command": "python " + " ".join(sys.argv), "machine": machine_info(), "model": args.model,
-              "weight_format": args.weight_format, "adapters": {}}
+              "weight_format": "int8", "adapters": {}}
     for adapter in args.adapters:
-        merged_ir = Int8Weights(export_openvino(model_folder, default_cache_dir(), args.weight_format, adapter))
+        merged_ir = Int8Weights(export_openvino(model_folder, default_cache_dir(), "int8", adapter))
         result["adapters"][str(adapter)] = rounding(model_folder, base_ir, merged_ir, adapter_deltas(adapter))
         print(adapter, json.dumps(result["adapters"][str(adapter)]), flush=True)
     if args.out:
