@@ -7,6 +7,7 @@ config), on a tiny random Qwen2 model saved as a model folder.
 """
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -160,3 +161,22 @@ def test_adapter_changes_output_like_peft_and_close_restores_the_base(backend, m
     expected = [greedy_reference(peft, backend.chat.tokenizer, prompt, 12)["token_ids"] for prompt in PROMPTS]
     assert [[c.token_ids for c in row] for row in with_adapter] == [[ids] for ids in expected]
     assert backend.generate(PROMPTS, params) == base
+
+
+def test_openvino_compiles_a_model_only_when_it_generates(model_dir, adapter_dir, tmp_path_factory, monkeypatch):
+    """An evaluation of adapters alone never compiles the base model (nor reserves its KV cache)."""
+    og = pytest.importorskip("openvino_genai")
+    compiled, real = [], og.ContinuousBatchingPipeline
+
+    def counting(path, *args):
+        compiled.append(Path(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(og, "ContinuousBatchingPipeline", counting)
+    base = make("openvino", model_dir, tmp_path_factory)
+    adapted = base.with_adapter(adapter_dir)
+    assert compiled == []
+    adapted.generate(PROMPTS[:1], SamplingParams(n=1, temperature=0, max_new_tokens=4))
+    adapted.generate(PROMPTS[:1], SamplingParams(n=1, temperature=0, max_new_tokens=4))
+    assert compiled == [adapted.model_dir] and adapted.model_dir != base.model_dir
+    adapted.close()

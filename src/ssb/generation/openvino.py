@@ -34,9 +34,17 @@ class OpenVINOBackend:
         scheduler.cache_size = kv_cache_gb  # GB of KV cache shared by all running sequences
         scheduler.max_num_seqs = max_num_seqs
         scheduler.enable_prefix_caching = True  # refinement prompts share the system prompt
-        properties = {} if inference_precision == "auto" else {"INFERENCE_PRECISION_HINT": inference_precision}
-        self._og = og
-        self.pipeline = og.ContinuousBatchingPipeline(str(self.model_dir), scheduler, "CPU", properties)
+        self._og, self._scheduler = og, scheduler
+        self._properties = {} if inference_precision == "auto" else {"INFERENCE_PRECISION_HINT": inference_precision}
+        self._pipeline = None
+
+    @property
+    def pipeline(self):
+        """The compiled pipeline, built on first use: an evaluation that only serves adapters never compiles the base
+        model or reserves its KV cache (each adapter gets its own merged model)."""
+        if self._pipeline is None:
+            self._pipeline = self._og.ContinuousBatchingPipeline(str(self.model_dir), self._scheduler, "CPU", self._properties)
+        return self._pipeline
 
     @classmethod
     def from_config(cls, config, chat: ChatFormat, adapter_dir: str | None = None) -> OpenVINOBackend:
@@ -63,7 +71,7 @@ class OpenVINOBackend:
         return OpenVINOBackend.from_config(self.config, self.chat, adapter_dir)
 
     def close(self) -> None:
-        self.pipeline = None  # frees the compiled model and its KV cache
+        self._pipeline = None  # frees the compiled model and its KV cache
 
     def _config(self, params: SamplingParams, prompt_index: int):
         config = self._og.GenerationConfig()
