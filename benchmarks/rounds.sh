@@ -11,8 +11,9 @@
 # next 960 training questions each (rounds_data: fresh) and start from the previous round's merged
 # model. Every stage resumes where it stopped. After each arm, its rounds (training data, stats,
 # per-question eval samples, report and curve) are exported to benchmarks/results/evidence/rounds-<arm>/
-# and, with EVIDENCE_COMMIT=1, committed. An arm that fails does not stop the other; the script then
-# exits non-zero.
+# and, with EVIDENCE_COMMIT=1, committed; once both arms have run, one report sets their curves side by
+# side in benchmarks/results/evidence/rounds-compared/. An arm that fails does not stop the other; the
+# script then exits non-zero.
 set -euo pipefail
 config=evidence
 runs=${EVIDENCE_RUNS:-runs/evidence}
@@ -49,3 +50,7 @@ for arm in "${arms[@]}"; do
   [ $status -eq 0 ] || { echo "== arm $arm failed (exit $status); going on" >&2; failed+=("$arm"); }
 done
 [ ${#failed[@]} -eq 0 ] || { echo "failed arms: ${failed[*]}" >&2; exit 1; }
+if [ -f "$runs-rounds-ssb/rounds.json" ] && [ -f "$runs-rounds-sft/rounds.json" ]; then
+  # Both curves in one report, and round r of SSB against round r of SFT on the same questions.
+  step report "$runs-rounds-ssb" "$runs-rounds-sft" --out benchmarks/results/evidence/rounds-compared && commit "SSB rounds against SFT rounds"
+fi

@@ -20,7 +20,7 @@ from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
 from ssb.report import cell
 from ssb.rounds import merge_adapter, round_config
-from ssb.rounds_report import rounds_section
+from ssb.rounds_report import rounds_section, rounds_sections
 from test_evaluation import write_benchmark
 from test_pipeline import SETTINGS
 from test_stages import refine_script, rollout_script
@@ -251,3 +251,26 @@ def test_rounds_options(tmp_path):
         load_config(None, {"rounds": 0})
     args = build_parser().parse_args(["run", "--rounds", "3", "--rounds_data", "same"])
     assert vars(args)["cfg:rounds"] == 3 and vars(args)["cfg:rounds_data"] == "same"
+
+
+def test_a_report_on_two_iterated_runs_shows_both_and_compares_them_round_by_round(tmp_path):
+    """Two made-up iterated runs: each gets its own section and plot, and round r of the first is set against round r of the second."""
+    correct = {"ssb": {0: [1, 0, 0, 0, 0, 0], 1: [1, 1, 1, 0, 0, 0], 2: [1, 1, 0, 1, 1, 1]},
+               "sft": {0: [1, 0, 0, 0, 0, 0], 1: [1, 0, 0, 0, 1, 0], 2: [0, 1, 0, 0, 1, 0]}}
+    runs = {}
+    for arm, per_round in correct.items():
+        run = runs[arm] = tmp_path / arm
+        fake_eval(run, "base", per_round[0])
+        fake_eval(run, "ssb", per_round[1])
+        fake_eval(run / "round-2", "ssb", per_round[2])
+        write_json_atomic(run / "rounds.json", {"rounds": 2, "rounds_data": "same", "stopped": None,
+                                                "per_round": [{"round": 1, "folder": "."}, {"round": 2, "folder": "round-2"}]})
+    (tmp_path / "both").mkdir()
+    report = "\n".join(rounds_sections([runs["ssb"], runs["sft"]], tmp_path / "both"))
+    assert "## Rounds: ssb" in report and "## Rounds: sft" in report
+    assert (tmp_path / "both/rounds-ssb.png").stat().st_size > 0 and (tmp_path / "both/rounds-sft.png").stat().st_size > 0
+    across = [line for line in report.splitlines() if line.startswith("| round ") and ": ssb - sft |" in line]
+    assert [line.split(" | ")[0].strip("| ") for line in across] == ["round 1: ssb - sft", "round 2: ssb - sft"]
+    for r, row in zip((1, 2), across):
+        diffs = [x - y for x, y in zip(correct["ssb"][r], correct["sft"][r])]
+        assert f"| gsm8k | {100 * sum(diffs) / 6:+.1f} | " in row and f"| {diffs.count(1)} / {diffs.count(-1)} (n=6) |" in row

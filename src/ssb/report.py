@@ -13,9 +13,9 @@ from the run folders' manifests.
 Several run folders are read as one set of models (``ssb.comparison`` says how they are named);
 ``--arm`` pools models (training seeds) into an arm and ``--compare A:B`` prints A minus B, in a
 section of its own at the top. Without ``--compare`` each model is compared with the base model of
-its own run folder. The report goes to the first run folder unless ``out`` names another. A run
-of several rounds gets its per-round curve first (``ssb.rounds_report``); a run that stopped because
-refine kept no solution says so at the top.
+its own run folder. The report goes to the first run folder unless ``out`` names another. Each run
+of several rounds gets its per-round curve first (``ssb.rounds_report``), and several such runs are
+compared round by round; a run that stopped because refine kept no solution says so at the top.
 """
 
 from __future__ import annotations
@@ -351,9 +351,9 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     out_dir.mkdir(parents=True, exist_ok=True)
     adapters = {folder: eval_adapters(folder) for folder in folders}
     trained_in = {label: training_folder((adapters[folder] or {}).get(model)) for label, (folder, model) in models.items()}
-    from ssb.rounds_report import rounds_section  # builds on this module's tables
+    from ssb.rounds_report import rounds_sections  # builds on this module's tables
 
-    rounds = rounds_section(folders[0], out_dir)
+    rounds = rounds_sections(folders, out_dir)
     stats_path = folders[0] / "stats.json"
     if stopped is None and not rounds and stats_path.exists():
         stopped = no_yield(json.loads(stats_path.read_text()))

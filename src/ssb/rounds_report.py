@@ -6,7 +6,8 @@ and the pass@1 of its trained model with the 95% CI and the mean completion leng
 original base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
 error bars. Each round is compared with the one before it and with round 0 on the same questions
 (paired difference, McNemar's test, Holm's adjustment over the table), like the report's other
-paired tables.
+paired tables. A report on several iterated runs (SSB rounds beside SFT rounds, say) gives each its
+own section and plot, then compares round r of the first run with round r of each other.
 """
 
 from __future__ import annotations
@@ -87,13 +88,50 @@ def plot_rounds(run_dir: Path, benchmarks: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def rounds_section(run_dir: Path, out_dir: Path) -> list[str]:
-    """The report's "Rounds" section (and ``out_dir/rounds.png``); empty for a run without rounds."""
+def across_runs(named: dict[str, Path]) -> list[tuple[str, str, dict]]:
+    """Round r of the first run minus round r of each other run, for every trained round and benchmark both evaluated."""
+    (first, first_dir), *others = named.items()
+
+    def curve(run_dir: Path) -> dict[tuple[int, str], tuple[Path, str]]:
+        return {(r, b): (folder, model) for r, folder, model in evaluated_rounds(run_dir) if r > 0
+                for b in _benchmarks(run_dir) if _summary(folder, model, b)}
+
+    mine = curve(first_dir)
+    rows = []
+    for name, run_dir in others:
+        theirs = curve(run_dir)
+        for r, benchmark in sorted(mine.keys() & theirs.keys()):
+            rows.append((f"round {r}: {first} - {name}", benchmark,
+                         compare(per_question_scores(*mine[r, benchmark], benchmark), per_question_scores(*theirs[r, benchmark], benchmark))))
+    return rows
+
+
+def rounds_sections(folders: list[Path], out_dir: Path) -> list[str]:
+    """The "Rounds" section of every iterated run among ``folders``; with several, each under its folder's name with its own
+    plot (``rounds-NAME.png``), then round r of the first run against round r of each other on the same questions."""
+    iterated = [folder for folder in folders if (folder / ROUNDS_FILE).exists()]
+    if len(iterated) <= 1:
+        return rounds_section(iterated[0], out_dir) if iterated else []
+    names = [folder.name for folder in iterated]
+    named = {(name if names.count(name) == 1 else f"{name}-{i + 1}"): folder for i, (name, folder) in enumerate(zip(names, iterated))}
+    lines = [line for name, folder in named.items() for line in rounds_section(folder, out_dir, name)]
+    rows = across_runs(named)
+    if rows:
+        lines += ["## Rounds across runs (paired, same questions)", "",
+                  f"Round r of {next(iter(named))} minus round r of each other run, on the questions both evaluated.", "",
+                  *difference_table(rows, "rounds", "questions gained / lost", "McNemar p"), ""]
+    return lines
+
+
+def rounds_section(run_dir: Path, out_dir: Path, name: str | None = None) -> list[str]:
+    """The report's "Rounds" section (and ``out_dir/rounds.png``, or ``rounds-NAME.png`` for a named run); empty for a run
+    without rounds."""
     if not (run_dir / ROUNDS_FILE).exists():
         return []
     record = json.loads((run_dir / ROUNDS_FILE).read_text())
     benchmarks = _benchmarks(run_dir)
-    lines = ["## Rounds", "",
+    plot = "rounds.png" if name is None else f"rounds-{name}.png"
+    lines = ["## Rounds" + (f": {name}" if name else ""), "",
              f"{len(record['per_round'])} of {record['rounds']} rounds run, training questions: {record['rounds_data']} "
              f"({ROUNDS_FILE} lists each round's folder, model and data slice). Round r's model is round r-1's with its adapter merged in; "
              "its row shows its refine funnel and the adapter it trained, evaluated on the same questions as every round.", ""]
@@ -101,10 +139,10 @@ def rounds_section(run_dir: Path, out_dir: Path) -> list[str]:
         lines += [f"**Stopped** at {record['stopped']}.", ""]
     lines += [*rounds_table(run_dir, benchmarks), ""]
     if benchmarks:
-        plot_rounds(run_dir, benchmarks, out_dir / "rounds.png")
-        lines += ["![pass@1 per round](rounds.png)", ""]
+        plot_rounds(run_dir, benchmarks, out_dir / plot)
+        lines += [f"![pass@1 per round]({plot})", ""]
     differences = round_differences(run_dir, benchmarks)
     if differences:
-        lines += ["### Each round against the previous one and against round 0 (paired, same questions)", "",
+        lines += ["### Each round against the previous one and against round 0 (paired, same questions)" + (f": {name}" if name else ""), "",
                   *difference_table(differences, "rounds", "questions gained / lost", "McNemar p"), ""]
     return lines
