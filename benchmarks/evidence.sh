@@ -3,7 +3,7 @@
 # random teacher hint? Packaged Qwen2.5-Coder-0.5B-Instruct, GSM8K train (config `evidence`),
 # greedy evaluation on GSM8K test (first 500) for every arm and MATH500 (first 200) for the main ones.
 #
-#   bash benchmarks/evidence.sh [PART ...]     PART: main (default), seeds, ablations, report
+#   bash benchmarks/evidence.sh [PART ...]     PART: main (default), seeds, ablations, precision, report
 #
 # Every step is a resumable ssb stage: re-running continues where it stopped and skips what is
 # finished. After each arm, its evaluation samples, summaries and training stats are exported to
@@ -88,6 +88,19 @@ ablations() {
   evaluate "ssb-t4=$ssb_dir-t4/distill/adapter" "${gsm8k[@]}"
   for arm in t1 ce eot t4; do export_arm "ssb-$arm" "$ssb_dir-$arm"; done
   commit "ablations: T = 1, CE mixed in, end-of-turn excluded from KD, T = 4"
+}
+
+precision() {
+  # Does the int8 engine keep the adapter's effect? Every evaluation above merges the adapter into the base
+  # and compresses to int8, where most of its weight changes are below one int8 step. Base and SSB again
+  # with exact weights and float32 activations on the first 200 GSM8K questions; then SSB - base in each
+  # precision on the same questions (benchmarks/precision_effect.py).
+  local exact=(--backend.openvino.weight_format fp32 --backend.openvino.inference_precision f32)
+  step eval --config $config --run_dir "$runs-eval-fp32" --eval.adapters "[ssb=$ssb_dir/distill/adapter]" \
+    --eval.benchmarks "[gsm8k]" --eval.limit 200 "${exact[@]}"
+  python3 benchmarks/evidence_export.py arm base-fp32 --eval-dir "$runs-eval-fp32" --model base
+  python3 benchmarks/evidence_export.py arm ssb-fp32 --eval-dir "$runs-eval-fp32" --model ssb
+  python3 benchmarks/precision_effect.py && commit "int8 against exact weights: SSB - base in each precision"
 }
 
 report() {
