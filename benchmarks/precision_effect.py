@@ -3,13 +3,14 @@
     python benchmarks/precision_effect.py [--adapter ssb] [--benchmark gsm8k]
 
 Reads the committed evidence arms (benchmarks/results/evidence/<arm>/<benchmark>.samples.jsonl.gz):
-``base`` and ``ADAPTER`` evaluated through the OpenVINO engine with int8 weights (every arm of the
-study), and ``base-fp32`` and ``ADAPTER-fp32`` with exact weights and float32 activations
+``base`` and ``ADAPTER`` evaluated as every arm of the study is, through the OpenVINO engine with
+int8 weights and the activation precision OpenVINO picks for the CPU (bf16 where it has bf16 units),
+and ``base-fp32`` and ``ADAPTER-fp32`` with exact weights and float32 activations
 (``benchmarks/evidence.sh precision``). On the questions all four answered it reports each pass@1
 with its CI, each model's exact - int8 change with how many answers and completions stay the same,
 the adapter's effect (ADAPTER - base, paired) in each precision, and the difference between the two
-effects: per question (adapter - base in int8) - (adapter - base exact), its mean and 95% CI. An
-effect that int8 rounding erased or created shows up there. Writes precision_effect.json next to the
+effects: per question (adapter - base in int8) - (adapter - base exact), its mean, 95% CI and
+sign-test p. An effect that int8 rounding erased or created shows up there. Writes precision_effect.json next to the
 arms.
 """
 
@@ -60,20 +61,25 @@ def main() -> None:
         }
     result = {
         "command": " ".join(["python", *sys.argv]), "machine": machine_info(), "benchmark": args.benchmark, "n_questions": len(ids),
-        "arms": arms,
+        "arms": arms, "engines": {"int8": "OpenVINO, int8 weights, inference_precision auto (the study's engine)",
+                                  "exact": "OpenVINO, fp32 weights, inference_precision f32"},
         "pass@1": {arm: mean_with_ci(correct[key], binary=True) for key, arm in arms.items()},
         "per_model": per_model,
         "effect": {"int8": paired_difference(correct["adapter"], correct["base"]),
                    "exact": paired_difference(correct["adapter_exact"], correct["base_exact"])},
-        "effect_int8_minus_exact": mean_with_ci([a - b for a, b in zip(effect_int8, effect_exact)], binary=False),
+        "effect_int8_minus_exact": paired_difference(effect_int8, effect_exact),
     }
     out = RESULTS / "precision_effect.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    pct = lambda d: f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"  # noqa: E731
     for name in ("int8", "exact"):
         d = result["effect"][name]
         print(f"{args.adapter} - base, {name} weights: {pct(d)} points, {d['better']} / {d['worse']} questions, p = {d['p_value']:.3f}")
-    print(f"effect int8 - effect exact: {pct(result['effect_int8_minus_exact'])} points (n = {len(ids)}); written to {out}")
+    gap = result["effect_int8_minus_exact"]
+    print(f"effect int8 - effect exact: {pct(gap)} points (n = {len(ids)}, p = {gap['p_value']:.3f}); written to {out}")
+
+
+def pct(d: dict) -> str:
+    return f"{100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
 
 
 if __name__ == "__main__":

@@ -351,11 +351,13 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     out_dir.mkdir(parents=True, exist_ok=True)
     adapters = {folder: eval_adapters(folder) for folder in folders}
     trained_in = {label: training_folder((adapters[folder] or {}).get(model)) for label, (folder, model) in models.items()}
+    from ssb.rounds import ROUNDS_FILE
     from ssb.rounds_report import rounds_sections  # builds on this module's tables
 
     rounds = rounds_sections(folders, out_dir)
     stats_path = folders[0] / "stats.json"
-    if stopped is None and not rounds and stats_path.exists():
+    # An iterated run says where it stopped in its rounds section.
+    if stopped is None and not (folders[0] / ROUNDS_FILE).exists() and stats_path.exists():
         stopped = no_yield(json.loads(stats_path.read_text()))
     lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *([f"**Stopped**: {stopped}.", ""] if stopped else []),
              *rounds, *arm_lines]

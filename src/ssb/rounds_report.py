@@ -109,12 +109,13 @@ def across_runs(named: dict[str, Path]) -> list[tuple[str, str, dict]]:
 def rounds_sections(folders: list[Path], out_dir: Path) -> list[str]:
     """The "Rounds" section of every iterated run among ``folders``; with several, each under its folder's name with its own
     plot (``rounds-NAME.png``), then round r of the first run against round r of each other on the same questions."""
-    iterated = [folder for folder in folders if (folder / ROUNDS_FILE).exists()]
-    if len(iterated) <= 1:
-        return rounds_section(iterated[0], out_dir) if iterated else []
-    names = [folder.name for folder in iterated]
-    named = {(name if names.count(name) == 1 else f"{name}-{i + 1}"): folder for i, (name, folder) in enumerate(zip(names, iterated))}
+    if len(folders) == 1:
+        return rounds_section(folders[0], out_dir)
+    # Folder names tell the runs apart (the report refuses two folders of the same name).
+    named = {folder.name: folder for folder in folders if (folder / ROUNDS_FILE).exists()}
     lines = [line for name, folder in named.items() for line in rounds_section(folder, out_dir, name)]
+    if len(named) < 2:
+        return lines
     rows = across_runs(named)
     if rows:
         lines += ["## Rounds across runs (paired, same questions)", "",
@@ -130,8 +131,8 @@ def rounds_section(run_dir: Path, out_dir: Path, name: str | None = None) -> lis
         return []
     record = json.loads((run_dir / ROUNDS_FILE).read_text())
     benchmarks = _benchmarks(run_dir)
-    plot = "rounds.png" if name is None else f"rounds-{name}.png"
-    lines = ["## Rounds" + (f": {name}" if name else ""), "",
+    plot, suffix = ("rounds.png", "") if name is None else (f"rounds-{name}.png", f": {name}")
+    lines = [f"## Rounds{suffix}", "",
              f"{len(record['per_round'])} of {record['rounds']} rounds run, training questions: {record['rounds_data']} "
              f"({ROUNDS_FILE} lists each round's folder, model and data slice). Round r's model is round r-1's with its adapter merged in; "
              "its row shows its refine funnel and the adapter it trained, evaluated on the same questions as every round.", ""]
@@ -143,6 +144,6 @@ def rounds_section(run_dir: Path, out_dir: Path, name: str | None = None) -> lis
         lines += [f"![pass@1 per round]({plot})", ""]
     differences = round_differences(run_dir, benchmarks)
     if differences:
-        lines += ["### Each round against the previous one and against round 0 (paired, same questions)" + (f": {name}" if name else ""), "",
+        lines += [f"### Each round against the previous one and against round 0 (paired, same questions){suffix}", "",
                   *difference_table(differences, "rounds", "questions gained / lost", "McNemar p"), ""]
     return lines

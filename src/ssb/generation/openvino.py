@@ -71,7 +71,7 @@ class OpenVINOBackend:
         return OpenVINOBackend.from_config(self.config, self.chat, adapter_dir)
 
     def close(self) -> None:
-        self._pipeline = None  # frees the compiled model and its KV cache
+        self._pipeline = None  # frees the compiled model and its KV cache (a later generate compiles it again)
 
     def _config(self, params: SamplingParams, prompt_index: int):
         config = self._og.GenerationConfig()
