@@ -5,8 +5,9 @@
 Unpacks every committed arm of benchmarks/results/evidence/ (``<arm>/<benchmark>.samples.jsonl.gz``
 and its summary) into an evaluation folder laid out as ``ssb eval`` writes it, then runs ``ssb
 report`` on it with the given arms and comparisons (default: every pair the study names whose arms
-are committed). Nothing is read from the run folders the study trained in, so the numbers can be
-checked without a model.
+are committed), and adds the distillation diagnostics table (``ssb report``'s: mean of the first and
+the last 3 logged values) from each trained arm's committed ``distill/metrics.jsonl.gz``. Nothing is
+read from the run folders the study trained in, so the numbers can be checked without a model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ssb.report import write_report
+from ssb.report import diagnostics_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
 STUDY_COMPARISONS = ("ssb:sft", "ssb:base", "sft:base", "ssb:grpo", "ssb:random-teacher-hint", "ssb-t1:ssb", "ssb-ce:ssb", "ssb-eot:ssb",
@@ -39,6 +40,18 @@ def unpack(results: Path, eval_dir: Path) -> list[str]:
     return sorted(arms)
 
 
+def unpack_metrics(results: Path, train_dir: Path) -> dict[str, Path]:
+    """Every committed arm's per-step distillation metrics into ``train_dir/<arm>/distill/``; returns {arm: its folder}."""
+    folders = {}
+    for metrics in sorted(results.glob("*/distill/metrics.jsonl.gz")):
+        arm = metrics.parent.parent.name
+        folders[arm] = train_dir / arm
+        (folders[arm] / "distill").mkdir(parents=True, exist_ok=True)
+        with gzip.open(metrics, "rb") as f, open(folders[arm] / "distill" / "metrics.jsonl", "wb") as g:
+            shutil.copyfileobj(f, g)
+    return folders
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="folder for report.md and its plots (default: a temporary folder, printed)")
@@ -53,6 +66,11 @@ def main() -> None:
     available = (set(models) - named) | pooled
     comparisons = args.compare or [c for c in STUDY_COMPARISONS if set(c.split(":")) <= available]
     report = write_report(eval_dir, arms=arms, comparisons=comparisons, out=args.out or eval_dir)
+    diagnostics = diagnostics_table(unpack_metrics(RESULTS, eval_dir.parent / "training"))
+    if diagnostics:
+        with open(report, "a", encoding="utf-8") as f:
+            f.write("\n## Distillation diagnostics of the committed arms\n\nMean of the first 3 -> mean of the last 3 steps that logged "
+                    "each value (distill/metrics.jsonl.gz of each arm).\n\n" + diagnostics + "\n")
     print(report)
 
 

@@ -93,8 +93,8 @@ def across_runs(named: dict[str, Path]) -> list[tuple[str, str, dict]]:
     (first, first_dir), *others = named.items()
 
     def curve(run_dir: Path) -> dict[tuple[int, str], tuple[Path, str]]:
-        return {(r, b): (folder, model) for r, folder, model in evaluated_rounds(run_dir) if r > 0
-                for b in _benchmarks(run_dir) if _summary(folder, model, b)}
+        benchmarks = _benchmarks(run_dir)
+        return {(r, b): (folder, model) for r, folder, model in evaluated_rounds(run_dir) if r > 0 for b in benchmarks if _summary(folder, model, b)}
 
     mine = curve(first_dir)
     rows = []
