@@ -76,18 +76,22 @@ seeds() {
 }
 
 ablations() {
-  step distill --config $config --run_dir "$ssb_dir-t1" --distill.temperature 1.0
-  step distill --config $config --run_dir "$ssb_dir-ce" --distill.ce_weight 1.0
-  step distill --config $config --run_dir "$ssb_dir-eot" --distill.kd_exclude_eot true
+  # Each ablation is evaluated, exported and committed as soon as it is trained, so they land one by one.
+  ablation t1 "T = 1" --distill.temperature 1.0
+  ablation ce "CE mixed in" --distill.ce_weight 1.0
+  ablation eot "end-of-turn excluded from KD" --distill.kd_exclude_eot true
   # The knob the diagnostics point to: the hinted teacher is nearly certain of the kept text (0.07
   # nats/token), so its soft information sits in the tail that a higher temperature brings out.
   # The copy carries SSB's finished T = 2 distillation; --force replaces it (and resumes a T = 4 one).
   copy_once "$ssb_dir" "$ssb_dir-t4"
-  step distill --config $config --run_dir "$ssb_dir-t4" --distill.temperature 4.0 --force
-  evaluate "ssb-t1=$ssb_dir-t1/distill/adapter,ssb-ce=$ssb_dir-ce/distill/adapter,ssb-eot=$ssb_dir-eot/distill/adapter" "${gsm8k[@]}"
-  evaluate "ssb-t4=$ssb_dir-t4/distill/adapter" "${gsm8k[@]}"
-  for arm in t1 ce eot t4; do export_arm "ssb-$arm" "$ssb_dir-$arm"; done
-  commit "ablations: T = 1, CE mixed in, end-of-turn excluded from KD, T = 4"
+  ablation t4 "T = 4" --distill.temperature 4.0 --force
+}
+
+ablation() {  # ablation NAME DESCRIPTION DISTILL_OPTION...
+  local name=$1 what=$2; shift 2
+  step distill --config $config --run_dir "$ssb_dir-$name" "$@"
+  evaluate "ssb-$name=$ssb_dir-$name/distill/adapter" "${gsm8k[@]}"
+  export_arm "ssb-$name" "$ssb_dir-$name" && commit "ablation: SSB with $what"
 }
 
 precision() {
