@@ -217,7 +217,12 @@ def test_same_data_and_the_sft_control(tmp_path, tiny_model_dir):
     assert "stopped" not in result and ids(run / "round-2") == ids(run)
     for folder in (run, run / "round-2"):  # hard labels: no teacher stage in any round
         assert "teacher" not in json.loads((folder / "manifest.json").read_text())["stages"] and not (folder / "teacher").exists()
-    assert (run / "round-2/eval/ssb/gsm8k.summary.json").exists() and not (run / "round-2/eval/base").exists()
+    # The SFT control's adapter is evaluated as "sft", and the per-round curve reads it under that name.
+    assert (run / "eval/sft/gsm8k.summary.json").exists() and not (run / "eval/ssb").exists()
+    assert (run / "round-2/eval/sft/gsm8k.summary.json").exists() and not (run / "round-2/eval/base").exists()
+    assert set(result["rounds"][1]["pass@1"]) == {"sft"}
+    round_2 = json.loads((run / "round-2/eval/sft/gsm8k.summary.json").read_text())
+    assert any(line.startswith("| 2 | gsm8k | ") and cell(round_2) in line for line in (run / "report.md").read_text().splitlines())
 
 
 def test_a_plain_run_that_keeps_nothing_stops_before_training(tmp_path, tiny_model_dir):
@@ -261,10 +266,11 @@ def test_a_report_on_two_iterated_runs_shows_both_and_compares_them_round_by_rou
     for arm, per_round in correct.items():
         run = runs[arm] = tmp_path / arm
         fake_eval(run, "base", per_round[0])
-        fake_eval(run, "ssb", per_round[1])
-        fake_eval(run / "round-2", "ssb", per_round[2])
+        fake_eval(run, arm, per_round[1])  # each run's adapter under its objective's name
+        fake_eval(run / "round-2", arm, per_round[2])
         write_json_atomic(run / "rounds.json", {"rounds": 2, "rounds_data": "same", "stopped": None,
-                                                "per_round": [{"round": 1, "folder": "."}, {"round": 2, "folder": "round-2"}]})
+                                                "per_round": [{"round": 1, "folder": ".", "evaluated": arm},
+                                                              {"round": 2, "folder": "round-2", "evaluated": arm}]})
     (tmp_path / "both").mkdir()
     report = "\n".join(rounds_sections([runs["ssb"], runs["sft"]], tmp_path / "both"))
     assert "## Rounds: ssb" in report and "## Rounds: sft" in report

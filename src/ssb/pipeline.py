@@ -24,9 +24,14 @@ _log = logging.getLogger(__name__)
 RUN_STAGES = tuple(stage for stage in STAGES if stage.in_run)
 
 
+def trained_model_name(config: SSBConfig) -> str:
+    """The name the run's own adapter is evaluated under (``eval/<name>/``): "sft" for the SFT control, else "ssb"."""
+    return "sft" if config.distill.objective == "sft" else "ssb"
+
+
 def eval_config_with_adapter(config: SSBConfig, with_base: bool = True) -> SSBConfig:
     """The run's own adapter added to the evaluated models, beside the base (or alone, when not ``with_base``)."""
-    adapter = f"ssb={Path(config.run_dir) / 'distill' / 'adapter'}"
+    adapter = f"{trained_model_name(config)}={Path(config.run_dir) / 'distill' / 'adapter'}"
     if not with_base:
         return dataclasses.replace(config, eval=dataclasses.replace(config.eval, adapters=[adapter], skip_base=True))
     adapters = list(config.eval.adapters) + ([adapter] if adapter not in config.eval.adapters else [])

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from ssb.artifacts import RunFolderError, write_json_atomic
 from ssb.config import SSBConfig
-from ssb.pipeline import run_stages
+from ssb.pipeline import run_stages, trained_model_name
 from ssb.run_folder import RunFolder, describe_changes, invocation_stats
 
 _log = logging.getLogger(__name__)
@@ -134,7 +134,8 @@ def run_rounds(config: SSBConfig, force: set[str], backend=None) -> dict:
             started_from = {"model": current.model.name_or_path, "adapter": str(Path(current.run_dir) / "distill" / "adapter")}
             current = round_config(config, r, merge_adapter(current, round_folder(config.run_dir, r)))
         record["per_round"].append({"round": r, "folder": "." if r == 1 else f"round-{r}", "model": current.model.name_or_path,
-                                    "started_from": started_from, "data": {"offset": current.data.offset, "limit": current.data.limit}})
+                                    "started_from": started_from, "data": {"offset": current.data.offset, "limit": current.data.limit},
+                                    "evaluated": trained_model_name(current)})
         write_json_atomic(Path(config.run_dir) / ROUNDS_FILE, record)
         _log.info("=== round %d of %d (%s)", r, config.rounds, current.run_dir)
         outcome = run_stages(current, force, backend, with_base=r == 1)

@@ -25,7 +25,8 @@ DASH = "-"
 def evaluated_rounds(run_dir: Path) -> list[tuple[int, Path, str]]:
     """(round, run folder, evaluated model) of the curve: round 0 is the base model of round 1's folder."""
     record = json.loads((run_dir / ROUNDS_FILE).read_text())
-    return [(0, run_dir, "base"), *((r["round"], run_dir / r["folder"], "ssb") for r in record["per_round"])]
+    # Runs recorded before rounds.json named the evaluated adapter all evaluated it as "ssb".
+    return [(0, run_dir, "base"), *((r["round"], run_dir / r["folder"], r.get("evaluated", "ssb")) for r in record["per_round"])]
 
 
 def _summary(folder: Path, model: str, benchmark: str) -> dict | None:
