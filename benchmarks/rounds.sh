@@ -3,21 +3,27 @@
 # the evidence study's setup (config `evidence`: packaged 0.5B model, GSM8K train, K = 4), each
 # round evaluated greedy on GSM8K test (first 300) against the same questions.
 #
-#   bash benchmarks/rounds.sh [ssb] [sft]      (default: both, SSB first)
+#   bash benchmarks/rounds.sh [ssb] [sft]      (default: both)
 #
 # Round 1 of each arm is the evidence study's finished arm (benchmarks/evidence.sh main), copied:
 # the copy's stages are finished with the same config, so `ssb run` skips them and round 1 here is
 # exactly that arm; it only adds round 1's evaluation on the 300 questions. Rounds 2 and 3 take the
 # next 960 training questions each (rounds_data: fresh) and start from the previous round's merged
-# model. Every stage resumes where it stopped. After each arm, its rounds (training data, stats,
-# per-question eval samples, report and curve) are exported to benchmarks/results/evidence/rounds-<arm>/
-# and, with EVIDENCE_COMMIT=1, committed; once both arms have run, one report sets their curves side by
-# side in benchmarks/results/evidence/rounds-compared/. An arm that fails does not stop the other; the
-# script then exits non-zero.
+# model. Every stage resumes where it stopped.
+#
+# The arms advance together, one round at a time (rounds 1-2 of SSB, rounds 1-2 of SFT, round 3 of SSB,
+# round 3 of SFT; round 1 goes with round 2 because a run of one round is a plain run, with no rounds.json
+# to export), so that each round lands with its paired comparison rather than one arm's three rounds
+# before the other's first. After each round of an arm, its rounds so far (training data, stats, per-question eval
+# samples, report and curve) are exported to benchmarks/results/evidence/rounds-<arm>/ and, with
+# EVIDENCE_COMMIT=1, committed; once both arms have a round, one report sets their curves side by side in
+# benchmarks/results/evidence/rounds-compared/. `--rounds n` then `--rounds n+1` on one folder is the same
+# run as `--rounds n+1`: the round count is in no stage's inputs. An arm that fails is not advanced
+# further and does not stop the other; the script then exits non-zero.
 set -euo pipefail
 config=evidence
 runs=${EVIDENCE_RUNS:-runs/evidence}
-options=(--rounds 3 --eval.limit 300)
+total_rounds=3
 
 copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
 step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
@@ -25,15 +31,16 @@ commit() {
   if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Iterated rounds: $1" || true; fi
 }
 
+# Rounds 1..$2 of arm $1 (finished rounds are skipped), then export and commit.
 rounds_of() {
-  local arm=$1; shift
+  local arm=$1 rounds=$2; shift 2
   if [ ! -d "$runs-$arm/distill/adapter" ]; then
     echo "$runs-$arm has no trained adapter: run benchmarks/evidence.sh main first (round 1 is that arm)" >&2
     exit 1
   fi
   copy_once "$runs-$arm" "$runs-rounds-$arm"
-  step run --config $config --run_dir "$runs-rounds-$arm" "${options[@]}" "$@"
-  python3 benchmarks/evidence_export.py rounds "rounds-$arm" "$runs-rounds-$arm" && commit "$arm, 3 rounds"
+  step run --config $config --run_dir "$runs-rounds-$arm" --rounds "$rounds" --eval.limit 300 "$@"
+  python3 benchmarks/evidence_export.py rounds "rounds-$arm" "$runs-rounds-$arm" && commit "$arm, round $rounds of $total_rounds"
 }
 
 arms=("$@")
@@ -41,16 +48,20 @@ arms=("$@")
 for arm in "${arms[@]}"; do
   case $arm in ssb|sft) ;; *) echo "unknown arm $arm (ssb or sft)" >&2; exit 2 ;; esac
 done
-failed=()
-for arm in "${arms[@]}"; do
-  options_of_arm=()
-  [ "$arm" = sft ] && options_of_arm=(--distill.objective sft)
-  # set -e holds inside the subshell only when the subshell is not itself tested (no `|| ...` on it).
-  set +e; ( set -e; rounds_of "$arm" "${options_of_arm[@]}" ); status=$?; set -e
-  [ $status -eq 0 ] || { echo "== arm $arm failed (exit $status); going on" >&2; failed+=("$arm"); }
+failed=" "
+for rounds in $(seq 2 $total_rounds); do
+  for arm in "${arms[@]}"; do
+    case $failed in *" $arm "*) continue ;; esac
+    options_of_arm=()
+    [ "$arm" = sft ] && options_of_arm=(--distill.objective sft)
+    # set -e holds inside the subshell only when the subshell is not itself tested (no `|| ...` on it).
+    set +e; ( set -e; rounds_of "$arm" "$rounds" "${options_of_arm[@]}" ); status=$?; set -e
+    [ $status -eq 0 ] || { echo "== arm $arm failed in round $rounds (exit $status); going on without it" >&2; failed+="$arm "; }
+  done
+  if [ -f "$runs-rounds-ssb/rounds.json" ] && [ -f "$runs-rounds-sft/rounds.json" ]; then
+    # Both curves in one report, and round r of SSB against round r of SFT on the same questions.
+    step report "$runs-rounds-ssb" "$runs-rounds-sft" --out benchmarks/results/evidence/rounds-compared \
+      && commit "SSB rounds against SFT rounds, through round $rounds"
+  fi
 done
-[ ${#failed[@]} -eq 0 ] || { echo "failed arms: ${failed[*]}" >&2; exit 1; }
-if [ -f "$runs-rounds-ssb/rounds.json" ] && [ -f "$runs-rounds-sft/rounds.json" ]; then
-  # Both curves in one report, and round r of SSB against round r of SFT on the same questions.
-  step report "$runs-rounds-ssb" "$runs-rounds-sft" --out benchmarks/results/evidence/rounds-compared && commit "SSB rounds against SFT rounds"
-fi
+[ "$failed" = " " ] || { echo "failed arms:$failed" >&2; exit 1; }
