@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -35,8 +36,11 @@ def unpack(results: Path, eval_dir: Path) -> list[str]:
         target.mkdir(parents=True, exist_ok=True)
         with gzip.open(samples, "rb") as f, open(target / samples.name.removesuffix(".gz"), "wb") as g:
             shutil.copyfileobj(f, g)
-        shutil.copyfile(samples.with_name(samples.name.replace(".samples.jsonl.gz", ".summary.json")),
-                        target / samples.name.replace(".samples.jsonl.gz", ".summary.json"))
+        # The folder names the arm: an arm evaluated in a folder of its own (the precision check's base-fp32)
+        # carries the model name it had there ("base"), which would otherwise stand in for the arm of that name.
+        name = samples.name.replace(".samples.jsonl.gz", ".summary.json")
+        summary = json.loads((samples.parent / name).read_text())
+        (target / name).write_text(json.dumps({**summary, "model": samples.parent.name}, indent=2))
     return sorted(arms)
 
 
