@@ -2,6 +2,7 @@
 end-of-turn exclusion, training seed, held-out KD and per-step diagnostics, each against an
 independent computation with transformers' full forward on a tiny model."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,41 @@ def test_sft_reports_the_heldout_solutions_cross_entropy(tmp_path, tiny_model_di
     per_example = [F.cross_entropy(solution_logits(model, e.student_prompt_ids, e.solution_ids).float(),
                                    torch.tensor(e.solution_ids)).item() for e in heldout]
     assert logged[-1]["heldout_ce"] == pytest.approx(sum(per_example) / 2, rel=1e-4)
+
+
+def test_short_solutions_are_left_out_of_training_and_the_holdout_stays(tmp_path, tiny_model_dir):
+    from ssb.distillation import split_heldout
+
+    common = {"model.dtype": "float32", "distill.objective": "sft", "distill.heldout_examples": 2, "distill.heldout_every": 2}
+    everything = phase1_folder(tmp_path, tiny_model_dir, run="all", **common)
+    chat = ChatFormat(load_tokenizer(everything.model))
+    run = Path(everything.run_dir)
+    training, heldout = split_heldout(align_examples(run / "teacher.jsonl", run / "student.jsonl", chat), 2, everything.seed)
+    lengths = sorted(len(e.solution_ids) for e in training)
+    threshold = lengths[len(lengths) // 2]
+    kept = [e for e in training if len(e.solution_ids) >= threshold]
+    assert 0 < len(kept) < len(training)  # the fixture's solutions differ in length
+    filtered = phase1_folder(tmp_path, tiny_model_dir, run="filtered", **common, **{"distill.min_solution_tokens": threshold})
+    stats_all, stats = run_distill(everything), run_distill(filtered)
+    assert (stats["examples"], stats["short_examples_left_out"]) == (len(kept), len(training) - len(kept))
+    assert (stats_all["examples"], stats_all["short_examples_left_out"]) == (len(training), 0)
+    # Every step trains on kept examples only, in the order the data seed gives the kept list.
+    metrics = read_jsonl(Path(filtered.run_dir) / "distill" / "metrics.jsonl")
+    expected = [sum(len(kept[i].solution_ids) for i in step) for step in step_batches(len(kept), 2, 2, filtered.seed)]
+    assert [m["solution_tokens"] for m in metrics] == expected
+    # The held-out examples are drawn before the filter: step 1 (LoRA B = 0) scores the same ones as the unfiltered run.
+    first_all = read_jsonl(run / "distill" / "metrics.jsonl")[0]["heldout_ce"]
+    assert metrics[0]["heldout_ce"] == pytest.approx(first_all, rel=1e-6)
+    # The option is recorded in the stage's inputs only when set: folders distilled before it existed stay finished.
+    recorded = {name: json.loads((Path(c.run_dir) / "manifest.json").read_text())["stages"]["distill"]["inputs"]["distill"]
+                for name, c in (("all", everything), ("filtered", filtered))}
+    assert "min_solution_tokens" not in recorded["all"] and recorded["filtered"]["min_solution_tokens"] == threshold
+
+
+def test_min_solution_tokens_that_leaves_nothing_is_refused(tmp_path, tiny_model_dir):
+    from ssb.run_folder import RunFolderError
+
+    config = phase1_folder(tmp_path, tiny_model_dir, run="none", **{"distill.objective": "sft", "distill.min_solution_tokens": 10**6})
+    with pytest.raises(RunFolderError, match="fewer than distill.min_solution_tokens=1000000"):
+        run_distill(config)
+    assert not (Path(config.run_dir) / ".ssb" / "distill.json").exists()  # refused before the stage started

@@ -188,6 +188,7 @@ class DistillConfig:
     lora: LoraConfig = doc(LoraConfig(), "LoRA adapter shape.")
     seed: int | None = doc(None, "Seed of LoRA's initialisation and the data order; default: the run's seed. Another value repeats training on the same data.")
     heldout_examples: int = doc(0, "Refined examples kept out of training (drawn with the run seed, the same for every training seed) to report held-out CE and (KD objectives) KD losses.")
+    min_solution_tokens: int = doc(0, "Leave out of training the refined examples whose solution (end-of-turn included) has fewer tokens: a refinement that only restates its verified final answer teaches answering without reasoning. 0 keeps every one (the paper). Held-out examples are drawn first and kept as they are.")
     heldout_every: int = doc(8, "Steps between held-out loss evaluations (also at the first and last step).")
     epochs: int = doc(3, "Passes over the examples (the paper: 3).")
     batch_size: int = doc(4, "Sequences per optimiser step, over all processes and accumulation (the paper: 4).")
@@ -209,8 +210,8 @@ class DistillConfig:
             raise ConfigError("distill: temperature > 0 and epochs, batch_size, micro_batch_size, head_chunk_tokens >= 1 are required")
         if self.kd_weight < 0 or self.ce_weight < 0 or self.kd_weight + self.ce_weight == 0:
             raise ConfigError("distill: kd_weight and ce_weight must be >= 0 and not both 0")
-        if not 0 < self.jsd_beta < 1 or self.heldout_examples < 0 or self.heldout_every < 1:
-            raise ConfigError("distill: 0 < jsd_beta < 1, heldout_examples >= 0 and heldout_every >= 1 are required")
+        if not 0 < self.jsd_beta < 1 or self.heldout_examples < 0 or self.heldout_every < 1 or self.min_solution_tokens < 0:
+            raise ConfigError("distill: 0 < jsd_beta < 1, heldout_examples >= 0, heldout_every >= 1 and min_solution_tokens >= 0 are required")
 
 
 @dataclass

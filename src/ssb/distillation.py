@@ -119,6 +119,25 @@ def split_heldout(examples: list[AlignedExample], count: int, seed: int) -> tupl
     return [e for i, e in enumerate(examples) if i not in held], [e for i, e in enumerate(examples) if i in held]
 
 
+def drop_short(examples: list[AlignedExample], min_tokens: int) -> tuple[list[AlignedExample], list[AlignedExample]]:
+    """(kept, left out): the examples with at least ``min_tokens`` solution tokens, and the others."""
+    return [e for e in examples if len(e.solution_ids) >= min_tokens], [e for e in examples if len(e.solution_ids) < min_tokens]
+
+
+# Options added after run folders were distilled: recorded in the stage's inputs only when set, so that a
+# folder distilled before an option existed, which trained as its default does, stays finished.
+_RECORDED_WHEN_SET = {"min_solution_tokens": 0}
+
+
+def distill_inputs(distill) -> dict:
+    """The distill section as the stage's inputs record it."""
+    recorded = dataclasses.asdict(distill)
+    for name, default in _RECORDED_WHEN_SET.items():
+        if recorded[name] == default:
+            del recorded[name]
+    return recorded
+
+
 def _checkpoints(folder: Path) -> list[Path]:
     return sorted(folder.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -187,12 +206,16 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     teacher_view = folder.file("teacher.jsonl") if sft else teacher_view_path(folder, config)  # online reads its prompts
     examples = align_examples(teacher_view, folder.file("student.jsonl"), chat)
     examples, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
+    examples, short = drop_short(examples, config.distill.min_solution_tokens)
+    if not examples:
+        raise RunFolderError(f"{folder.path}: every one of the {len(short)} training examples has fewer than "
+                             f"distill.min_solution_tokens={config.distill.min_solution_tokens} solution tokens")
     model = load_model(dataclasses.replace(config.model, device=str(accelerator.device)))
     require_bias_free_head(model, config.model.name_or_path)
     stored_targets = None if sft else open_targets(config, folder.file("teacher"), model, tokenizer)
 
     inputs = {"upstream_inputs_fingerprint": upstream["inputs_fingerprint"], "seed": config.seed,
-              "model": dataclasses.asdict(config.model), "distill": dataclasses.asdict(config.distill),
+              "model": dataclasses.asdict(config.model), "distill": distill_inputs(config.distill),
               "teacher_format": None if sft else config.teacher.format, "processes": accelerator.num_processes}
     from accelerate.utils import broadcast_object_list
 
@@ -306,7 +329,8 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
             peft_model.merge_and_unload().save_pretrained(out / "merged")
             tokenizer.save_pretrained(out / "merged")
         history = read_jsonl(metrics_path)
-        stats = {"steps": len(steps), "examples": len(examples), "heldout_examples": len(heldout), "batch_size": batch_size,
+        stats = {"steps": len(steps), "examples": len(examples), "heldout_examples": len(heldout), "short_examples_left_out": len(short),
+                 "batch_size": batch_size,
                  "mean_solution_tokens": round(sum(len(e.solution_ids) for e in examples) / len(examples), 1),
                  "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
                  "this_invocation": invocation_stats(time.monotonic() - started),

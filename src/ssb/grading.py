@@ -13,6 +13,7 @@ reported as such (``Grade.timed_out``); nothing here can hang a run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -216,8 +217,16 @@ def _gold_parses(gold: str) -> bool:
     return bool(parse("\\boxed{" + gold + "}", parsing_timeout=None))
 
 
+@functools.cache
+def _parser_loaded() -> bool:
+    """Parse once, unbounded: the first parse imports and builds math-verify's parsers (seconds on a busy
+    machine), which the time bound on each gold is not meant to cover."""
+    return _gold_parses("1")
+
+
 def gold_is_gradable(gold: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
     """True when math-verify can parse ``gold``; a gold it cannot parse would mark every answer wrong."""
+    _parser_loaded()
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         return bool(_with_alarm(_gold_parses, timeout_s, gold))
     return _gold_parses(gold)
