@@ -80,6 +80,16 @@ ablations() {
   ablation t1 "T = 1" --distill.temperature 1.0
   ablation ce "CE mixed in" --distill.ce_weight 1.0
   ablation eot "end-of-turn excluded from KD" --distill.kd_exclude_eot true
+  # The knob the evaluations point to: 7 of the 123 training solutions only restate their verified answer
+  # (13-19 tokens), and the students trained with cross-entropy (SFT, CE mixed in) learn to answer without
+  # reasoning, which is almost always wrong. SFT and SSB again without those 7 (held-out set unchanged).
+  # The copies carry finished distillations; --force replaces them (and resumes an interrupted one).
+  copy_once "$sft_dir" "$sft_dir-min32"
+  step distill --config $config --run_dir "$sft_dir-min32" --distill.objective sft --distill.min_solution_tokens 32 --force
+  evaluate "sft-min32=$sft_dir-min32/distill/adapter" "${gsm8k[@]}"
+  export_arm sft-min32 "$sft_dir-min32" && commit "ablation: SFT with answer-only solutions left out"
+  copy_once "$ssb_dir" "$ssb_dir-min32"
+  ablation min32 "answer-only solutions left out" --distill.min_solution_tokens 32 --force
   # The knob the diagnostics point to: the hinted teacher is nearly certain of the kept text (0.07
   # nats/token), so its soft information sits in the tail that a higher temperature brings out.
   # The copy carries SSB's finished T = 2 distillation; --force replaces it (and resumes a T = 4 one).
@@ -108,9 +118,13 @@ precision() {
 }
 
 report() {
-  local arms=(--arm "ssb=ssb,ssb-s1,ssb-s2" --arm "sft=sft,sft-s1,sft-s2")
-  step report "$eval_dir" "${arms[@]}" --compare ssb:sft --compare ssb:base --compare sft:base --compare ssb:grpo \
-    --compare ssb:random-teacher-hint --compare ssb-t1:ssb --compare ssb-ce:ssb --compare ssb-eot:ssb --compare ssb-t4:ssb --out benchmarks/results/evidence
+  local arms=(--arm "ssb=ssb,ssb-s1,ssb-s2" --arm "sft=sft,sft-s1,sft-s2") compare=() pair
+  for pair in ssb:sft ssb:base sft:base ssb:grpo ssb:random-teacher-hint ssb-t1:ssb ssb-ce:ssb ssb-eot:ssb ssb-t4:ssb \
+      sft-min32:sft ssb-min32:ssb ssb-min32:sft-min32; do
+    # Only comparisons whose arms are evaluated, so the study can be reported before its last ablations land.
+    [ -d "$eval_dir/eval/${pair%%:*}" ] && [ -d "$eval_dir/eval/${pair##*:}" ] && compare+=(--compare "$pair")
+  done
+  step report "$eval_dir" "${arms[@]}" "${compare[@]}" --out benchmarks/results/evidence
   commit "report"
 }
 

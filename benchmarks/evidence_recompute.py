@@ -23,7 +23,7 @@ from ssb.report import diagnostics_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
 STUDY_COMPARISONS = ("ssb:sft", "ssb:base", "sft:base", "ssb:grpo", "ssb:random-teacher-hint", "ssb-t1:ssb", "ssb-ce:ssb", "ssb-eot:ssb",
-                     "ssb-t4:ssb")
+                     "ssb-t4:ssb", "sft-min32:sft", "ssb-min32:ssb", "ssb-min32:sft-min32")
 SEED_ARMS = {"ssb": ("ssb", "ssb-s1", "ssb-s2"), "sft": ("sft", "sft-s1", "sft-s2")}
 
 
