@@ -1,0 +1,90 @@
+"""Answers without reasoning: in the training solutions, and in each evaluated arm's responses.
+
+    python benchmarks/answer_only.py [--below 32] [--benchmark gsm8k]
+
+A refinement whose answer is right is kept, however short: some only restate the verified final
+answer ("The final answer is \\boxed{60}."). This counts, in the evidence study's committed training
+data (benchmarks/results/evidence/phase1), the kept solutions with fewer than BELOW tokens (the
+distillation's solution tokens, end-of-turn included, through the study's tokenizer and chat
+template), split into the held-out and the training examples as distillation splits them. Then,
+for every committed arm's responses (``<arm>/<benchmark>.samples.jsonl.gz``, model-free: the token
+counts are the engine's), how many have fewer than BELOW tokens and how accurate they and the
+others are. Writes answer_only.json next to the arms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import machine_info  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+
+
+def training_solutions(below: int) -> dict:
+    """Token counts of the kept solutions, and those under ``below``, held-out and training apart."""
+    from ssb.alignment import align_examples
+    from ssb.chat import ChatFormat
+    from ssb.config import load_config
+    from ssb.distillation import split_heldout
+    from ssb.models import load_tokenizer
+
+    phase1 = RESULTS / "phase1"
+    config = load_config("evidence", {})
+    with tempfile.TemporaryDirectory() as tmp:
+        views = {}
+        for name in ("teacher.jsonl", "student.jsonl"):
+            views[name] = Path(tmp) / name
+            with gzip.open(phase1 / f"{name}.gz", "rb") as f, open(views[name], "wb") as g:
+                shutil.copyfileobj(f, g)
+        examples = align_examples(views["teacher.jsonl"], views["student.jsonl"], ChatFormat(load_tokenizer(config.model)))
+    training, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
+    short = {part: sorted((len(e.solution_ids), e.id) for e in group if len(e.solution_ids) < below)
+             for part, group in (("training", training), ("heldout", heldout))}
+    return {"kept": len(examples), "training": len(training), "heldout": len(heldout),
+            "below_in_training": len(short["training"]), "below_in_heldout": len(short["heldout"]),
+            "short_solutions": {part: [{"tokens": n, "id": i} for n, i in rows] for part, rows in short.items()},
+            "shortest_longer_solution_tokens": min(len(e.solution_ids) for e in examples if len(e.solution_ids) >= below)}
+
+
+def responses(benchmark: str, below: int) -> dict:
+    """Per committed arm: short responses, their accuracy, and the others'."""
+    out = {}
+    for path in sorted(RESULTS.glob(f"*/{benchmark}.samples.jsonl.gz")):
+        with gzip.open(path, "rt") as f:
+            completions = [c for record in map(json.loads, f) for c in record["completions"]]
+        short = [float(c["correct"]) for c in completions if c["num_tokens"] < below]
+        rest = [float(c["correct"]) for c in completions if c["num_tokens"] >= below]
+        out[path.parent.name] = {"responses": len(completions), "below": len(short), "below_share": round(len(short) / len(completions), 4),
+                                 "below_correct": int(sum(short)), "pass@1_below": sum(short) / len(short) if short else None,
+                                 "pass@1_rest": sum(rest) / len(rest) if rest else None}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--below", type=int, default=32, help="a solution or response with fewer tokens counts as answer-only")
+    parser.add_argument("--benchmark", default="gsm8k")
+    args = parser.parse_args()
+    result = {"command": "python " + " ".join(sys.argv), "below_tokens": args.below, "training_data": training_solutions(args.below),
+              "responses": responses(args.benchmark, args.below), "machine": machine_info()}
+    (RESULTS / "answer_only.json").write_text(json.dumps(result, indent=2) + "\n")
+    data = result["training_data"]
+    print(f"training data: {data['below_in_training']} of {data['training']} training solutions and {data['below_in_heldout']} of "
+          f"{data['heldout']} held out have fewer than {args.below} tokens (the shortest other: {data['shortest_longer_solution_tokens']})")
+    print(f"| arm | responses | under {args.below} tokens | of them correct | pass@1 of the others |")
+    print("|---|---|---|---|---|")
+    for arm, r in result["responses"].items():
+        rest = "-" if r["pass@1_rest"] is None else f"{100 * r['pass@1_rest']:.1f}%"
+        print(f"| {arm} | {r['responses']} | {r['below']} ({100 * r['below_share']:.1f}%) | {r['below_correct']} | {rest} |")
+
+
+if __name__ == "__main__":
+    main()
