@@ -3,7 +3,7 @@
 # random teacher hint? Packaged Qwen2.5-Coder-0.5B-Instruct, GSM8K train (config `evidence`),
 # greedy evaluation on GSM8K test (first 500) for every arm and MATH500 (first 200) for the main ones.
 #
-#   bash benchmarks/evidence.sh [PART ...]     PART: main (default), seeds, ablations, precision, report
+#   bash benchmarks/evidence.sh [PART ...]     PART: main (default), seeds, ablations, t4, precision, report
 #
 # Every step is a resumable ssb stage: re-running continues where it stopped and skips what is
 # finished. After each arm, its evaluation samples, summaries and training stats are exported to
@@ -90,8 +90,11 @@ ablations() {
   export_arm sft-min32 "$sft_dir-min32" && commit "ablation: SFT with answer-only solutions left out"
   copy_once "$ssb_dir" "$ssb_dir-min32"
   ablation min32 "answer-only solutions left out" --distill.min_solution_tokens 32 --force
-  # The knob the diagnostics point to: the hinted teacher is nearly certain of the kept text (0.07
-  # nats/token), so its soft information sits in the tail that a higher temperature brings out.
+}
+
+t4() {
+  # The knob the distillation diagnostics point to: the hinted teacher is nearly certain of the kept text
+  # (0.07 nats/token), so its soft information sits in the tail that a higher temperature brings out.
   # The copy carries SSB's finished T = 2 distillation; --force replaces it (and resumes a T = 4 one).
   copy_once "$ssb_dir" "$ssb_dir-t4"
   ablation t4 "T = 4" --distill.temperature 4.0 --force
