@@ -9,7 +9,10 @@ distillation's solution tokens, end-of-turn included, through the study's tokeni
 template), split into the held-out and the training examples as distillation splits them. Then,
 for every committed arm's responses (``<arm>/<benchmark>.samples.jsonl.gz``, model-free: the token
 counts are the engine's), how many have fewer than BELOW tokens and how accurate they and the
-others are. Writes answer_only.json next to the arms.
+others are. With ``--first-token N``, also the probability of the first solution token of the
+answer-only training solutions (and of N others) under the hinted teacher and the untrained
+student: what the distillation and the cross-entropy ask of the student at that token. Writes
+answer_only.json next to the arms.
 """
 
 from __future__ import annotations
@@ -28,7 +31,29 @@ from machine import machine_info  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
 
 
-def training_solutions(below: int) -> dict:
+def first_token_probabilities(config, examples) -> dict:
+    """Mean probability of each solution's first token: the hinted teacher's (at T = 1 and at the
+    distillation temperature) and the untrained student's, given the bare question."""
+    import torch
+
+    from ssb.models import load_model
+
+    model = load_model(config.model)
+    temperature = config.distill.temperature
+    rows = []
+    with torch.no_grad():
+        for e in examples:
+            logits = {view: model(input_ids=torch.tensor([prompt])).logits[0, -1].float()
+                      for view, prompt in (("teacher", e.teacher_prompt_ids), ("student", e.student_prompt_ids))}
+            token = e.solution_ids[0]
+            rows.append({"teacher": logits["teacher"].softmax(-1)[token].item(),
+                         "teacher_at_T": (logits["teacher"] / temperature).softmax(-1)[token].item(),
+                         "student": logits["student"].softmax(-1)[token].item(),
+                         "student_at_T": (logits["student"] / temperature).softmax(-1)[token].item()})
+    return {"examples": len(rows), "temperature": temperature, **{k: round(sum(r[k] for r in rows) / len(rows), 4) for k in rows[0]}}
+
+
+def training_solutions(below: int, first_token: int = 0) -> dict:
     """Token counts of the kept solutions, and those under ``below``, held-out and training apart."""
     from ssb.alignment import align_examples
     from ssb.chat import ChatFormat
@@ -48,7 +73,11 @@ def training_solutions(below: int) -> dict:
     training, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
     short = {part: sorted((len(e.solution_ids), e.id) for e in group if len(e.solution_ids) < below)
              for part, group in (("training", training), ("heldout", heldout))}
-    return {"kept": len(examples), "training": len(training), "heldout": len(heldout),
+    if first_token:
+        shorts = [e for e in training if len(e.solution_ids) < below]
+        others = [e for e in training if len(e.solution_ids) >= below][:first_token]
+        first = {"answer_only": first_token_probabilities(config, shorts), f"first_{len(others)}_others": first_token_probabilities(config, others)}
+    return {**({"first_solution_token": first} if first_token else {}),"kept": len(examples), "training": len(training), "heldout": len(heldout),
             "below_in_training": len(short["training"]), "below_in_heldout": len(short["heldout"]),
             "short_solutions": {part: [{"tokens": n, "id": i} for n, i in rows] for part, rows in short.items()},
             "shortest_longer_solution_tokens": min(len(e.solution_ids) for e in examples if len(e.solution_ids) >= below)}
@@ -72,8 +101,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--below", type=int, default=32, help="a solution or response with fewer tokens counts as answer-only")
     parser.add_argument("--benchmark", default="gsm8k")
+    parser.add_argument("--first-token", type=int, default=0, metavar="N",
+                        help="also score the first solution token of the answer-only training solutions and of N others under "
+                             "the hinted teacher and the untrained student (loads the model)")
     args = parser.parse_args()
-    result = {"command": "python " + " ".join(sys.argv), "below_tokens": args.below, "training_data": training_solutions(args.below),
+    result = {"command": "python " + " ".join(sys.argv), "below_tokens": args.below,
+              "training_data": training_solutions(args.below, args.first_token),
               "responses": responses(args.benchmark, args.below), "machine": machine_info()}
     (RESULTS / "answer_only.json").write_text(json.dumps(result, indent=2) + "\n")
     data = result["training_data"]
@@ -84,6 +117,9 @@ def main() -> None:
     for arm, r in result["responses"].items():
         rest = "-" if r["pass@1_rest"] is None else f"{100 * r['pass@1_rest']:.1f}%"
         print(f"| {arm} | {r['responses']} | {r['below']} ({100 * r['below_share']:.1f}%) | {r['below_correct']} | {rest} |")
+    for group, p in data.get("first_solution_token", {}).items():
+        print(f"first solution token, {group} ({p['examples']}): teacher {p['teacher']:.3f} (T = {p['temperature']:g}: {p['teacher_at_T']:.3f}), "
+              f"untrained student {p['student']:.3f} (T = {p['temperature']:g}: {p['student_at_T']:.3f})")
 
 
 if __name__ == "__main__":
