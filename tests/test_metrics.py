@@ -1,5 +1,7 @@
 import itertools
 import math
+import random
+import statistics
 
 import pytest
 
@@ -81,6 +83,34 @@ def test_paired_difference_counts_discordant_pairs_and_matches_the_sign_test():
 
 def test_paired_difference_without_discordant_pairs_and_on_mismatched_lengths():
     assert paired_difference([1, 0, 1], [1, 0, 1]) == {"mean": 0.0, "stderr": 0.0, "ci95": [0.0, 0.0], "n_questions": 3,
-                                                       "better": 0, "worse": 0, "p_value": 1.0}
+                                                       "better": 0, "worse": 0, "p_value": 1.0, "test": "sign"}
     with pytest.raises(ValueError, match="same questions"):
         paired_difference([1, 0], [1])
+
+
+def test_paired_z_test_is_the_normal_test_the_interval_inverts():
+    scores, baseline = [1, 2 / 3, 1 / 3, 1, 0, 1 / 3, 1], [0, 1, 0, 0, 0, 1, 1]
+    diffs = [s - b for s, b in zip(scores, baseline)]
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    out = paired_difference(scores, baseline, test="z")
+    assert out["test"] == "z" and out["p_value"] == pytest.approx(2 * (1 - statistics.NormalDist().cdf(abs(statistics.mean(diffs)) / se)))
+    # At the CI's edge the test sits at 0.05: shift the scores so that the interval's lower end is 0.
+    shifted = paired_difference([s - out["ci95"][0] for s in scores], baseline, test="z")
+    assert shifted["p_value"] == pytest.approx(0.05) and shifted["ci95"][0] == pytest.approx(0.0, abs=1e-12)
+    assert paired_difference([1, 0], [1, 0], test="z")["p_value"] == 1.0
+    with pytest.raises(ValueError, match="unknown test 'wilcoxon'"):
+        paired_difference([1], [0], test="wilcoxon")
+
+
+def test_sign_test_between_an_average_of_three_and_one_sample_rejects_a_true_null():
+    # Both sides draw from the same per-question accuracy (20-45%), one as a mean of three samples.
+    rng = random.Random(0)
+    rejected = {"sign": 0, "z": 0}
+    for _ in range(200):
+        accuracy = [rng.uniform(0.2, 0.45) for _ in range(300)]
+        three = [sum(rng.random() < p for _ in range(3)) / 3 for p in accuracy]
+        one = [float(rng.random() < p) for p in accuracy]
+        for test in rejected:
+            rejected[test] += paired_difference(three, one, test=test)["p_value"] < 0.05
+    assert rejected["sign"] / 200 > 0.5  # the averaged side is above far more often than below
+    assert rejected["z"] / 200 < 0.1  # the z test keeps about its 5%

@@ -56,6 +56,13 @@ def ci_row(diffs: list[float]) -> str:
     return f"{100 * mean:+.1f} | [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}]"
 
 
+def z_p(diffs: list[float]) -> str:
+    """Two-sided normal test of the mean difference, as the report prints it."""
+    z = abs(statistics.mean(diffs)) / (statistics.stdev(diffs) / math.sqrt(len(diffs)))
+    p = math.erfc(z / math.sqrt(2))
+    return ("<0.001" if p < 0.001 else f"{p:.3f}") + " (z)"
+
+
 def test_pooled_arm_is_the_mean_of_seeds_per_question():
     seeds = {"s0": {"q0": 1.0, "q1": 1.0, "q2": 0.0, "q3": 1.0}, "s1": {"q0": 1.0, "q1": 0.0, "q2": 0.0, "q3": 0.5, "q9": 1.0}}
     r = arm_pass_at_1(seeds, binary=False)
@@ -104,11 +111,16 @@ def test_report_arms_comparisons_and_holm(runs):
     half = Z95 * statistics.stdev(arm) / math.sqrt(6)
     assert (f"| ssb | gsm8k | 61.1 | [{100 * (11 / 18 - half):.1f}, {100 * min(1, 11 / 18 + half):.1f}] (n=6) "
             "| ssb-s0 66.7, ssb-s1 50.0, ssb-s2 66.7 |") in text
-    # ssb - a/base: differences 0, 5/6, 2/3, 1/2, -1/3, 0; 3 better, 1 worse: p = 2 (1 + 4) / 16 = 0.625.
-    # ssb - sft: differences 1, -1/6, -1/3, -1/2, -1/3, -1; 1 better, 5 worse: p = 2 (1 + 6) / 64 = 0.21875.
-    # Holm over the two: 0.21875 x 2 = 0.4375, then max(0.4375, 0.625 x 1) = 0.625.
-    assert f"| ssb - a/base | gsm8k | {ci_row([0, 5 / 6, 2 / 3, 1 / 2, -1 / 3, 0])} | 3 / 1 (n=6) | 0.625 | 0.625 |" in text
-    assert f"| ssb - sft | gsm8k | {ci_row([1, -1 / 6, -1 / 3, -1 / 2, -1 / 3, -1])} | 1 / 5 (n=6) | 0.219 | 0.438 |" in text
+    # The arm averages 4 samples per question (seeds of 1, 1 and 2), its opponents 1: the z test, not the sign test.
+    # ssb - a/base: differences 0, 5/6, 2/3, 1/2, -1/3, 0; 3 better, 1 worse.
+    # ssb - sft: differences 1, -1/6, -1/3, -1/2, -1/3, -1; 1 better, 5 worse. Holm over the two.
+    to_base, to_sft = [0, 5 / 6, 2 / 3, 1 / 2, -1 / 3, 0], [1, -1 / 6, -1 / 3, -1 / 2, -1 / 3, -1]
+    p = {name: math.erfc(abs(statistics.mean(d)) / (statistics.stdev(d) / math.sqrt(6)) / math.sqrt(2))
+         for name, d in (("base", to_base), ("sft", to_sft))}
+    low, high = sorted(p.values())
+    adjusted = {name: max(2 * low, high) if v == high else 2 * low for name, v in p.items()}
+    assert f"| ssb - a/base | gsm8k | {ci_row(to_base)} | 3 / 1 (n=6) | {z_p(to_base)} | {adjusted['base']:.3f} |" in text
+    assert f"| ssb - sft | gsm8k | {ci_row(to_sft)} | 1 / 5 (n=6) | {z_p(to_sft)} | {adjusted['sft']:.3f} |" in text
     assert "**Multiple comparisons**: 2 comparisons" in text and "sign test" in text
     assert "Difference from the base model" not in text  # named comparisons replace the default family
 
@@ -128,8 +140,8 @@ def test_default_compares_each_model_with_its_own_folders_base(runs):
     a, b = runs
     text = write_report(a, b).read_text()
     assert "## Arms and comparisons" not in text
-    # ssb-s2 against b's base (all wrong): 5 better, 0 worse, p = 2 / 32.
-    assert f"| ssb-s2 | gsm8k | {ci_row([1, 0.5, 1, 0.5, 1, 0])} | 5 / 0 (n=6) | 0.062 |" in text
+    # ssb-s2 (two samples per question) against b's base (one, all wrong): 5 better, 0 worse; the z test.
+    assert f"| ssb-s2 | gsm8k | {ci_row([1, 0.5, 1, 0.5, 1, 0])} | 5 / 0 (n=6) | {z_p([1, 0.5, 1, 0.5, 1, 0])} |" in text
     assert "| sft | gsm8k | " in text and "4 / 1 (n=6) | 0.375 |" in text
     assert "**Multiple comparisons**: 4 comparisons" in text and "| Holm p |" in text
     assert "| a/base | " in text and "| b/base | " in text
@@ -172,8 +184,9 @@ def test_cli_writes_to_out_and_refuses_an_ambiguous_model(runs, tmp_path, capsys
     assert capsys.readouterr().out.strip() == str(out / "report.md")
     text = (out / "report.md").read_text()
     assert text.startswith("# SSB report: a, b") and not (a / "report.md").exists() and (out / "accuracy.png").exists()
-    # ssb - b/base: differences 1, 5/6, 2/3, 1/2, 2/3, 0: five better, none worse, p = 2 / 32.
-    assert f"| ssb - b/base | gsm8k | {ci_row([1, 5 / 6, 2 / 3, 1 / 2, 2 / 3, 0])} | 5 / 0 (n=6) | 0.062 |" in text
+    # ssb - b/base: differences 1, 5/6, 2/3, 1/2, 2/3, 0: five better, none worse (4 samples against 1: the z test).
+    diffs = [1, 5 / 6, 2 / 3, 1 / 2, 2 / 3, 0]
+    assert f"| ssb - b/base | gsm8k | {ci_row(diffs)} | 5 / 0 (n=6) | {z_p(diffs)} |" in text
     assert main(["report", str(a), "--compare", "ssb-s0:nothing"]) == 2
     assert "no evaluated model 'nothing'" in capsys.readouterr().err
 

@@ -115,10 +115,15 @@ def arm_pass_at_1(scores_by_model: Mapping[str, Mapping[str, float]], binary: bo
     return {**mean_with_ci(list(pooled.values()), binary=binary), "per_model": per_model}
 
 
-def compare(a: Mapping[str, float], b: Mapping[str, float]) -> dict:
-    """A minus B on the questions both scored: ``metrics.paired_difference`` (mean, CI, better/worse, sign-test p)."""
+def compare(a: Mapping[str, float], b: Mapping[str, float], samples: tuple[int, int] | None = None) -> dict:
+    """A minus B on the questions both scored: ``metrics.paired_difference`` (mean, CI, better/worse, p).
+
+    ``samples``: how many samples each side's per-question score averages (models x samples per
+    question). The sign test needs both sides to average as many; otherwise the z test is used.
+    """
     common = sorted(a.keys() & b.keys())
-    return paired_difference([a[q] for q in common], [b[q] for q in common])
+    test = "sign" if samples is None or samples[0] == samples[1] else "z"
+    return paired_difference([a[q] for q in common], [b[q] for q in common], test=test)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -68,13 +68,18 @@ def mean_with_ci(scores: Sequence[float], binary: bool) -> dict:
     return {"mean": mean, "stderr": stderr, "ci95": [low, high], "n_questions": m}
 
 
-def paired_difference(scores: Sequence[float], baseline: Sequence[float]) -> dict:
-    """``scores - baseline`` on the same questions: mean, standard error, 95% CI and McNemar's test.
+def paired_difference(scores: Sequence[float], baseline: Sequence[float], test: str = "sign") -> dict:
+    """``scores - baseline`` on the same questions: mean, standard error, 95% CI and a two-sided test.
 
     Pairing removes the between-question variance that separate per-model intervals carry, so a
     difference can be significant while the two models' intervals overlap. ``better``/``worse``
-    count questions where the model scores above/below the baseline; with one sample per question
-    these are McNemar's discordant pairs and ``p_value`` is the exact two-sided binomial test on them.
+    count questions where the model scores above/below the baseline. ``test="sign"``: ``p_value`` is
+    the exact two-sided binomial test on those counts (McNemar's test with one sample per question);
+    it assumes that, without a difference, each side is as likely to be higher, which holds when both
+    scores average the same number of samples. An average of several 0/1 samples is not distributed
+    as one sample: below 50% accuracy it lies above a single sample more often than below it, so a
+    sign test between them finds differences that are not there. ``test="z"`` is for such pairs: the
+    normal test of the mean difference, the one the CI inverts.
     """
     if len(scores) != len(baseline):
         raise ValueError(f"paired_difference needs scores on the same questions, got {len(scores)} and {len(baseline)}")
@@ -85,6 +90,12 @@ def paired_difference(scores: Sequence[float], baseline: Sequence[float]) -> dic
     stderr = math.sqrt(variance / m) if m else 0.0
     better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
     discordant = better + worse
-    tail = sum(math.comb(discordant, i) for i in range(min(better, worse) + 1)) / 2**discordant if discordant else 1.0
+    if test == "sign":
+        tail = sum(math.comb(discordant, i) for i in range(min(better, worse) + 1)) / 2**discordant if discordant else 1.0
+        p_value = min(1.0, 2 * tail)
+    elif test == "z":
+        p_value = math.erfc(abs(mean) / stderr / math.sqrt(2)) if stderr > 0 else float(mean == 0)
+    else:
+        raise ValueError(f"unknown test {test!r} (sign or z)")
     return {"mean": mean, "stderr": stderr, "ci95": [mean - Z95 * stderr, mean + Z95 * stderr], "n_questions": m,
-            "better": better, "worse": worse, "p_value": min(1.0, 2 * tail)}
+            "better": better, "worse": worse, "p_value": p_value, "test": test}

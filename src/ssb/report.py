@@ -99,7 +99,7 @@ def difference_table(rows: list[tuple[str, str, dict]], first: str, counts: str,
              "|---|---|---|---|---|---|" + ("---|" if several else "")]
     for (name, benchmark, d), p_holm in zip(rows, adjusted):
         row = f"| {name} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
-        row += f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {format_p(d['p_value'])} |"
+        row += f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {format_p(d['p_value'])}{' (z)' if d.get('test') == 'z' else ''} |"
         lines.append(row + (f" {format_p(p_holm)} |" if several else ""))
     if several:
         lines += ["", f"**Multiple comparisons**: {len(rows)} comparisons in this table (one per pair and benchmark). Holm p is each p-value "
@@ -115,14 +115,18 @@ def base_differences(models: dict[str, tuple[Path, str]], summaries: dict[str, d
     for label in sorted(m for m in models if models[m][1] != "base" and models[m][0] in base_of):
         base = base_of[models[label][0]]
         for benchmark in sorted(summaries[label].keys() & summaries[base].keys()):
-            rows.append((label, benchmark, compare(scores(label, benchmark), scores(base, benchmark))))
+            samples = (summaries[label][benchmark]["samples_per_question"], summaries[base][benchmark]["samples_per_question"])
+            rows.append((label, benchmark, compare(scores(label, benchmark), scores(base, benchmark), samples)))
     return rows
 
 
 ARMS_NOTE = ("A - B: A's per-question score minus B's, in points, averaged over the questions both answered, with a paired 95% CI "
              "over questions. An arm's per-question score is the mean over its models (seeds) of each model's fraction of samples "
              "correct. p: exact two-sided sign test over the questions where the two scores differ, counting which side is higher "
-             "(McNemar's exact test when each arm is one model with one sample per question).")
+             "(McNemar's exact test when each arm is one model with one sample per question). Where the two scores average different "
+             "numbers of samples (three seeds against one), the sign test is biased towards the side with more (below 50% accuracy an "
+             "average lies above a single 0/1 score more often than below it), and p, marked (z), is the normal test of the mean "
+             "difference, the one the CI inverts.")
 
 
 def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_specs: Sequence[str]) -> list[str]:
@@ -136,7 +140,11 @@ def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_sp
         for a, b in pairs:
             if not benchmarks[a] & benchmarks[b]:
                 raise ValueError(f"--compare {a}:{b}: no benchmark was evaluated for every model of both arms")
-        rows = [(f"{a} - {b}", benchmark, compare(pool([scores(m, benchmark) for m in arms[a]]), pool([scores(m, benchmark) for m in arms[b]])))
+        def samples(arm: str, benchmark: str) -> int:
+            return sum(summaries[m][benchmark]["samples_per_question"] for m in arms[arm])
+
+        rows = [(f"{a} - {b}", benchmark, compare(pool([scores(m, benchmark) for m in arms[a]]), pool([scores(m, benchmark) for m in arms[b]]),
+                                                  (samples(a, benchmark), samples(b, benchmark))))
                 for a, b in pairs for benchmark in sorted(benchmarks[a] & benchmarks[b])]
         lines += [*difference_table(rows, "A - B", "questions A better / B better", "p"), "", ARMS_NOTE, ""]
     named = {spec.partition("=")[0] for spec in arm_specs}
