@@ -3,7 +3,7 @@
 # random teacher hint? Packaged Qwen2.5-Coder-0.5B-Instruct, GSM8K train (config `evidence`),
 # greedy evaluation on GSM8K test (first 500) for every arm and MATH500 (first 200) for the main ones.
 #
-#   bash benchmarks/evidence.sh [PART ...]     PART: main (default), seeds, ablations, t4, precision, report
+#   bash benchmarks/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, report
 #
 # Every step is a resumable ssb stage: re-running continues where it stopped and skips what is
 # finished. After each arm, its evaluation samples, summaries and training stats are exported to
@@ -92,6 +92,18 @@ ablations() {
   ablation min32 "answer-only solutions left out" --distill.min_solution_tokens 32 --force
 }
 
+min32_seeds() {
+  # SFT without the answer-only solutions scores highest of the single runs, and SFT's seeds ranged over
+  # 7 points with them: training seeds 1 and 2, so that it can be pooled against SSB's three seeds.
+  for seed in 1 2; do
+    copy_once "$sft_dir" "$sft_dir-min32-s$seed"
+    step distill --config $config --run_dir "$sft_dir-min32-s$seed" --distill.objective sft --distill.min_solution_tokens 32 \
+      --distill.seed $seed --force
+    evaluate "sft-min32-s$seed=$sft_dir-min32-s$seed/distill/adapter" "${gsm8k[@]}"
+    export_arm "sft-min32-s$seed" "$sft_dir-min32-s$seed" && commit "training seed $seed of SFT with answer-only solutions left out"
+  done
+}
+
 t4() {
   # The knob the distillation diagnostics point to: the hinted teacher is nearly certain of the kept text
   # (0.07 nats/token), so its soft information sits in the tail that a higher temperature brings out.
@@ -122,8 +134,9 @@ precision() {
 
 report() {
   local arms=(--arm "ssb=ssb,ssb-s1,ssb-s2" --arm "sft=sft,sft-s1,sft-s2") compare=() pair
+  [ -d "$eval_dir/eval/sft-min32-s2" ] && arms+=(--arm "sft-min32=sft-min32,sft-min32-s1,sft-min32-s2")
   for pair in ssb:sft ssb:base sft:base ssb:grpo ssb:random-teacher-hint ssb-t1:ssb ssb-ce:ssb ssb-eot:ssb ssb-t4:ssb \
-      sft-min32:sft ssb-min32:ssb ssb-min32:sft-min32; do
+      sft-min32:sft ssb:sft-min32 sft-min32:base ssb-min32:ssb ssb-min32:sft-min32; do
     # Only comparisons whose arms are evaluated, so the study can be reported before its last ablations land.
     [ -d "$eval_dir/eval/${pair%%:*}" ] && [ -d "$eval_dir/eval/${pair##*:}" ] && compare+=(--compare "$pair")
   done

@@ -23,8 +23,9 @@ from ssb.report import diagnostics_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
 STUDY_COMPARISONS = ("ssb:sft", "ssb:base", "sft:base", "ssb:grpo", "ssb:random-teacher-hint", "ssb-t1:ssb", "ssb-ce:ssb", "ssb-eot:ssb",
-                     "ssb-t4:ssb", "sft-min32:sft", "ssb-min32:ssb", "ssb-min32:sft-min32")
-SEED_ARMS = {"ssb": ("ssb", "ssb-s1", "ssb-s2"), "sft": ("sft", "sft-s1", "sft-s2")}
+                     "ssb-t4:ssb", "sft-min32:sft", "ssb:sft-min32", "sft-min32:base", "ssb-min32:ssb",
+                     "ssb-min32:sft-min32")
+SEED_ARMS = {"ssb": ("ssb", "ssb-s1", "ssb-s2"), "sft": ("sft", "sft-s1", "sft-s2"), "sft-min32": ("sft-min32", "sft-min32-s1", "sft-min32-s2")}
 
 
 def unpack(results: Path, eval_dir: Path) -> list[str]:

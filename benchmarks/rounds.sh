@@ -5,7 +5,12 @@
 #
 #   bash benchmarks/rounds.sh [ssb] [sft]      (default: both)
 #
-# Round 1 of each arm is the evidence study's finished arm (benchmarks/evidence.sh main), copied:
+# Every round trains without the refined solutions shorter than 32 tokens (distill.min_solution_tokens):
+# the evidence study found that the few that only restate their answer teach SFT to answer without
+# reasoning, which would decide an SSB-against-SFT comparison by itself. ROUNDS_MIN_SOLUTION_TOKENS=0
+# runs the paper's rounds, keeping them (round 1 then is the evidence arm trained on all solutions).
+#
+# Round 1 of each arm is the evidence study's finished arm (benchmarks/evidence.sh ablations), copied:
 # the copy's stages are finished with the same config, so `ssb run` skips them and round 1 here is
 # exactly that arm; it only adds round 1's evaluation on the 300 questions. Rounds 2 and 3 take the
 # next 960 training questions each (rounds_data: fresh) and start from the previous round's merged
@@ -24,6 +29,8 @@ set -euo pipefail
 config=evidence
 runs=${EVIDENCE_RUNS:-runs/evidence}
 total_rounds=3
+min_tokens=${ROUNDS_MIN_SOLUTION_TOKENS:-32}
+suffix=""; [ "$min_tokens" = 0 ] || suffix="-min$min_tokens"  # the evidence arms' and the rounds' folder names
 
 copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
 step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
@@ -34,13 +41,14 @@ commit() {
 # Rounds 1..$2 of arm $1 (finished rounds are skipped), then export and commit.
 rounds_of() {
   local arm=$1 rounds=$2; shift 2
-  if [ ! -d "$runs-$arm/distill/adapter" ]; then
-    echo "$runs-$arm has no trained adapter: run benchmarks/evidence.sh main first (round 1 is that arm)" >&2
+  local first="$runs-$arm$suffix" folder="$runs-rounds-$arm$suffix"
+  if [ ! -d "$first/distill/adapter" ]; then
+    echo "$first has no trained adapter: run benchmarks/evidence.sh first (round 1 is that arm)" >&2
     exit 1
   fi
-  copy_once "$runs-$arm" "$runs-rounds-$arm"
-  step run --config $config --run_dir "$runs-rounds-$arm" --rounds "$rounds" --eval.limit 300 "$@"
-  python3 benchmarks/evidence_export.py rounds "rounds-$arm" "$runs-rounds-$arm" && commit "$arm, round $rounds of $total_rounds"
+  copy_once "$first" "$folder"
+  step run --config $config --run_dir "$folder" --rounds "$rounds" --eval.limit 300 --distill.min_solution_tokens "$min_tokens" "$@"
+  python3 benchmarks/evidence_export.py rounds "rounds-$arm$suffix" "$folder" && commit "$arm$suffix, round $rounds of $total_rounds"
 }
 
 arms=("$@")
@@ -58,9 +66,9 @@ for rounds in $(seq 2 $total_rounds); do
     set +e; ( set -e; rounds_of "$arm" "$rounds" "${options_of_arm[@]}" ); status=$?; set -e
     [ $status -eq 0 ] || { echo "== arm $arm failed in round $rounds (exit $status); going on without it" >&2; failed+="$arm "; }
   done
-  if [ -f "$runs-rounds-ssb/rounds.json" ] && [ -f "$runs-rounds-sft/rounds.json" ]; then
+  if [ -f "$runs-rounds-ssb$suffix/rounds.json" ] && [ -f "$runs-rounds-sft$suffix/rounds.json" ]; then
     # Both curves in one report, and round r of SSB against round r of SFT on the same questions.
-    step report "$runs-rounds-ssb" "$runs-rounds-sft" --out benchmarks/results/evidence/rounds-compared \
+    step report "$runs-rounds-ssb$suffix" "$runs-rounds-sft$suffix" --out "benchmarks/results/evidence/rounds-compared$suffix" \
       && commit "SSB rounds against SFT rounds, through round $rounds"
   fi
 done
