@@ -73,6 +73,8 @@ def training_solutions(below: int, first_token: int = 0) -> dict:
     training, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
     short = {part: sorted((len(e.solution_ids), e.id) for e in group if len(e.solution_ids) < below)
              for part, group in (("training", training), ("heldout", heldout))}
+    if first_token and not any(len(e.solution_ids) < below for e in training):
+        raise SystemExit(f"no training solution has fewer than {below} tokens: nothing for --first-token to score")
     if first_token:
         shorts = [e for e in training if len(e.solution_ids) < below]
         others = [e for e in training if len(e.solution_ids) >= below][:first_token]
@@ -80,7 +82,7 @@ def training_solutions(below: int, first_token: int = 0) -> dict:
     return {**({"first_solution_token": first} if first_token else {}),"kept": len(examples), "training": len(training), "heldout": len(heldout),
             "below_in_training": len(short["training"]), "below_in_heldout": len(short["heldout"]),
             "short_solutions": {part: [{"tokens": n, "id": i} for n, i in rows] for part, rows in short.items()},
-            "shortest_longer_solution_tokens": min(len(e.solution_ids) for e in examples if len(e.solution_ids) >= below)}
+            "shortest_longer_solution_tokens": min((len(e.solution_ids) for e in examples if len(e.solution_ids) >= below), default=None)}
 
 
 def responses(benchmark: str, below: int) -> dict:

@@ -10,7 +10,7 @@
 # reasoning, which would decide an SSB-against-SFT comparison by itself. ROUNDS_MIN_SOLUTION_TOKENS=0
 # runs the paper's rounds, keeping them (round 1 then is the evidence arm trained on all solutions).
 #
-# Round 1 of each arm is the evidence study's finished arm (benchmarks/evidence.sh ablations), copied:
+# Round 1 of each arm is the evidence study's finished arm (benchmarks/evidence.sh ablations; with 0: main), copied:
 # the copy's stages are finished with the same config, so `ssb run` skips them and round 1 here is
 # exactly that arm; it only adds round 1's evaluation on the 300 questions. Rounds 2 and 3 take the
 # next 960 training questions each (rounds_data: fresh) and start from the previous round's merged
@@ -30,6 +30,7 @@ config=evidence
 runs=${EVIDENCE_RUNS:-runs/evidence}
 total_rounds=3
 min_tokens=${ROUNDS_MIN_SOLUTION_TOKENS:-32}
+case $min_tokens in 0|32) ;; *) echo "ROUNDS_MIN_SOLUTION_TOKENS is 0 or 32 (the evidence study trained round 1 with those)" >&2; exit 2 ;; esac
 suffix=""; [ "$min_tokens" = 0 ] || suffix="-min$min_tokens"  # the evidence arms' and the rounds' folder names
 
 copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }

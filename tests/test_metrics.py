@@ -98,6 +98,9 @@ def test_paired_z_test_is_the_normal_test_the_interval_inverts():
     shifted = paired_difference([s - out["ci95"][0] for s in scores], baseline, test="z")
     assert shifted["p_value"] == pytest.approx(0.05) and shifted["ci95"][0] == pytest.approx(0.0, abs=1e-12)
     assert paired_difference([1, 0], [1, 0], test="z")["p_value"] == 1.0
+    # No spread to scale by: one question, or every difference the same (then the sign test's 2 / 2^n).
+    assert paired_difference([1], [0], test="z")["p_value"] == 1.0
+    assert paired_difference([1, 1, 1], [0, 0, 0], test="z")["p_value"] == pytest.approx(0.25)
     with pytest.raises(ValueError, match="unknown test 'wilcoxon'"):
         paired_difference([1], [0], test="wilcoxon")
 

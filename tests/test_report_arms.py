@@ -77,6 +77,10 @@ def test_paired_comparison_counts_and_exact_p():
     a = {"q0": 1.0, "q1": 2 / 3, "q2": 1 / 3, "q3": 0.0, "q4": 1.0}
     b = {"q0": 0.0, "q1": 1 / 3, "q2": 1 / 3, "q3": 1.0, "q4": 0.0, "q5": 1.0}
     d = compare(a, b)
+    # Sides that average alike (the same samples per model, in any order) keep the sign test; models of
+    # 1 and 3 samples against 2 and 2, or three models against one, do not.
+    assert compare(a, b, ([1, 1, 1], [1, 1, 1]))["test"] == "sign" and compare(a, b, ([1, 3], [3, 1]))["test"] == "sign"
+    assert compare(a, b, ([1, 3], [2, 2]))["test"] == "z" and compare(a, b, ([1, 1, 1], [1]))["test"] == "z"
     # Five shared questions; differences 1, 1/3, 0, -1, 1: three better, one worse, one tie.
     assert (d["n_questions"], d["better"], d["worse"]) == (5, 3, 1)
     assert d["mean"] == pytest.approx((1 + 1 / 3 - 1 + 1) / 5)

@@ -155,7 +155,8 @@ def fake_eval(folder: Path, model: str, correct: list[int]) -> None:
     """An evaluation of ``model`` in ``folder`` whose question q is answered right when correct[q]."""
     write_jsonl_atomic(folder / f"eval/{model}/gsm8k.samples.jsonl", [{"index": q, "id": f"q{q}", "completions": [{"correct": bool(c)}]}
                                                                      for q, c in enumerate(correct)])
-    write_json_atomic(folder / f"eval/{model}/gsm8k.summary.json", {"pass@1": mean_with_ci(correct, binary=True), "mean_completion_tokens": 7})
+    write_json_atomic(folder / f"eval/{model}/gsm8k.summary.json", {"pass@1": mean_with_ci(correct, binary=True), "mean_completion_tokens": 7,
+                                                                  "samples_per_question": 1})
 
 
 def test_round_differences_are_paired_on_the_questions(tmp_path):

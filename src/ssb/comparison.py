@@ -19,7 +19,10 @@ paired 95% CI over questions (``metrics.paired_difference``). Its p-value is the
 sign test over the questions where the two scores differ, counted by which side is higher; when
 each arm is one model with one sample per question this is McNemar's exact test. For pooled arms
 it ignores how far apart the scores are (a question 2/3 vs 1/3 counts as one win like 1 vs 0), which
-keeps it valid without assuming anything about the distribution of the differences. Several
+keeps it valid without assuming anything about the distribution of the differences, as long as both
+sides average their samples alike (the same samples per model). Otherwise an average and a single
+0/1 score are not exchangeable and the sign test is biased; the p-value is then the normal (z) test
+of the mean difference, an approximation for hundreds of questions, not a handful. Several
 comparisons are one family: ``holm`` adjusts their p-values for it.
 """
 
@@ -115,14 +118,15 @@ def arm_pass_at_1(scores_by_model: Mapping[str, Mapping[str, float]], binary: bo
     return {**mean_with_ci(list(pooled.values()), binary=binary), "per_model": per_model}
 
 
-def compare(a: Mapping[str, float], b: Mapping[str, float], samples: tuple[int, int] | None = None) -> dict:
+def compare(a: Mapping[str, float], b: Mapping[str, float], samples: tuple[Sequence[int], Sequence[int]] | None = None) -> dict:
     """A minus B on the questions both scored: ``metrics.paired_difference`` (mean, CI, better/worse, p).
 
-    ``samples``: how many samples each side's per-question score averages (models x samples per
-    question). The sign test needs both sides to average as many; otherwise the z test is used.
+    ``samples``: each side's samples per question of each of its models (its per-question score is the
+    mean over models of each model's fraction correct). The sign test needs both sides to average
+    alike, the same list up to order; otherwise the z test is used.
     """
     common = sorted(a.keys() & b.keys())
-    test = "sign" if samples is None or samples[0] == samples[1] else "z"
+    test = "sign" if samples is None or sorted(samples[0]) == sorted(samples[1]) else "z"
     return paired_difference([a[q] for q in common], [b[q] for q in common], test=test)
 
 

@@ -94,7 +94,12 @@ def paired_difference(scores: Sequence[float], baseline: Sequence[float], test: 
         tail = sum(math.comb(discordant, i) for i in range(min(better, worse) + 1)) / 2**discordant if discordant else 1.0
         p_value = min(1.0, 2 * tail)
     elif test == "z":
-        p_value = math.erfc(abs(mean) / stderr / math.sqrt(2)) if stderr > 0 else float(mean == 0)
+        if m < 2:
+            p_value = 1.0
+        elif stderr == 0:  # every difference the same: nothing to scale by; the sign test on the counts
+            p_value = 1.0 if mean == 0 else min(1.0, 2 / 2**discordant)
+        else:
+            p_value = math.erfc(abs(mean) / stderr / math.sqrt(2))
     else:
         raise ValueError(f"unknown test {test!r} (sign or z)")
     return {"mean": mean, "stderr": stderr, "ci95": [mean - Z95 * stderr, mean + Z95 * stderr], "n_questions": m,

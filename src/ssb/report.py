@@ -115,7 +115,7 @@ def base_differences(models: dict[str, tuple[Path, str]], summaries: dict[str, d
     for label in sorted(m for m in models if models[m][1] != "base" and models[m][0] in base_of):
         base = base_of[models[label][0]]
         for benchmark in sorted(summaries[label].keys() & summaries[base].keys()):
-            samples = (summaries[label][benchmark]["samples_per_question"], summaries[base][benchmark]["samples_per_question"])
+            samples = ([summaries[label][benchmark]["samples_per_question"]], [summaries[base][benchmark]["samples_per_question"]])
             rows.append((label, benchmark, compare(scores(label, benchmark), scores(base, benchmark), samples)))
     return rows
 
@@ -126,7 +126,7 @@ ARMS_NOTE = ("A - B: A's per-question score minus B's, in points, averaged over 
              "(McNemar's exact test when each arm is one model with one sample per question). Where the two scores average different "
              "numbers of samples (three seeds against one), the sign test is biased towards the side with more (below 50% accuracy an "
              "average lies above a single 0/1 score more often than below it), and p, marked (z), is the normal test of the mean "
-             "difference, the one the CI inverts.")
+             "difference, the one the CI inverts (an approximation for hundreds of questions, optimistic for a handful).")
 
 
 def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_specs: Sequence[str]) -> list[str]:
@@ -140,8 +140,8 @@ def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_sp
         for a, b in pairs:
             if not benchmarks[a] & benchmarks[b]:
                 raise ValueError(f"--compare {a}:{b}: no benchmark was evaluated for every model of both arms")
-        def samples(arm: str, benchmark: str) -> int:
-            return sum(summaries[m][benchmark]["samples_per_question"] for m in arms[arm])
+        def samples(arm: str, benchmark: str) -> list[int]:
+            return [summaries[m][benchmark]["samples_per_question"] for m in arms[arm]]
 
         rows = [(f"{a} - {b}", benchmark, compare(pool([scores(m, benchmark) for m in arms[a]]), pool([scores(m, benchmark) for m in arms[b]]),
                                                   (samples(a, benchmark), samples(b, benchmark))))
@@ -379,7 +379,7 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
             paired = base_differences(models, summaries, scores)
             if paired:
                 lines += ["## Difference from the base model (paired, same questions)", "",
-                          *difference_table(paired, "model", "questions gained / lost", "McNemar p"), ""]
+                          *difference_table(paired, "model", "questions gained / lost", "p"), ""]
         if any(a is not None for a in adapters.values()):
             lines += ["## Training compute per model", "",
                       "Summed over the training stages of the run folder that produced each adapter: the wall time of each stage's last "

@@ -34,6 +34,11 @@ def _summary(folder: Path, model: str, benchmark: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _samples(folder: Path, model: str, benchmark: str) -> list[int]:
+    """The samples per question behind a model's per-question scores, as ``comparison.compare`` takes them."""
+    return [_summary(folder, model, benchmark)["samples_per_question"]]
+
+
 def _benchmarks(run_dir: Path) -> list[str]:
     return sorted(p.name.removesuffix(".summary.json") for p in (run_dir / "eval" / "base").glob("*.summary.json"))
 
@@ -56,14 +61,14 @@ def rounds_table(run_dir: Path, benchmarks: list[str]) -> list[str]:
 
 def round_differences(run_dir: Path, benchmarks: list[str]) -> list[tuple[str, str, dict]]:
     """Each evaluated round minus the round before it, and (from round 2) minus round 0, on the questions both answered."""
-    evaluated = {b: [(r, per_question_scores(folder, model, b)) for r, folder, model in evaluated_rounds(run_dir) if _summary(folder, model, b)]
-                 for b in benchmarks}
+    evaluated = {b: [(r, per_question_scores(folder, model, b), _samples(folder, model, b)) for r, folder, model in evaluated_rounds(run_dir)
+                     if _summary(folder, model, b)] for b in benchmarks}
     rows = []
     for benchmark, points in evaluated.items():
-        for (r_prev, prev), (r, scores) in zip(points, points[1:]):
-            rows.append((f"round {r} - round {r_prev}", benchmark, compare(scores, prev)))
+        for (r_prev, prev, n_prev), (r, scores, n) in zip(points, points[1:]):
+            rows.append((f"round {r} - round {r_prev}", benchmark, compare(scores, prev, (n, n_prev))))
             if r_prev != 0:
-                rows.append((f"round {r} - round 0", benchmark, compare(scores, points[0][1])))
+                rows.append((f"round {r} - round 0", benchmark, compare(scores, points[0][1], (n, points[0][2]))))
     return rows
 
 
@@ -103,7 +108,8 @@ def across_runs(named: dict[str, Path]) -> list[tuple[str, str, dict]]:
         theirs = curve(run_dir)
         for r, benchmark in sorted(mine.keys() & theirs.keys()):
             rows.append((f"round {r}: {first} - {name}", benchmark,
-                         compare(per_question_scores(*mine[r, benchmark], benchmark), per_question_scores(*theirs[r, benchmark], benchmark))))
+                         compare(per_question_scores(*mine[r, benchmark], benchmark), per_question_scores(*theirs[r, benchmark], benchmark),
+                                 (_samples(*mine[r, benchmark], benchmark), _samples(*theirs[r, benchmark], benchmark)))))
     return rows
 
 
@@ -121,7 +127,7 @@ def rounds_sections(folders: list[Path], out_dir: Path) -> list[str]:
     if rows:
         lines += ["## Rounds across runs (paired, same questions)", "",
                   f"Round r of {next(iter(named))} minus round r of each other run, on the questions both evaluated.", "",
-                  *difference_table(rows, "rounds", "questions gained / lost", "McNemar p"), ""]
+                  *difference_table(rows, "rounds", "questions gained / lost", "p"), ""]
     return lines
 
 
@@ -146,5 +152,5 @@ def rounds_section(run_dir: Path, out_dir: Path, name: str | None = None) -> lis
     differences = round_differences(run_dir, benchmarks)
     if differences:
         lines += [f"### Each round against the previous one and against round 0 (paired, same questions){suffix}", "",
-                  *difference_table(differences, "rounds", "questions gained / lost", "McNemar p"), ""]
+                  *difference_table(differences, "rounds", "questions gained / lost", "p"), ""]
     return lines
