@@ -71,17 +71,18 @@ def training_solutions(below: int, first_token: int = 0) -> dict:
                 shutil.copyfileobj(f, g)
         examples = align_examples(views["teacher.jsonl"], views["student.jsonl"], ChatFormat(load_tokenizer(config.model)))
     training, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
-    short = {part: sorted((len(e.solution_ids), e.id) for e in group if len(e.solution_ids) < below)
-             for part, group in (("training", training), ("heldout", heldout))}
-    if first_token and not any(len(e.solution_ids) < below for e in training):
-        raise SystemExit(f"no training solution has fewer than {below} tokens: nothing for --first-token to score")
+    short = {part: [e for e in group if len(e.solution_ids) < below] for part, group in (("training", training), ("heldout", heldout))}
+    first = {}
     if first_token:
-        shorts = [e for e in training if len(e.solution_ids) < below]
+        if not short["training"]:
+            raise SystemExit(f"no training solution has fewer than {below} tokens: nothing for --first-token to score")
         others = [e for e in training if len(e.solution_ids) >= below][:first_token]
-        first = {"answer_only": first_token_probabilities(config, shorts), f"first_{len(others)}_others": first_token_probabilities(config, others)}
-    return {**({"first_solution_token": first} if first_token else {}),"kept": len(examples), "training": len(training), "heldout": len(heldout),
+        first = {"first_solution_token": {"answer_only": first_token_probabilities(config, short["training"]),
+                                          f"first_{len(others)}_others": first_token_probabilities(config, others)}}
+    return {**first, "kept": len(examples), "training": len(training), "heldout": len(heldout),
             "below_in_training": len(short["training"]), "below_in_heldout": len(short["heldout"]),
-            "short_solutions": {part: [{"tokens": n, "id": i} for n, i in rows] for part, rows in short.items()},
+            "short_solutions": {part: [{"tokens": len(e.solution_ids), "id": e.id} for e in sorted(group, key=lambda e: (len(e.solution_ids), e.id))]
+                                for part, group in short.items()},
             "shortest_longer_solution_tokens": min((len(e.solution_ids) for e in examples if len(e.solution_ids) >= below), default=None)}
 
 
