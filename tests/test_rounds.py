@@ -249,6 +249,20 @@ def test_a_run_that_keeps_too_few_to_train_stops_before_training(tmp_path, tiny_
     assert f"**Stopped**: {result['stopped']}." in (run / "report.md").read_text()
 
 
+def test_a_run_whose_kept_solutions_are_too_short_stops_before_training(tmp_path, tiny_model_dir):
+    config = make(tmp_path, tiny_model_dir, "short", **{"distill.min_solution_tokens": 10_000})
+    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
+    run = Path(config.run_dir)
+    kept = json.loads((run / "stats.json").read_text())["refine"]["kept"]
+    trainable = kept - config.distill.heldout_examples
+    assert kept >= config.distill.heldout_examples + config.distill.micro_batch_size  # enough without the threshold
+    assert result["stopped"] == (f"refine kept {kept} solution(s), but {trainable} of the {trainable} not held out have fewer "
+                                 f"than distill.min_solution_tokens=10000 solution tokens, leaving 0, fewer than a micro-batch of "
+                                 f"{config.distill.micro_batch_size}: nothing to train on, so teacher, distill and eval did not run")
+    assert result["pass@1"] is None and not (run / "teacher").exists() and not (run / "distill").exists()
+    assert f"**Stopped**: {result['stopped']}." in (run / "report.md").read_text()
+
+
 def test_rounds_options(tmp_path):
     with pytest.raises(ConfigError, match="rounds_data=fresh .* set data.limit"):
         load_config(None, {"rounds": 2})

@@ -124,6 +124,29 @@ def drop_short(examples: list[AlignedExample], min_tokens: int) -> tuple[list[Al
     return [e for e in examples if len(e.solution_ids) >= min_tokens], [e for e in examples if len(e.solution_ids) < min_tokens]
 
 
+def split_training(examples: list[AlignedExample], config: SSBConfig) -> tuple[list[AlignedExample], ...]:
+    """(trained on, held out, left out as too short): the split distillation makes of refine's examples."""
+    training, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
+    training, short = drop_short(training, config.distill.min_solution_tokens)
+    return training, heldout, short
+
+
+def short_yield(config: SSBConfig) -> str | None:
+    """Why distillation would have nothing to train on once the solutions under ``distill.min_solution_tokens``
+    are left out, read from refine's views before the teacher runs; None when a micro-batch remains."""
+    d = config.distill
+    if d.min_solution_tokens == 0:
+        return None
+    folder = RunFolder(config.run_dir)
+    examples = align_examples(folder.file("teacher.jsonl"), folder.file("student.jsonl"), ChatFormat(load_tokenizer(config.model)))
+    training, _, short = split_training(examples, config)
+    if len(training) >= d.micro_batch_size:
+        return None
+    return (f"refine kept {len(examples)} solution(s), but {len(short)} of the {len(training) + len(short)} not held out have "
+            f"fewer than distill.min_solution_tokens={d.min_solution_tokens} solution tokens, leaving {len(training)}, "
+            f"fewer than a micro-batch of {d.micro_batch_size}: nothing to train on, so teacher, distill and eval did not run")
+
+
 # Options added after run folders were distilled: recorded in the stage's inputs only when set, so that a
 # folder distilled before an option existed, which trained as its default does, stays finished.
 _RECORDED_WHEN_SET = {"min_solution_tokens": 0}
@@ -205,8 +228,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     chat = ChatFormat(tokenizer)
     teacher_view = folder.file("teacher.jsonl") if sft else teacher_view_path(folder, config)  # online reads its prompts
     examples = align_examples(teacher_view, folder.file("student.jsonl"), chat)
-    examples, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
-    examples, short = drop_short(examples, config.distill.min_solution_tokens)
+    examples, heldout, short = split_training(examples, config)
     if not examples:
         raise RunFolderError(f"{folder.path}: every one of the {len(short)} training examples has fewer than "
                              f"distill.min_solution_tokens={config.distill.min_solution_tokens} solution tokens")

@@ -4,7 +4,8 @@ The stages are those of ``ssb.stages`` marked ``in_run`` (rollouts -> refine -> 
 -> eval of the base model and the trained adapter, same harness), then the report. Each stage
 resumes if interrupted and is skipped when its manifest says it finished with the same inputs; a
 stage whose inputs changed stops the run with the list of changes unless it is named in ``force``.
-When refine keeps no solution (or fewer than distillation needs) the run stops there, with the reason in its result and in the report,
+When refine keeps no solution (or fewer than distillation needs, counting only those as long as
+``distill.min_solution_tokens`` asks) the run stops there, with the reason in its result and in the report,
 instead of training on nothing. With ``rounds`` > 1, ``ssb.rounds`` repeats the stages, each round
 bootstrapping from the model the previous one trained.
 """
@@ -54,6 +55,14 @@ def no_yield(stats: dict, config: SSBConfig | None = None) -> str | None:
             "nothing to train on, so teacher, distill and eval did not run")
 
 
+def yield_shortfall(refine: dict, config: SSBConfig) -> str | None:
+    """Why the run stops after refine (``refine``: its stats): too few kept solutions, or too few of them
+    as long as ``distill.min_solution_tokens`` asks; None when it goes on."""
+    from ssb.distillation import short_yield
+
+    return no_yield({"refine": refine}, config) or short_yield(config)
+
+
 def check_force(force: set[str]) -> None:
     unknown = force - {stage.name for stage in RUN_STAGES}
     if unknown:
@@ -78,7 +87,7 @@ def run_stages(config: SSBConfig, force: set[str], backend=None, with_base: bool
         extra = {"backend": backend} if backend is not None and stage.takes_backend else {}
         results[stage.name] = runners[stage.name](stage_config, force=stage.name in force, **extra)
         timings[stage.name] = round(time.monotonic() - start, 1)
-        stopped = no_yield({"refine": results["refine"]}, config) if stage.name == "refine" else None
+        stopped = yield_shortfall(results["refine"], config) if stage.name == "refine" else None
         if stopped:
             _log.warning("%s: %s", config.run_dir, stopped)
             return {"wall_s": timings, "pass@1": None, "stopped": stopped}

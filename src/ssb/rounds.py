@@ -40,7 +40,7 @@ gives every round round 1's questions.
 Evaluation. Every round evaluates its own adapter on top of its own base on the same held-out
 questions (``config.eval``); round 1 also evaluates the original base model, the curve's round 0.
 Rounds >= 2 do not evaluate their base: it is round r-1's evaluated model (merged instead of applied
-as an adapter). A round whose refine keeps no solution stops the run (``ssb.pipeline.no_yield``).
+as an adapter). A round whose refine keeps no solution (or too few to train on) stops the run (``ssb.pipeline.yield_shortfall``).
 """
 
 from __future__ import annotations
