@@ -10,14 +10,6 @@ from tiny import SHARED_TOKENIZER, byte_tokenizer, save_tiny_model  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(request, tmp_path_factory, monkeypatch):
-    """Fast tests export and cache only tiny models: into a temporary folder, not the user's ~/.cache/ssb.
-    Slow tests keep the real cache, where the packaged models are converted once."""
-    if "slow" not in request.keywords:
-        monkeypatch.setenv("SSB_CACHE", str(tmp_path_factory.getbasetemp() / "ssb-cache"))
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("tiny-model"))
