@@ -1,6 +1,7 @@
 """Iterated SSB (rounds > 1) end to end on a tiny random model: scripted rollouts and refinement, real
 teacher, distillation, merge and evaluation, and the per-round report."""
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -15,6 +16,7 @@ from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_j
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.cli import build_parser
 from ssb.config import ConfigError, load_config
+from ssb.distillation import short_yield
 from ssb.metrics import mean_with_ci
 from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
@@ -260,9 +262,40 @@ def test_a_run_whose_kept_solutions_are_too_short_stops_before_training(tmp_path
     assert kept >= config.distill.heldout_examples + config.distill.micro_batch_size  # enough without the threshold
     assert result["stopped"] == (f"refine kept {kept} solution(s), but {trainable} of the {trainable} not held out have fewer "
                                  f"than distill.min_solution_tokens=10000 solution tokens, leaving 0, fewer than a micro-batch of "
-                                 f"{config.distill.micro_batch_size}: nothing to train on, so teacher, distill and eval did not run")
+                                 f"{config.distill.micro_batch_size}: too few to train on, so teacher, distill and eval did not run")
     assert result["pass@1"] is None and not (run / "teacher").exists() and not (run / "distill").exists()
     assert f"**Stopped**: {result['stopped']}." in (run / "report.md").read_text()
+
+
+def test_min_solution_tokens_splits_as_distill_does_and_stops_below_a_micro_batch(tmp_path, tiny_model_dir):
+    """Refined solutions of different lengths: the stop comes exactly where fewer than a micro-batch remain,
+    and a run that goes on trains on the examples the check counted."""
+    def varied(user, s):
+        if not user.startswith("We have two"):
+            return rollout_script(user, s)
+        i = int(re.search(r"-----\nQuestion (\d+)", user).group(1))
+        return "step " * (3 * i) + f"so \\boxed{{{i}}}"
+
+    settings = {"distill.batch_size": 2, "distill.micro_batch_size": 2, "distill.heldout_examples": 0}
+    stopped = make(tmp_path, tiny_model_dir, "varied", **settings, **{"distill.min_solution_tokens": 10_000})
+    chat = ChatFormat(load_tokenizer(stopped.model))
+    backend = ScriptedBackend(chat, varied)
+    assert run_all(stopped, backend=backend)["stopped"]  # refine done, nothing trained
+    run = Path(stopped.run_dir)
+    lengths = sorted((len(chat.tokenizer(r["messages"][-1]["content"], add_special_tokens=False)["input_ids"])
+                      for r in read_jsonl(run / "student.jsonl")), reverse=True)
+    assert len(lengths) >= 3 and len(set(lengths)) == len(lengths)  # distinct, so the boundary is sharp
+    at = lambda t: dataclasses.replace(stopped, distill=dataclasses.replace(stopped.distill, min_solution_tokens=t))  # noqa: E731
+    # Solution tokens include the end-of-turn token, one more than the text's own.
+    assert short_yield(at(lengths[1] + 1)) is None  # the two longest remain: one micro-batch
+    assert short_yield(at(lengths[1] + 2)) == (
+        f"refine kept {len(lengths)} solution(s), but {len(lengths) - 1} of the {len(lengths)} not held out have fewer than "
+        f"distill.min_solution_tokens={lengths[1] + 2} solution tokens, leaving 1, fewer than a micro-batch of 2: "
+        "too few to train on, so teacher, distill and eval did not run")
+    result = run_all(at(lengths[1] + 1), backend=backend)
+    assert "stopped" not in result
+    stats = json.loads((run / "stats.json").read_text())["distill"]
+    assert (stats["examples"], stats["short_examples_left_out"]) == (2, len(lengths) - 2)
 
 
 def test_rounds_options(tmp_path):

@@ -144,7 +144,7 @@ def short_yield(config: SSBConfig) -> str | None:
         return None
     return (f"refine kept {len(examples)} solution(s), but {len(short)} of the {len(training) + len(short)} not held out have "
             f"fewer than distill.min_solution_tokens={d.min_solution_tokens} solution tokens, leaving {len(training)}, "
-            f"fewer than a micro-batch of {d.micro_batch_size}: nothing to train on, so teacher, distill and eval did not run")
+            f"fewer than a micro-batch of {d.micro_batch_size}: too few to train on, so teacher, distill and eval did not run")
 
 
 # Options added after run folders were distilled: recorded in the stage's inputs only when set, so that a

@@ -96,7 +96,7 @@ def run_stages(config: SSBConfig, force: set[str], backend=None, with_base: bool
 
 def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> dict:
     """Run the whole method; returns wall seconds per stage (this invocation), the pass@1 table and the report's path,
-    with "stopped" (why) when refine kept nothing; with ``rounds`` > 1, one such entry per round (``ssb.rounds``).
+    with "stopped" (why) when refine kept too few solutions to train on; with ``rounds`` > 1, one such entry per round (``ssb.rounds``).
 
     ``backend`` replaces the model's backend of the stages that take one (tests script outcomes).
     """

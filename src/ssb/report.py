@@ -15,7 +15,8 @@ Several run folders are read as one set of models (``ssb.comparison`` says how t
 section of its own at the top. Without ``--compare`` each model is compared with the base model of
 its own run folder. The report goes to the first run folder unless ``out`` names another. Each run
 of several rounds gets its per-round curve first (``ssb.rounds_report``), and several such runs are
-compared round by round; a run that stopped because refine kept no solution says so at the top.
+compared round by round; a run that stopped because refine kept no solution says so at the top (``ssb run``'s
+result and report also name the other reasons it stops after refine: too few kept to fill a micro-batch).
 """
 
 from __future__ import annotations

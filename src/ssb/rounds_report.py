@@ -53,7 +53,7 @@ def rounds_table(run_dir: Path, benchmarks: list[str]) -> list[str]:
         funnel = [str(refine[k]) for k in ("questions", "mixed", "kept")] if r > 0 and refine else [DASH] * 3
         # Kept solutions less those held out and those under distill.min_solution_tokens.
         funnel.append(str(distill["examples"]) if r > 0 and "examples" in distill else DASH)
-        length = (training_solution_length(folder) if r > 0 and refine and refine["kept"] else None) or DASH
+        length = (training_solution_length(folder) if r > 0 and "examples" in distill else None) or DASH  # only what it trained on
         for benchmark in benchmarks or [DASH]:  # a run stopped in round 1 evaluated nothing
             summary = _summary(folder, model, benchmark)
             tokens = f"{summary['mean_completion_tokens']:.0f}" if summary else DASH
