@@ -5,7 +5,7 @@ funnel (questions, mixed, kept, trained on: kept less held out and too short), t
 solutions it trained on, and the pass@1 of its trained model with the 95% CI and the mean completion length; round 0 is the
 original base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
 error bars. Each round is compared with the one before it and with round 0 on the same questions
-(paired difference, McNemar's test, Holm's adjustment over the table), like the report's other
+(paired difference, McNemar's test or, between unequal sample counts, the z test; Holm's adjustment over the table), like the report's other
 paired tables. A report on several iterated runs (SSB rounds beside SFT rounds, say) gives each its
 own section and plot, then compares round r of the first run with round r of each other.
 """
