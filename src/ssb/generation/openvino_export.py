@@ -14,6 +14,9 @@ effect is exactly PEFT's (no second implementation of LoRA scaling).
 
 The cache key hashes the source weights' bytes (not their path), the adapter's weights, the weight
 format and the exporter's pins, so a changed model or adapter is re-exported, never served stale.
+Every adapter evaluated gets its own export (about 0.6 GB for a 0.5B model in int8), so the cache is
+kept under ``SSB_OPENVINO_CACHE_GB`` (default 20) by removing the least recently used exports after
+each new one; a removed export is simply exported again when next needed.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ EXPORTER_DEPENDENCIES = ["optimum==2.3.0", "transformers==5.5.4", "nncf==3.4.0",
                          # optimum imports datasets when present; the environment's may need a newer huggingface-hub
                          "datasets>=4,<5"]
 EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin")
+DEFAULT_CACHE_GB = 20.0
+# An export interrupted this long ago has no live exporter writing to it (an export takes minutes).
+STALE_STAGING_SECONDS = 24 * 3600
 
 
 class ExportError(RuntimeError):
@@ -134,6 +140,7 @@ def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", 
     key = export_key(source, adapter, weight_format)
     target = cache_dir / "openvino" / key
     if all((target / name).exists() for name in EXPORT_FILES):
+        os.utime(target)  # its last use, which decides what pruning removes first
         return target
     python = exporter_python(cache_dir)
     staging = cache_dir / "openvino" / f".{key}.exporting"
@@ -158,4 +165,48 @@ def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", 
     os.replace(staging / "ir", target)
     shutil.rmtree(staging, ignore_errors=True)
     _log.info("exported in %.0fs", provenance["seconds"])
+    prune_exports(cache_dir / "openvino", keep=target, limit_bytes=cache_limit_bytes())
     return target
+
+
+def cache_limit_bytes() -> int:
+    """``SSB_OPENVINO_CACHE_GB`` (GiB) as bytes: how much the exports may take together."""
+    value = os.environ.get("SSB_OPENVINO_CACHE_GB", str(DEFAULT_CACHE_GB))
+    try:
+        gigabytes = float(value)
+    except ValueError:
+        raise ValueError(f"SSB_OPENVINO_CACHE_GB={value!r}: not a number of GiB") from None
+    if gigabytes <= 0:
+        raise ValueError(f"SSB_OPENVINO_CACHE_GB={value!r}: must be > 0")
+    return int(gigabytes * 2**30)
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def prune_exports(exports: Path, keep: Path, limit_bytes: int, now: float | None = None) -> list[Path]:
+    """Remove the least recently used exports in ``exports`` until they take at most ``limit_bytes``
+    (``keep``, the export in use, is never removed), and staging folders of exports interrupted over a
+    day ago. Last use is a folder's mtime, which a cache hit refreshes. Returns what was removed."""
+    now = time.time() if now is None else now
+    removed = []
+    for staging in exports.glob(".*.exporting"):
+        if now - staging.stat().st_mtime > STALE_STAGING_SECONDS:
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    folders = [p for p in exports.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    sizes = {folder: _folder_bytes(folder) for folder in folders}
+    total = sum(sizes.values())
+    for folder in sorted(folders, key=lambda p: p.stat().st_mtime):
+        if total <= limit_bytes:
+            break
+        if folder == keep:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= sizes[folder]
+        removed.append(folder)
+    if removed:
+        _log.info("OpenVINO cache: removed %d least recently used export(s); %.1f GiB left (limit %.1f, "
+                  "SSB_OPENVINO_CACHE_GB)", len(removed), total / 2**30, limit_bytes / 2**30)
+    return removed
