@@ -20,7 +20,7 @@ from ssb.distillation import short_yield
 from ssb.metrics import mean_with_ci
 from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
-from ssb.report import cell
+from ssb.report import cell, write_report
 from ssb.rounds import merge_adapter, round_config
 from ssb.rounds_report import rounds_section, rounds_sections
 from test_evaluation import write_benchmark
@@ -265,6 +265,8 @@ def test_a_run_whose_kept_solutions_are_too_short_stops_before_training(tmp_path
                                  f"{config.distill.micro_batch_size}: too few to train on, so teacher, distill and eval did not run")
     assert result["pass@1"] is None and not (run / "teacher").exists() and not (run / "distill").exists()
     assert f"**Stopped**: {result['stopped']}." in (run / "report.md").read_text()
+    # `ssb report` on the folder alone, without the config, gives the same reason.
+    assert f"**Stopped**: {result['stopped']}." in write_report(run, out=tmp_path / "again").read_text()
 
 
 def test_min_solution_tokens_splits_as_distill_does_and_stops_below_a_micro_batch(tmp_path, tiny_model_dir):
@@ -292,8 +294,10 @@ def test_min_solution_tokens_splits_as_distill_does_and_stops_below_a_micro_batc
         f"refine kept {len(lengths)} solution(s), but {len(lengths) - 1} of the {len(lengths)} not held out have fewer than "
         f"distill.min_solution_tokens={lengths[1] + 2} solution tokens, leaving 1, fewer than a micro-batch of 2: "
         "too few to train on, so teacher, distill and eval did not run")
+    assert json.loads((run / "stats.json").read_text())["refine"]["stopped"]
     result = run_all(at(lengths[1] + 1), backend=backend)
-    assert "stopped" not in result
+    assert "stopped" not in result and "stopped" not in json.loads((run / "stats.json").read_text())["refine"]
+    assert "**Stopped**" not in (run / "report.md").read_text()
     stats = json.loads((run / "stats.json").read_text())["distill"]
     assert (stats["examples"], stats["short_examples_left_out"]) == (2, len(lengths) - 2)
 

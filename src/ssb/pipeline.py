@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ssb.config import SSBConfig
+from ssb.run_folder import RunFolder
 from ssb.stages import STAGES
 
 _log = logging.getLogger(__name__)
@@ -87,7 +88,10 @@ def run_stages(config: SSBConfig, force: set[str], backend=None, with_base: bool
         extra = {"backend": backend} if backend is not None and stage.takes_backend else {}
         results[stage.name] = runners[stage.name](stage_config, force=stage.name in force, **extra)
         timings[stage.name] = round(time.monotonic() - start, 1)
-        stopped = yield_shortfall(results["refine"], config) if stage.name == "refine" else None
+        if stage.name != "refine":
+            continue
+        stopped = yield_shortfall(results["refine"], config)
+        RunFolder(config.run_dir).record_stop(stopped)
         if stopped:
             _log.warning("%s: %s", config.run_dir, stopped)
             return {"wall_s": timings, "pass@1": None, "stopped": stopped}

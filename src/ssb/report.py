@@ -341,8 +341,7 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     """Write report.md and its plots for the run folders into the first of them (or ``out``); returns its path.
 
     ``arms``: ``NAME=MODEL[,MODEL...]`` specs; ``comparisons``: ``A:B`` specs (see ``ssb.comparison``).
-    ``stopped``: why the run stopped early (``ssb run`` knows the config; from the folder alone, only a
-    refine that kept nothing is recognised).
+    ``stopped``: why the run stopped early; by default the reason ``ssb run`` recorded in stats.json.
     A bad name raises ValueError before anything is written.
     """
     if not run_dirs:
@@ -367,7 +366,8 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     stats_path = folders[0] / "stats.json"
     # An iterated run says where it stopped in its rounds section.
     if stopped is None and not (folders[0] / ROUNDS_FILE).exists() and stats_path.exists():
-        stopped = no_yield(json.loads(stats_path.read_text()))
+        stats = json.loads(stats_path.read_text())
+        stopped = stats.get("refine", {}).get("stopped") or no_yield(stats)  # recorded by ssb run; else from the counts
     lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *([f"**Stopped**: {stopped}.", ""] if stopped else []),
              *rounds, *arm_lines]
     if summaries:

@@ -130,6 +130,19 @@ class RunFolder:
     def started_at(self, stage: str) -> str:
         return json.loads(self._state_file(stage).read_text())["started"]
 
+    def record_stop(self, reason: str | None) -> None:
+        """Keep why the method stopped after refine in refine's stats ("stopped"), so that a report made from
+        the folder alone can say it; None clears it, for a run that went on."""
+        all_stats = self.stats()
+        refine = all_stats["refine"]
+        if refine.get("stopped") == reason:
+            return
+        if reason is None:
+            del refine["stopped"]
+        else:
+            refine["stopped"] = reason
+        write_json_atomic(self.file("stats.json"), all_stats)
+
     def finish_stage(self, stage: str, inputs: dict, entry: dict, stats: dict) -> None:
         """Record ``stats`` and then the manifest entry: the stage's completion marker, written last."""
         all_stats = self.stats()
