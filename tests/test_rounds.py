@@ -144,11 +144,14 @@ def test_report_shows_the_per_round_curve(runs):
     round_2 = json.loads((run / "round-2/stats.json").read_text())["distill"]
     round_2_tokens = round_2["mean_solution_tokens"]
     base = summary(run, "base")
-    assert rows["0 (base)"] == f"| 0 (base) | gsm8k | - | - | - | - | - | {cell(base)} | {base['mean_completion_tokens']:.0f} |"
-    assert rows["1"].startswith("| 1 | gsm8k | 8 | 4 | 2 | ") and cell(summary(run, "ssb")) in rows["1"]
-    assert rows["2"] == (f"| 2 | gsm8k | 8 | 4 | 4 | {round_2['examples']} | {round_2_tokens:.0f} tokens | {cell(summary(run / 'round-2', 'ssb'))} "
-                         f"| {summary(run / 'round-2', 'ssb')['mean_completion_tokens']:.0f} |")
-    assert rows["3"] == "| 3 | gsm8k | 8 | 4 | 0 | - | - | not evaluated | - |"
+    dropped = lambda folder: " / ".join(str(json.loads((folder / "stats.json").read_text())["refine"]["dropped"][f"refinement-{why}"])  # noqa: E731
+                                        for why in ("wrong", "no-answer", "truncated"))
+    assert rows["0 (base)"] == f"| 0 (base) | gsm8k | - | - | - | - | - | - | {cell(base)} | {base['mean_completion_tokens']:.0f} |"
+    assert rows["1"].startswith(f"| 1 | gsm8k | 8 | 4 | 2 | {dropped(run)} | ") and cell(summary(run, "ssb")) in rows["1"]
+    assert rows["2"] == (f"| 2 | gsm8k | 8 | 4 | 4 | {dropped(run / 'round-2')} | {round_2['examples']} | {round_2_tokens:.0f} tokens | "
+                         f"{cell(summary(run / 'round-2', 'ssb'))} | {summary(run / 'round-2', 'ssb')['mean_completion_tokens']:.0f} |")
+    assert rows["3"] == f"| 3 | gsm8k | 8 | 4 | 0 | {dropped(run / 'round-3')} | - | - | not evaluated | - |"
+    assert dropped(run / "round-3") == "4 / 0 / 0"  # round 3 (questions 16-23): its 4 mixed questions refine wrong
     assert (run / "rounds.png").stat().st_size > 0
     differences = [line.split(" | ")[0].strip("| ") for line in report.splitlines() if line.startswith("| round ") and "- round" in line]
     assert differences == ["round 1 - round 0", "round 2 - round 1", "round 2 - round 0"]
@@ -171,10 +174,11 @@ def test_round_differences_are_paired_on_the_questions(tmp_path):
     write_json_atomic(tmp_path / "rounds.json", {"rounds": 2, "rounds_data": "same", "stopped": None,
                                                  "per_round": [{"round": 1, "folder": "."}, {"round": 2, "folder": "round-2"}]})
     for folder in (tmp_path, tmp_path / "round-2"):
-        write_json_atomic(folder / "stats.json", {"refine": {"questions": 9, "mixed": 5, "kept": 3},
+        dropped = {"refinement-wrong": 1, "refinement-no-answer": 0, "refinement-truncated": 1}
+        write_json_atomic(folder / "stats.json", {"refine": {"questions": 9, "mixed": 5, "kept": 3, "dropped": dropped},
                                                   "distill": {"examples": 2, "mean_solution_tokens": 50.4}})
     lines = rounds_section(tmp_path, tmp_path)
-    assert "| 2 | gsm8k | 9 | 5 | 3 | 2 | 50 tokens | 83.3 ± 26.7 (n=6) | 7 |" in lines
+    assert "| 2 | gsm8k | 9 | 5 | 3 | 1 / 0 / 1 | 2 | 50 tokens | 83.3 ± 26.7 (n=6) | 7 |" in lines
     for name, (a, b) in {"round 1 - round 0": (1, 0), "round 2 - round 1": (2, 1), "round 2 - round 0": (2, 0)}.items():
         diffs = [x - y for x, y in zip(correct[a], correct[b])]
         row = next(line for line in lines if line.startswith(f"| {name} |"))

@@ -1,7 +1,8 @@
 """The per-round curve of an iterated run (``rounds`` > 1, ``ssb.rounds``), for ``ssb report``.
 
 Read from ``RUN_DIR/rounds.json`` and each round's run folder: per round and benchmark, the yield
-funnel (questions, mixed, kept, trained on: kept less held out and too short), the mean length of the
+funnel (questions, mixed, kept, the refinements dropped as wrong, without an answer or truncated, trained on: kept
+less held out and too short), the mean length of the
 solutions it trained on, and the pass@1 of its trained model with the 95% CI and the mean completion length; round 0 is the
 original base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
 error bars. Each round is compared with the one before it and with round 0 on the same questions
@@ -44,13 +45,16 @@ def _benchmarks(run_dir: Path) -> list[str]:
 
 
 def rounds_table(run_dir: Path, benchmarks: list[str]) -> list[str]:
-    header = ["round", "benchmark", "questions", "mixed", "kept", "trained on", "training solution length", "pass@1 % ± 95% CI half-width (n)",
-              "mean completion tokens"]
+    header = ["round", "benchmark", "questions", "mixed", "kept", "refinements wrong / no answer / truncated", "trained on",
+              "training solution length", "pass@1 % ± 95% CI half-width (n)", "mean completion tokens"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r, folder, model in evaluated_rounds(run_dir):
         stats = json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").exists() else {}
         refine, distill = stats.get("refine"), stats.get("distill", {})
         funnel = [str(refine[k]) for k in ("questions", "mixed", "kept")] if r > 0 and refine else [DASH] * 3
+        # Why mixed questions kept no refinement: a round whose refiner has changed shows it here first.
+        funnel.append(" / ".join(str(refine["dropped"][f"refinement-{why}"]) for why in ("wrong", "no-answer", "truncated"))
+                      if r > 0 and refine else DASH)
         # Kept solutions less those held out and those under distill.min_solution_tokens.
         funnel.append(str(distill["examples"]) if r > 0 and "examples" in distill else DASH)
         length = (training_solution_length(folder) if r > 0 and "examples" in distill else None) or DASH  # only what it trained on
