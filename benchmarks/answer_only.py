@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from committed_views import committed_examples  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
@@ -55,21 +54,13 @@ def first_token_probabilities(config, examples) -> dict:
 
 def training_solutions(below: int, first_token: int = 0) -> dict:
     """Token counts of the kept solutions, and those under ``below``, held-out and training apart."""
-    from ssb.alignment import align_examples
     from ssb.chat import ChatFormat
     from ssb.config import load_config
     from ssb.distillation import split_heldout
     from ssb.models import load_tokenizer
 
-    phase1 = RESULTS / "phase1"
     config = load_config("evidence", {})
-    with tempfile.TemporaryDirectory() as tmp:
-        views = {}
-        for name in ("teacher.jsonl", "student.jsonl"):
-            views[name] = Path(tmp) / name
-            with gzip.open(phase1 / f"{name}.gz", "rb") as f, open(views[name], "wb") as g:
-                shutil.copyfileobj(f, g)
-        examples = align_examples(views["teacher.jsonl"], views["student.jsonl"], ChatFormat(load_tokenizer(config.model)))
+    examples = committed_examples(RESULTS / "phase1", ChatFormat(load_tokenizer(config.model)))
     training, heldout = split_heldout(examples, config.distill.heldout_examples, config.seed)
     short = {part: [e for e in group if len(e.solution_ids) < below] for part, group in (("training", training), ("heldout", heldout))}
     first = {}

@@ -1,6 +1,6 @@
 """Refinements that run on into the hinted prompt, per round, and the end-of-turn probability behind them.
 
-    python benchmarks/refine_prompt_copying.py [--model ROUND_MODEL --views-of rounds-ssb-min32/round-1 --limit 40]
+    python benchmarks/refine_prompt_copying.py [--model NAME=PATH ... --views-of rounds-ssb-min32/round-1 --limit 40]
 
 Model-free part, from the committed round folders (``rounds-<arm>/round-<r>/``): per round, the
 refine outcomes, and the truncated refinements that contain the hinted prompt's section delimiter
@@ -9,11 +9,12 @@ reproducing the prompt ("This is an attempt by another student...") until the to
 those, how many had written a boxed answer before the delimiter and how many of those answers are
 right (graded like refine grades): what a refine that stopped at the delimiter would have kept.
 
-With ``--model``: the probability of the end-of-turn token at the end of a round's kept solutions
-(the first ``--limit`` of ``--views-of``'s teacher and student views), under the base model and under
-``ROUND_MODEL`` (a merged round model, e.g. runs/evidence-rounds-ssb-min32/round-2/model, round 1's
-model), in the hinted view and in the bare-question view, paired solution by solution. Writes
-refine_prompt_copying.json next to the round folders.
+With ``--model NAME=PATH`` (repeatable): the probability of the end-of-turn token at the end of a
+round's kept solutions (the first ``--limit`` of ``--views-of``'s teacher and student views), under the
+base model and under each PATH (a merged round model, e.g. runs/evidence-rounds-ssb-min32/round-2/model,
+round 1's model, or a LoRA adapter folder, applied to the base model), in the hinted view and in the
+bare-question view, paired solution by solution. Writes refine_prompt_copying.json next to the round
+folders.
 """
 
 from __future__ import annotations
@@ -21,12 +22,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from committed_views import committed_examples  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
@@ -57,30 +57,28 @@ def round_copying(folder: Path) -> dict:
             "boxed_answer_before_the_copy": len(boxed), "of_them_right": right}
 
 
-def end_of_turn_probabilities(model_dir: str, views_of: Path, limit: int) -> dict:
-    """P(end-of-turn) at each kept solution's last position, base against ``model_dir``, in both views."""
+def end_of_turn_probabilities(models: dict[str, str], views_of: Path, limit: int) -> dict:
+    """P(end-of-turn) at each kept solution's last position, base against each of ``models``, in both views."""
     import torch
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ssb.alignment import align_examples
     from ssb.chat import ChatFormat
     from ssb.config import load_config
     from ssb.models import load_model, load_tokenizer
 
     config = load_config("evidence", {})
     chat = ChatFormat(load_tokenizer(config.model))
-    with tempfile.TemporaryDirectory() as tmp:
-        views = {}
-        for name in ("teacher.jsonl", "student.jsonl"):
-            views[name] = Path(tmp) / name
-            with gzip.open(views_of / f"{name}.gz", "rb") as f, open(views[name], "wb") as g:
-                shutil.copyfileobj(f, g)
-        examples = align_examples(views["teacher.jsonl"], views["student.jsonl"], chat)[:limit]
-    models = {"base": lambda: load_model(config.model),
-              "round model": lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)}
+    examples = committed_examples(views_of, chat)[:limit]
+
+    def load(path: str):
+        if Path(path, "adapter_config.json").exists():
+            return PeftModel.from_pretrained(load_model(config.model), path)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+
     p = {}
-    for name, load in models.items():
-        model = load().eval()
+    for name, path in {"base": None, **models}.items():
+        model = (load_model(config.model) if path is None else load(path)).eval()
         for view in ("teacher", "student"):
             values = []
             for e in examples:
@@ -90,27 +88,31 @@ def end_of_turn_probabilities(model_dir: str, views_of: Path, limit: int) -> dic
                 values.append(logits.float().softmax(-1)[e.solution_ids[-1]].item())
             p[(name, view)] = values
         del model
-    out = {"model": model_dir, "views_of": str(views_of.relative_to(RESULTS)), "solutions": len(examples)}
+    out = {"views_of": str(views_of.relative_to(RESULTS)), "solutions": len(examples), "models": models}
     for view in ("teacher", "student"):
-        base, other = p[("base", view)], p[("round model", view)]
-        out[f"{view}_view"] = {
-            "base_mean": round(sum(base) / len(base), 4), "round_model_mean": round(sum(other) / len(other), 4),
-            "base_share_under_0.9": round(sum(x < 0.9 for x in base) / len(base), 3),
-            "round_model_share_under_0.9": round(sum(x < 0.9 for x in other) / len(other), 3),
-            "round_model_lower": sum(y < x for x, y in zip(base, other)), "round_model_higher": sum(y > x for x, y in zip(base, other))}
+        base = p[("base", view)]
+        out[f"{view}_view"] = {"base": {"mean": round(sum(base) / len(base), 4), "share_under_0.9": round(sum(x < 0.9 for x in base) / len(base), 3)}}
+        for name in models:
+            other = p[(name, view)]
+            out[f"{view}_view"][name] = {"mean": round(sum(other) / len(other), 4),
+                                         "share_under_0.9": round(sum(x < 0.9 for x in other) / len(other), 3),
+                                         "lower_than_base": sum(y < x for x, y in zip(base, other)),
+                                         "higher_than_base": sum(y > x for x, y in zip(base, other))}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", help="a merged round model folder: also score P(end-of-turn) under it and under the base model")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="a merged round model or an adapter folder: also score P(end-of-turn) under it and under the base model")
     parser.add_argument("--views-of", default="rounds-ssb-min32/round-1", help="round folder (under the results) whose kept solutions to score")
     parser.add_argument("--limit", type=int, default=40, help="how many of its kept solutions")
     args = parser.parse_args()
+    models = dict(spec.split("=", 1) for spec in args.model)
     rounds = {f"{folder.parent.name}/{folder.name}": round_copying(folder)
               for folder in sorted(RESULTS.glob("rounds-*/round-*")) if (folder / "refinements.jsonl.gz").exists()}
     result = {"command": "python " + " ".join(sys.argv), "rounds": rounds,
-              **({"end_of_turn": end_of_turn_probabilities(args.model, RESULTS / args.views_of, args.limit)} if args.model else {}),
+              **({"end_of_turn": end_of_turn_probabilities(models, RESULTS / args.views_of, args.limit)} if models else {}),
               "machine": machine_info()}
     (RESULTS / "refine_prompt_copying.json").write_text(json.dumps(result, indent=2) + "\n")
     print("| round | refined | kept | truncated | of them copying the prompt | boxed answer before the copy | of them right |")
@@ -119,11 +121,9 @@ def main() -> None:
         print(f"| {name} | {r['refined']} | {r['kept']} | {r['truncated']} | {r['truncated_copying_the_prompt']} | "
               f"{r['boxed_answer_before_the_copy']} | {r['of_them_right']} |")
     for view in ("teacher", "student"):
-        e = result.get("end_of_turn", {}).get(f"{view}_view")
-        if e:
-            print(f"P(end-of-turn), {view} view, {result['end_of_turn']['solutions']} solutions: base {e['base_mean']:.3f}, round model "
-                  f"{e['round_model_mean']:.3f}; round model lower on {e['round_model_lower']}, higher on {e['round_model_higher']}")
-
+        for name, e in result.get("end_of_turn", {}).get(f"{view}_view", {}).items():
+            paired = f"; lower than base on {e['lower_than_base']}, higher on {e['higher_than_base']}" if name != "base" else ""
+            print(f"P(end-of-turn), {view} view, {result['end_of_turn']['solutions']} solutions, {name}: {e['mean']:.3f}{paired}")
 
 if __name__ == "__main__":
     main()
