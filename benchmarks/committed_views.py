@@ -1,11 +1,18 @@
-"""The aligned training examples of a committed run folder (its gzipped teacher and student views)."""
+"""Reading committed results: gzipped JSONL files, and a run folder's aligned training examples (its gzipped views)."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 import tempfile
 from pathlib import Path
+
+
+def read_gz(path: Path) -> list[dict]:
+    """The records of a committed ``*.jsonl.gz``."""
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
 
 
 def committed_examples(folder: Path, chat) -> list:

@@ -20,22 +20,16 @@ folders.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from committed_views import committed_examples  # noqa: E402
+from committed_views import committed_examples, read_gz  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
 DELIMITER = "\n-----\n"
-
-
-def read_gz(path: Path) -> list[dict]:
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f]
 
 
 def round_copying(folder: Path) -> dict:
@@ -124,6 +118,7 @@ def main() -> None:
         for name, e in result.get("end_of_turn", {}).get(f"{view}_view", {}).items():
             paired = f"; lower than base on {e['lower_than_base']}, higher on {e['higher_than_base']}" if name != "base" else ""
             print(f"P(end-of-turn), {view} view, {result['end_of_turn']['solutions']} solutions, {name}: {e['mean']:.3f}{paired}")
+
 
 if __name__ == "__main__":
     main()

@@ -1,10 +1,10 @@
 """The per-round curve of an iterated run (``rounds`` > 1, ``ssb.rounds``), for ``ssb report``.
 
 Read from ``RUN_DIR/rounds.json`` and each round's run folder: per round and benchmark, the yield
-funnel (questions, mixed, kept, the refinements dropped as wrong, without an answer or truncated, trained on: kept
-less held out and too short), the mean length of the
-solutions it trained on, and the pass@1 of its trained model with the 95% CI and the mean completion length; round 0 is the
-original base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
+funnel (questions, mixed, kept, the refinements dropped as wrong, without an answer or truncated, and
+trained on: kept less held out and too short), the mean length of the solutions it trained on, and the
+pass@1 of its trained model with the 95% CI and the mean completion length; round 0 is the original
+base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
 error bars. Each round is compared with the one before it and with round 0 on the same questions
 (paired difference, McNemar's test or, between unequal sample counts, the z test; Holm's adjustment over the table), like the report's other
 paired tables. A report on several iterated runs (SSB rounds beside SFT rounds, say) gives each its
