@@ -8,8 +8,10 @@ phase1: the shared training data (rollouts, refinements, teacher and student vie
 questions) with the run's stats and manifest. arm: every evaluation samples file and summary of
 MODEL (default NAME) in EVAL_DIR, and the training folder's stats, manifest and per-step metrics.
 rounds: an iterated run (``rounds`` > 1) into NAME/: its rounds.json, report.md and its plots, and per
-round (round-1 is the run folder itself) the training data, stats, manifest, per-step metrics and
-every evaluation's samples and summary.
+round (round-1 is the run folder itself) the training data, stats, manifest, each stage's recorded
+inputs (state/), per-step metrics and every evaluation's samples and summary. It may run while the
+run goes on: a stage under way is exported as far as it got, and benchmarks/evidence_restore.py
+rebuilds the run folder from the export so that the run resumes there on another machine.
 Anyone can recompute each committed pass@1, CI and paired difference from these files.
 """
 
@@ -70,12 +72,19 @@ def export_rounds(name: str, run_dir: Path) -> None:
             if (folder / file).exists():
                 gzip_copy(folder / file, out)
         for file in ("stats.json", "manifest.json"):
-            plain_copy(folder / file, out)
+            if (folder / file).exists():
+                plain_copy(folder / file, out)
+        # What each stage was started with (finished or not): evidence_restore.py gives it back, so that a stage
+        # exported mid-way resumes from its exported journal instead of starting again.
+        for state in sorted((folder / ".ssb").glob("**/*.json")):
+            plain_copy(state, out / "state" / state.parent.relative_to(folder / ".ssb"))
         if (folder / "distill" / "metrics.jsonl").exists():
             gzip_copy(folder / "distill" / "metrics.jsonl", out / "distill")
         for samples in sorted((folder / "eval").glob("*/*.samples.jsonl")):
             gzip_copy(samples, out / "eval" / samples.parent.name)
-            plain_copy(samples.with_name(samples.name.replace(".samples.jsonl", ".summary.json")), out / "eval" / samples.parent.name)
+            summary = samples.with_name(samples.name.replace(".samples.jsonl", ".summary.json"))
+            if summary.exists():  # an evaluation under way has its samples so far and no summary yet
+                plain_copy(summary, out / "eval" / samples.parent.name)
 
 
 def main() -> None:

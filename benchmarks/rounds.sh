@@ -21,7 +21,9 @@
 # to export), so that each round lands with its paired comparison rather than one arm's three rounds
 # before the other's first. After each round of an arm, its rounds so far (training data, stats, per-question eval
 # samples, report and curve) are exported to benchmarks/results/evidence/rounds-<arm>/ and, with
-# EVIDENCE_COMMIT=1, committed; once both arms have a round, one report sets their curves side by side in
+# EVIDENCE_COMMIT=1, committed, as is the progress of a round under way every ROUNDS_CHECKPOINT_MINUTES (20). A folder
+# missing here but exported is first rebuilt from its export (benchmarks/evidence_restore.py: the trained weights are
+# retrained, and must come out bit for bit as recorded; the rest resumes). Once both arms have a round, one report sets their curves side by side in
 # benchmarks/results/evidence/rounds-compared/. `--rounds n` then `--rounds n+1` on one folder is the same
 # run as `--rounds n+1`: the round count is in no stage's inputs. An arm that fails is not advanced
 # further and does not stop the other; the script then exits non-zero.
@@ -30,6 +32,7 @@ config=evidence
 runs=${EVIDENCE_RUNS:-runs/evidence}
 total_rounds=3
 min_tokens=${ROUNDS_MIN_SOLUTION_TOKENS:-32}
+checkpoint_minutes=${ROUNDS_CHECKPOINT_MINUTES:-20}
 case $min_tokens in 0|32) ;; *) echo "ROUNDS_MIN_SOLUTION_TOKENS is 0 or 32 (the evidence study trained round 1 with those)" >&2; exit 2 ;; esac
 suffix=""; [ "$min_tokens" = 0 ] || suffix="-min$min_tokens"  # the evidence arms' and the rounds' folder names
 
@@ -42,14 +45,27 @@ commit() {
 # Rounds 1..$2 of arm $1 (finished rounds are skipped), then export and commit.
 rounds_of() {
   local arm=$1 rounds=$2; shift 2
-  local first="$runs-$arm$suffix" folder="$runs-rounds-$arm$suffix"
-  if [ ! -d "$first/distill/adapter" ]; then
+  local first="$runs-$arm$suffix" folder="$runs-rounds-$arm$suffix" exported="rounds-$arm$suffix"
+  if [ ! -e "$folder" ] && [ -f "benchmarks/results/evidence/$exported/rounds.json" ]; then
+    # Another machine's rounds, from their committed export: weights are retrained, the rest resumes.
+    python3 benchmarks/evidence_restore.py "$exported" "$folder"
+  fi
+  if [ ! -e "$folder" ] && [ ! -d "$first/distill/adapter" ]; then
     echo "$first has no trained adapter: run benchmarks/evidence.sh first (round 1 is that arm)" >&2
     exit 1
   fi
   copy_once "$first" "$folder"
-  step run --config $config --run_dir "$folder" --rounds "$rounds" --eval.limit 300 --distill.min_solution_tokens "$min_tokens" "$@"
-  python3 benchmarks/evidence_export.py rounds "rounds-$arm$suffix" "$folder" && commit "$arm$suffix, round $rounds of $total_rounds"
+  # Meanwhile, every $checkpoint_minutes minutes, the progress so far is exported (and committed), so that a
+  # session that ends mid-round loses at most that much: benchmarks/evidence_restore.py resumes from it.
+  ( while sleep $((checkpoint_minutes * 60)); do
+      python3 benchmarks/evidence_export.py rounds "$exported" "$folder" && commit "$arm$suffix, round $rounds of $total_rounds under way"
+    done ) &
+  local checkpoints=$! status=0
+  step run --config $config --run_dir "$folder" --rounds "$rounds" --eval.limit 300 --distill.min_solution_tokens "$min_tokens" "$@" || status=$?
+  kill $checkpoints; wait $checkpoints 2>/dev/null || true
+  python3 benchmarks/evidence_export.py rounds "$exported" "$folder"
+  [ $status -eq 0 ] || return $status
+  commit "$arm$suffix, round $rounds of $total_rounds"
 }
 
 arms=("$@")

@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,24 @@ def test_an_interrupted_merge_is_redone(runs, tmp_path):
     path = merge_adapter(config, tmp_path / "round-2")
     assert path == str(tmp_path / "round-2" / "model") and not leftover.exists()
     assert sha(Path(path) / "model.safetensors") == sha(run / "round-2/model/model.safetensors")
+
+
+def test_a_removed_merged_model_is_merged_again_from_the_recorded_adapter(runs, tmp_path):
+    _, run, config, _, _ = runs
+    copy = tmp_path / "round-2"
+    shutil.copytree(run / "round-2", copy, ignore=shutil.ignore_patterns("model"))
+    path = merge_adapter(config, copy)
+    assert sha(Path(path) / "model.safetensors") == sha(run / "round-2/model/model.safetensors")
+    shutil.rmtree(path)
+    adapter = run / "distill/adapter/adapter_model.safetensors"
+    original = adapter.read_bytes()
+    try:  # another adapter than the one recorded: the rounds built on the removed model are stale, nothing merged
+        adapter.write_bytes(original + b" ")
+        with pytest.raises(RunFolderError, match="are stale"):
+            merge_adapter(config, copy)
+        assert not Path(path).exists()
+    finally:
+        adapter.write_bytes(original)
 
 
 def test_same_data_and_the_sft_control(tmp_path, tiny_model_dir):

@@ -28,7 +28,8 @@ noise (the evidence study's SSB adapter: noise 0.30 of the update's size overall
 matrix; ``benchmarks/adapter_rounding.py``), as they do, more coarsely, in the OpenVINO engine's
 int8 weights. ``model.dtype: float32`` keeps them exact, at float32 speed. The merge is written to
 a staging folder and renamed into place, so an interrupted merge is redone, and it is recorded as
-the ``merge`` entry of the round's manifest (the model and adapter it came from).
+the ``merge`` entry of the round's manifest (the model and adapter it came from). A merged model folder
+that was removed (each is a ~2 GB float32 copy for a 0.5B model) is merged again from the recorded adapter.
 If round r-1's adapter changes after round r was built on it (a forced retrain), round r is stale
 and the run stops, naming the folders to remove: the stage inputs of round r name its model folder,
 not the weights inside it, so nothing downstream would notice a re-merge on its own.
@@ -93,7 +94,11 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
                                  + "\n  ".join(describe_changes(entry["inputs"], inputs))
                                  + f"\nThis round and every later one are stale: remove {into} and the later round-* folders to redo them, "
                                  "or use another run_dir.")
-        return str(target)
+        if target.exists():
+            return str(target)
+        # Merged from this very adapter, then removed (to save disk, or by a restore from committed results, which
+        # hold no weights): merging again gives the same weights, so the rounds built on it stay valid.
+        _log.info("%s: merged before but gone; merging %s again", target, adapter)
     # Not finished: whatever an interrupted merge (of this adapter or another) left is discarded or kept whole.
     folder.begin_stage("merge", inputs, force=True, outputs=["model", ".model.staging"])
     start = time.monotonic()
