@@ -61,8 +61,8 @@ def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) ->
                 gzip_copy(metrics, target / metrics.parent.name)
 
 
-def export_rounds(name: str, run_dir: Path) -> None:
-    target = OUT / name
+def export_rounds(name: str, run_dir: Path, results: Path = OUT) -> None:
+    target = results / name
     for file in ("rounds.json", "report.md", "rounds.png", "accuracy.png", "training.png"):  # report.md links the plots
         if (run_dir / file).exists():
             plain_copy(run_dir / file, target)

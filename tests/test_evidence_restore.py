@@ -1,0 +1,104 @@
+"""An iterated run exported (benchmarks/evidence_export.py rounds) and rebuilt from its export alone
+(benchmarks/evidence_restore.py), as a run that outlasts one machine is: the weights are retrained bit
+for bit, everything else is skipped or resumed, and nothing exported is computed again."""
+
+import gzip
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scripted import ScriptedBackend
+from ssb.artifacts import read_jsonl
+from ssb.chat import ChatFormat
+from ssb.models import load_tokenizer
+from ssb.pipeline import run_all
+from test_rounds import make, script, sha
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+export, restore = load("evidence_export"), load("evidence_restore")
+WEIGHTS = ["distill/adapter/adapter_model.safetensors", "round-2/model/model.safetensors", "round-2/distill/adapter/adapter_model.safetensors"]
+
+
+@pytest.fixture
+def exported(tmp_path, tiny_model_dir):
+    """Two rounds run and exported; the run folder then moved away (the machine that ran it is gone)."""
+    config = make(tmp_path, tiny_model_dir, "run", rounds=2, **{"refine.chunk_questions": 2})  # refine journals in several chunks
+    backend = ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script)
+    run_all(config, backend=backend)
+    run, results = Path(config.run_dir), tmp_path / "results"
+    export.export_rounds("arm", run, results)
+    run.rename(tmp_path / "gone")
+    return config, backend, run, results, tmp_path / "gone"
+
+
+def manifests(run: Path) -> dict:
+    return {folder: json.loads((run / folder / "manifest.json").read_text())["stages"] for folder in (".", "round-2")}
+
+
+def test_a_restored_run_retrains_the_same_weights_and_computes_nothing_else_again(exported):
+    config, backend, run, results, gone = exported
+    restore.restore("arm", run, results)
+    assert not (run / "distill").exists() and not (run / "round-2/model").exists()  # no weights came back
+    assert {"teacher", "distill"}.isdisjoint(manifests(run)["."]) and "merge" in manifests(run)["round-2"]
+    calls = len(backend.calls)
+    run_all(config, backend=backend)
+    assert len(backend.calls) == calls  # rollouts and refinements of both rounds were skipped
+    for name in WEIGHTS:
+        assert sha(run / name) == sha(gone / name), name
+    before, after = manifests(gone), manifests(run)
+    for folder in before:
+        assert set(after[folder]) == set(before[folder])
+        for stage in ("rollouts", "refine", "eval/ssb/gsm8k"):  # not finished again: same entry, timestamps included
+            assert after[folder][stage] == before[folder][stage], (folder, stage)
+        assert after[folder]["distill"]["inputs"] == before[folder]["distill"]["inputs"]
+        assert after[folder]["distill"]["finished"] != before[folder]["distill"]["finished"]  # retrained
+
+
+def test_a_round_exported_mid_stage_resumes_from_its_journal(exported):
+    config, backend, run, results, gone = exported
+    round_2 = results / "arm" / "round-2"
+    manifest = json.loads((round_2 / "manifest.json").read_text())
+    for stage in ("refine", "teacher", "distill", "eval/ssb/gsm8k"):  # as exported while refine was under way
+        del manifest["stages"][stage]
+    (round_2 / "manifest.json").write_text(json.dumps(manifest))
+    for name in ("teacher", "student", "dropped"):
+        (round_2 / f"{name}.jsonl.gz").unlink()
+    shutil.rmtree(round_2 / "eval")
+    journal = read_jsonl(gone / "round-2/refinements.jsonl")
+    refined = [r for r in journal if "selection" in r]  # the mixed questions, journalled after the others, chunk by chunk
+    assert len(refined) >= 4  # two chunks at least
+    kept = [r for r in journal if "selection" not in r] + refined[:2]  # ... of which the first chunk was journalled
+    with gzip.open(round_2 / "refinements.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in kept) + '{"torn')
+    restore.restore("arm", run, results)
+    assert (run / "round-2/.ssb/refine.json").exists() and "refine" not in manifests(run)["round-2"]
+    calls = len(backend.calls)
+    run_all(config, backend=backend)
+    generated = [conversation for prompts, _ in backend.calls[calls:] for conversation in prompts]
+    assert all(c[-1]["content"].startswith("We have two sample responses") for c in generated)  # no rollouts again
+    assert len(generated) == len(refined) - 2  # only the chunks that were not journalled
+    for name in ("refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl", "distill/adapter/adapter_model.safetensors"):
+        assert sha(run / "round-2" / name) == sha(gone / "round-2" / name), name
+
+
+def test_the_restore_goes_only_where_the_export_came_from_and_only_into_a_new_folder(exported):
+    _, _, run, results, _ = exported
+    with pytest.raises(SystemExit, match=f"exported from {run}, .* not to {run.parent / 'elsewhere'}"):
+        restore.restore("arm", run.parent / "elsewhere", results)
+    run.mkdir()
+    with pytest.raises(SystemExit, match=f"{run} exists"):
+        restore.restore("arm", run, results)
+    with pytest.raises(SystemExit, match="no rounds.json"):
+        restore.restore("missing", run, results)
