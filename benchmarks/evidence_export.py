@@ -61,13 +61,29 @@ def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) ->
                 gzip_copy(metrics, target / metrics.parent.name)
 
 
+def finished_stages(folder: Path) -> set[str]:
+    manifest = folder / "manifest.json"
+    return set(json.loads(manifest.read_text())["stages"]) if manifest.exists() else set()
+
+
+def listed_rounds(folder: Path) -> int:
+    rounds = folder / "rounds.json"
+    return len(json.loads(rounds.read_text())["per_round"]) if rounds.exists() else 0
+
+
 def export_rounds(name: str, run_dir: Path, results: Path = OUT) -> None:
     target = results / name
-    for file in ("rounds.json", "report.md", "rounds.png", "accuracy.png", "training.png"):  # report.md links the plots
-        if (run_dir / file).exists():
-            plain_copy(run_dir / file, target)
+    # A run rebuilt from this export (evidence_restore.py) retrains what the export finished: until it has, the
+    # folder holds less than the export, which keeps what it has (an export never goes back).
+    if listed_rounds(run_dir) >= listed_rounds(target):
+        for file in ("rounds.json", "report.md", "rounds.png", "accuracy.png", "training.png"):  # report.md links the plots
+            if (run_dir / file).exists():
+                plain_copy(run_dir / file, target)
     for entry in json.loads((run_dir / "rounds.json").read_text())["per_round"]:
         folder, out = run_dir / entry["folder"], target / f"round-{entry['round']}"
+        if not finished_stages(folder) >= finished_stages(out):
+            print(f"{folder}: not exported; {out} holds stages it has not finished (again) yet")
+            continue
         for file in PHASE1:
             if (folder / file).exists():
                 gzip_copy(folder / file, out)

@@ -52,6 +52,9 @@ def test_a_restored_run_retrains_the_same_weights_and_computes_nothing_else_agai
     restore.restore("arm", run, results)
     assert not (run / "distill").exists() and not (run / "round-2/model").exists()  # no weights came back
     assert {"teacher", "distill"}.isdisjoint(manifests(run)["."]) and "merge" in manifests(run)["round-2"]
+    exported_files = {path: path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()}
+    export.export_rounds("arm", run, results)  # a checkpoint before the weights are retrained: the export keeps what it has
+    assert {path: path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()} == exported_files
     calls = len(backend.calls)
     run_all(config, backend=backend)
     assert len(backend.calls) == calls  # rollouts and refinements of both rounds were skipped
