@@ -81,6 +81,28 @@ def test_greedy_n1_ci_and_resume_without_duplicates(tmp_path, tokenizer):
     assert summary["pass@1"]["mean"] == 0.5 and summary["pass@1"]["ci95"] == pytest.approx(list(wilson_interval(10, 20)))
 
 
+def test_finished_evaluations_open_no_model(tmp_path, tokenizer):
+    config = config_for(tmp_path, **{"eval.benchmarks": ["gsm8k", "math500"], "eval.adapters": ["good=/adapters/good"]})
+    rows = [{"problem": f"Q{i}: what is {i}?", "answer": str(i)} for i in range(20)]
+    (tmp_path / "data" / "math500_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    scripts = {"base": answer_script(4), "good": answer_script(1)}
+    opened = []
+
+    def factory(name, path):
+        opened.append(name)
+        return ScriptedBackend(ChatFormat(tokenizer), scripts[name])
+
+    first = run_eval(config, backend_factory=factory)
+    assert opened == ["base", "good"]  # once per model, for both benchmarks
+    (tmp_path / "eval-run/eval/good/math500.summary.json").unlink()  # as if interrupted before its summary
+    manifest = json.loads((tmp_path / "eval-run/manifest.json").read_text())
+    del manifest["stages"]["eval/good/math500"]
+    (tmp_path / "eval-run/manifest.json").write_text(json.dumps(manifest))
+    opened.clear()
+    assert run_eval(config, backend_factory=factory) == first
+    assert opened == ["good"]  # only the model with an unfinished benchmark was opened
+
+
 def test_report_table_and_plots_match_summaries(tmp_path, tokenizer):
     training = tmp_path / "train-run"  # the adapter's own run folder, whose compute the report sums
     (training / "distill" / "adapter").mkdir(parents=True)

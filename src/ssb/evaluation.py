@@ -14,9 +14,11 @@ top; both go through the same generation backend.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from ssb.artifacts import read_jsonl, write_json_atomic
@@ -75,7 +77,8 @@ def summarize(records: list[dict], config: SSBConfig) -> dict:
 
 
 def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_spec: dict, benchmark: str,
-                 backend: GenerationBackend, force: bool) -> dict:
+                 open_backend: Callable[[], GenerationBackend], force: bool) -> dict:
+    """One (model, benchmark) stage; ``open_backend`` is called only when it has something to generate."""
     stage = f"eval/{model_name}/{benchmark}"
     samples_path = folder.file(f"eval/{model_name}/{benchmark}.samples.jsonl")
     data = DataConfig(source=benchmark, split=config.eval.split, data_dir=config.data.data_dir, limit=config.eval.limit,
@@ -84,11 +87,14 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
                       shuffle_seed=config.data.shuffle_seed if benchmark == "synthetic" else 0)
     loaded = load_problems(data)
     system = system_prompt(config)
-    drop_overlong(loaded, backend, system, config.eval.sampling.max_new_tokens, config.data.on_bad_record)
-    problems = loaded.problems
     inputs = {"model": model_spec, "benchmark": dataclasses.asdict(data), "system_prompt": system, "seed": config.seed,
               "eval": {k: v for k, v in dataclasses.asdict(config.eval).items() if k in ("n", "sampling", "chunk_questions")},
               "grading": dataclasses.asdict(config.grading)}
+    if folder.finished_with(stage, inputs):  # before opening the model: an OpenVINO backend exports it first (a minute)
+        return folder.stats()[stage]
+    backend = open_backend()
+    drop_overlong(loaded, backend, system, config.eval.sampling.max_new_tokens, config.data.on_bad_record)
+    problems = loaded.problems
     outputs = [f"eval/{model_name}/{benchmark}.samples.jsonl", f"eval/{model_name}/{benchmark}.summary.json"]
     if not folder.begin_stage(stage, inputs, force, outputs=outputs):
         return folder.stats()[stage]
@@ -125,22 +131,27 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
         raise ValueError("eval: nothing to evaluate (skip_base with no adapters)")
     results: dict[str, dict] = {}
     base_backend = None
+
+    def open_backend(name: str, adapter_dir: str | None) -> GenerationBackend:
+        nonlocal base_backend
+        if backend_factory is not None:
+            return backend_factory(name, adapter_dir)
+        from ssb.models import load_chat_format
+
+        if base_backend is None:  # one tokenizer and one base model for every variant
+            base_backend = make_backend(config, load_chat_format(config.model))
+        if adapter_dir is None:
+            return base_backend
+        check_adapter_base(adapter_dir, config)
+        return base_backend.with_adapter(adapter_dir)
+
     for name, adapter_dir in variants:
         spec = {"base": config.model.name_or_path, "revision": config.model.revision, "adapter": adapter_dir,
                 "adapter_sha256": adapter_fingerprint(adapter_dir), "backend": backend_spec(config)}
-        if backend_factory is not None:
-            backend = backend_factory(name, adapter_dir)
-        else:
-            from ssb.models import load_chat_format
-
-            if base_backend is None:  # one tokenizer and one base model for every variant
-                base_backend = make_backend(config, load_chat_format(config.model))
-            if adapter_dir is not None:
-                check_adapter_base(adapter_dir, config)
-            backend = base_backend if adapter_dir is None else base_backend.with_adapter(adapter_dir)
+        backend = functools.cache(functools.partial(open_backend, name, adapter_dir))  # opened by the first benchmark to generate
         results[name] = {b: evaluate_one(config, folder, name, spec, b, backend, force)["pass@1"]["mean"] for b in config.eval.benchmarks}
-        if adapter_dir is not None and backend_factory is None:
-            backend.close()  # hf: the base model's own layers again; openvino: the merged model freed
+        if adapter_dir is not None and backend_factory is None and backend.cache_info().currsize:
+            backend().close()  # hf: the base model's own layers again; openvino: the merged model freed
     return results
 
 

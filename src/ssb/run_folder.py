@@ -115,6 +115,12 @@ class RunFolder:
             write_json_atomic(state_file, {"inputs": inputs, "started": utc_now()})
         return True
 
+    def finished_with(self, stage: str, inputs: dict) -> bool:
+        """Whether ``stage`` completed with exactly ``inputs`` (what ``begin_stage`` skips), touching nothing."""
+        state_file = self._state_file(stage)
+        return (state_file.exists() and json.loads(state_file.read_text())["inputs"] == inputs
+                and (self.stage_entry(stage) or {}).get("inputs_fingerprint") == fingerprint(inputs))
+
     def _discard(self, stage: str, outputs: list[str]) -> None:
         for name in outputs:
             path = self.file(name)
