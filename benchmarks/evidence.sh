@@ -26,7 +26,7 @@ step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
 evaluate() { local adapters=$1; shift; step eval --config $config --run_dir "$eval_dir" --eval.adapters "[$adapters]" "$@"; }
 export_arm() { python3 benchmarks/evidence_export.py arm "$1" --eval-dir "$eval_dir" ${2:+--train-dir "$2"}; }
 commit() {
-  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Evidence study: $1" || true; fi
+  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Evidence study: $1" -- benchmarks/results/evidence || true; fi
 }
 training_wall_s() {  # seconds SSB took from rollouts to its adapter, costed as `ssb report` costs them
   python3 -c 'import json, sys; from ssb.report import stage_compute; s = json.load(open(sys.argv[1] + "/stats.json"))

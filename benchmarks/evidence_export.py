@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import shutil
 from pathlib import Path
+
+from ssb.evaluation import adapter_fingerprint
 
 OUT = Path(__file__).resolve().parent / "results" / "evidence"
 PHASE1 = ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl")
@@ -29,13 +32,20 @@ PHASE1 = ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl
 
 def gzip_copy(source: Path, target_dir: Path) -> None:
     target_dir.mkdir(parents=True, exist_ok=True)
-    with open(source, "rb") as f, gzip.GzipFile(target_dir / f"{source.name}.gz", "wb", compresslevel=9, mtime=0) as g:
+    target = target_dir / f"{source.name}.gz"
+    with open(source, "rb") as f, gzip.GzipFile(target.with_name(target.name + ".partial"), "wb", compresslevel=9, mtime=0) as g:
         shutil.copyfileobj(f, g)
+    os.replace(target.with_name(target.name + ".partial"), target)  # a killed export leaves no cut-off file
 
 
 def plain_copy(source: Path, target_dir: Path, name: str | None = None) -> None:
-    target_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target_dir / (name or source.name))
+    write_bytes(target_dir / (name or source.name), source.read_bytes())
+
+
+def write_bytes(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.with_name(target.name + ".partial").write_bytes(data)
+    os.replace(target.with_name(target.name + ".partial"), target)
 
 
 def export_phase1(run_dir: Path) -> None:
@@ -61,9 +71,12 @@ def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) ->
                 gzip_copy(metrics, target / metrics.parent.name)
 
 
-def finished_stages(folder: Path) -> set[str]:
-    manifest = folder / "manifest.json"
-    return set(json.loads(manifest.read_text())["stages"]) if manifest.exists() else set()
+def stages_of(manifest: bytes | None) -> dict:
+    return json.loads(manifest)["stages"] if manifest else {}
+
+
+def read_if_there(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
 
 
 def listed_rounds(folder: Path) -> int:
@@ -71,36 +84,60 @@ def listed_rounds(folder: Path) -> int:
     return len(json.loads(rounds.read_text())["per_round"]) if rounds.exists() else 0
 
 
+def stale_evaluations(folder: Path, stages: dict) -> list[str]:
+    """Evaluations recorded for this folder's adapter whose sha256 is not the adapter's there now (retrained otherwise)."""
+    adapter = folder / "distill" / "adapter"
+    now = adapter_fingerprint(str(adapter))
+    return [stage for stage, entry in stages.items() if stage.startswith("eval/") and entry["inputs"]["model"]["adapter_sha256"] is not None
+            and Path(entry["inputs"]["model"]["adapter"]) == adapter and entry["inputs"]["model"]["adapter_sha256"] != now]
+
+
+def export_round(folder: Path, out: Path) -> None:
+    """One round's folder, as a snapshot that may be taken while its run goes on.
+
+    The manifest (and then stats and stage states) is read first and written last: a stage it lists as finished
+    has its journal complete in the export, whatever finished meanwhile, and an export killed part-way leaves the
+    journals ahead of the manifest, never behind (journals only grow).
+    """
+    manifest, stats = read_if_there(folder / "manifest.json"), read_if_there(folder / "stats.json")
+    exported = stages_of(read_if_there(out / "manifest.json"))
+    # A run rebuilt from this export (evidence_restore.py) retrains what the export finished: until it has, the
+    # folder holds less than the export, which keeps what it has (an export never goes back). Nor does it take a
+    # retraining that came out otherwise than the adapter the exported evaluations were made with.
+    missing = sorted(set(exported) - set(stages_of(manifest)))
+    stale = stale_evaluations(folder, stages_of(manifest))
+    if missing or stale:
+        why = f"not finished (again) yet: {', '.join(missing)}" if missing else f"the adapter is not the one of {', '.join(stale)}"
+        print(f"{folder}: not exported to {out}; {why}")
+        return
+    # What each stage was started with (finished or not): evidence_restore.py gives it back, so that a stage
+    # exported mid-way resumes from its exported journal instead of starting again.
+    states = {state.relative_to(folder / ".ssb"): state.read_bytes() for state in sorted((folder / ".ssb").glob("**/*.json"))}
+    for file in PHASE1:
+        if (folder / file).exists():
+            gzip_copy(folder / file, out)
+    if (folder / "distill" / "metrics.jsonl").exists():
+        gzip_copy(folder / "distill" / "metrics.jsonl", out / "distill")
+    for samples in sorted((folder / "eval").glob("*/*.samples.jsonl")):
+        gzip_copy(samples, out / "eval" / samples.parent.name)
+        summary = samples.with_name(samples.name.replace(".samples.jsonl", ".summary.json"))
+        if summary.exists():  # an evaluation under way has its samples so far and no summary yet
+            plain_copy(summary, out / "eval" / samples.parent.name)
+    for path, data in states.items():
+        write_bytes(out / "state" / path, data)
+    for name, data in (("stats.json", stats), ("manifest.json", manifest)):
+        if data is not None:
+            write_bytes(out / name, data)
+
+
 def export_rounds(name: str, run_dir: Path, results: Path = OUT) -> None:
     target = results / name
-    # A run rebuilt from this export (evidence_restore.py) retrains what the export finished: until it has, the
-    # folder holds less than the export, which keeps what it has (an export never goes back).
-    if listed_rounds(run_dir) >= listed_rounds(target):
+    if listed_rounds(run_dir) >= listed_rounds(target):  # run_rounds lists a round when it starts it
         for file in ("rounds.json", "report.md", "rounds.png", "accuracy.png", "training.png"):  # report.md links the plots
             if (run_dir / file).exists():
                 plain_copy(run_dir / file, target)
     for entry in json.loads((run_dir / "rounds.json").read_text())["per_round"]:
-        folder, out = run_dir / entry["folder"], target / f"round-{entry['round']}"
-        if not finished_stages(folder) >= finished_stages(out):
-            print(f"{folder}: not exported; {out} holds stages it has not finished (again) yet")
-            continue
-        for file in PHASE1:
-            if (folder / file).exists():
-                gzip_copy(folder / file, out)
-        for file in ("stats.json", "manifest.json"):
-            if (folder / file).exists():
-                plain_copy(folder / file, out)
-        # What each stage was started with (finished or not): evidence_restore.py gives it back, so that a stage
-        # exported mid-way resumes from its exported journal instead of starting again.
-        for state in sorted((folder / ".ssb").glob("**/*.json")):
-            plain_copy(state, out / "state" / state.parent.relative_to(folder / ".ssb"))
-        if (folder / "distill" / "metrics.jsonl").exists():
-            gzip_copy(folder / "distill" / "metrics.jsonl", out / "distill")
-        for samples in sorted((folder / "eval").glob("*/*.samples.jsonl")):
-            gzip_copy(samples, out / "eval" / samples.parent.name)
-            summary = samples.with_name(samples.name.replace(".samples.jsonl", ".summary.json"))
-            if summary.exists():  # an evaluation under way has its samples so far and no summary yet
-                plain_copy(summary, out / "eval" / samples.parent.name)
+        export_round(run_dir / entry["folder"], target / f"round-{entry['round']}")
 
 
 def main() -> None:

@@ -55,14 +55,15 @@ def recorded_run_dir(rounds: dict) -> str | None:
     return str(Path(later[0]["model"]).parent.parent) if later else None
 
 
+def stage_of(output: str) -> str:
+    """The stage that writes an exported file (a path inside the round folder, without .gz)."""
+    if output.startswith("eval/"):
+        return output.removesuffix(".samples.jsonl").removesuffix(".summary.json")
+    return "rollouts" if output == "rollouts.jsonl" else "refine"
+
+
 def restore_round(source: Path, target: Path) -> list[str]:
     """One round's folder from its export; returns the stages given back."""
-    for journal in sorted(source.glob("*.jsonl.gz")):
-        gunzip(journal, target / journal.name.removesuffix(".gz"))
-    for samples in sorted(source.glob("eval/*/*.samples.jsonl.gz")):
-        gunzip(samples, target / samples.relative_to(source).with_suffix(""))
-    for summary in sorted(source.glob("eval/*/*.summary.json")):
-        (target / summary.relative_to(source)).write_bytes(summary.read_bytes())
     manifest = json.loads((source / "manifest.json").read_text()) if (source / "manifest.json").exists() else None
     stats = json.loads((source / "stats.json").read_text()) if (source / "stats.json").exists() else {}
     states = {path.relative_to(source / "state").with_suffix("").as_posix(): json.loads(path.read_text())
@@ -76,6 +77,17 @@ def restore_round(source: Path, target: Path) -> list[str]:
     kept = sorted(stage for stage in states if restored_stage(stage))
     for stage in kept:
         write_json(target / ".ssb" / f"{stage}.json", states[stage])
+    # A file comes back with its stage's recorded inputs only: resumed from a journal without them, a stage would
+    # take whatever it is started with now as the journal's.
+    for path in sorted([*source.glob("*.jsonl.gz"), *source.glob("eval/*/*.samples.jsonl.gz"), *source.glob("eval/*/*.summary.json")]):
+        output = path.relative_to(source).as_posix().removesuffix(".gz")
+        if stage_of(output) not in kept:
+            print(f"{path}: left out; no recorded inputs of stage {stage_of(output)}")
+        elif path.name.endswith(".gz"):
+            gunzip(path, target / output)
+        else:
+            (target / output).parent.mkdir(parents=True, exist_ok=True)
+            (target / output).write_bytes(path.read_bytes())
     return kept
 
 

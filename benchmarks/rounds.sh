@@ -33,13 +33,24 @@ runs=${EVIDENCE_RUNS:-runs/evidence}
 total_rounds=3
 min_tokens=${ROUNDS_MIN_SOLUTION_TOKENS:-32}
 checkpoint_minutes=${ROUNDS_CHECKPOINT_MINUTES:-20}
+case $checkpoint_minutes in ''|*[!0-9]*|0*) echo "ROUNDS_CHECKPOINT_MINUTES is a whole number of minutes, 1 or more" >&2; exit 2 ;; esac
 case $min_tokens in 0|32) ;; *) echo "ROUNDS_MIN_SOLUTION_TOKENS is 0 or 32 (the evidence study trained round 1 with those)" >&2; exit 2 ;; esac
 suffix=""; [ "$min_tokens" = 0 ] || suffix="-min$min_tokens"  # the evidence arms' and the rounds' folder names
 
 copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
 step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
 commit() {
-  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Iterated rounds: $1" || true; fi
+  # Only the exported results, whatever else is staged in this checkout.
+  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Iterated rounds: $1" -- benchmarks/results/evidence || true; fi
+}
+# Every $checkpoint_minutes minutes while this script lives, export (and commit) arm $1's progress from folder $2.
+# TERM ends it between two exports: one under way finishes first.
+checkpoints() {
+  local pause script=$$
+  trap 'kill $pause 2>/dev/null; exit 0' TERM
+  while sleep $((checkpoint_minutes * 60)) & pause=$!; wait $pause; kill -0 "$script" 2>/dev/null; do
+    python3 benchmarks/evidence_export.py rounds "$1" "$2" && commit "$3 under way"
+  done
 }
 
 # Rounds 1..$2 of arm $1 (finished rounds are skipped), then export and commit.
@@ -57,15 +68,13 @@ rounds_of() {
   copy_once "$first" "$folder"
   # Meanwhile, every $checkpoint_minutes minutes, the progress so far is exported (and committed), so that a
   # session that ends mid-round loses at most that much: benchmarks/evidence_restore.py resumes from it.
-  ( while sleep $((checkpoint_minutes * 60)); do
-      python3 benchmarks/evidence_export.py rounds "$exported" "$folder" && commit "$arm$suffix, round $rounds of $total_rounds under way"
-    done ) &
-  local checkpoints=$! status=0
+  checkpoints "$exported" "$folder" "$arm$suffix, round $rounds of $total_rounds" &
+  local checkpointing=$! status=0
   step run --config $config --run_dir "$folder" --rounds "$rounds" --eval.limit 300 --distill.min_solution_tokens "$min_tokens" "$@" || status=$?
-  kill $checkpoints; wait $checkpoints 2>/dev/null || true
-  python3 benchmarks/evidence_export.py rounds "$exported" "$folder"
+  kill $checkpointing 2>/dev/null || true; wait $checkpointing 2>/dev/null || true
+  # A failed run is not exported: what it left (a retraining that came out otherwise, say) is no result.
   [ $status -eq 0 ] || return $status
-  commit "$arm$suffix, round $rounds of $total_rounds"
+  python3 benchmarks/evidence_export.py rounds "$exported" "$folder" && commit "$arm$suffix, round $rounds of $total_rounds"
 }
 
 arms=("$@")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from scripted import ScriptedBackend
-from ssb.artifacts import read_jsonl
+from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
@@ -67,6 +67,21 @@ def test_a_restored_run_retrains_the_same_weights_and_computes_nothing_else_agai
             assert after[folder][stage] == before[folder][stage], (folder, stage)
         assert after[folder]["distill"]["inputs"] == before[folder]["distill"]["inputs"]
         assert after[folder]["distill"]["finished"] != before[folder]["distill"]["finished"]  # retrained
+
+
+def test_a_retraining_that_comes_out_otherwise_stops_the_run_and_is_not_exported(exported):
+    config, backend, run, results, gone = exported
+    round_1, adapter = results / "arm" / "round-1", gone / "distill/adapter/adapter_model.safetensors"
+    for path in (round_1 / "manifest.json", round_1 / "state/eval/ssb/gsm8k.json"):  # evaluated with another adapter than retraining gives
+        path.write_text(path.read_text().replace(sha(adapter)[:16], "0" * 16))
+    exported_files = {path: path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()}
+    restore.restore("arm", run, results)
+    with pytest.raises(RunFolderError, match=r"stage 'eval/ssb/gsm8k' was started with other inputs[\s\S]*adapter_sha256: '0{16}' -> "):
+        run_all(config, backend=backend)
+    assert sha(run / "distill/adapter/adapter_model.safetensors") == sha(adapter)  # retrained, and evaluated nowhere
+    assert not (run / "round-2/model").exists()  # nothing built on it
+    export.export_rounds("arm", run, results)
+    assert {path: path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()} == exported_files
 
 
 def test_a_round_exported_mid_stage_resumes_from_its_journal(exported):

@@ -226,7 +226,15 @@ def test_a_removed_merged_model_is_merged_again_from_the_recorded_adapter(runs, 
     shutil.copytree(run / "round-2", copy, ignore=shutil.ignore_patterns("model"))
     path = merge_adapter(config, copy)
     assert sha(Path(path) / "model.safetensors") == sha(run / "round-2/model/model.safetensors")
+    merge = json.loads((copy / "manifest.json").read_text())["stages"]["merge"]
+    assert merge["merged_sha256"] == sha(Path(path) / "model.safetensors")[:16]
     shutil.rmtree(path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["stages"]["merge"]["merged_sha256"] = "0" * 16  # as if the weights had come out otherwise the first time
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunFolderError, match="merged again from the recorded adapter, but into other weights"):
+        merge_adapter(config, copy)
+    assert not Path(path).exists()
     adapter = run / "distill/adapter/adapter_model.safetensors"
     original = adapter.read_bytes()
     try:  # another adapter than the one recorded: the rounds built on the removed model are stale, nothing merged

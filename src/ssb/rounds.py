@@ -47,6 +47,7 @@ as an adapter). A round whose refine keeps no solution (or too few to train on) 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import shutil
 import time
@@ -87,7 +88,7 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
     source = {k: v for k, v in dataclasses.asdict(previous.model).items() if k in ("name_or_path", "revision", "chat_template", "trust_remote_code")}
     inputs = {"model": source, "adapter": str(adapter), "adapter_sha256": adapter_fingerprint(str(adapter))}
     target, staging = folder.file("model"), folder.file(".model.staging")
-    entry = folder.stage_entry("merge")
+    entry, recorded = folder.stage_entry("merge"), None
     if entry is not None:
         if entry["inputs"] != inputs:
             raise RunFolderError(f"{into} was built on another model or adapter than the previous round's now; changed:\n  "
@@ -97,7 +98,8 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
         if target.exists():
             return str(target)
         # Merged from this very adapter, then removed (to save disk, or by a restore from committed results, which
-        # hold no weights): merging again gives the same weights, so the rounds built on it stay valid.
+        # hold no weights): merging again gives the same weights, so the rounds built on it stay valid; checked below.
+        recorded = entry.get("merged_sha256")  # absent from merges recorded before it was
         _log.info("%s: merged before but gone; merging %s again", target, adapter)
     # Not finished: whatever an interrupted merge (of this adapter or another) left is discarded or kept whole.
     folder.begin_stage("merge", inputs, force=True, outputs=["model", ".model.staging"])
@@ -105,9 +107,26 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
     if not target.exists():  # a rename that happened before an interruption left a complete folder
         _save_merged(previous, adapter, staging)
         staging.rename(target)
+    merged = weights_fingerprint(target)
+    if recorded is not None and merged != recorded:
+        shutil.rmtree(target)
+        raise RunFolderError(f"{target}: merged again from the recorded adapter, but into other weights (sha256 {merged}, recorded {recorded}; "
+                             f"another torch or peft?). The rounds built on it were not: remove {into} and the later round-* folders "
+                             "to redo them, or merge with the versions in its manifest entry.")
     folder.finish_stage("merge", inputs, {"model": previous.model.name_or_path, "adapter": str(adapter), "merged_into": str(target),
-                                          "dtype": "float32"}, {"this_invocation": invocation_stats(time.monotonic() - start)})
+                                          "dtype": "float32", "merged_sha256": merged},
+                        {"this_invocation": invocation_stats(time.monotonic() - start)})
     return str(target)
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """Hash of a model folder's weights (every safetensors shard, in name order)."""
+    digest = hashlib.sha256()
+    for shard in sorted(model_dir.glob("*.safetensors")):
+        with open(shard, "rb") as f:
+            while block := f.read(1 << 24):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _save_merged(previous: SSBConfig, adapter: Path, staging: Path) -> None:
