@@ -33,9 +33,11 @@ PHASE1 = ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl
 def gzip_copy(source: Path, target_dir: Path) -> None:
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{source.name}.gz"
-    with open(source, "rb") as f, gzip.GzipFile(target.with_name(target.name + ".partial"), "wb", compresslevel=9, mtime=0) as g:
+    partial = target.with_name(target.name + ".partial")
+    # The header names the target (as gzip.open(target) would): the same bytes for the same content, export after export.
+    with open(source, "rb") as f, open(partial, "wb") as raw, gzip.GzipFile(str(target), "wb", 9, raw, mtime=0) as g:
         shutil.copyfileobj(f, g)
-    os.replace(target.with_name(target.name + ".partial"), target)  # a killed export leaves no cut-off file
+    os.replace(partial, target)  # a killed export leaves no cut-off file
 
 
 def plain_copy(source: Path, target_dir: Path, name: str | None = None) -> None:
