@@ -14,7 +14,8 @@ round's kept solutions (the first ``--limit`` of ``--views-of``'s teacher and st
 base model and under each PATH (a merged round model, e.g. runs/evidence-rounds-ssb-min32/round-2/model,
 round 1's model, or a LoRA adapter folder, applied to the base model), in the hinted view and in the
 bare-question view, paired solution by solution. Writes refine_prompt_copying.json next to the round
-folders.
+folders; a run without ``--model`` updates the model-free part and keeps the end-of-turn part (and
+``end_of_turn_command``, the command that made it).
 """
 
 from __future__ import annotations
@@ -105,10 +106,18 @@ def main() -> None:
     models = dict(spec.split("=", 1) for spec in args.model)
     rounds = {f"{folder.parent.name}/{folder.name}": round_copying(folder)
               for folder in sorted(RESULTS.glob("rounds-*/round-*")) if (folder / "refinements.jsonl.gz").exists()}
-    result = {"command": "python " + " ".join(sys.argv), "rounds": rounds,
-              **({"end_of_turn": end_of_turn_probabilities(models, RESULTS / args.views_of, args.limit)} if models else {}),
-              "machine": machine_info()}
-    (RESULTS / "refine_prompt_copying.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = RESULTS / "refine_prompt_copying.json"
+    if models:
+        end_of_turn = {"end_of_turn": end_of_turn_probabilities(models, RESULTS / args.views_of, args.limit), "machine": machine_info()}
+    else:  # the model-free part only: the end-of-turn part of an earlier run stays, with the command and machine that made it
+        earlier = json.loads(out.read_text()) if out.exists() else {}
+        end_of_turn = {key: earlier[key] for key in ("end_of_turn", "end_of_turn_command", "machine") if key in earlier}
+        if "end_of_turn" in earlier and "end_of_turn_command" not in earlier:
+            end_of_turn["end_of_turn_command"] = earlier["command"]
+    result = {"command": "python " + " ".join(sys.argv), "rounds": rounds, **end_of_turn}
+    if models:
+        result["end_of_turn_command"] = result["command"]
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print("| round | refined | kept | truncated | of them copying the prompt | boxed answer before the copy | of them right |")
     print("|---|---|---|---|---|---|---|")
     for name, r in rounds.items():
@@ -116,6 +125,8 @@ def main() -> None:
               f"{r['boxed_answer_before_the_copy']} | {r['of_them_right']} |")
     for view in ("teacher", "student"):
         for name, e in result.get("end_of_turn", {}).get(f"{view}_view", {}).items():
+            if not isinstance(e, dict):  # kept from the script's first form, which stored flat means (see the JSON)
+                continue
             paired = f"; lower than base on {e['lower_than_base']}, higher on {e['higher_than_base']}" if name != "base" else ""
             print(f"P(end-of-turn), {view} view, {result['end_of_turn']['solutions']} solutions, {name}: {e['mean']:.3f}{paired}")
 
