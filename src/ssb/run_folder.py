@@ -109,7 +109,7 @@ class RunFolder:
                     )
                 _log.warning("forcing a restart of stage '%s'; changed: %s", stage, "; ".join(changes))
                 self._discard(stage, list(stage_named(stage).outputs) if outputs is None else outputs)
-            elif (self.stage_entry(stage) or {}).get("inputs_fingerprint") == fingerprint(inputs):
+            elif self.finished_with(stage, inputs):
                 return False
         if not state_file.exists():
             write_json_atomic(state_file, {"inputs": inputs, "started": utc_now()})
