@@ -23,8 +23,9 @@
 # samples, report and curve) are exported to benchmarks/results/evidence/rounds-<arm>/ and, with
 # EVIDENCE_COMMIT=1, committed, as is the progress of a round under way every ROUNDS_CHECKPOINT_MINUTES (20). A folder
 # missing here but exported is first rebuilt from its export (benchmarks/evidence_restore.py: the trained weights are
-# retrained, and must come out bit for bit as recorded; the rest resumes). Once both arms have a round, one report sets their curves side by side in
-# benchmarks/results/evidence/rounds-compared/. `--rounds n` then `--rounds n+1` on one folder is the same
+# retrained, and must come out bit for bit as recorded; the rest resumes). Once both arms have exported rounds, one
+# report sets their curves side by side in benchmarks/results/evidence/rounds-compared-min32/ (-min32 as the arms';
+# benchmarks/rounds_recompute.py, from the exports alone). `--rounds n` then `--rounds n+1` on one folder is the same
 # run as `--rounds n+1`: the round count is in no stage's inputs. An arm that fails is not advanced
 # further and does not stop the other; the script then exits non-zero.
 set -euo pipefail
@@ -92,9 +93,10 @@ for rounds in $(seq 2 $total_rounds); do
     set +e; ( set -e; rounds_of "$arm" "$rounds" "${options_of_arm[@]}" ); status=$?; set -e
     [ $status -eq 0 ] || { echo "== arm $arm failed in round $rounds (exit $status); going on without it" >&2; failed+="$arm "; }
   done
-  if [ -f "$runs-rounds-ssb$suffix/rounds.json" ] && [ -f "$runs-rounds-sft$suffix/rounds.json" ]; then
-    # Both curves in one report, and round r of SSB against round r of SFT on the same questions.
-    step report "$runs-rounds-ssb$suffix" "$runs-rounds-sft$suffix" --out "benchmarks/results/evidence/rounds-compared$suffix" \
+  if [ -f "benchmarks/results/evidence/rounds-ssb$suffix/rounds.json" ] && [ -f "benchmarks/results/evidence/rounds-sft$suffix/rounds.json" ]; then
+    # Both curves in one report, and round r of SSB against round r of SFT on the same questions, from the exports:
+    # each arm's latest committed rounds, whether or not its run folder is on this machine.
+    python3 benchmarks/rounds_recompute.py --out "benchmarks/results/evidence/rounds-compared$suffix" "rounds-ssb$suffix" "rounds-sft$suffix" \
       && commit "SSB rounds against SFT rounds, through round $rounds"
   fi
 done

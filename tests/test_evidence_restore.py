@@ -15,6 +15,7 @@ from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
+from ssb.rounds_report import rounds_section
 from test_rounds import make, script, sha
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -27,7 +28,7 @@ def load(name: str):
     return module
 
 
-export, restore = load("evidence_export"), load("evidence_restore")
+export, restore, recompute = load("evidence_export"), load("evidence_restore"), load("rounds_recompute")
 WEIGHTS = ["distill/adapter/adapter_model.safetensors", "round-2/model/model.safetensors", "round-2/distill/adapter/adapter_model.safetensors"]
 
 
@@ -120,3 +121,20 @@ def test_the_restore_goes_only_where_the_export_came_from_and_only_into_a_new_fo
         restore.restore("arm", run, results)
     with pytest.raises(SystemExit, match="no rounds.json"):
         restore.restore("missing", run, results)
+
+
+def test_the_rounds_report_recomputed_from_exports_is_the_run_folders(exported, tmp_path):
+    """benchmarks/rounds_recompute.py: the exported rounds alone give the run folder's own per-round table and paired
+    differences; two arms add round r of one against round r of the other."""
+    _, _, _, results, gone = exported
+    (tmp_path / "own").mkdir()
+    own = rounds_section(gone, tmp_path / "own")
+    report = recompute.recompute(["arm"], tmp_path / "one", results).read_text()
+    assert report[report.index("## Rounds"):] == "\n".join(own) and (tmp_path / "one/rounds.png").stat().st_size > 0
+    shutil.copytree(results / "arm", results / "again")  # the same rounds under another name: every paired difference is zero
+    both = recompute.recompute(["arm", "again"], tmp_path / "two", results).read_text()
+    across = [line for line in both.splitlines() if line.startswith("| round ") and ": arm - again |" in line]
+    assert [line.split(" | ")[0] for line in across] == ["| round 1: arm - again", "| round 2: arm - again"]
+    assert all(" | +0.0 | [+0.0, +0.0] | 0 / 0 " in line for line in across), across
+    with pytest.raises(SystemExit, match="no rounds.json"):
+        recompute.recompute(["missing"], tmp_path / "three", results)

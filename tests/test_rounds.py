@@ -167,23 +167,29 @@ def fake_eval(folder: Path, model: str, correct: list[int]) -> None:
 
 
 def test_round_differences_are_paired_on_the_questions(tmp_path):
-    """Each round against the previous one and against round 0, on made-up scores, recomputed here by hand."""
-    correct = {0: [1, 0, 0, 0, 0, 0], 1: [1, 1, 1, 0, 0, 0], 2: [1, 1, 0, 1, 1, 1]}
+    """Each round against the previous one, round 1 and round 0, on made-up scores, recomputed here by hand."""
+    correct = {0: [1, 0, 0, 0, 0, 0], 1: [1, 1, 1, 0, 0, 0], 2: [1, 1, 0, 1, 1, 1], 3: [0, 1, 1, 1, 1, 1]}
     fake_eval(tmp_path, "base", correct[0])
     fake_eval(tmp_path, "ssb", correct[1])
-    fake_eval(tmp_path / "round-2", "ssb", correct[2])
-    write_json_atomic(tmp_path / "rounds.json", {"rounds": 2, "rounds_data": "same", "stopped": None,
-                                                 "per_round": [{"round": 1, "folder": "."}, {"round": 2, "folder": "round-2"}]})
-    for folder in (tmp_path, tmp_path / "round-2"):
+    for r in (2, 3):
+        fake_eval(tmp_path / f"round-{r}", "ssb", correct[r])
+    write_json_atomic(tmp_path / "rounds.json", {"rounds": 3, "rounds_data": "same", "stopped": None,
+                                                 "per_round": [{"round": 1, "folder": "."}, {"round": 2, "folder": "round-2"},
+                                                               {"round": 3, "folder": "round-3"}]})
+    for folder in (tmp_path, tmp_path / "round-2", tmp_path / "round-3"):
         dropped = {"refinement-wrong": 1, "refinement-no-answer": 0, "refinement-truncated": 1}
         write_json_atomic(folder / "stats.json", {"refine": {"questions": 9, "mixed": 5, "kept": 3, "dropped": dropped},
                                                   "distill": {"examples": 2, "mean_solution_tokens": 50.4}})
     lines = rounds_section(tmp_path, tmp_path)
     assert "| 2 | gsm8k | 9 | 5 | 3 | 1 / 0 / 1 | 2 | 50 tokens | 83.3 ± 26.7 (n=6) | 7 |" in lines
-    for name, (a, b) in {"round 1 - round 0": (1, 0), "round 2 - round 1": (2, 1), "round 2 - round 0": (2, 0)}.items():
+    pairs = [(1, 0), (2, 1), (2, 0), (3, 2), (3, 1), (3, 0)]  # round 3 also against round 1: what rounds after the first add
+    named = [line.split(" | ")[0].strip("| ") for line in lines if line.startswith("| round ") and " - " in line]
+    assert named == [f"round {a} - round {b}" for a, b in pairs]
+    for a, b in pairs:
         diffs = [x - y for x, y in zip(correct[a], correct[b])]
-        row = next(line for line in lines if line.startswith(f"| {name} |"))
-        assert row.startswith(f"| {name} | gsm8k | {100 * sum(diffs) / 6:+.1f} | ") and f"| {diffs.count(1)} / {diffs.count(-1)} (n=6) |" in row
+        row = next(line for line in lines if line.startswith(f"| round {a} - round {b} |"))
+        assert row.startswith(f"| round {a} - round {b} | gsm8k | {100 * sum(diffs) / 6:+.1f} | ")
+        assert f"| {diffs.count(1)} / {diffs.count(-1)} (n=6) |" in row
     assert (tmp_path / "rounds.png").stat().st_size > 0
 
 

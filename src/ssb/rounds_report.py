@@ -5,7 +5,7 @@ funnel (questions, mixed, kept, the refinements dropped as wrong, without an ans
 trained on: kept less held out and too short), the mean length of the solutions it trained on, and the
 pass@1 of its trained model with the 95% CI and the mean completion length; round 0 is the original
 base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
-error bars. Each round is compared with the one before it and with round 0 on the same questions
+error bars. Each round is compared with the one before it, with round 1 and with round 0 on the same questions
 (paired difference, McNemar's test or, between unequal sample counts, the z test; Holm's adjustment over the table), like the report's other
 paired tables. A report on several iterated runs (SSB rounds beside SFT rounds, say) gives each its
 own section and plot, then compares round r of the first run with round r of each other.
@@ -67,15 +67,18 @@ def rounds_table(run_dir: Path, benchmarks: list[str]) -> list[str]:
 
 
 def round_differences(run_dir: Path, benchmarks: list[str]) -> list[tuple[str, str, dict]]:
-    """Each evaluated round minus the round before it, and (from round 2) minus round 0, on the questions both answered."""
-    evaluated = {b: [(r, per_question_scores(folder, model, b), _samples(folder, model, b)) for r, folder, model in evaluated_rounds(run_dir)
-                     if _summary(folder, model, b)] for b in benchmarks}
+    """Each evaluated round minus the round before it, minus round 1 (what rounds after the first add) and minus round 0,
+    on the questions both answered; each pair once."""
     rows = []
-    for benchmark, points in evaluated.items():
-        for (r_prev, prev, n_prev), (r, scores, n) in zip(points, points[1:]):
-            rows.append((f"round {r} - round {r_prev}", benchmark, compare(scores, prev, (n, n_prev))))
-            if r_prev != 0:
-                rows.append((f"round {r} - round 0", benchmark, compare(scores, points[0][1], (n, points[0][2]))))
+    for benchmark in benchmarks:
+        points = [(r, per_question_scores(folder, model, benchmark), _samples(folder, model, benchmark))
+                  for r, folder, model in evaluated_rounds(run_dir) if _summary(folder, model, benchmark)]
+        earlier = {r: (scores, n) for r, scores, n in points}
+        for (r_prev, _, _), (r, scores, n) in zip(points, points[1:]):
+            for base_round in dict.fromkeys((r_prev, 1, 0)):
+                if base_round < r and base_round in earlier:
+                    prev, n_prev = earlier[base_round]
+                    rows.append((f"round {r} - round {base_round}", benchmark, compare(scores, prev, (n, n_prev))))
     return rows
 
 
@@ -158,6 +161,6 @@ def rounds_section(run_dir: Path, out_dir: Path, name: str | None = None) -> lis
         lines += [f"![pass@1 per round]({plot})", ""]
     differences = round_differences(run_dir, benchmarks)
     if differences:
-        lines += [f"### Each round against the previous one and against round 0 (paired, same questions){suffix}", "",
+        lines += [f"### Each round against the previous one, round 1 and round 0 (paired, same questions){suffix}", "",
                   *difference_table(differences, "rounds", "questions gained / lost", "p"), ""]
     return lines
