@@ -8,10 +8,10 @@ answer is \\boxed{35}.") and then justifies it passes that check as well as one 
 and in the hinted prompt the right answer is there to copy. Trained on, such solutions teach the
 student to answer before reasoning. This counts, model-free, from the committed round folders
 (``rounds-<arm>/round-<r>/``), the texts whose first ``\\boxed`` comes within their first CHARS
-characters, and how often those and the others are right: the rollouts (sampled by the previous
-round's model, without hints), every refinement, the kept solutions (student.jsonl, before
-distillation's held-out and min_solution_tokens split) and the round's greedy evaluation. Writes
-answer_first.json next to the round folders.
+characters (what ``refine.answer_first_chars`` drops), and how often those and the others are
+right: the rollouts (sampled by the previous round's model, without hints), every refinement, the
+kept solutions (student.jsonl, before distillation's held-out and min_solution_tokens split) and
+the round's greedy evaluation. Writes answer_first.json next to the round folders.
 """
 
 from __future__ import annotations
@@ -23,13 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from committed_views import read_gz  # noqa: E402
+from ssb.refinement import answers_first  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
-
-
-def answers_first(text: str, chars: int) -> bool:
-    position = text.find("\\boxed")
-    return 0 <= position < chars
 
 
 def split(texts_and_correct: list[tuple[str, bool | None]], chars: int) -> dict:

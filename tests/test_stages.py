@@ -15,10 +15,10 @@ from scripted import ScriptedBackend
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.cli import main
-from ssb.config import load_config
+from ssb.config import ConfigError, load_config
 from ssb.data import DataError
 from ssb.prompts import load_prompts
-from ssb.refinement import run_refine
+from ssb.refinement import KEPT, run_refine
 from ssb.rollouts import run_rollouts
 
 N_QUESTIONS = 12
@@ -123,6 +123,31 @@ def test_rollouts_and_refine_produce_the_run_folder(tmp_path, tokenizer):
         entry = manifest["stages"][stage]
         assert {"inputs", "tokenizer_hash", "package_versions", "seed", "started", "finished", "model"} <= set(entry)
         assert entry["package_versions"]["transformers"]
+
+
+def test_answer_first_refinements_are_dropped_when_asked(tmp_path, tokenizer):
+    """refine.answer_first_chars drops a right refinement that opens with its boxed answer; off (the default), it is
+    kept and the stage records its inputs as before the option existed."""
+    def answer_first_on_10(user: str, s: int):
+        i = int(re.search(r"-----\nQuestion (\d+)", user).group(1))
+        return f"The final answer is \\boxed{{{i}}}, since {i} = {i}." if i == 10 else refine_script(user, s)
+
+    outcomes = {}
+    for chars in (0, 25):
+        config = make_config(tmp_path, f"run-{chars}", **{"refine.answer_first_chars": chars})
+        run_rollouts(config, backend=scripted(tokenizer))
+        stats = run_refine(config, backend=scripted(tokenizer, answer_first_on_10))
+        run = Path(config.run_dir)
+        outcomes[chars] = {d["id"]: d["reason"] for d in read_jsonl(run / "dropped.jsonl")}.get("jsonl-train-10", KEPT), stats
+        recorded = json.loads((run / "manifest.json").read_text())["stages"]["refine"]["inputs"]["refine"]
+        assert recorded.get("answer_first_chars") == (chars or None)
+    assert outcomes[0][0] == KEPT and outcomes[0][1]["kept"] == 4 and outcomes[0][1]["dropped"]["refinement-answer-first"] == 0
+    assert outcomes[25][0] == "refinement-answer-first" and outcomes[25][1]["kept"] == 3
+    assert outcomes[25][1]["dropped"]["refinement-answer-first"] == 1
+    # "Careful solution, step by step. \boxed{2}": its box starts at character 32, past the 25 asked.
+    assert [s["id"] for s in read_jsonl(tmp_path / "run-25" / "student.jsonl")] == [f"jsonl-train-{i}" for i in (2, 3, 11)]
+    with pytest.raises(ConfigError, match="refine.answer_first_chars must be >= 0"):
+        make_config(tmp_path, "bad", **{"refine.answer_first_chars": -1})
 
 
 class Crash(RuntimeError):

@@ -3,8 +3,9 @@
 For every question with at least one correct and one wrong rollout, a (correct, wrong) pair is
 selected (``ssb.selection``), shown to the same model in the paper's hinted prompt, and the model
 writes one solution. It is kept only when it ends on its own (not truncated) and its last boxed
-answer is correct. Each question's outcome goes to the ``refinements.jsonl`` journal as soon as its
-chunk finishes (``ssb.chunked_generation``); when all are done the views are written from the journal, atomically:
+answer is correct (and, with ``refine.answer_first_chars``, when it does not open with a boxed
+answer). Each question's outcome goes to the ``refinements.jsonl`` journal as soon as its chunk
+finishes (``ssb.chunked_generation``); when all are done the views are written from the journal, atomically:
 ``teacher.jsonl`` (system, hinted prompt, solution), ``student.jsonl`` (system, bare question, the
 same solution) and ``dropped.jsonl`` (id and reason for every question not kept).
 """
@@ -30,7 +31,18 @@ from ssb.selection import select_pair
 _log = logging.getLogger(__name__)
 
 KEPT = "kept"
-DROP_REASONS = ("all-correct", "all-wrong", "hinted-prompt-too-long", "refinement-truncated", "refinement-no-answer", "refinement-wrong")
+DROP_REASONS = ("all-correct", "all-wrong", "hinted-prompt-too-long", "refinement-truncated", "refinement-no-answer", "refinement-wrong",
+                "refinement-answer-first")
+_RECORDED_WHEN_SET = {"answer_first_chars": 0}  # options added later: their default leaves earlier runs' inputs as they were
+
+
+def refine_inputs(refine) -> dict:
+    """The refine section as the stage's inputs record it."""
+    recorded = dataclasses.asdict(refine)
+    for name, default in _RECORDED_WHEN_SET.items():
+        if recorded[name] == default:
+            del recorded[name]
+    return recorded
 
 
 def stage_inputs(config: SSBConfig, prompts: Prompts, rollouts_fingerprint: str) -> dict:
@@ -40,7 +52,7 @@ def stage_inputs(config: SSBConfig, prompts: Prompts, rollouts_fingerprint: str)
         "rollouts_inputs_fingerprint": rollouts_fingerprint,
         "system_prompt_sha256": text_sha256(prompts.system),
         "hinted_prompt_sha256": text_sha256(prompts.hinted_template),
-        "refine": dataclasses.asdict(config.refine),
+        "refine": refine_inputs(config.refine),
         "grading": dataclasses.asdict(config.grading),
     }
 
@@ -58,21 +70,29 @@ def _unrefinable(record: dict) -> dict:
     return {"index": record["index"], "id": record["id"], "outcome": reason}
 
 
-def _outcome(finish_reason: str, answer: str | None, correct: bool) -> str:
-    if finish_reason == "length":
+def answers_first(text: str, chars: int) -> bool:
+    """Whether ``text`` opens with a boxed answer: its first ``\\boxed`` starts within its first ``chars`` characters."""
+    return 0 <= text.find("\\boxed") < chars
+
+
+def _outcome(completion: Completion, answer: str | None, correct: bool, answer_first_chars: int) -> str:
+    if completion.finish_reason == "length":
         return "refinement-truncated"
     if answer is None:
         return "refinement-no-answer"
-    return KEPT if correct else "refinement-wrong"
+    if not correct:
+        return "refinement-wrong"
+    return "refinement-answer-first" if answers_first(completion.text, answer_first_chars) else KEPT
 
 
-def _refinement_record(record: dict, job: Job, completions: list[Completion] | None, timeout_s: float) -> dict:
+def _refinement_record(record: dict, job: Job, completions: list[Completion] | None, config: SSBConfig) -> dict:
     """A mixed question's journal line: its selection and hinted prompt, and the graded refinement."""
     if completions is None:
         return {"index": record["index"], "id": record["id"], "outcome": "hinted-prompt-too-long", **job.detail}
     (completion,) = completions
-    g = grade(completion.text, record["gold"], timeout_s)
-    return {"index": record["index"], "id": record["id"], "outcome": _outcome(completion.finish_reason, g.answer, g.correct), **job.detail,
+    g = grade(completion.text, record["gold"], config.grading.timeout_s)
+    outcome = _outcome(completion, g.answer, g.correct, config.refine.answer_first_chars)
+    return {"index": record["index"], "id": record["id"], "outcome": outcome, **job.detail,
             "refinement": {"text": completion.text, "answer": g.answer, "correct": g.correct, "grader_timed_out": g.timed_out,
                            "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens}}
 
@@ -141,7 +161,7 @@ def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
     backend = backend or LazyBackend(config)
     invocation = ChunkedGeneration(
         journal=journal_path, items=mixed, item_id=lambda r: r["id"], job=job,
-        record=lambda index, record, job, completions: _refinement_record(record, job, completions, config.grading.timeout_s),
+        record=lambda index, record, job, completions: _refinement_record(record, job, completions, config),
         sampling=config.refine.sampling, samples_per_item=1, chunk_size=config.refine.chunk_questions,
         seed=config.seed, seed_key="refine", progress=config.progress, description="refine",
     ).run(backend)
