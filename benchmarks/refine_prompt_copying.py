@@ -31,12 +31,16 @@ from machine import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
 DELIMITER = "\n-----\n"
+INSTRUCTION = "enclosed in \\boxed{}"  # from the hinted prompt's closing instructions; its box is empty, so a copy has no answer
 
 
 def round_copying(folder: Path) -> dict:
-    """Refine outcomes of one round folder, and its truncated refinements that copy the prompt."""
+    """Refine outcomes of one round folder, its truncated refinements that copy the prompt, and its refinements without an
+    answer that copy the prompt's closing instructions (up to their empty box) and stop."""
     from ssb.grading import grade
+    from ssb.prompts import load_prompts
 
+    assert INSTRUCTION in load_prompts().hinted_template, "the hinted prompt no longer ends with the instruction counted here"
     gold = {r["id"]: r["gold"] for r in read_gz(folder / "rollouts.jsonl.gz")}
     records = read_gz(folder / "refinements.jsonl.gz")
     refined = [r for r in records if "refinement" in r]
@@ -45,11 +49,13 @@ def round_copying(folder: Path) -> dict:
     before = [(r, r["refinement"]["text"].split(DELIMITER, 1)[0]) for r in copying]
     boxed = [(r, text) for r, text in before if "\\boxed{" in text]
     right = sum(grade(text, gold[r["id"]]).correct for r, text in boxed)
+    no_answer = [r for r in refined if r["outcome"] == "refinement-no-answer"]
     tokens = sorted(r["refinement"]["num_tokens"] for r in refined)
     return {"refined": len(refined), "kept": sum(r["outcome"] == "kept" for r in records),
             "median_refinement_tokens": tokens[len(tokens) // 2] if tokens else None,
             "truncated": len(truncated), "truncated_copying_the_prompt": len(copying),
-            "boxed_answer_before_the_copy": len(boxed), "of_them_right": right}
+            "boxed_answer_before_the_copy": len(boxed), "of_them_right": right,
+            "no_answer": len(no_answer), "no_answer_copying_the_instructions": sum(INSTRUCTION in r["refinement"]["text"] for r in no_answer)}
 
 
 def end_of_turn_probabilities(models: dict[str, str], views_of: Path, limit: int) -> dict:
@@ -118,11 +124,12 @@ def main() -> None:
     if models:
         result["end_of_turn_command"] = result["command"]
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| round | refined | kept | truncated | of them copying the prompt | boxed answer before the copy | of them right |")
-    print("|---|---|---|---|---|---|---|")
+    print("| round | refined | kept | truncated | of them copying the prompt | boxed answer before the copy | of them right | no answer | "
+          "of them copying the instructions |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in rounds.items():
         print(f"| {name} | {r['refined']} | {r['kept']} | {r['truncated']} | {r['truncated_copying_the_prompt']} | "
-              f"{r['boxed_answer_before_the_copy']} | {r['of_them_right']} |")
+              f"{r['boxed_answer_before_the_copy']} | {r['of_them_right']} | {r['no_answer']} | {r['no_answer_copying_the_instructions']} |")
     for view in ("teacher", "student"):
         for name, e in result.get("end_of_turn", {}).get(f"{view}_view", {}).items():
             if not isinstance(e, dict):  # kept from the script's first form, which stored flat means (see the JSON)

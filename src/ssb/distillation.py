@@ -37,7 +37,7 @@ from ssb.config import SSBConfig
 from ssb.distill_diagnostics import StepDiagnostics
 from ssb.losses import cross_entropy, fused_head_loss, reduce_per_token, token_diagnostics
 from ssb.models import load_model, load_tokenizer
-from ssb.run_folder import RunFolder, invocation_stats, model_provenance
+from ssb.run_folder import RunFolder, invocation_stats, model_provenance, section_inputs
 from ssb.teacher_targets import Teacher, open_targets, require_bias_free_head, teacher_view_path
 
 _log = logging.getLogger(__name__)
@@ -147,18 +147,9 @@ def short_yield(config: SSBConfig) -> str | None:
             f"fewer than a micro-batch of {d.micro_batch_size}: too few to train on, so teacher, distill and eval did not run")
 
 
-# Options added after run folders were distilled: recorded in the stage's inputs only when set, so that a
-# folder distilled before an option existed, which trained as its default does, stays finished.
-_RECORDED_WHEN_SET = {"min_solution_tokens": 0}
-
-
 def distill_inputs(distill) -> dict:
-    """The distill section as the stage's inputs record it."""
-    recorded = dataclasses.asdict(distill)
-    for name, default in _RECORDED_WHEN_SET.items():
-        if recorded[name] == default:
-            del recorded[name]
-    return recorded
+    """The distill section as the stage's inputs record it (options added later: only when set)."""
+    return section_inputs(distill, {"min_solution_tokens": 0})
 
 
 def _checkpoints(folder: Path) -> list[Path]:

@@ -25,7 +25,7 @@ from ssb.generation import Completion, LazyBackend
 from ssb.grading import answers_equivalent, grade
 from ssb.hints import hint_donor, hinted_prompt
 from ssb.prompts import Prompts, load_prompts
-from ssb.run_folder import RunFolder, model_provenance
+from ssb.run_folder import RunFolder, model_provenance, section_inputs
 from ssb.selection import select_pair
 
 _log = logging.getLogger(__name__)
@@ -33,16 +33,11 @@ _log = logging.getLogger(__name__)
 KEPT = "kept"
 DROP_REASONS = ("all-correct", "all-wrong", "hinted-prompt-too-long", "refinement-truncated", "refinement-no-answer", "refinement-wrong",
                 "refinement-answer-first")
-_RECORDED_WHEN_SET = {"answer_first_chars": 0}  # options added later: their default leaves earlier runs' inputs as they were
 
 
 def refine_inputs(refine) -> dict:
-    """The refine section as the stage's inputs record it."""
-    recorded = dataclasses.asdict(refine)
-    for name, default in _RECORDED_WHEN_SET.items():
-        if recorded[name] == default:
-            del recorded[name]
-    return recorded
+    """The refine section as the stage's inputs record it (options added later: only when set)."""
+    return section_inputs(refine, {"answer_first_chars": 0})
 
 
 def stage_inputs(config: SSBConfig, prompts: Prompts, rollouts_fingerprint: str) -> dict:

@@ -9,6 +9,7 @@ entry to ``manifest.json`` (written last, atomically) and its counts to ``stats.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -32,6 +33,17 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in tree.items():
         out.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
     return out
+
+
+def section_inputs(section, recorded_when_set: dict[str, Any]) -> dict:
+    """A config section (a dataclass) as a stage's inputs record it. Options added after run folders were made are
+    recorded only when set, not at their default (``recorded_when_set``: name -> default), so that a folder made before
+    an option existed, which ran as its default does, stays finished."""
+    recorded = dataclasses.asdict(section)
+    for name, default in recorded_when_set.items():
+        if recorded[name] == default:
+            del recorded[name]
+    return recorded
 
 
 def model_provenance(config, tokenizer) -> dict:
