@@ -23,7 +23,7 @@ from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
 from ssb.report import cell, write_report
 from ssb.rounds import merge_adapter, round_config
-from ssb.rounds_report import rounds_section, rounds_sections
+from ssb.rounds_report import rounds_section, rounds_sections, rounds_table
 from test_evaluation import write_benchmark
 from test_pipeline import SETTINGS
 from test_stages import refine_script, rollout_script
@@ -191,6 +191,27 @@ def test_round_differences_are_paired_on_the_questions(tmp_path):
         assert row.startswith(f"| round {a} - round {b} | gsm8k | {100 * sum(diffs) / 6:+.1f} | ")
         assert f"| {diffs.count(1)} / {diffs.count(-1)} (n=6) |" in row
     assert (tmp_path / "rounds.png").stat().st_size > 0
+
+
+def test_the_answer_first_drops_show_only_where_a_round_had_some(tmp_path):
+    """Stats written before refine.answer_first_chars existed lack the reason; it counts as 0 beside a round that has it."""
+    fake_eval(tmp_path, "base", [1, 0])
+    fake_eval(tmp_path, "ssb", [1, 1])
+    fake_eval(tmp_path / "round-2", "ssb", [0, 1])
+    write_json_atomic(tmp_path / "rounds.json", {"rounds": 2, "rounds_data": "fresh", "stopped": None,
+                                                 "per_round": [{"round": 1, "folder": "."}, {"round": 2, "folder": "round-2"}]})
+    dropped = {"refinement-wrong": 3, "refinement-no-answer": 2, "refinement-truncated": 1}
+    for folder, more in ((tmp_path, {}), (tmp_path / "round-2", {"refinement-answer-first": 0})):
+        write_json_atomic(folder / "stats.json", {"refine": {"questions": 9, "mixed": 7, "kept": 1, "dropped": dropped | more},
+                                                  "distill": {"examples": 1}})
+    assert "| refinements wrong / no answer / truncated |" in rounds_table(tmp_path, ["gsm8k"])[0]
+    stats = json.loads((tmp_path / "round-2/stats.json").read_text())
+    stats["refine"]["dropped"]["refinement-answer-first"] = 4
+    write_json_atomic(tmp_path / "round-2/stats.json", stats)
+    lines = rounds_table(tmp_path, ["gsm8k"])
+    assert "| refinements wrong / no answer / truncated / answer first |" in lines[0]
+    assert lines[3].startswith("| 1 | gsm8k | 9 | 7 | 1 | 3 / 2 / 1 / 0 | 1 |")
+    assert lines[4].startswith("| 2 | gsm8k | 9 | 7 | 1 | 3 / 2 / 1 / 4 | 1 |")
 
 
 def test_a_second_run_skips_finished_rounds_and_refuses_a_stale_one(runs):

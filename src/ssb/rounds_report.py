@@ -1,14 +1,15 @@
 """The per-round curve of an iterated run (``rounds`` > 1, ``ssb.rounds``), for ``ssb report``.
 
-Read from ``RUN_DIR/rounds.json`` and each round's run folder: per round and benchmark, the yield
-funnel (questions, mixed, kept, the refinements dropped as wrong, without an answer or truncated, and
-trained on: kept less held out and too short), the mean length of the solutions it trained on, and the
-pass@1 of its trained model with the 95% CI and the mean completion length; round 0 is the original
-base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
-error bars. Each round is compared with the one before it, with round 1 and with round 0 on the same questions
-(paired difference, McNemar's test or, between unequal sample counts, the z test; Holm's adjustment over the table), like the report's other
-paired tables. A report on several iterated runs (SSB rounds beside SFT rounds, say) gives each its
-own section and plot, then compares round r of the first run with round r of each other.
+Read from ``RUN_DIR/rounds.json`` and each round's run folder: per round and benchmark, the yield funnel
+(questions, mixed, kept, the refinements dropped as wrong, without an answer, truncated or, where
+``refine.answer_first_chars`` dropped any, answering first, and trained on: kept less held out and too short),
+the mean length of the solutions it trained on, and the pass@1 of its trained model with the 95% CI and the
+mean completion length; round 0 is the original base model, evaluated in round 1's folder. ``rounds.png``
+plots pass@1 per round with CI error bars. Each round is compared with the one before it, with round 1 and
+with round 0 on the same questions (paired difference, McNemar's test or, between unequal sample counts, the z
+test; Holm's adjustment over the table), like the report's other paired tables. A report on several iterated
+runs (SSB rounds beside SFT rounds, say) gives each its own section and plot, then compares round r of the
+first run with round r of each other.
 """
 
 from __future__ import annotations
@@ -44,17 +45,28 @@ def _benchmarks(run_dir: Path) -> list[str]:
     return sorted(p.name.removesuffix(".summary.json") for p in (run_dir / "eval" / "base").glob("*.summary.json"))
 
 
+def _stats(folder: Path) -> dict:
+    return json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").exists() else {}
+
+
+def _drop_reasons(run_dir: Path) -> list[str]:
+    """The refinement drop reasons of the table: answer-first only where some round dropped one (refine.answer_first_chars
+    is off by default, and stats written before it existed lack the reason)."""
+    dropped = [_stats(folder).get("refine", {}).get("dropped", {}) for r, folder, _ in evaluated_rounds(run_dir) if r > 0]
+    return ["wrong", "no-answer", "truncated"] + (["answer-first"] if any(d.get("refinement-answer-first") for d in dropped) else [])
+
+
 def rounds_table(run_dir: Path, benchmarks: list[str]) -> list[str]:
-    header = ["round", "benchmark", "questions", "mixed", "kept", "refinements wrong / no answer / truncated", "trained on",
+    reasons = _drop_reasons(run_dir)
+    header = ["round", "benchmark", "questions", "mixed", "kept", "refinements " + " / ".join(reasons).replace("-", " "), "trained on",
               "training solution length", "pass@1 % ± 95% CI half-width (n)", "mean completion tokens"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r, folder, model in evaluated_rounds(run_dir):
-        stats = json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").exists() else {}
+        stats = _stats(folder)
         refine, distill = stats.get("refine"), stats.get("distill", {})
         funnel = [str(refine[k]) for k in ("questions", "mixed", "kept")] if r > 0 and refine else [DASH] * 3
         # Why mixed questions kept no refinement: a round whose refiner has changed shows it here first.
-        funnel.append(" / ".join(str(refine["dropped"][f"refinement-{why}"]) for why in ("wrong", "no-answer", "truncated"))
-                      if r > 0 and refine else DASH)
+        funnel.append(" / ".join(str(refine["dropped"].get(f"refinement-{why}", 0)) for why in reasons) if r > 0 and refine else DASH)
         # Kept solutions less those held out and those under distill.min_solution_tokens.
         funnel.append(str(distill["examples"]) if r > 0 and "examples" in distill else DASH)
         length = (training_solution_length(folder) if r > 0 and "examples" in distill else None) or DASH  # only what it trained on
