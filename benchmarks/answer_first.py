@@ -10,8 +10,7 @@ student to answer before reasoning. This counts, model-free, from the committed 
 (``rounds-<arm>/round-<r>/``), the texts whose first ``\\boxed`` comes within their first CHARS
 characters (what ``refine.answer_first_chars`` drops), and how often those and the others are
 right: the rollouts (sampled by the previous round's model, without hints), every refinement, the
-kept solutions (student.jsonl, before distillation's held-out and min_solution_tokens split) and
-the round's greedy evaluation. Writes answer_first.json next to the round folders.
+kept solutions and the round's greedy evaluation (``committed_views.round_texts``). Writes answer_first.json next to the round folders.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from committed_views import read_gz  # noqa: E402
+from committed_views import round_folders, round_texts  # noqa: E402
 from ssb.refinement import answers_first  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
@@ -39,17 +38,7 @@ def split(texts_and_correct: list[tuple[str, bool | None]], chars: int) -> dict:
 
 
 def round_counts(folder: Path, chars: int) -> dict:
-    out = {}
-    if (folder / "rollouts.jsonl.gz").exists():
-        out["rollouts"] = split([(r["text"], r["correct"]) for q in read_gz(folder / "rollouts.jsonl.gz") for r in q["rollouts"]], chars)
-    if (folder / "refinements.jsonl.gz").exists():
-        refined = [r for r in read_gz(folder / "refinements.jsonl.gz") if "refinement" in r]
-        out["refinements"] = split([(r["refinement"]["text"], r["outcome"] == "kept") for r in refined], chars)
-    if (folder / "student.jsonl.gz").exists():
-        out["kept"] = split([(r["messages"][-1]["content"], None) for r in read_gz(folder / "student.jsonl.gz")], chars)
-    for samples in sorted(folder.glob("eval/*/gsm8k.samples.jsonl.gz")):
-        out[f"eval/{samples.parent.name}"] = split([(c["text"], c["correct"]) for q in read_gz(samples) for c in q["completions"]], chars)
-    return out
+    return {name: split(texts, chars) for name, texts in round_texts(folder).items()}
 
 
 def main() -> None:
@@ -57,11 +46,9 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=80, help="a text answers first when its first \\boxed starts within this many characters")
     args = parser.parse_args()
     result = {"command": " ".join(["python benchmarks/answer_first.py", *sys.argv[1:]]), "chars": args.chars, "rounds": {}}
-    for export in sorted(RESULTS.glob("rounds-*/rounds.json")):
-        for folder in sorted(export.parent.glob("round-*"), key=lambda p: int(p.name.removeprefix("round-"))):
-            counts = round_counts(folder, args.chars)
-            result["rounds"][f"{export.parent.name}/{folder.name}"] = counts
-            print(export.parent.name, folder.name, json.dumps(counts))
+    for name, folder in round_folders(RESULTS):
+        result["rounds"][name] = counts = round_counts(folder, args.chars)
+        print(name, json.dumps(counts))
     (RESULTS / "answer_first.json").write_text(json.dumps(result, indent=2) + "\n")
 
 

@@ -1,5 +1,5 @@
-"""Solutions written in the hinted prompt's own terms, per round: in the refinements, the kept (training)
-solutions and the evaluation's responses.
+"""Solutions written in the hinted prompt's own terms, per round: in the policy's rollouts, the refinements, the
+kept (training) solutions and the evaluation's responses (``committed_views.round_texts``).
 
     python benchmarks/prompt_terms.py [--phrase "correct response"]
 
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from committed_views import read_gz  # noqa: E402
+from committed_views import round_folders, round_texts  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
 
@@ -37,15 +37,7 @@ def split(texts_and_correct: list[tuple[str, bool | None]], phrase: str) -> dict
 
 
 def round_counts(folder: Path, phrase: str) -> dict:
-    out = {}
-    if (folder / "refinements.jsonl.gz").exists():
-        refined = [r for r in read_gz(folder / "refinements.jsonl.gz") if "refinement" in r]
-        out["refinements"] = split([(r["refinement"]["text"], r["outcome"] == "kept") for r in refined], phrase)
-    if (folder / "student.jsonl.gz").exists():
-        out["kept"] = split([(r["messages"][-1]["content"], None) for r in read_gz(folder / "student.jsonl.gz")], phrase)
-    for samples in sorted(folder.glob("eval/*/gsm8k.samples.jsonl.gz")):
-        out[f"eval/{samples.parent.name}"] = split([(c["text"], c["correct"]) for q in read_gz(samples) for c in q["completions"]], phrase)
-    return out
+    return {name: split(texts, phrase) for name, texts in round_texts(folder).items()}
 
 
 def main() -> None:
@@ -53,11 +45,9 @@ def main() -> None:
     parser.add_argument("--phrase", default="correct response", help="the hinted prompt's words to look for (case-insensitive)")
     args = parser.parse_args()
     result = {"command": " ".join(["python benchmarks/prompt_terms.py", *sys.argv[1:]]), "phrase": args.phrase, "rounds": {}}
-    for export in sorted(RESULTS.glob("rounds-*/rounds.json")):
-        for folder in sorted(export.parent.glob("round-*"), key=lambda p: int(p.name.removeprefix("round-"))):
-            counts = round_counts(folder, args.phrase)
-            result["rounds"][f"{export.parent.name}/{folder.name}"] = counts
-            print(export.parent.name, folder.name, json.dumps(counts))
+    for name, folder in round_folders(RESULTS):
+        result["rounds"][name] = counts = round_counts(folder, args.phrase)
+        print(name, json.dumps(counts))
     (RESULTS / "prompt_terms.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
