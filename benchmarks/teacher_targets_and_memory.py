@@ -79,9 +79,11 @@ class PeakRSS:
 
 def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch: int, gradient_checkpointing: bool) -> dict:
     """One distillation step in this process; returns peak growth of RSS and tokens/s."""
-    from ssb.distillation import build_peft_model, per_token_losses
+    from ssb.lora import build_peft_model
     from ssb.losses import reduce_per_token
+    from ssb.objectives import objective_for
     from ssb.teacher_targets import Teacher
+    from ssb.training_loop import per_token_terms
 
     config = load_config(None, {"model.name_or_path": model_name, "distill.gradient_checkpointing": gradient_checkpointing})
     tokenizer = load_tokenizer(config.model)
@@ -92,6 +94,8 @@ def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch:
         teacher_hidden = solution_hidden_states(model, pack([e.teacher_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id))
     peft_model = build_peft_model(model, config)
     peft_model.train()
+    objective = objective_for(config)  # kd
+    objective.attach(peft_model, chat)
     head = peft_model.get_output_embeddings()
     student = pack([e.student_prompt_ids for e in group], [e.solution_ids for e in group], chat.pad_id)
     tokens = len(student.targets)
@@ -115,7 +119,8 @@ def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch:
             loss = T**2 * kl[mask].mean()
         else:
             hidden = solution_hidden_states(peft_model, student)
-            per_token = per_token_losses(config, head, hidden, Teacher(config), Teacher.rows_of_hidden_states(teacher_hidden), student.targets)
+            per_token = per_token_terms(objective, head, hidden, Teacher.rows_of_hidden_states(teacher_hidden), student.targets,
+                                        config.distill.head_chunk_tokens)
             loss = reduce_per_token(per_token[:, 0], student.sequence_index, len(group), "token", tokens)
         loss.backward()
         seconds = time.monotonic() - start

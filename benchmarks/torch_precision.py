@@ -26,11 +26,13 @@ import torch
 from ssb.alignment import AlignedExample, pack, solution_hidden_states, solution_token_ids
 from ssb.chat import messages
 from ssb.config import load_config
-from ssb.distillation import build_peft_model, per_token_losses
+from ssb.lora import build_peft_model
 from ssb.losses import kl_full, reduce_per_token
 from ssb.models import load_chat_format, load_model
+from ssb.objectives import objective_for
 from ssb.prompts import load_prompts
 from ssb.teacher_targets import Teacher
+from ssb.training_loop import per_token_terms
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
@@ -71,13 +73,15 @@ def measure(dtype: str, examples, chat, config) -> dict:
     peft_model.train()
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=2e-4)
+    objective = objective_for(config)  # kd
+    objective.attach(peft_model, chat)
     start = time.monotonic()
     total = 0.0
     for e, hidden in zip(examples, teacher):
         batch = pack([e.student_prompt_ids], [e.solution_ids], chat.pad_id)
         student = solution_hidden_states(peft_model, batch)
-        per_token = per_token_losses(config, peft_model.get_output_embeddings(), student, Teacher(config),
-                                     Teacher.rows_of_hidden_states(hidden.clone()), batch.targets)
+        per_token = per_token_terms(objective, peft_model.get_output_embeddings(), student, Teacher.rows_of_hidden_states(hidden.clone()),
+                                    batch.targets, config.distill.head_chunk_tokens)
         loss = reduce_per_token(per_token[:, 0], batch.sequence_index, 1, "sequence", len(examples))
         loss.backward()
         total += loss.item()

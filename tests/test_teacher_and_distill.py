@@ -151,10 +151,10 @@ def test_resume_continues_the_same_trajectory(tmp_path, tiny_model_dir, monkeypa
 
     config = phase1_folder(tmp_path, tiny_model_dir)
     run_teacher(config)
-    import ssb.distillation as distillation
+    import ssb.training_loop as training_loop
 
     calls = {"n": 0}
-    original = distillation.per_token_losses
+    original = training_loop.per_token_terms
 
     def crash_in_step_4(*args, **kwargs):
         calls["n"] += 1
@@ -162,10 +162,10 @@ def test_resume_continues_the_same_trajectory(tmp_path, tiny_model_dir, monkeypa
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(distillation, "per_token_losses", crash_in_step_4)
+    monkeypatch.setattr(training_loop, "per_token_terms", crash_in_step_4)
     with pytest.raises(KeyboardInterrupt):
         run_distill(config)
-    monkeypatch.setattr(distillation, "per_token_losses", original)
+    monkeypatch.setattr(training_loop, "per_token_terms", original)
     run_distill(config)
     got, want = read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl"), read_jsonl(Path(reference.run_dir) / "distill" / "metrics.jsonl")
     assert [m["step"] for m in got] == list(range(1, 11))
@@ -225,17 +225,17 @@ def test_two_process_run_matches_one_process_with_the_same_global_batch(tmp_path
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(config, monkeypatch):
     run_teacher(config)
-    import ssb.distillation as distillation
+    import ssb.training_loop as training_loop
 
     calls = {"n": 0}
-    original = distillation.per_token_losses
+    original = training_loop.per_token_terms
 
     def nan_in_step_3(*args, **kwargs):
         calls["n"] += 1
         out = original(*args, **kwargs)
         return out * float("nan") if calls["n"] == 5 else out
 
-    monkeypatch.setattr(distillation, "per_token_losses", nan_in_step_3)
+    monkeypatch.setattr(training_loop, "per_token_terms", nan_in_step_3)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step 3; stopping\. Last good checkpoint: .*step-000002"):
         run_distill(config)
     checkpoints = sorted(p.name for p in (Path(config.run_dir) / "distill" / "checkpoints").iterdir())
@@ -250,7 +250,7 @@ def test_sft_objective_is_token_level_cross_entropy_on_solution_tokens_only(tmp_
     stats = run_distill(config)  # no teacher stage needed
     assert stats["steps"] == 1
     first = read_jsonl(Path(config.run_dir) / "distill" / "metrics.jsonl")[0]
-    from ssb.distillation import step_batches
+    from ssb.training_loop import step_batches
 
     chat = ChatFormat(load_tokenizer(config.model))
     examples = align_examples(Path(config.run_dir) / "teacher.jsonl", Path(config.run_dir) / "student.jsonl", chat)
@@ -273,12 +273,13 @@ KILL_DISTILL = """
 import sys, time
 sys.path.insert(0, {tests!r})
 import ssb.distillation as distillation
+import ssb.training_loop as training_loop
 from ssb.config import ConfigError, load_config
-original = distillation.per_token_losses
+original = training_loop.per_token_terms
 def slow(*args, **kwargs):
     time.sleep(0.4)
     return original(*args, **kwargs)
-distillation.per_token_losses = slow
+training_loop.per_token_terms = slow
 distillation.run_distill(load_config({config!r}))
 """
 

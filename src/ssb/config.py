@@ -17,6 +17,9 @@ from typing import Any, Literal
 import yaml
 
 from ssb.configs import resolve_config, shipped_configs
+from ssb.objectives import OBJECTIVES
+
+OBJECTIVE_NAMES = tuple(OBJECTIVES)
 
 
 class ConfigError(ValueError):
@@ -179,7 +182,7 @@ class LoraConfig:
 
 @dataclass
 class DistillConfig:
-    objective: Literal["kd", "sft"] = doc("kd", "Training objective: kd (logit distillation, optionally mixed with CE); sft (cross-entropy on the same refined solutions given the bare question: hard labels, no teacher targets; a control).")
+    objective: Literal[OBJECTIVE_NAMES] = doc("kd", "Training objective: kd (logit distillation, optionally mixed with CE); sft (cross-entropy on the same refined solutions given the bare question: hard labels, no teacher targets; a control).")
     temperature: float = doc(2.0, "Distillation temperature T_KD (the authors' code: 2.0); the loss is T^2 * KL(softmax(t/T) || softmax(s/T)).")
     normalization: Literal["sequence", "token"] = doc("sequence", "sequence: mean over each solution's tokens, then over sequences (paper eq. 6); token: mean over all tokens of a step (the authors' code).")
     kd_direction: Literal["forward", "reverse", "jsd"] = doc("forward", "forward: T^2 KL(teacher || student), the paper; reverse: T^2 KL(student || teacher); jsd: T^2 times the generalised Jensen-Shannon divergence with weight jsd_beta on the teacher. reverse and jsd need full teacher logits (teacher.format hidden, full or online).")

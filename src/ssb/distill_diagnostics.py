@@ -5,14 +5,14 @@ processes): teacher and student entropy and the teacher's NLL of the solution to
 NLL says how much the hinted teacher "agrees" with the kept solution), top-1 agreement of teacher
 and student, and the share of the step's KD that falls on the end-of-turn token and on the tokens
 that write the final boxed answer. Top-k targets keep no full teacher distribution: their teacher
-columns are reported as None.
+columns are reported as None, and so are those of an objective that has no teacher (``sft``).
 """
 
 from __future__ import annotations
 
 import torch
 
-# Columns 3.. of distillation.per_token_losses, in order.
+# The per-token diagnostic terms, by name (``losses.token_diagnostics`` computes them in this order).
 DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement")
 
 
@@ -23,15 +23,18 @@ class StepDiagnostics:
         # per diagnostic: sum, count (NaN-free rows); then KD on all tokens, on end-of-turn, on answer tokens
         self.sums = torch.zeros(2 * len(DIAGNOSTICS) + 3, dtype=torch.float64, device=device)
 
-    def add(self, per_token: torch.Tensor, eot: torch.Tensor, answer: torch.Tensor) -> None:
-        """``per_token`` (N, 3 + len(DIAGNOSTICS)) from per_token_losses; ``eot``, ``answer`` (N,) bool masks."""
+    def add(self, per_token: torch.Tensor, terms: tuple[str, ...], eot: torch.Tensor, answer: torch.Tensor) -> None:
+        """``per_token`` (N, len(terms)): an objective's named per-token terms; ``eot``, ``answer`` (N,) bool masks.
+        A diagnostic the objective does not compute counts as NaN on every token (None in the metrics), and no
+        ``kd`` term as 0 (no shares)."""
         with torch.no_grad():
-            values = per_token[:, 3:].double()
+            nan = per_token.new_full((len(per_token),), float("nan"))
+            values = torch.stack([per_token[:, terms.index(name)] if name in terms else nan for name in DIAGNOSTICS], dim=-1).double()
             finite = ~values.isnan()
             n = len(DIAGNOSTICS)
             self.sums[:n] += torch.where(finite, values, 0.0).sum(0)
             self.sums[n : 2 * n] += finite.sum(0)
-            kd = per_token[:, 1].double()
+            kd = per_token[:, terms.index("kd")].double() if "kd" in terms else torch.zeros_like(nan, dtype=torch.float64)
             self.sums[2 * n] += kd.sum()
             self.sums[2 * n + 1] += kd[eot].sum()
             self.sums[2 * n + 2] += kd[answer].sum()

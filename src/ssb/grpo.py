@@ -24,6 +24,7 @@ from ssb.chat import ChatFormat, fold_system_into_user, messages
 from ssb.config import SSBConfig
 from ssb.data import load_problems
 from ssb.grading import extract_boxed_answer, grade
+from ssb.lora import peft_lora_config
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, invocation_stats, model_provenance
 
@@ -100,7 +101,6 @@ def build_dataset(config: SSBConfig, chat: ChatFormat):
 def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None = None) -> dict:
     """Train a LoRA adapter with GRPO; ``reward_funcs`` replaces the grader-based rewards (tests)."""
     import torch
-    from peft import LoraConfig
     from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
@@ -134,8 +134,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
         save_total_limit=2, report_to=[], use_vllm=g.use_vllm, gradient_checkpointing=g.gradient_checkpointing,
         disable_tqdm=not config.progress,
     )
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
-                             bias="none", task_type="CAUSAL_LM")
+    peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
     torch.manual_seed(config.seed)
     checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
     budget = None if g.max_wall_s is None else WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)

@@ -27,8 +27,10 @@ RUN_STAGES = tuple(stage for stage in STAGES if stage.in_run)
 
 
 def trained_model_name(config: SSBConfig) -> str:
-    """The name the run's own adapter is evaluated under (``eval/<name>/``): "sft" for the SFT control, else "ssb"."""
-    return "sft" if config.distill.objective == "sft" else "ssb"
+    """The name the run's own adapter is evaluated under (``eval/<name>/``): its objective's (``ssb.objectives``)."""
+    from ssb.objectives import objective_for
+
+    return objective_for(config).evaluated_name
 
 
 def eval_config_with_adapter(config: SSBConfig, with_base: bool = True) -> SSBConfig:

@@ -19,7 +19,9 @@ def _always(config) -> bool:
 
 
 def _needs_teacher_targets(config) -> bool:
-    return config.distill.objective != "sft"  # hard labels need no teacher targets
+    from ssb.objectives import objective_for
+
+    return objective_for(config).needs_teacher_targets
 
 
 @dataclass(frozen=True)

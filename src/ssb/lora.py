@@ -1,0 +1,27 @@
+"""The one LoRA set-up of every trained arm (distillation, GRPO): ``distill.lora`` as PEFT's config.
+
+Built here only, so "the same adapter shape for every arm" holds by construction: ssb's own training
+loop wraps the model with ``build_peft_model``, and TRL's trainers get the same ``peft_lora_config``.
+"""
+
+from __future__ import annotations
+
+
+def peft_lora_config(config):
+    """``config.distill.lora`` as a PEFT ``LoraConfig`` (no bias, causal LM)."""
+    from peft import LoraConfig
+
+    lora = config.distill.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def build_peft_model(model, config):
+    """``model`` with fresh LoRA adapters of the run's shape (PEFT initialises B to zero: the base model's function),
+    recomputing activations in backward when ``distill.gradient_checkpointing`` asks (TRL's trainers do their own)."""
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(model, peft_lora_config(config))
+    if config.distill.gradient_checkpointing:
+        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return peft_model
