@@ -131,11 +131,12 @@ def test_an_installed_wheel_ships_the_configs(tmp_path):
 def test_the_stage_table_drives_the_command_line_the_pipeline_and_the_report():
     from ssb.pipeline import RUN_STAGES
     from ssb.report import TRAINING_STAGES
-    from ssb.stages import STAGES
+    from ssb.stages import COMMANDS, STAGES
 
     subcommands = build_parser()._subparsers._group_actions[0].choices
-    assert set(subcommands) == {s.name for s in STAGES} | {"run", "demo", "report", "configs"}
+    assert set(subcommands) == {s.name for s in COMMANDS} | {"run", "demo", "report", "configs"}
+    assert {s.name for s in STAGES} - {s.name for s in COMMANDS} == {"merge"}  # run by ssb.rounds, in the table for the run folder
     assert [s.name for s in RUN_STAGES] == ["rollouts", "refine", "teacher", "distill", "eval"]
     assert TRAINING_STAGES == ("rollouts", "refine", "teacher", "distill", "grpo")
-    for stage in STAGES:
+    for stage in COMMANDS:
         assert callable(stage.runner()) and subcommands[stage.name].description == stage.help

@@ -14,8 +14,8 @@ from scripted import ScriptedBackend
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
-from ssb.pipeline import run_all
 from ssb.rounds_report import rounds_section
+from ssb.run import run_all
 from test_rounds import make, script, sha
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"

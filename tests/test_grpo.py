@@ -131,3 +131,23 @@ def test_a_resumed_budget_counts_from_the_checkpoint_it_resumes_from(tmp_path, t
     resumed = WallClockBudget(1e9, grpo / "wall_s.json", resume_from=str(grpo / "checkpoints" / "checkpoint-2"))
     assert resumed.spent_before == at_two["wall_s"]
     assert WallClockBudget(1e9, grpo / "wall_s.json").spent_before == 0.0  # no checkpoint: nothing was kept, nothing counts
+
+
+def test_a_finished_grpo_run_is_invalidated_by_a_new_system_prompt_or_grader(tmp_path, tiny_model_dir):
+    """GRPO trains on completions of the system prompt + question, rewarded by the grader: both are its inputs, as they
+    are the rollouts'. A finished run is skipped with the same ones and refused (changes listed) with others."""
+    from ssb.artifacts import RunFolderError
+
+    data = write_questions(tmp_path / "q.jsonl", 4)
+    settings = {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl", "data.path": str(data),
+                "grpo.num_generations": 2, "grpo.batch_size": 4, "grpo.max_steps": 1, "grpo.max_completion_length": 4,
+                "distill.lora.r": 4, "progress": False}
+    rewards = [lambda completions, **kw: [float(i % 2) for i in range(len(completions))]]
+    first = run_grpo(load_config(None, settings), reward_funcs=rewards)
+    assert run_grpo(load_config(None, settings), reward_funcs=rewards) == first  # finished with the same inputs: skipped
+    system = tmp_path / "system.txt"
+    system.write_text("You are a terse tutor. Put the answer in \\boxed{}.", encoding="utf-8")
+    with pytest.raises(RunFolderError, match="system_prompt_sha256"):
+        run_grpo(load_config(None, {**settings, "prompts.system": str(system)}), reward_funcs=rewards)
+    with pytest.raises(RunFolderError, match="grading.timeout_s: 5.0 -> 1.0"):
+        run_grpo(load_config(None, {**settings, "grading.timeout_s": 1.0}), reward_funcs=rewards)

@@ -12,7 +12,7 @@ from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.config import load_config
 from ssb.models import load_tokenizer
-from ssb.pipeline import run_all
+from ssb.run import run_all
 from test_evaluation import write_benchmark
 from test_stages import refine_script, rollout_script, write_questions
 from tiny import greedy_reference, recorded
@@ -113,7 +113,7 @@ from test_pipeline import make, script
 from scripted import ScriptedBackend
 from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
-from ssb.pipeline import run_all
+from ssb.run import run_all
 config = make(Path({tmp!r}), Path({model!r}))
 run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
 """

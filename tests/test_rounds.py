@@ -20,10 +20,10 @@ from ssb.config import ConfigError, load_config
 from ssb.distillation import short_yield
 from ssb.metrics import mean_with_ci
 from ssb.models import load_tokenizer
-from ssb.pipeline import run_all
 from ssb.report import cell, write_report
 from ssb.rounds import merge_adapter, round_config
 from ssb.rounds_report import rounds_section, rounds_sections, rounds_table
+from ssb.run import run_all
 from test_evaluation import write_benchmark
 from test_pipeline import SETTINGS
 from test_stages import refine_script, rollout_script

@@ -18,9 +18,9 @@ from ssb.artifacts import RunFolderError
 from ssb.config import ConfigError, leaf_fields, load_config
 from ssb.configs import shipped_configs
 from ssb.data import DataError
-from ssb.pipeline import run_all
+from ssb.run import run_all
 from ssb.run_lock import hold_run_folder
-from ssb.stages import STAGES, stage_named
+from ssb.stages import COMMANDS, stage_named
 
 
 def _scalar(text: str) -> Any:
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
     options = _config_options(whole_pipeline=False)
     pipeline_options = _config_options(whole_pipeline=True)
-    commands = {**PIPELINE_COMMANDS, **{stage.name: stage.help for stage in STAGES}}
+    commands = {**PIPELINE_COMMANDS, **{stage.name: stage.help for stage in COMMANDS}}
     for name, help_text in commands.items():
         stage = sub.add_parser(name, parents=[pipeline_options if name in PIPELINE_COMMANDS else options], help=help_text, description=help_text)
         if name == "eval":

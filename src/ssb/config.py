@@ -26,11 +26,19 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
 
 
-def doc(default: Any, help: str) -> Any:
-    """A dataclass field with a default and its documentation."""
+def doc(default: Any, help: str, *, added_later: bool = False, stage_input: bool = True) -> Any:
+    """A dataclass field with a default and its documentation, and how stages record it (``ssb.run_folder.section_inputs``).
+
+    A stage records the config sections it depends on whole, so a new field is recorded by every
+    stage that reads its section. ``added_later``: a field added after run folders were made, whose
+    default does what those folders did; it is recorded only when set to another value, so that
+    such folders stay finished. ``stage_input`` False: a field that changes no stage's outputs (it
+    selects which stages run, or is recorded in another form), never recorded.
+    """
+    metadata = {"help": help, "added_later": added_later, "stage_input": stage_input}
     if dataclasses.is_dataclass(default) or isinstance(default, (list, dict)):
-        return field(default_factory=lambda: _copy(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: _copy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def _copy(value: Any) -> Any:
@@ -138,7 +146,7 @@ class RefineConfig:
     chunk_questions: int = doc(8, "Questions refined together and journalled as one unit.")
     prefer_answered_wrong: bool = doc(True, "Pick the wrong rollout among those with a boxed answer when any exist; rollouts without one are used only when no wrong rollout has an answer.")
     hint: Literal["own", "random"] = doc("own", "own: the hinted prompt shows the question's own correct and wrong rollouts (the paper); random: those of another mixed question drawn at random (a control for whether the hint's content matters).")
-    answer_first_chars: int = doc(0, "Drop a right refinement whose first \\boxed starts within its first this many characters, as refinement-answer-first: it states the answer (there to copy in the hinted prompt) before any reasoning, and iterated SFT trained on such refinements collapsed (benchmarks/results/evidence/README.md). 0: off, the paper's check (right last boxed answer).")
+    answer_first_chars: int = doc(0, added_later=True, help="Drop a right refinement whose first \\boxed starts within its first this many characters, as refinement-answer-first: it states the answer (there to copy in the hinted prompt) before any reasoning, and iterated SFT trained on such refinements collapsed (benchmarks/results/evidence/README.md). 0: off, the paper's check (right last boxed answer).")
 
     def __post_init__(self) -> None:
         if self.chunk_questions < 1:
@@ -194,7 +202,7 @@ class DistillConfig:
     lora: LoraConfig = doc(LoraConfig(), "LoRA adapter shape.")
     seed: int | None = doc(None, "Seed of LoRA's initialisation and the data order; default: the run's seed. Another value repeats training on the same data.")
     heldout_examples: int = doc(0, "Refined examples kept out of training (drawn with the run seed, the same for every training seed) to report held-out CE and (KD objectives) KD losses.")
-    min_solution_tokens: int = doc(0, "Leave out of training the refined examples whose solution (end-of-turn included) has fewer tokens: a refinement that only restates its verified final answer teaches answering without reasoning. 0 keeps every one (the paper). Held-out examples are drawn first and kept as they are.")
+    min_solution_tokens: int = doc(0, added_later=True, help="Leave out of training the refined examples whose solution (end-of-turn included) has fewer tokens: a refinement that only restates its verified final answer teaches answering without reasoning. 0 keeps every one (the paper). Held-out examples are drawn first and kept as they are.")
     heldout_every: int = doc(8, "Steps between held-out loss evaluations (also at the first and last step).")
     epochs: int = doc(3, "Passes over the examples (the paper: 3).")
     batch_size: int = doc(4, "Sequences per optimiser step, over all processes and accumulation (the paper: 4).")
@@ -248,15 +256,15 @@ class GRPOConfig:
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = doc(["gsm8k", "math500", "aime24", "amc23"], "Benchmarks (data layouts) to evaluate; read from data.data_dir/<name>_<split>.jsonl or the hub.")
-    split: str = doc("test", "Split of every benchmark.")
-    adapters: list[str] = doc([], "LoRA adapters to evaluate on top of the base model, each DIR or NAME=DIR.")
-    skip_base: bool = doc(False, "Do not evaluate the base model itself.")
+    benchmarks: list[str] = doc(["gsm8k", "math500", "aime24", "amc23"], stage_input=False, help="Benchmarks (data layouts) to evaluate; read from data.data_dir/<name>_<split>.jsonl or the hub.")
+    split: str = doc("test", "Split of every benchmark (recorded in each evaluation's benchmark data).", stage_input=False)
+    adapters: list[str] = doc([], stage_input=False, help="LoRA adapters to evaluate on top of the base model, each DIR or NAME=DIR.")
+    skip_base: bool = doc(False, "Do not evaluate the base model itself.", stage_input=False)
     n: int = doc(1, "Samples per question (pass@1 is their mean).")
-    k: list[int] = doc([], "k values for pass@k and maj@k (each <= n); default: 1 and n.")
+    k: list[int] = doc([], stage_input=False, help="k values for pass@k and maj@k (each <= n); default: 1 and n.")
     sampling: SamplingConfig = doc(SamplingConfig(temperature=0.0, top_k=0, max_new_tokens=4096), "Generation settings (temperature 0 = greedy).")
-    limit: int | None = doc(None, "Evaluate only the first N questions of each benchmark.")
-    prompt: Literal["tutor", "step_by_step"] = doc("tutor", "tutor: the training prompt (the paper's system prompt + bare question); step_by_step: 'Please reason step by step, and put your final answer within \\boxed{}.' as the system prompt.")
+    limit: int | None = doc(None, "Evaluate only the first N questions of each benchmark (recorded in each evaluation's benchmark data).", stage_input=False)
+    prompt: Literal["tutor", "step_by_step"] = doc("tutor", stage_input=False, help="tutor: the training prompt (the paper's system prompt + bare question); step_by_step: 'Please reason step by step, and put your final answer within \\boxed{}.' as the system prompt.")
     chunk_questions: int = doc(16, "Questions generated and journalled together (the unit of resume and seeding).")
 
     def __post_init__(self) -> None:

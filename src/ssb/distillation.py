@@ -29,7 +29,7 @@ from ssb.config import SSBConfig
 from ssb.lora import build_peft_model
 from ssb.models import load_model, load_tokenizer
 from ssb.objectives import objective_for
-from ssb.run_folder import RunFolder, invocation_stats, model_provenance, section_inputs
+from ssb.run_folder import RunFolder, invocation_stats, model_provenance
 from ssb.teacher_targets import require_bias_free_head
 from ssb.training_loop import train
 
@@ -72,11 +72,6 @@ def short_yield(config: SSBConfig) -> str | None:
             f"fewer than a micro-batch of {d.micro_batch_size}: too few to train on, so teacher, distill and eval did not run")
 
 
-def distill_inputs(distill) -> dict:
-    """The distill section as the stage's inputs record it (options added later: only when set)."""
-    return section_inputs(distill, {"min_solution_tokens": 0})
-
-
 def run_distill(config: SSBConfig, force: bool = False) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list
@@ -91,7 +86,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
                              "on CPUs launch with: ACCELERATE_USE_CPU=1 torchrun --nproc_per_node N -m ssb distill ...")
     folder = RunFolder(config.run_dir)
     objective = objective_for(config)
-    upstream = folder.require_finished(objective.upstream, needed_by="distill")
+    stage = folder.stage("distill", config, processes=accelerator.num_processes)  # its objective's upstream stage must have finished
     # Everything that can refuse the inputs runs before the stage is marked as started.
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
@@ -104,13 +99,10 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
     require_bias_free_head(model, config.model.name_or_path)
     objective.open(folder, model, tokenizer)
 
-    inputs = {"upstream_inputs_fingerprint": upstream["inputs_fingerprint"], "seed": config.seed,
-              "model": dataclasses.asdict(config.model), "distill": distill_inputs(config.distill),
-              **objective.recorded_inputs(), "processes": accelerator.num_processes}
-    fresh = [folder.begin_stage("distill", inputs, force) if accelerator.is_main_process else None]
+    fresh = [stage.begin(force) if accelerator.is_main_process else None]
     broadcast_object_list(fresh)
     if not fresh[0]:
-        return folder.stats()["distill"]
+        return stage.stats()
     out = folder.file("distill")
     train_seed = config.seed if config.distill.seed is None else config.distill.seed
     torch.manual_seed(train_seed)
@@ -132,7 +124,7 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
                  "first_loss": history[0]["loss"], "last_loss": history[-1]["loss"],
                  "this_invocation": invocation_stats(time.monotonic() - started),
                  "trainable_parameters": trained.trainable_parameters}
-        folder.finish_stage("distill", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
+        stage.finish({**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return stats

@@ -30,7 +30,7 @@ from ssb.generation import Completion, GenerationBackend, backend_spec, make_bac
 from ssb.grading import GRADER_VERSION, answers_equivalent, grade, strict_match
 from ssb.metrics import majority_score, mean_with_ci, pass_at_k
 from ssb.prompts import load_prompts
-from ssb.run_folder import RunFolder
+from ssb.run_folder import RunFolder, section_inputs
 
 _log = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ def summarize(records: list[dict], config: SSBConfig) -> dict:
 def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_spec: dict, benchmark: str,
                  open_backend: Callable[[], GenerationBackend], force: bool) -> dict:
     """One (model, benchmark) stage; ``open_backend`` is called only when it has something to generate."""
-    stage = f"eval/{model_name}/{benchmark}"
     samples_path = folder.file(f"eval/{model_name}/{benchmark}.samples.jsonl")
     data = DataConfig(source=benchmark, split=config.eval.split, data_dir=config.data.data_dir, limit=config.eval.limit,
                       on_bad_record=config.data.on_bad_record,
@@ -87,17 +86,14 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
                       shuffle_seed=config.data.shuffle_seed if benchmark == "synthetic" else 0)
     loaded = load_problems(data)
     system = system_prompt(config)
-    inputs = {"model": model_spec, "benchmark": dataclasses.asdict(data), "system_prompt": system, "seed": config.seed,
-              "eval": {k: v for k, v in dataclasses.asdict(config.eval).items() if k in ("n", "sampling", "chunk_questions")},
-              "grading": dataclasses.asdict(config.grading)}
-    if folder.finished_with(stage, inputs):  # before opening the model: an OpenVINO backend exports it first (a minute)
-        return folder.stats()[stage]
+    stage = folder.stage("eval", config, key=f"{model_name}/{benchmark}", model=model_spec, benchmark=section_inputs(data), system_prompt=system)
+    if stage.finished():  # before opening the model: an OpenVINO backend exports it first (a minute)
+        return stage.stats()
     backend = open_backend()
     drop_overlong(loaded, backend, system, config.eval.sampling.max_new_tokens, config.data.on_bad_record)
     problems = loaded.problems
-    outputs = [f"eval/{model_name}/{benchmark}.samples.jsonl", f"eval/{model_name}/{benchmark}.summary.json"]
-    if not folder.begin_stage(stage, inputs, force, outputs=outputs):
-        return folder.stats()[stage]
+    if not stage.begin(force):
+        return stage.stats()
 
     def record(index: int, problem, job: Job, samples: list[Completion]) -> dict:
         graded = []
@@ -110,12 +106,12 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
     invocation = ChunkedGeneration(
         journal=samples_path, items=problems, item_id=lambda p: p.id, job=lambda p: Job(messages(system, p.question)), record=record,
         sampling=config.eval.sampling, samples_per_item=config.eval.n, chunk_size=config.eval.chunk_questions,
-        seed=config.seed, seed_key=stage, progress=config.progress, description=f"{model_name}/{benchmark}",
+        seed=config.seed, seed_key=stage.name, progress=config.progress, description=f"{model_name}/{benchmark}",
     ).run(backend)
     records = sorted(read_jsonl(samples_path), key=lambda r: r["index"])
     summary = {"model": model_name, "benchmark": benchmark, **summarize(records, config), "this_invocation": invocation}
     write_json_atomic(folder.file(f"eval/{model_name}/{benchmark}.summary.json"), summary)
-    folder.finish_stage(stage, inputs, {"model_spec": model_spec}, summary)
+    stage.finish({"model_spec": model_spec}, summary)
     return summary
 
 

@@ -11,7 +11,6 @@ resumes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -107,14 +106,13 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     from ssb.models import load_model, load_tokenizer, resolve_device
 
     folder = RunFolder(config.run_dir)
-    g, lora = config.grpo, config.distill.lora
+    g = config.grpo
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
     dataset = build_dataset(config, chat)  # bad input fails before the run folder is touched
-    inputs = {"seed": config.seed, "model": dataclasses.asdict(config.model), "data": dataclasses.asdict(config.data),
-              "grpo": dataclasses.asdict(g), "lora": dataclasses.asdict(lora)}
-    if not folder.begin_stage("grpo", inputs, force):
-        return folder.stats()["grpo"]
+    stage = folder.stage("grpo", config)
+    if not stage.begin(force):
+        return stage.stats()
     out = folder.file("grpo")
     on_gpu = resolve_device(config.model).type == "cuda"
     if reward_funcs is None:
@@ -151,5 +149,5 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
              "generated_tokens": round(sum(e.get("completions/mean_length", 0.0) for e in history) * g.batch_size * g.gradient_accumulation_steps),
              "last_reward": next((e["reward"] for e in reversed(history) if "reward" in e), None),
              "stopped_by_wall_clock_budget": budget is not None and budget.spent() >= g.max_wall_s}
-    folder.finish_stage("grpo", inputs, {**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
+    stage.finish({**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     return stats

@@ -1,12 +1,12 @@
-"""``ssb run``: every stage of the method in order, in one run folder, then the before/after report.
+"""One round of the method: every stage of ``ssb run`` in order, in one run folder (``ssb.run`` adds rounds and the report).
 
 The stages are those of ``ssb.stages`` marked ``in_run`` (rollouts -> refine -> teacher -> distill
--> eval of the base model and the trained adapter, same harness), then the report. Each stage
+-> eval of the base model and the trained adapter, same harness). Each stage
 resumes if interrupted and is skipped when its manifest says it finished with the same inputs; a
 stage whose inputs changed stops the run with the list of changes unless it is named in ``force``.
 When refine keeps no solution (or fewer than distillation needs, counting only those as long as
 ``distill.min_solution_tokens`` asks) the run stops there, with the reason in its result and in the report,
-instead of training on nothing. With ``rounds`` > 1, ``ssb.rounds`` repeats the stages, each round
+instead of training on nothing. With ``rounds`` > 1, ``ssb.rounds`` repeats these stages, each round
 bootstrapping from the model the previous one trained.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ssb.config import SSBConfig
 from ssb.run_folder import RunFolder
+from ssb.run_record import no_yield
 from ssb.stages import STAGES
 
 _log = logging.getLogger(__name__)
@@ -40,22 +41,6 @@ def eval_config_with_adapter(config: SSBConfig, with_base: bool = True) -> SSBCo
         return dataclasses.replace(config, eval=dataclasses.replace(config.eval, adapters=[adapter], skip_base=True))
     adapters = list(config.eval.adapters) + ([adapter] if adapter not in config.eval.adapters else [])
     return dataclasses.replace(config, eval=dataclasses.replace(config.eval, adapters=adapters, skip_base=False))
-
-
-def no_yield(stats: dict, config: SSBConfig | None = None) -> str | None:
-    """Why a run folder's method stops after refine (from its stats.json), or None when it goes on: refine
-    kept no solution, or (given the run's ``config``) fewer than distillation needs to hold some out and
-    still fill one micro-batch."""
-    refine = stats.get("refine")
-    needed = 1 if config is None else config.distill.heldout_examples + config.distill.micro_batch_size
-    if refine is None or refine["kept"] >= needed:
-        return None
-    empty = " (the data slice is empty)" if refine["questions"] == 0 else ""
-    what = ("no solution" if refine["kept"] == 0 else
-            f"{refine['kept']} solution(s), fewer than distill needs ({config.distill.heldout_examples} held out + "
-            f"a micro-batch of {config.distill.micro_batch_size})")
-    return (f"refine kept {what} ({refine['mixed']} mixed of {refine['questions']} questions{empty}): "
-            "nothing to train on, so teacher, distill and eval did not run")
 
 
 def yield_shortfall(refine: dict, config: SSBConfig) -> str | None:
@@ -98,23 +83,3 @@ def run_stages(config: SSBConfig, force: set[str], backend=None, with_base: bool
             _log.warning("%s: %s", config.run_dir, stopped)
             return {"wall_s": timings, "pass@1": None, "stopped": stopped}
     return {"wall_s": timings, "pass@1": results["eval"], "stopped": None}
-
-
-def run_all(config: SSBConfig, force: list[str] | None = None, backend=None) -> dict:
-    """Run the whole method; returns wall seconds per stage (this invocation), the pass@1 table and the report's path,
-    with "stopped" (why) when refine kept too few solutions to train on; with ``rounds`` > 1, one such entry per round (``ssb.rounds``).
-
-    ``backend`` replaces the model's backend of the stages that take one (tests script outcomes).
-    """
-    from ssb.report import write_report
-
-    force = set(force or [])
-    check_force(force)
-    if config.rounds > 1:
-        from ssb.rounds import run_rounds
-
-        return run_rounds(config, force, backend)
-    outcome = run_stages(config, force, backend)
-    report = write_report(config.run_dir, stopped=outcome["stopped"])
-    stopped = {"stopped": outcome["stopped"]} if outcome["stopped"] else {}
-    return {"wall_s": outcome["wall_s"], "pass@1": outcome["pass@1"], **stopped, "report": str(report)}

@@ -17,15 +17,15 @@ import logging
 import random
 from collections import Counter
 
-from ssb.artifacts import JsonlAppender, read_jsonl, text_sha256, write_jsonl_atomic
+from ssb.artifacts import JsonlAppender, read_jsonl, write_jsonl_atomic
 from ssb.chat import messages
 from ssb.chunked_generation import ChunkedGeneration, Job
 from ssb.config import SSBConfig
 from ssb.generation import Completion, LazyBackend
 from ssb.grading import answers_equivalent, grade
 from ssb.hints import hint_donor, hinted_prompt
-from ssb.prompts import Prompts, load_prompts
-from ssb.run_folder import RunFolder, model_provenance, section_inputs
+from ssb.prompts import load_prompts
+from ssb.run_folder import RunFolder, model_provenance
 from ssb.selection import select_pair
 
 _log = logging.getLogger(__name__)
@@ -33,23 +33,6 @@ _log = logging.getLogger(__name__)
 KEPT = "kept"
 DROP_REASONS = ("all-correct", "all-wrong", "hinted-prompt-too-long", "refinement-truncated", "refinement-no-answer", "refinement-wrong",
                 "refinement-answer-first")
-
-
-def refine_inputs(refine) -> dict:
-    """The refine section as the stage's inputs record it (options added later: only when set)."""
-    return section_inputs(refine, {"answer_first_chars": 0})
-
-
-def stage_inputs(config: SSBConfig, prompts: Prompts, rollouts_fingerprint: str) -> dict:
-    return {
-        "seed": config.seed,
-        "model": dataclasses.asdict(config.model),
-        "rollouts_inputs_fingerprint": rollouts_fingerprint,
-        "system_prompt_sha256": text_sha256(prompts.system),
-        "hinted_prompt_sha256": text_sha256(prompts.hinted_template),
-        "refine": refine_inputs(config.refine),
-        "grading": dataclasses.asdict(config.grading),
-    }
 
 
 def _selection_for(record: dict, config: SSBConfig):
@@ -130,12 +113,11 @@ def refine_stats(journal: list[dict]) -> dict:
 def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
     """Run (or resume) selection + refinement; returns its stats. ``backend`` replaces the model's backend."""
     folder = RunFolder(config.run_dir)
-    rollouts_entry = folder.require_finished("rollouts", needed_by="refine")
+    stage = folder.stage("refine", config)  # needs finished rollouts
     prompts = load_prompts(config.prompts.system, config.prompts.hinted)
-    inputs = stage_inputs(config, prompts, rollouts_entry["inputs_fingerprint"])
-    if not folder.begin_stage("refine", inputs, force):
+    if not stage.begin(force):
         _log.info("refine: already complete in %s", folder.path)
-        return folder.stats()["refine"]
+        return stage.stats()
 
     records = sorted(read_jsonl(folder.file("rollouts.jsonl")), key=lambda r: r["index"])
     journal_path = folder.file("refinements.jsonl")
@@ -168,5 +150,5 @@ def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
     write_jsonl_atomic(folder.file("dropped.jsonl"), dropped)
     stats = refine_stats(entries)
     stats["this_invocation"] = invocation
-    folder.finish_stage("refine", inputs, model_provenance(config, backend.chat.tokenizer), stats)
+    stage.finish(model_provenance(config, backend.chat.tokenizer), stats)
     return stats

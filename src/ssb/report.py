@@ -21,15 +21,13 @@ result and report also name the other reasons it stops after refine: too few kep
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssb.artifacts import read_jsonl
-from ssb.comparison import arm_pass_at_1, compare, format_p, holm, model_labels, parse_arms, parse_comparisons, pool
-from ssb.packaged_models import default_cache_dir
-from ssb.pipeline import no_yield
+from ssb.comparison import arm_pass_at_1, compare, model_labels, parse_arms, parse_comparisons, pool
+from ssb.report_tables import cell, difference_table, pyplot
+from ssb.rounds_report import rounds_sections
+from ssb.run_record import RunRecord
 from ssb.stages import STAGES
 
 TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute)
@@ -37,18 +35,9 @@ TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute
 DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement", "kd_share_eot", "kd_share_answer", "heldout_kd", "heldout_ce")
 
 
-def load_summaries(run_dir: Path) -> dict[str, dict[str, dict]]:
-    """{model: {benchmark: summary}} from eval/<model>/<benchmark>.summary.json."""
-    out: dict[str, dict[str, dict]] = {}
-    for path in sorted((run_dir / "eval").glob("*/*.summary.json")):
-        summary = json.loads(path.read_text())
-        out.setdefault(summary["model"], {})[summary["benchmark"]] = summary
-    return out
-
-
 def load_all(run_dirs: list[Path]) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[str, dict]]]:
     """Every evaluated model of the run folders: ({label: (run folder, model)}, {label: {benchmark: summary}})."""
-    per_folder = [(folder, load_summaries(folder)) for folder in run_dirs]
+    per_folder = [(folder, RunRecord(folder).summaries()) for folder in run_dirs]
     labels = model_labels([(str(folder), model) for folder, summaries in per_folder for model in summaries])
     models = {labels[str(folder), model]: (folder, model) for folder, summaries in per_folder for model in summaries}
     return models, {labels[str(folder), model]: s for folder, summaries in per_folder for model, s in summaries.items()}
@@ -56,14 +45,6 @@ def load_all(run_dirs: list[Path]) -> tuple[dict[str, tuple[Path, str]], dict[st
 
 def base_first(labels) -> list[str]:
     return sorted(labels, key=lambda m: (m.rsplit("/", 1)[-1] != "base", m))
-
-
-def cell(summary: dict | None) -> str:
-    if summary is None:
-        return "n/a"
-    p = summary["pass@1"]
-    half = (p["ci95"][1] - p["ci95"][0]) / 2
-    return f"{100 * p['mean']:.1f} ± {100 * half:.1f} (n={p['n_questions']})"
 
 
 def table(summaries: dict[str, dict[str, dict]]) -> tuple[list[str], str]:
@@ -74,39 +55,17 @@ def table(summaries: dict[str, dict[str, dict]]) -> tuple[list[str], str]:
     return benchmarks, "\n".join(lines)
 
 
-def per_question_scores(run_dir: Path, model: str, benchmark: str) -> dict[str, float]:
-    """{question id: fraction of its samples graded correct} from the evaluation journal."""
-    records = read_jsonl(run_dir / "eval" / model / f"{benchmark}.samples.jsonl")
-    return {r["id"]: sum(c["correct"] for c in r["completions"]) / len(r["completions"]) for r in records}
-
-
 def score_loader(models: dict[str, tuple[Path, str]]):
     """``scores(label, benchmark)``: a model's per-question scores, each journal read once."""
     cache: dict[tuple[str, str], dict[str, float]] = {}
 
     def scores(label: str, benchmark: str) -> dict[str, float]:
         if (label, benchmark) not in cache:
-            cache[label, benchmark] = per_question_scores(*models[label], benchmark)
+            folder, model = models[label]
+            cache[label, benchmark] = RunRecord(folder).per_question_scores(model, benchmark)
         return cache[label, benchmark]
 
     return scores
-
-
-def difference_table(rows: list[tuple[str, str, dict]], first: str, counts: str, p_name: str) -> list[str]:
-    """(name, benchmark, paired difference) rows as a table; with several rows, Holm's p beside each raw p and a line saying so."""
-    several = len(rows) > 1
-    adjusted = holm([d["p_value"] for _, _, d in rows])
-    lines = [f"| {first} | benchmark | difference (points) | 95% CI | {counts} | {p_name} |" + (" Holm p |" if several else ""),
-             "|---|---|---|---|---|---|" + ("---|" if several else "")]
-    for (name, benchmark, d), p_holm in zip(rows, adjusted):
-        row = f"| {name} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
-        row += f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {format_p(d['p_value'])}{' (z)' if d.get('test') == 'z' else ''} |"
-        lines.append(row + (f" {format_p(p_holm)} |" if several else ""))
-    if several:
-        lines += ["", f"**Multiple comparisons**: {len(rows)} comparisons in this table (one per pair and benchmark). Holm p is each p-value "
-                      f"adjusted by Holm's step-down method over all {len(rows)}, bounding the chance of any false positive among them; "
-                      "judge significance by it, not by the raw p."]
-    return lines
 
 
 def base_differences(models: dict[str, tuple[Path, str]], summaries: dict[str, dict[str, dict]], scores) -> list[tuple[str, str, dict]]:
@@ -189,42 +148,21 @@ def training_folder(adapter: str | None) -> Path | None:
     return None
 
 
-def eval_adapters(run_dir: Path) -> dict[str, str | None] | None:
-    """{model: its adapter directory (None for the base)} from a run folder's manifest; None without a manifest."""
-    manifest_path = run_dir / "manifest.json"
-    if not manifest_path.exists():
-        return None
-    stages = json.loads(manifest_path.read_text())["stages"]
-    return {name.split("/")[1]: entry.get("model_spec", {}).get("adapter") for name, entry in stages.items() if name.startswith("eval/")}
-
-
 def compute_table(models: dict[str, tuple[Path, str]], trained_in: dict[str, Path | None]) -> str:
     """Training compute behind each evaluated model, summed over the stages of its own run folder."""
     lines = ["| model | trained in | stages | generated tokens | optimiser steps | wall s |", "|---|---|---|---|---|---|"]
     for label in base_first(models):
         folder = trained_in[label]
-        if folder is None or not (folder / "stats.json").exists():
+        stats = RunRecord(folder).stats if folder is not None else {}
+        if not stats:
             lines.append(f"| {label} | - | - | 0 | 0 | 0 |" if models[label][1] == "base" else f"| {label} | unknown | | | | |")
             continue
-        stats = json.loads((folder / "stats.json").read_text())
         used = [stage for stage in TRAINING_STAGES if stage in stats]
         numbers = [stage_compute(stage, stats[stage]) for stage in used]
         tokens, steps, wall = (sum(n[i] or 0 for n in numbers) for i in range(3))
         estimated = "≈" if any(stage_wall_is_estimated(stats[stage]) for stage in used) else ""
         lines.append(f"| {label} | {folder.name} | {', '.join(used)} | {tokens} | {steps} | {estimated}{wall:.0f} |")
     return "\n".join(lines)
-
-
-def training_solution_length(folder: Path | None) -> str | None:
-    """Mean solution length of a run folder's training data: tokens from its distill stats, else characters of student.jsonl."""
-    if folder is None:
-        return None
-    stats = json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").exists() else {}
-    tokens = stats.get("distill", {}).get("mean_solution_tokens")
-    if tokens is not None:
-        return f"{tokens:.0f} tokens"
-    solutions = [r["messages"][-1]["content"] for r in read_jsonl(folder / "student.jsonl")]
-    return f"{sum(map(len, solutions)) / len(solutions):.0f} chars" if solutions else None
 
 
 def diagnostics(metrics: list[dict], window: int = 3) -> dict[str, tuple[float, float]]:
@@ -242,7 +180,7 @@ def diagnostics_table(trained_in: dict[str, Path | None]) -> str | None:
     """First and last values of each logged distillation diagnostic, one row per adapter; columns only for keys present."""
     rows = {}
     for label, folder in sorted(trained_in.items()):
-        metrics = read_jsonl(folder / "distill" / "metrics.jsonl") if folder is not None else []
+        metrics = RunRecord(folder).distill_metrics() if folder is not None else []
         if diagnostics(metrics):
             rows[label] = (len(metrics), diagnostics(metrics))
     if not rows:
@@ -252,17 +190,6 @@ def diagnostics_table(trained_in: dict[str, Path | None]) -> str | None:
     for label, (steps, d) in rows.items():
         lines.append(f"| {label} | {steps} | " + " | ".join(f"{d[k][0]:.4g} -> {d[k][1]:.4g}" if k in d else "" for k in keys) + " |")
     return "\n".join(lines)
-
-
-def pyplot():
-    # matplotlib caches fonts under the home folder unless told otherwise: keep it in ssb's cache.
-    os.environ.setdefault("MPLCONFIGDIR", str(default_cache_dir() / "matplotlib"))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_training(metrics: list[dict], path: Path) -> None:
@@ -357,24 +284,20 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     scores = score_loader(models)
     arm_lines = arms_section(models, summaries, scores, arms, comparisons) if arms or comparisons else []
     out_dir.mkdir(parents=True, exist_ok=True)
-    adapters = {folder: eval_adapters(folder) for folder in folders}
+    records = {folder: RunRecord(folder) for folder in folders}
+    adapters = {folder: record.evaluated_adapters() for folder, record in records.items()}
     trained_in = {label: training_folder((adapters[folder] or {}).get(model)) for label, (folder, model) in models.items()}
-    from ssb.rounds import ROUNDS_FILE
-    from ssb.rounds_report import rounds_sections  # builds on this module's tables
-
     rounds = rounds_sections(folders, out_dir)
-    stats_path = folders[0] / "stats.json"
-    # An iterated run says where it stopped in its rounds section.
-    if stopped is None and not (folders[0] / ROUNDS_FILE).exists() and stats_path.exists():
-        stats = json.loads(stats_path.read_text())
-        stopped = stats.get("refine", {}).get("stopped") or no_yield(stats)  # recorded by ssb run; else from the counts
+    first = records[folders[0]]
+    if stopped is None and first.rounds() is None:  # an iterated run says where it stopped in its rounds section
+        stopped = first.stopped()
     lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *([f"**Stopped**: {stopped}.", ""] if stopped else []),
              *rounds, *arm_lines]
     if summaries:
         benchmarks, markdown = table(summaries)
         plot_accuracy(summaries, benchmarks, out_dir / "accuracy.png")
         lines += ["## pass@1 (%) ± 95% CI half-width (questions)", "", markdown, "", "![accuracy](accuracy.png)", ""]
-        lengths = {label: training_solution_length(folder) for label, folder in trained_in.items()}
+        lengths = {label: RunRecord(folder).training_solution_length() if folder is not None else None for label, folder in trained_in.items()}
         lines += ["## Details", "", *details_table(summaries, lengths), ""]
         if not comparisons:  # named comparisons replace the default family of every model against its base
             paired = base_differences(models, summaries, scores)
@@ -393,12 +316,12 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
                       diagnostics_markdown, ""]
     else:
         lines += ["No evaluation summaries under eval/ yet (run `ssb eval`).", ""]
-    metrics = read_jsonl(folders[0] / "distill" / "metrics.jsonl")
+    metrics = first.distill_metrics()
     if metrics:
         plot_training(metrics, out_dir / "training.png")
         lines += ["## Training", "", f"{len(metrics)} optimiser steps; loss {metrics[0]['loss']:.4f} -> {metrics[-1]['loss']:.4f}.", "",
                   "![training curves](training.png)", ""]
-    stage_stats = {k: v for k, v in json.loads(stats_path.read_text()).items() if not k.startswith("eval/")} if stats_path.exists() else {}
+    stage_stats = {k: v for k, v in first.stats.items() if not k.startswith("eval/")}
     if stage_stats:  # a folder that only evaluated has no compute of its own
         lines += ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s |", "|---|---|---|---|"]
         for stage, s in stage_stats.items():
@@ -408,10 +331,9 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
         lines += ["", "wall s: the stage's last invocation; ≈: the stage was resumed, and all its tokens are costed at the rate its last "
                   "invocation measured.", ""]
     for folder in folders:
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.exists():
+        stages = records[folder].stage_entries
+        if stages is None:
             continue
-        stages = json.loads(manifest_path.read_text())["stages"]
         source = "manifest.json" if len(folders) == 1 else f"{folder}/manifest.json"
         lines += ["## Provenance", "", f"Commands and inputs that produced these numbers (from {source}):", ""]
         for stage, entry in stages.items():

@@ -7,10 +7,9 @@ ends up with the output of an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
-from ssb.artifacts import read_jsonl, text_sha256
+from ssb.artifacts import read_jsonl
 from ssb.chat import messages
 from ssb.chunked_generation import ChunkedGeneration, Job, drop_overlong
 from ssb.config import SSBConfig
@@ -21,17 +20,6 @@ from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, model_provenance
 
 _log = logging.getLogger(__name__)
-
-
-def stage_inputs(config: SSBConfig, system_prompt: str) -> dict:
-    return {
-        "seed": config.seed,
-        "model": dataclasses.asdict(config.model),
-        "data": dataclasses.asdict(config.data),
-        "system_prompt_sha256": text_sha256(system_prompt),
-        "rollouts": dataclasses.asdict(config.rollouts),
-        "grading": dataclasses.asdict(config.grading),
-    }
 
 
 def _record(index: int, problem: Problem, completions: list[Completion], timeout_s: float) -> dict:
@@ -72,10 +60,10 @@ def run_rollouts(config: SSBConfig, force: bool = False, backend=None) -> dict:
     loaded = load_problems(config.data)  # bad input fails here, before any stage output is written
     backend = backend or LazyBackend(config)
     drop_overlong(loaded, backend, prompts.system, config.rollouts.sampling.max_new_tokens, config.data.on_bad_record)
-    inputs = stage_inputs(config, prompts.system)
-    if not folder.begin_stage("rollouts", inputs, force):
+    stage = folder.stage("rollouts", config)
+    if not stage.begin(force):
         _log.info("rollouts: already complete in %s", folder.path)
-        return folder.stats()["rollouts"]
+        return stage.stats()
 
     journal_path = folder.file("rollouts.jsonl")
     invocation = ChunkedGeneration(
@@ -88,6 +76,6 @@ def run_rollouts(config: SSBConfig, force: bool = False, backend=None) -> dict:
     records = sorted(read_jsonl(journal_path), key=lambda r: r["index"])
     stats = rollout_stats(records, len(loaded.skipped))
     stats["this_invocation"] = invocation
-    folder.finish_stage("rollouts", inputs, {**model_provenance(config, backend.chat.tokenizer), "skipped_input_records": loaded.skipped}, stats)
+    stage.finish({**model_provenance(config, backend.chat.tokenizer), "skipped_input_records": loaded.skipped}, stats)
     return stats
 

@@ -56,11 +56,11 @@ from pathlib import Path
 from ssb.artifacts import RunFolderError, write_json_atomic
 from ssb.config import SSBConfig
 from ssb.pipeline import run_stages, trained_model_name
+from ssb.report import write_report
 from ssb.run_folder import RunFolder, describe_changes, invocation_stats
+from ssb.run_record import ROUNDS_FILE
 
 _log = logging.getLogger(__name__)
-
-ROUNDS_FILE = "rounds.json"
 
 
 def round_folder(run_dir: str | Path, r: int) -> Path:
@@ -86,13 +86,13 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
     adapter = Path(previous.run_dir) / "distill" / "adapter"
     # What the merged weights depend on (the merge itself always runs in float32 on the CPU).
     source = {k: v for k, v in dataclasses.asdict(previous.model).items() if k in ("name_or_path", "revision", "chat_template", "trust_remote_code")}
-    inputs = {"model": source, "adapter": str(adapter), "adapter_sha256": adapter_fingerprint(str(adapter))}
+    stage = folder.stage("merge", previous, model=source, adapter=str(adapter), adapter_sha256=adapter_fingerprint(str(adapter)))
     target, staging = folder.file("model"), folder.file(".model.staging")
     entry, recorded = folder.stage_entry("merge"), None
     if entry is not None:
-        if entry["inputs"] != inputs:
+        if entry["inputs"] != stage.inputs:
             raise RunFolderError(f"{into} was built on another model or adapter than the previous round's now; changed:\n  "
-                                 + "\n  ".join(describe_changes(entry["inputs"], inputs))
+                                 + "\n  ".join(describe_changes(entry["inputs"], stage.inputs))
                                  + f"\nThis round and every later one are stale: remove {into} and the later round-* folders to redo them, "
                                  "or use another run_dir.")
         if target.exists():
@@ -102,7 +102,7 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
         recorded = entry.get("merged_sha256")  # absent from merges recorded before it was
         _log.info("%s: merged before but gone; merging %s again", target, adapter)
     # Not finished: whatever an interrupted merge (of this adapter or another) left is discarded or kept whole.
-    folder.begin_stage("merge", inputs, force=True, outputs=["model", ".model.staging"])
+    stage.begin(force=True)
     start = time.monotonic()
     if not target.exists():  # a rename that happened before an interruption left a complete folder
         _save_merged(previous, adapter, staging)
@@ -113,9 +113,8 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
         raise RunFolderError(f"{target}: merged again from the recorded adapter, but into other weights (sha256 {merged}, recorded {recorded}; "
                              f"another torch or peft?). The rounds built on it were not: remove {into} and the later round-* folders "
                              "to redo them, or merge with the versions in its manifest entry.")
-    folder.finish_stage("merge", inputs, {"model": previous.model.name_or_path, "adapter": str(adapter), "merged_into": str(target),
-                                          "dtype": "float32", "merged_sha256": merged},
-                        {"this_invocation": invocation_stats(time.monotonic() - start)})
+    stage.finish({"model": previous.model.name_or_path, "adapter": str(adapter), "merged_into": str(target), "dtype": "float32",
+                  "merged_sha256": merged}, {"this_invocation": invocation_stats(time.monotonic() - start)})
     return str(target)
 
 
@@ -148,8 +147,6 @@ def _save_merged(previous: SSBConfig, adapter: Path, staging: Path) -> None:
 
 def run_rounds(config: SSBConfig, force: set[str], backend=None) -> dict:
     """Rounds 1..``config.rounds`` in turn, each finished one skipped; then the report with the per-round curve."""
-    from ssb.report import write_report
-
     record = {"rounds": config.rounds, "rounds_data": config.rounds_data, "per_round": [], "stopped": None}
     results, current = [], config
     for r in range(1, config.rounds + 1):

@@ -14,26 +14,24 @@ first run with round r of each other.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ssb.comparison import compare
-from ssb.report import cell, difference_table, per_question_scores, pyplot, training_solution_length
-from ssb.rounds import ROUNDS_FILE
+from ssb.report_tables import cell, difference_table, pyplot
+from ssb.run_record import ROUNDS_FILE, RunRecord
 
 DASH = "-"
 
 
 def evaluated_rounds(run_dir: Path) -> list[tuple[int, Path, str]]:
     """(round, run folder, evaluated model) of the curve: round 0 is the base model of round 1's folder."""
-    record = json.loads((run_dir / ROUNDS_FILE).read_text())
+    record = RunRecord(run_dir).rounds()
     # Runs recorded before rounds.json named the evaluated adapter all evaluated it as "ssb".
     return [(0, run_dir, "base"), *((r["round"], run_dir / r["folder"], r.get("evaluated", "ssb")) for r in record["per_round"])]
 
 
 def _summary(folder: Path, model: str, benchmark: str) -> dict | None:
-    path = folder / "eval" / model / f"{benchmark}.summary.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return RunRecord(folder).summary(model, benchmark)
 
 
 def _samples(folder: Path, model: str, benchmark: str) -> list[int]:
@@ -41,12 +39,16 @@ def _samples(folder: Path, model: str, benchmark: str) -> list[int]:
     return [_summary(folder, model, benchmark)["samples_per_question"]]
 
 
+def _scores(folder: Path, model: str, benchmark: str) -> dict[str, float]:
+    return RunRecord(folder).per_question_scores(model, benchmark)
+
+
 def _benchmarks(run_dir: Path) -> list[str]:
-    return sorted(p.name.removesuffix(".summary.json") for p in (run_dir / "eval" / "base").glob("*.summary.json"))
+    return RunRecord(run_dir).benchmarks_of("base")
 
 
 def _stats(folder: Path) -> dict:
-    return json.loads((folder / "stats.json").read_text()) if (folder / "stats.json").exists() else {}
+    return RunRecord(folder).stats
 
 
 def _drop_reasons(run_dir: Path) -> list[str]:
@@ -69,7 +71,7 @@ def rounds_table(run_dir: Path, benchmarks: list[str]) -> list[str]:
         funnel.append(" / ".join(str(refine["dropped"].get(f"refinement-{why}", 0)) for why in reasons) if r > 0 and refine else DASH)
         # Kept solutions less those held out and those under distill.min_solution_tokens.
         funnel.append(str(distill["examples"]) if r > 0 and "examples" in distill else DASH)
-        length = (training_solution_length(folder) if r > 0 and "examples" in distill else None) or DASH  # only what it trained on
+        length = (RunRecord(folder).training_solution_length() if r > 0 and "examples" in distill else None) or DASH  # only what it trained on
         for benchmark in benchmarks or [DASH]:  # a run stopped in round 1 evaluated nothing
             summary = _summary(folder, model, benchmark)
             tokens = f"{summary['mean_completion_tokens']:.0f}" if summary else DASH
@@ -83,7 +85,7 @@ def round_differences(run_dir: Path, benchmarks: list[str]) -> list[tuple[str, s
     on the questions both answered; each pair once."""
     rows = []
     for benchmark in benchmarks:
-        points = [(r, per_question_scores(folder, model, benchmark), _samples(folder, model, benchmark))
+        points = [(r, RunRecord(folder).per_question_scores(model, benchmark), _samples(folder, model, benchmark))
                   for r, folder, model in evaluated_rounds(run_dir) if _summary(folder, model, benchmark)]
         earlier = {r: (scores, n) for r, scores, n in points}
         for (r_prev, _, _), (r, scores, n) in zip(points, points[1:]):
@@ -130,7 +132,7 @@ def across_runs(named: dict[str, Path]) -> list[tuple[str, str, dict]]:
         theirs = curve(run_dir)
         for r, benchmark in sorted(mine.keys() & theirs.keys()):
             rows.append((f"round {r}: {first} - {name}", benchmark,
-                         compare(per_question_scores(*mine[r, benchmark], benchmark), per_question_scores(*theirs[r, benchmark], benchmark),
+                         compare(_scores(*mine[r, benchmark], benchmark), _scores(*theirs[r, benchmark], benchmark),
                                  (_samples(*mine[r, benchmark], benchmark), _samples(*theirs[r, benchmark], benchmark)))))
     return rows
 
@@ -141,7 +143,7 @@ def rounds_sections(folders: list[Path], out_dir: Path) -> list[str]:
     if len(folders) == 1:
         return rounds_section(folders[0], out_dir)
     # Folder names tell the runs apart (the report refuses two folders of the same name).
-    named = {folder.name: folder for folder in folders if (folder / ROUNDS_FILE).exists()}
+    named = {folder.name: folder for folder in folders if RunRecord(folder).rounds() is not None}
     lines = [line for name, folder in named.items() for line in rounds_section(folder, out_dir, name)]
     if len(named) < 2:
         return lines
@@ -156,9 +158,9 @@ def rounds_sections(folders: list[Path], out_dir: Path) -> list[str]:
 def rounds_section(run_dir: Path, out_dir: Path, name: str | None = None) -> list[str]:
     """The report's "Rounds" section (and ``out_dir/rounds.png``, or ``rounds-NAME.png`` for a named run); empty for a run
     without rounds."""
-    if not (run_dir / ROUNDS_FILE).exists():
+    record = RunRecord(run_dir).rounds()
+    if record is None:
         return []
-    record = json.loads((run_dir / ROUNDS_FILE).read_text())
     benchmarks = _benchmarks(run_dir)
     plot, suffix = ("rounds.png", "") if name is None else (f"rounds-{name}.png", f": {name}")
     lines = [f"## Rounds{suffix}", "",

@@ -9,6 +9,7 @@ entry to ``manifest.json`` (written last, atomically) and its counts to ``stats.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -17,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import ssb
-from ssb.artifacts import RunFolderError, command_line, fingerprint, package_versions, utc_now, write_json_atomic
-from ssb.stages import stage_named
+from ssb.artifacts import RunFolderError, command_line, fingerprint, package_versions, text_sha256, utc_now, write_json_atomic
+from ssb.stages import Stage, stage_named
 
 _log = logging.getLogger(__name__)
 
@@ -35,15 +36,35 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def section_inputs(section, recorded_when_set: dict[str, Any]) -> dict:
-    """A config section (a dataclass) as a stage's inputs record it. Options added after run folders were made are
-    recorded only when set, not at their default (``recorded_when_set``: name -> default), so that a folder made before
-    an option existed, which ran as its default does, stays finished."""
-    recorded = dataclasses.asdict(section)
-    for name, default in recorded_when_set.items():
-        if recorded[name] == default:
-            del recorded[name]
+def section_inputs(section) -> dict:
+    """A config section (a dataclass, nested ones included) as every stage's inputs record it: each field, except
+    those declared ``stage_input=False``, and those declared ``added_later`` while at their default (so that a folder
+    made before such a field existed, which ran as its default does, stays finished). See ``ssb.config.doc``."""
+    recorded = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if not f.metadata.get("stage_input", True):
+            continue
+        if f.metadata.get("added_later") and value == (f.default_factory() if f.default is dataclasses.MISSING else f.default):
+            continue
+        recorded[f.name] = section_inputs(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
     return recorded
+
+
+def config_part(config, name: str):
+    """One named part of a stage's recorded inputs (the names of ``ssb.stages.Stage.records``), from the config."""
+    from ssb.prompts import load_prompts
+
+    sections = {"model": config.model, "data": config.data, "grading": config.grading, "rollouts": config.rollouts, "refine": config.refine,
+                "teacher": config.teacher, "distill": config.distill, "grpo": config.grpo, "eval": config.eval, "lora": config.distill.lora}
+    if name in sections:
+        return section_inputs(sections[name])
+    if name == "seed":
+        return config.seed
+    if name in ("system_prompt_sha256", "hinted_prompt_sha256"):
+        prompts = load_prompts(config.prompts.system, config.prompts.hinted)
+        return text_sha256(prompts.system if name == "system_prompt_sha256" else prompts.hinted_template)
+    raise KeyError(name)
 
 
 def model_provenance(config, tokenizer) -> dict:
@@ -74,9 +95,64 @@ def describe_changes(old: dict, new: dict) -> list[str]:
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+class StageRun:
+    """One stage's life in a run folder: its recorded inputs, then ``begin`` (or a skip when it finished with them),
+    then ``finish``. Made by ``RunFolder.stage``, from the stage table."""
+
+    def __init__(self, folder: RunFolder, name: str, inputs: dict, outputs: list[str]):
+        self.folder, self.name, self.inputs, self.outputs = folder, name, inputs, outputs
+
+    def finished(self) -> bool:
+        """Whether the stage completed with exactly these inputs (what ``begin`` skips), touching nothing."""
+        return self.folder.finished_with(self.name, self.inputs)
+
+    def begin(self, force: bool = False) -> bool:
+        """Prepare the stage; False when it already completed with these inputs (nothing to do). Changed inputs are
+        refused with the list of changes, or with ``force`` its outputs are discarded and it starts again."""
+        return self.folder.begin_stage(self.name, self.inputs, force, self.outputs)
+
+    def stats(self) -> dict:
+        """The stats it recorded when it finished."""
+        return self.folder.stats()[self.name]
+
+    def finish(self, entry: dict, stats: dict) -> None:
+        """Record ``stats`` and then the manifest entry (``entry`` + inputs, versions, command, times), written last."""
+        self.folder.finish_stage(self.name, self.inputs, entry, stats)
+
+
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def stage(self, stage: str, config, key: str | None = None, **supplied: Any) -> StageRun:
+        """Stage ``stage`` of the stage table (``ssb.stages``) in this folder under ``config``: its upstream stage must
+        have finished (else a RunFolderError says which to run), and its inputs are the parts its table entry records,
+        in that order: the upstream stage's inputs fingerprint, parts of the config, and the parts the stage supplies
+        (``supplied``: exactly the ones the config does not give). ``key`` names one of several stages of a keyed kind
+        (eval: ``<model>/<benchmark>``, the stage ``eval/<model>/<benchmark>``)."""
+        entry: Stage = stage_named(stage)
+        name = stage if key is None else f"{stage}/{key}"
+        upstream = entry.upstream_of(config)
+        inputs: dict[str, Any] = {}
+        for part in entry.records:
+            if part == "upstream":
+                inputs[entry.upstream_key] = self.require_finished(upstream, needed_by=stage)["inputs_fingerprint"]
+            elif part == "objective":
+                from ssb.objectives import objective_for
+
+                inputs.update(objective_for(config).recorded_inputs())
+            elif part in supplied:
+                inputs[part] = supplied[part]
+            else:
+                try:
+                    inputs[part] = config_part(config, part)
+                except KeyError:
+                    raise ValueError(f"stage {stage!r} records {part!r}, which the config does not give and the stage did not supply") from None
+        unknown = set(supplied) - set(entry.records)
+        if unknown:
+            raise ValueError(f"stage {stage!r} was given {', '.join(sorted(unknown))}, which its table entry does not record")
+        outputs = [pattern.format(key=key) for pattern in entry.keyed_outputs] if key is not None else list(entry.outputs)
+        return StageRun(self, name, inputs, outputs)
 
     def file(self, name: str) -> Path:
         return self.path / name

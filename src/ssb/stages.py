@@ -1,7 +1,8 @@
-"""The one table of stages: name, the function that runs it, what it writes, and where it takes part.
+"""The one table of stages: name, the function that runs it, what it reads and records, what it writes, and where it takes part.
 
 The command line (one subcommand per stage), ``ssb run`` (the stages of the method, in order), the
-run folder (what a forced restart removes) and the report (which stages count as training compute)
+run folder (the upstream stage a stage needs finished, the inputs it records, what a forced restart
+removes: ``ssb.run_folder.RunFolder.stage``) and the report (which stages count as training compute)
 all read this table; adding or changing a stage touches this table and the stage's own module.
 Functions are named by module and attribute so that reading the table imports nothing heavy
 (``ssb --help`` does not load torch).
@@ -24,6 +25,13 @@ def _needs_teacher_targets(config) -> bool:
     return objective_for(config).needs_teacher_targets
 
 
+def _objective_upstream(config) -> str:
+    from ssb.objectives import objective_for
+
+    return objective_for(config).upstream
+
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -35,6 +43,17 @@ class Stage:
     training_compute: bool  # counted in the report's compute behind a trained adapter
     takes_backend: bool = False  # accepts backend= (a scripted one in tests, through run_all too)
     applies: Callable = _always  # whether `ssb run` runs it under a config
+    # The stage's recorded inputs, in order: parts of the config by name (``ssb.run_folder.config_part``), "upstream"
+    # (the upstream stage's inputs fingerprint, recorded as ``upstream_key``) and parts the stage supplies itself.
+    records: tuple[str, ...] = ()
+    upstream: str | Callable | None = None  # the stage that must have finished first (a name, or config -> name)
+    upstream_key: str = ""
+    command: bool = True  # an `ssb` subcommand of its own
+    # Several stages of this kind in one folder (eval/<model>/<benchmark>): name and outputs are patterns of a key.
+    keyed_outputs: tuple[str, ...] = ()
+
+    def upstream_of(self, config) -> str | None:
+        return self.upstream(config) if callable(self.upstream) else self.upstream
 
     def runner(self) -> Callable:
         return getattr(importlib.import_module(self.module), self.function)
@@ -43,28 +62,42 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("rollouts", "ssb.rollouts", "run_rollouts",
           "Sample K solutions per question and grade them (writes rollouts.jsonl).",
-          ("rollouts.jsonl",), in_run=True, training_compute=True, takes_backend=True),
+          ("rollouts.jsonl",), in_run=True, training_compute=True, takes_backend=True,
+          records=("seed", "model", "data", "system_prompt_sha256", "rollouts", "grading")),
     Stage("refine", "ssb.refinement", "run_refine",
           "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions "
           "(writes teacher.jsonl, student.jsonl, dropped.jsonl).",
-          ("refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"), in_run=True, training_compute=True, takes_backend=True),
+          ("refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"), in_run=True, training_compute=True, takes_backend=True,
+          records=("seed", "model", "upstream", "system_prompt_sha256", "hinted_prompt_sha256", "refine", "grading"),
+          upstream="rollouts", upstream_key="rollouts_inputs_fingerprint"),
     Stage("teacher", "ssb.teacher_targets", "run_teacher",
           "Run the frozen base model over the teacher view and store its targets on every solution token (writes teacher/).",
-          ("teacher",), in_run=True, training_compute=True, applies=_needs_teacher_targets),
+          ("teacher",), in_run=True, training_compute=True, applies=_needs_teacher_targets,
+          records=("upstream", "model", "teacher", "temperature"), upstream="refine", upstream_key="refine_inputs_fingerprint"),
     Stage("distill", "ssb.distillation", "run_distill",
           "Train LoRA adapters so the student view matches the teacher targets (writes distill/adapter, metrics.jsonl, checkpoints). "
           "Several processes: accelerate launch -m ssb distill ...",
-          ("distill",), in_run=True, training_compute=True),
+          ("distill",), in_run=True, training_compute=True,
+          # "objective": what the objective adds (ssb.objectives.Objective.recorded_inputs); "processes": the stage's own.
+          records=("upstream", "seed", "model", "distill", "objective", "processes"), upstream=_objective_upstream,
+          upstream_key="upstream_inputs_fingerprint"),
     Stage("grpo", "ssb.grpo", "run_grpo",
           "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl).",
-          ("grpo",), in_run=False, training_compute=True),
+          ("grpo",), in_run=False, training_compute=True, records=("seed", "model", "data", "system_prompt_sha256", "grpo", "lora", "grading")),
     # Each (model, benchmark) is its own run-folder stage, eval/<model>/<benchmark>, with its own two files.
     Stage("eval", "ssb.evaluation", "run_eval",
           "Evaluate the base model and adapters on benchmarks (writes eval/<model>/<benchmark>.samples.jsonl and .summary.json).",
-          (), in_run=True, training_compute=False),
+          (), in_run=True, training_compute=False,
+          # "model": the evaluated model's spec (base, adapter and its hash, backend); "benchmark": its data section.
+          records=("model", "benchmark", "system_prompt", "seed", "eval", "grading"),
+          keyed_outputs=("eval/{key}.samples.jsonl", "eval/{key}.summary.json")),
+    # Round r >= 2's model: round r-1's adapter merged into its model, in the round's folder; run by ssb.rounds, not a command.
+    Stage("merge", "ssb.rounds", "merge_adapter", "Merge the previous round's adapter into its model (ssb run --rounds).",
+          ("model", ".model.staging"), in_run=False, training_compute=False, records=("model", "adapter", "adapter_sha256"), command=False),
 )
 
 BY_NAME = {stage.name: stage for stage in STAGES}
+COMMANDS = tuple(stage for stage in STAGES if stage.command)
 
 
 def stage_named(name: str) -> Stage:

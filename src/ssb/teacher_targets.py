@@ -25,7 +25,6 @@ question's rollouts, for the same solutions; that teacher view is kept as ``teac
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -157,11 +156,10 @@ def _write_shard(folder: Path, index: int, pieces: list[tuple[AlignedExample, di
 
 def run_teacher(config: SSBConfig, force: bool = False) -> dict:
     folder = RunFolder(config.run_dir)
-    refine_entry = folder.require_finished("refine", needed_by="teacher")
-    inputs = {"refine_inputs_fingerprint": refine_entry["inputs_fingerprint"], "model": dataclasses.asdict(config.model),
-              "teacher": dataclasses.asdict(config.teacher), "temperature": config.distill.temperature if config.teacher.format == "topk" else None}
-    if not folder.begin_stage("teacher", inputs, force):
-        return folder.stats()["teacher"]
+    # top-k targets keep logsumexp(logits / T): they depend on the distillation temperature
+    stage = folder.stage("teacher", config, temperature=config.distill.temperature if config.teacher.format == "topk" else None)
+    if not stage.begin(force):
+        return stage.stats()
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
     out = folder.file("teacher")
@@ -193,7 +191,7 @@ def run_teacher(config: SSBConfig, force: bool = False) -> dict:
     stats = {"examples": len(examples), "solution_tokens": tokens, "bytes_stored": stored,
              "bytes_per_token": round(stored / tokens, 1) if tokens else 0.0,
              "this_invocation": invocation_stats(time.monotonic() - start)}
-    folder.finish_stage("teacher", inputs, model_provenance(config, tokenizer), stats)
+    stage.finish(model_provenance(config, tokenizer), stats)
     return stats
 
 

@@ -1,0 +1,44 @@
+"""Markdown tables and plotting shared by the report's sections (``ssb.report``, ``ssb.rounds_report``): pure formatting."""
+
+from __future__ import annotations
+
+import os
+
+from ssb.comparison import format_p, holm
+from ssb.packaged_models import default_cache_dir
+
+
+def cell(summary: dict | None) -> str:
+    if summary is None:
+        return "n/a"
+    p = summary["pass@1"]
+    half = (p["ci95"][1] - p["ci95"][0]) / 2
+    return f"{100 * p['mean']:.1f} ± {100 * half:.1f} (n={p['n_questions']})"
+
+
+def difference_table(rows: list[tuple[str, str, dict]], first: str, counts: str, p_name: str) -> list[str]:
+    """(name, benchmark, paired difference) rows as a table; with several rows, Holm's p beside each raw p and a line saying so."""
+    several = len(rows) > 1
+    adjusted = holm([d["p_value"] for _, _, d in rows])
+    lines = [f"| {first} | benchmark | difference (points) | 95% CI | {counts} | {p_name} |" + (" Holm p |" if several else ""),
+             "|---|---|---|---|---|---|" + ("---|" if several else "")]
+    for (name, benchmark, d), p_holm in zip(rows, adjusted):
+        row = f"| {name} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
+        row += f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {format_p(d['p_value'])}{' (z)' if d.get('test') == 'z' else ''} |"
+        lines.append(row + (f" {format_p(p_holm)} |" if several else ""))
+    if several:
+        lines += ["", f"**Multiple comparisons**: {len(rows)} comparisons in this table (one per pair and benchmark). Holm p is each p-value "
+                      f"adjusted by Holm's step-down method over all {len(rows)}, bounding the chance of any false positive among them; "
+                      "judge significance by it, not by the raw p."]
+    return lines
+
+
+def pyplot():
+    # matplotlib caches fonts under the home folder unless told otherwise: keep it in ssb's cache.
+    os.environ.setdefault("MPLCONFIGDIR", str(default_cache_dir() / "matplotlib"))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

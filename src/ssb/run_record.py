@@ -1,0 +1,110 @@
+"""Read-only, typed access to what a run folder records, for the report (``ssb.report``, ``ssb.rounds_report``).
+
+The report reads run folders only through this module: the stages' stats (``stats.json``), their
+manifest entries (``manifest.json``), the evaluations' summaries and per-question samples, the
+distillation metrics, the training data and an iterated run's ``rounds.json``. It imports no
+orchestration: the stages write these files, the report reads them. Folders made by earlier ssb
+versions are read as they are (no format check: a report of an old folder is still a report).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+from ssb.artifacts import read_jsonl
+
+ROUNDS_FILE = "rounds.json"  # an iterated run's list of rounds (ssb.rounds writes it)
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class RunRecord:
+    """One run folder (or ``ssb eval --out`` folder), as the report reads it."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @cached_property
+    def stats(self) -> dict[str, dict]:
+        """{stage: its stats} (``stats.json``); empty when no stage has finished."""
+        return _json(self.path / "stats.json") or {}
+
+    def stage_stats(self, stage: str) -> dict:
+        """One stage's stats; empty when it has not finished."""
+        return self.stats.get(stage, {})
+
+    @cached_property
+    def stage_entries(self) -> dict[str, dict] | None:
+        """{stage: its manifest entry} (``manifest.json``); None without a manifest."""
+        manifest = _json(self.path / "manifest.json")
+        return None if manifest is None else manifest["stages"]
+
+    def evaluated_adapters(self) -> dict[str, str | None] | None:
+        """{evaluated model: its adapter directory (None for the base)}; None without a manifest."""
+        if self.stage_entries is None:
+            return None
+        return {name.split("/")[1]: entry.get("model_spec", {}).get("adapter") for name, entry in self.stage_entries.items()
+                if name.startswith("eval/")}
+
+    def summaries(self) -> dict[str, dict[str, dict]]:
+        """{model: {benchmark: summary}} from ``eval/<model>/<benchmark>.summary.json``."""
+        out: dict[str, dict[str, dict]] = {}
+        for path in sorted((self.path / "eval").glob("*/*.summary.json")):
+            summary = json.loads(path.read_text())
+            out.setdefault(summary["model"], {})[summary["benchmark"]] = summary
+        return out
+
+    def summary(self, model: str, benchmark: str) -> dict | None:
+        return _json(self.path / "eval" / model / f"{benchmark}.summary.json")
+
+    def benchmarks_of(self, model: str) -> list[str]:
+        return sorted(p.name.removesuffix(".summary.json") for p in (self.path / "eval" / model).glob("*.summary.json"))
+
+    def per_question_scores(self, model: str, benchmark: str) -> dict[str, float]:
+        """{question id: fraction of its samples graded correct} from the evaluation journal."""
+        records = read_jsonl(self.path / "eval" / model / f"{benchmark}.samples.jsonl")
+        return {r["id"]: sum(c["correct"] for c in r["completions"]) / len(r["completions"]) for r in records}
+
+    def distill_metrics(self) -> list[dict]:
+        """One line per optimiser step of ``distill/metrics.jsonl``; empty when the folder trained nothing."""
+        return read_jsonl(self.path / "distill" / "metrics.jsonl")
+
+    def training_solutions(self) -> list[str]:
+        """The solutions of the training data (the student view's last message)."""
+        return [r["messages"][-1]["content"] for r in read_jsonl(self.path / "student.jsonl")]
+
+    def training_solution_length(self) -> str | None:
+        """Mean solution length of the training data: tokens from the distill stats, else characters of student.jsonl."""
+        tokens = self.stage_stats("distill").get("mean_solution_tokens")
+        if tokens is not None:
+            return f"{tokens:.0f} tokens"
+        solutions = self.training_solutions()
+        return f"{sum(map(len, solutions)) / len(solutions):.0f} chars" if solutions else None
+
+    def rounds(self) -> dict | None:
+        """An iterated run's ``rounds.json``; None for a run of one round."""
+        return _json(self.path / ROUNDS_FILE)
+
+    def stopped(self) -> str | None:
+        """Why the method stopped after refine: what ``ssb run`` recorded, else what the counts say (``no_yield``)."""
+        return self.stage_stats("refine").get("stopped") or no_yield(self.stats)
+
+
+def no_yield(stats: dict, config=None) -> str | None:
+    """Why a run folder's method stops after refine (from its stats), or None when it goes on: refine kept no
+    solution, or (given the run's ``config``) fewer than distillation needs to hold some out and still fill one
+    micro-batch."""
+    refine = stats.get("refine")
+    needed = 1 if config is None else config.distill.heldout_examples + config.distill.micro_batch_size
+    if refine is None or refine["kept"] >= needed:
+        return None
+    empty = " (the data slice is empty)" if refine["questions"] == 0 else ""
+    what = ("no solution" if refine["kept"] == 0 else
+            f"{refine['kept']} solution(s), fewer than distill needs ({config.distill.heldout_examples} held out + "
+            f"a micro-batch of {config.distill.micro_batch_size})")
+    return (f"refine kept {what} ({refine['mixed']} mixed of {refine['questions']} questions{empty}): "
+            "nothing to train on, so teacher, distill and eval did not run")
