@@ -1,11 +1,11 @@
-"""benchmarks/answer_first.py counts, per round folder, the texts that state their boxed answer first."""
+"""studies/rounds/answer_first.py counts, per round folder, the texts that state their boxed answer first."""
 
 import gzip
 import importlib.util
 import json
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location("answer_first", Path(__file__).resolve().parent.parent / "benchmarks" / "answer_first.py")
+spec = importlib.util.spec_from_file_location("answer_first", Path(__file__).resolve().parents[1] / "studies" / "rounds" / "answer_first.py")
 answer_first = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(answer_first)
 
