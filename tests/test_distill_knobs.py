@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from helpers import phase1_folder
 from ssb.alignment import align_examples, answer_token_flags, boxed_span
 from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat
 from ssb.distillation import run_distill, step_batches
 from ssb.models import load_model, load_tokenizer
 from ssb.teacher_targets import require_bias_free_head, run_teacher
-from test_teacher_and_distill import phase1_folder
 
 EXACT = {"model.dtype": "float32", "distill.normalization": "token", "distill.max_steps": 1}
 

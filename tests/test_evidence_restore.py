@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from scripted import ScriptedBackend
+from helpers import rounds_config, sha
+from scripted import ScriptedBackend, rounds_script
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
 from ssb.pipeline import run_all
 from ssb.rounds_report import rounds_section
-from test_rounds import make, script, sha
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -36,8 +36,8 @@ WEIGHTS = ["distill/adapter/adapter_model.safetensors", "round-2/model/model.saf
 @pytest.fixture
 def exported(tmp_path, tiny_model_dir):
     """Two rounds run and exported; the run folder then moved away (the machine that ran it is gone)."""
-    config = make(tmp_path, tiny_model_dir, "run", rounds=2, **{"refine.chunk_questions": 2})  # refine journals in several chunks
-    backend = ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script)
+    config = rounds_config(tmp_path, tiny_model_dir, "run", rounds=2, **{"refine.chunk_questions": 2})  # refine journals in several chunks
+    backend = ScriptedBackend(ChatFormat(load_tokenizer(config.model)), rounds_script)
     run_all(config, backend=backend)
     run, results = Path(config.run_dir), tmp_path / "results"
     export.export_rounds("arm", run, results)
