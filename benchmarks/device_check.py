@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from scripted import ScriptedBackend
+from helpers import write_benchmark, write_questions
+from scripted import ScriptedBackend, refine_script, rollout_script
 from ssb.alignment import align_examples, pack, solution_hidden_states
 from ssb.chat import ChatFormat
 from ssb.config import load_config
@@ -32,8 +33,6 @@ from ssb.models import load_model, load_tokenizer
 from ssb.refinement import run_refine
 from ssb.rollouts import run_rollouts
 from ssb.teacher_targets import run_teacher
-from test_evaluation import write_benchmark
-from test_stages import refine_script, rollout_script, write_questions
 from tiny import save_tiny_model
 
 

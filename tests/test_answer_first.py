@@ -1,19 +1,13 @@
-"""benchmarks/answer_first.py counts, per round folder, the texts that state their boxed answer first."""
+"""studies/rounds/answer_first.py counts, per round folder, the texts that state their boxed answer first."""
 
-import gzip
 import importlib.util
-import json
 from pathlib import Path
 
-spec = importlib.util.spec_from_file_location("answer_first", Path(__file__).resolve().parent.parent / "benchmarks" / "answer_first.py")
+from helpers import write_gz
+
+spec = importlib.util.spec_from_file_location("answer_first", Path(__file__).resolve().parents[1] / "studies" / "rounds" / "answer_first.py")
 answer_first = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(answer_first)
-
-
-def write_gz(path: Path, records: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
 
 
 def test_answer_first_texts_are_counted_with_how_often_they_are_right(tmp_path):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from helpers import phase1_folder
 from ssb.alignment import align_examples, answer_token_flags, boxed_span
 from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat
@@ -17,7 +18,6 @@ from ssb.distillation import run_distill
 from ssb.models import load_model, load_tokenizer
 from ssb.teacher_targets import require_bias_free_head, run_teacher
 from ssb.training_loop import step_batches
-from test_teacher_and_distill import phase1_folder
 
 EXACT = {"model.dtype": "float32", "distill.normalization": "token", "distill.max_steps": 1}
 

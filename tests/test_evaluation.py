@@ -2,10 +2,10 @@
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
+from helpers import write_benchmark
 from scripted import ScriptedBackend
 from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat
@@ -14,12 +14,6 @@ from ssb.config import load_config
 from ssb.evaluation import run_eval
 from ssb.metrics import wilson_interval
 from ssb.report import write_report
-
-
-def write_benchmark(folder: Path, name: str, n: int) -> None:
-    folder.mkdir(exist_ok=True)
-    rows = [{"question": f"Q{i}: what is {i}?", "answer": f"work\n#### {i}"} for i in range(n)]
-    (folder / f"{name}_test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def answer_script(right_every: int):

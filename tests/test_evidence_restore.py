@@ -1,5 +1,5 @@
-"""An iterated run exported (benchmarks/evidence_export.py rounds) and rebuilt from its export alone
-(benchmarks/evidence_restore.py), as a run that outlasts one machine is: the weights are retrained bit
+"""An iterated run exported (studies/common/evidence_export.py rounds) and rebuilt from its export alone
+(studies/common/evidence_restore.py), as a run that outlasts one machine is: the weights are retrained bit
 for bit, everything else is skipped or resumed, and nothing exported is computed again."""
 
 import gzip
@@ -10,33 +10,34 @@ from pathlib import Path
 
 import pytest
 
-from scripted import ScriptedBackend
+from helpers import rounds_config, sha
+from scripted import ScriptedBackend, rounds_script
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
 from ssb.rounds_report import rounds_section
 from ssb.run import run_all
-from test_rounds import make, script, sha
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+def load(path: str):
+    name = Path(path).stem
+    spec = importlib.util.spec_from_file_location(name, STUDIES / f"{path}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-export, restore, recompute = load("evidence_export"), load("evidence_restore"), load("rounds_recompute")
+export, restore, recompute = load("common/evidence_export"), load("common/evidence_restore"), load("rounds/rounds_recompute")
 WEIGHTS = ["distill/adapter/adapter_model.safetensors", "round-2/model/model.safetensors", "round-2/distill/adapter/adapter_model.safetensors"]
 
 
 @pytest.fixture
 def exported(tmp_path, tiny_model_dir):
     """Two rounds run and exported; the run folder then moved away (the machine that ran it is gone)."""
-    config = make(tmp_path, tiny_model_dir, "run", rounds=2, **{"refine.chunk_questions": 2})  # refine journals in several chunks
-    backend = ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script)
+    config = rounds_config(tmp_path, tiny_model_dir, "run", rounds=2, **{"refine.chunk_questions": 2})  # refine journals in several chunks
+    backend = ScriptedBackend(ChatFormat(load_tokenizer(config.model)), rounds_script)
     run_all(config, backend=backend)
     run, results = Path(config.run_dir), tmp_path / "results"
     export.export_rounds("arm", run, results)
@@ -124,7 +125,7 @@ def test_the_restore_goes_only_where_the_export_came_from_and_only_into_a_new_fo
 
 
 def test_the_rounds_report_recomputed_from_exports_is_the_run_folders(exported, tmp_path):
-    """benchmarks/rounds_recompute.py: the exported rounds alone give the run folder's own per-round table and paired
+    """studies/rounds/rounds_recompute.py: the exported rounds alone give the run folder's own per-round table and paired
     differences; two arms add round r of one against round r of the other."""
     _, _, _, results, gone = exported
     (tmp_path / "own").mkdir()

@@ -9,12 +9,11 @@ from safetensors.torch import load_file
 
 pytest.importorskip("trl")
 
+from helpers import write_benchmark, write_questions  # noqa: E402
 from ssb.artifacts import read_jsonl  # noqa: E402
 from ssb.config import load_config  # noqa: E402
 from ssb.evaluation import run_eval  # noqa: E402
 from ssb.grpo import correctness_reward, format_reward, run_grpo  # noqa: E402
-from test_evaluation import write_benchmark  # noqa: E402
-from test_stages import write_questions  # noqa: E402
 
 
 def test_reward_functions_are_thin_adapters_over_the_grader():

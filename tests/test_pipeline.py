@@ -7,20 +7,14 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from scripted import ScriptedBackend
+from helpers import SETTINGS, write_benchmark, write_questions
+from scripted import ScriptedBackend, refine_script, rollout_script
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.config import load_config
 from ssb.models import load_tokenizer
 from ssb.run import run_all
-from test_evaluation import write_benchmark
-from test_stages import refine_script, rollout_script, write_questions
 from tiny import greedy_reference, recorded
-
-SETTINGS = {"rollouts.chunk_questions": 8, "progress": False, "backend.name": "hf", "distill.epochs": 2, "distill.batch_size": 2,
-            "distill.lora.r": 4, "distill.warmup_steps": 0, "distill.lr": 1e-2, "eval.benchmarks": ["gsm8k"],
-            "eval.sampling.max_new_tokens": 4, "eval.limit": 3,
-            "model.dtype": "float32"}  # evaluated completions are compared with a float32 greedy loop
 
 
 def script(user, s):

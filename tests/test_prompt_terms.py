@@ -1,11 +1,11 @@
-"""benchmarks/prompt_terms.py counts, per round folder, the texts written in the hinted prompt's terms."""
+"""studies/rounds/prompt_terms.py counts, per round folder, the texts written in the hinted prompt's terms."""
 
 import importlib.util
 from pathlib import Path
 
-from test_answer_first import write_gz
+from helpers import write_gz
 
-spec = importlib.util.spec_from_file_location("prompt_terms", Path(__file__).resolve().parent.parent / "benchmarks" / "prompt_terms.py")
+spec = importlib.util.spec_from_file_location("prompt_terms", Path(__file__).resolve().parents[1] / "studies" / "rounds" / "prompt_terms.py")
 prompt_terms = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(prompt_terms)
 

@@ -2,7 +2,6 @@
 teacher, distillation, merge and evaluation, and the per-round report."""
 
 import dataclasses
-import hashlib
 import json
 import re
 import shutil
@@ -12,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scripted import ScriptedBackend
+from helpers import rounds_config, sha
+from scripted import ScriptedBackend, rollout_script, rounds_script
 from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.cli import build_parser
@@ -24,11 +24,6 @@ from ssb.report import cell, write_report
 from ssb.rounds import merge_adapter, round_config
 from ssb.rounds_report import rounds_section, rounds_sections, rounds_table
 from ssb.run import run_all
-from test_evaluation import write_benchmark
-from test_pipeline import SETTINGS
-from test_stages import refine_script, rollout_script
-
-QUESTIONS, SLICE = 24, 8  # rounds 1, 2 and 3 of a fresh run: questions 0-7, 8-15, 16-23
 
 # Files a plain run writes that depend on nothing but config and seed (summaries and metrics carry timings).
 SAME_BYTES = ["rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl", "teacher/targets-00000.safetensors",
@@ -40,37 +35,17 @@ def question_number(user: str) -> int:
     return int(re.search(r"Question (\d+)", user).group(1))
 
 
-def script(user, s):
-    """rollout_script's mix of right and wrong; refinements right (but 6 wrong, 7 truncated), and wrong from question 16 on."""
-    if not user.startswith("We have two sample responses"):
-        return rollout_script(user, s)
-    i = int(re.search(r"-----\nQuestion (\d+)", user).group(1))
-    return f"Careful, but wrong. \\boxed{{{i + 1}}}" if i >= 16 else refine_script(user, s)
-
-
-def make(folder: Path, tiny_model_dir, run: str, **overrides):
-    write_benchmark(folder / "bench", "gsm8k", 5)
-    data = folder / "questions.jsonl"
-    data.write_text("".join(json.dumps({"question": f"Question {i}: what is {i}?", "answer": str(i)}) + "\n" for i in range(QUESTIONS)))
-    return load_config(None, {"run_dir": str(folder / run), "data.source": "jsonl", "data.path": str(data), "data.limit": SLICE,
-                              "data.data_dir": str(folder / "bench"), "model.name_or_path": str(tiny_model_dir), **SETTINGS, **overrides})
-
-
 def ids(folder: Path) -> list[str]:
     return [r["id"] for r in read_jsonl(folder / "rollouts.jsonl")]
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir):
     """A plain run, and a fresh-data run of 3 rounds from the same config that stops in round 3 (no refinement kept)."""
     folder = tmp_path_factory.mktemp("rounds")
-    plain = make(folder, tiny_model_dir, "plain")
-    config = make(folder, tiny_model_dir, "rounds", rounds=3)
-    backend = ScriptedBackend(ChatFormat(load_tokenizer(plain.model)), script)
+    plain = rounds_config(folder, tiny_model_dir, "plain")
+    config = rounds_config(folder, tiny_model_dir, "rounds", rounds=3)
+    backend = ScriptedBackend(ChatFormat(load_tokenizer(plain.model)), rounds_script)
     run_all(plain, backend=backend)
     result = run_all(config, backend=backend)
     return Path(plain.run_dir), Path(config.run_dir), config, result, backend
@@ -274,8 +249,8 @@ def test_a_removed_merged_model_is_merged_again_from_the_recorded_adapter(runs, 
 
 
 def test_same_data_and_the_sft_control(tmp_path, tiny_model_dir):
-    config = make(tmp_path, tiny_model_dir, "sft", rounds=2, rounds_data="same", **{"distill.objective": "sft"})
-    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
+    config = rounds_config(tmp_path, tiny_model_dir, "sft", rounds=2, rounds_data="same", **{"distill.objective": "sft"})
+    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), rounds_script))
     run = Path(config.run_dir)
     assert "stopped" not in result and ids(run / "round-2") == ids(run)
     for folder in (run, run / "round-2"):  # hard labels: no teacher stage in any round
@@ -292,7 +267,7 @@ def test_a_plain_run_that_keeps_nothing_stops_before_training(tmp_path, tiny_mod
     def wrong(user, s):
         return f"Wrong. \\boxed{{{question_number(user) + 1}}}" if user.startswith("We have two") else rollout_script(user, s)
 
-    config = make(tmp_path, tiny_model_dir, "run")
+    config = rounds_config(tmp_path, tiny_model_dir, "run")
     result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), wrong))
     run = Path(config.run_dir)
     assert result["stopped"].startswith("refine kept no solution (4 mixed of 8 questions)") and result["pass@1"] is None
@@ -300,8 +275,8 @@ def test_a_plain_run_that_keeps_nothing_stops_before_training(tmp_path, tiny_mod
 
 
 def test_a_run_that_keeps_too_few_to_train_stops_before_training(tmp_path, tiny_model_dir):
-    config = make(tmp_path, tiny_model_dir, "few", **{"distill.heldout_examples": 40})
-    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
+    config = rounds_config(tmp_path, tiny_model_dir, "few", **{"distill.heldout_examples": 40})
+    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), rounds_script))
     run = Path(config.run_dir)
     kept = json.loads((run / "stats.json").read_text())["refine"]["kept"]
     assert 0 < kept < 40 + config.distill.micro_batch_size
@@ -312,8 +287,8 @@ def test_a_run_that_keeps_too_few_to_train_stops_before_training(tmp_path, tiny_
 
 
 def test_a_run_whose_kept_solutions_are_too_short_stops_before_training(tmp_path, tiny_model_dir):
-    config = make(tmp_path, tiny_model_dir, "short", **{"distill.min_solution_tokens": 10_000})
-    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), script))
+    config = rounds_config(tmp_path, tiny_model_dir, "short", **{"distill.min_solution_tokens": 10_000})
+    result = run_all(config, backend=ScriptedBackend(ChatFormat(load_tokenizer(config.model)), rounds_script))
     run = Path(config.run_dir)
     kept = json.loads((run / "stats.json").read_text())["refine"]["kept"]
     trainable = kept - config.distill.heldout_examples
@@ -337,7 +312,7 @@ def test_min_solution_tokens_splits_as_distill_does_and_stops_below_a_micro_batc
         return "step " * (3 * i) + f"so \\boxed{{{i}}}"
 
     settings = {"distill.batch_size": 2, "distill.micro_batch_size": 2, "distill.heldout_examples": 0}
-    stopped = make(tmp_path, tiny_model_dir, "varied", **settings, **{"distill.min_solution_tokens": 10_000})
+    stopped = rounds_config(tmp_path, tiny_model_dir, "varied", **settings, **{"distill.min_solution_tokens": 10_000})
     chat = ChatFormat(load_tokenizer(stopped.model))
     backend = ScriptedBackend(chat, varied)
     assert run_all(stopped, backend=backend)["stopped"]  # refine done, nothing trained

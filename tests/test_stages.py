@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from scripted import ScriptedBackend
+from helpers import N_QUESTIONS, write_questions
+from scripted import ScriptedBackend, possible_hinted_prompts, refine_script, rollout_script
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.cli import main
@@ -20,48 +21,6 @@ from ssb.data import DataError
 from ssb.prompts import load_prompts
 from ssb.refinement import KEPT, run_refine
 from ssb.rollouts import run_rollouts
-
-N_QUESTIONS = 12
-
-
-def write_questions(path: Path, n: int = N_QUESTIONS) -> Path:
-    path.write_text("".join(json.dumps({"question": f"Question {i}: what is {i}?", "answer": str(i)}) + "\n" for i in range(n)))
-    return path
-
-
-def rollout_script(user: str, s: int):
-    """By question number modulo 4: all right; all wrong; mixed with a majority wrong answer; mixed, wrong unboxed."""
-    i = int(re.match(r"Question (\d+)", user).group(1))
-    kind = i % 4
-    if kind == 0:
-        return f"Easy. \\boxed{{{i}}}"
-    if kind == 1:
-        return f"Hmm. \\boxed{{{i + 1}}}"
-    if kind == 2:
-        return [f"Right: \\boxed{{{i}}}", f"Majority A \\boxed{{{i + 100}}}", f"Majority B \\boxed{{{i + 100}.0}}", f"Lone \\boxed{{{i + 7}}}"][s]
-    return (f"Right: \\boxed{{{i}}}", "stop") if s == 0 else ("and so on and so on", "length")
-
-
-def refine_script(user: str, s: int):
-    """Refines correctly except question 6 (wrong) and question 7 (truncated)."""
-    i = int(re.search(r"-----\nQuestion (\d+)", user).group(1))
-    if i == 6:
-        return f"Careful solution. \\boxed{{{i + 1}}}"
-    if i == 7:
-        return "Careful solution that never ends", "length"
-    return f"Careful solution, step by step. \\boxed{{{i}}}"
-
-
-def possible_hinted_prompts(question: int, shown: int) -> set[str]:
-    """The hinted prompts refine may build for ``question`` from ``shown``'s rollouts (itself, or a donor's),
-    written from the paper's template and what ``rollout_script`` generated, not from refine's output:
-    the one correct rollout, and a wrong one from the majority answer (2 mod 4: i + 100 and i + 100.0 are
-    one answer; the lone i + 7 is never shown) or the only kind of wrong rollout there is (3 mod 4)."""
-    correct = f"Right: \\boxed{{{shown}}}"
-    wrongs = {2: [f"Majority A \\boxed{{{shown + 100}}}", f"Majority B \\boxed{{{shown + 100}.0}}"], 3: ["and so on and so on"]}[shown % 4]
-    template = load_prompts().hinted_template
-    return {template.replace("{question}", f"Question {question}: what is {question}?").replace("{chosen_correct_generation}", correct)
-            .replace("{rejected_generation}", wrong) for wrong in wrongs}
 
 
 def make_config(tmp_path: Path, run: str = "run", **overrides):
@@ -230,7 +189,7 @@ def test_cli_stages_with_the_real_hf_backend_on_a_tiny_model(tmp_path, tiny_mode
 KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_stages import make_config, scripted, rollout_script
+from test_stages import make_config, scripted
 from tiny import byte_tokenizer
 from pathlib import Path
 from ssb.rollouts import run_rollouts

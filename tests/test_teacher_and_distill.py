@@ -10,33 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scripted import ScriptedBackend
+from helpers import DISTILL, phase1_folder
+from scripted import possible_hinted_prompts
 from ssb.alignment import align_examples, pack, solution_hidden_states, solution_token_ids
 from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat, messages
 from ssb.config import ConfigError, load_config
 from ssb.distillation import run_distill
 from ssb.models import load_model, load_tokenizer
-from ssb.refinement import run_refine
-from ssb.rollouts import run_rollouts
 from ssb.teacher_targets import run_teacher
-from test_stages import possible_hinted_prompts, refine_script, rollout_script, write_questions
 from tiny import save_tiny_model
-
-DISTILL = {"distill.epochs": 2, "distill.batch_size": 2, "distill.micro_batch_size": 1, "distill.warmup_steps": 1,
-           "distill.lr": 1e-2, "distill.save_every": 2, "distill.head_chunk_tokens": 7, "distill.lora.r": 4, "distill.lora.alpha": 8}
-
-
-def phase1_folder(tmp_path: Path, model_dir: Path, run: str = "run", **overrides):
-    """A run folder whose teacher/student files come from the scripted phase 1 (10 kept examples)."""
-    data = write_questions(tmp_path / "questions.jsonl", 24)
-    config = load_config(None, {"run_dir": str(tmp_path / run), "data.source": "jsonl", "data.path": str(data),
-                                "model.name_or_path": str(model_dir), "rollouts.chunk_questions": 8, "progress": False, "backend.name": "hf",
-                                "teacher.batch_size": 3, **DISTILL, **overrides})
-    chat = ChatFormat(load_tokenizer(config.model))
-    run_rollouts(config, backend=ScriptedBackend(chat, rollout_script))
-    run_refine(config, backend=ScriptedBackend(chat, refine_script))
-    return config
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ class RefineConfig:
     chunk_questions: int = doc(8, "Questions refined together and journalled as one unit.")
     prefer_answered_wrong: bool = doc(True, "Pick the wrong rollout among those with a boxed answer when any exist; rollouts without one are used only when no wrong rollout has an answer.")
     hint: Literal["own", "random"] = doc("own", "own: the hinted prompt shows the question's own correct and wrong rollouts (the paper); random: those of another mixed question drawn at random (a control for whether the hint's content matters).")
-    answer_first_chars: int = doc(0, added_later=True, help="Drop a right refinement whose first \\boxed starts within its first this many characters, as refinement-answer-first: it states the answer (there to copy in the hinted prompt) before any reasoning, and iterated SFT trained on such refinements collapsed (benchmarks/results/evidence/README.md). 0: off, the paper's check (right last boxed answer).")
+    answer_first_chars: int = doc(0, added_later=True, help="Drop a right refinement whose first \\boxed starts within its first this many characters, as refinement-answer-first: it states the answer (there to copy in the hinted prompt) before any reasoning, and iterated SFT trained on such refinements collapsed (studies/rounds/README.md). 0: off, the paper's check (right last boxed answer).")
 
     def __post_init__(self) -> None:
         if self.chunk_questions < 1:

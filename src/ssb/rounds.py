@@ -25,7 +25,7 @@ merged and stored in float32, the exact sum of base and adapter; the stages then
 ``model.dtype`` as for any model. In bf16 that rounds each merged weight once, as it rounds the base
 model's in round 1: the earlier rounds' updates then arrive in full on average but with rounding
 noise (the evidence study's SSB adapter: noise 0.30 of the update's size overall, 0.14-0.83 per
-matrix; ``benchmarks/adapter_rounding.py``), as they do, more coarsely, in the OpenVINO engine's
+matrix; ``studies/evidence/adapter_rounding.py``), as they do, more coarsely, in the OpenVINO engine's
 int8 weights. ``model.dtype: float32`` keeps them exact, at float32 speed. The merge is written to
 a staging folder and renamed into place, so an interrupted merge is redone, and it is recorded as
 the ``merge`` entry of the round's manifest (the model and adapter it came from). A merged model folder

@@ -1,7 +1,7 @@
 """Solutions that state their final answer first, per round: in the policy's rollouts, the refinements, the
 kept (training) solutions and the evaluation's responses.
 
-    python benchmarks/answer_first.py [--chars 80]
+    python studies/rounds/answer_first.py [--chars 80]
 
 A refinement is kept when its last boxed answer is right. One that opens with the answer ("The final
 answer is \\boxed{35}.") and then justifies it passes that check as well as one that reasons to it,
@@ -20,11 +20,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
 from committed_views import round_folders, round_texts  # noqa: E402
 from ssb.refinement import answers_first  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def split(texts_and_correct: list[tuple[str, bool | None]], chars: int) -> dict:
@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chars", type=int, default=80, help="a text answers first when its first \\boxed starts within this many characters")
     args = parser.parse_args()
-    result = {"command": " ".join(["python benchmarks/answer_first.py", *sys.argv[1:]]), "chars": args.chars, "rounds": {}}
+    result = {"command": " ".join(["python studies/rounds/answer_first.py", *sys.argv[1:]]), "chars": args.chars, "rounds": {}}
     for name, folder in round_folders(RESULTS):
         result["rounds"][name] = counts = round_counts(folder, args.chars)
         print(name, json.dumps(counts))

@@ -1,12 +1,12 @@
 """Does the int8 engine keep an adapter's effect? SSB - base with int8 weights and with exact weights, same questions.
 
-    python benchmarks/precision_effect.py [--adapter ssb] [--benchmark gsm8k]
+    python studies/evidence/precision_effect.py [--adapter ssb] [--benchmark gsm8k]
 
-Reads the committed evidence arms (benchmarks/results/evidence/<arm>/<benchmark>.samples.jsonl.gz):
+Reads the committed evidence arms (studies/evidence/results/<arm>/<benchmark>.samples.jsonl.gz):
 ``base`` and ``ADAPTER`` evaluated as every arm of the study is, through the OpenVINO engine with
 int8 weights and the activation precision OpenVINO picks for the CPU (bf16 where it has bf16 units),
 and ``base-fp32`` and ``ADAPTER-fp32`` with exact weights and float32 activations
-(``benchmarks/evidence.sh precision``). On the questions all four answered it reports each pass@1
+(``studies/evidence/evidence.sh precision``). On the questions all four answered it reports each pass@1
 with its CI, each model's exact - int8 change with how many answers and completions stay the same,
 the adapter's effect (ADAPTER - base, paired) in each precision, and the difference between the two
 effects: per question (adapter - base in int8) - (adapter - base exact), its mean, 95% CI and
@@ -24,16 +24,16 @@ from pathlib import Path
 
 from ssb.metrics import mean_with_ci, paired_difference
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
 from machine import machine_info  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def first_completions(arm: str, benchmark: str) -> dict[str, dict]:
     path = RESULTS / arm / f"{benchmark}.samples.jsonl.gz"
     if not path.exists():
-        raise SystemExit(f"{path}: not committed (run benchmarks/evidence.sh main precision first)")
+        raise SystemExit(f"{path}: not committed (run studies/evidence/evidence.sh main precision first)")
     with gzip.open(path, "rt") as f:
         return {record["id"]: record["completions"][0] for record in map(json.loads, f)}
 

@@ -3,7 +3,7 @@
 # config, then one evaluation and one report. Every step is a resumable ssb stage, so re-running
 # this script after an interruption continues where it stopped and skips what is finished.
 #
-#   bash benchmarks/controls.sh [CONFIG] [RUNS_PREFIX]     (default: cpu-controls.yaml runs/cpu)
+#   bash studies/controls/controls.sh [CONFIG] [RUNS_PREFIX]     (default: cpu-controls.yaml runs/cpu)
 #
 # Methods: SSB; SFT on SSB's refined solutions; random-hint SSB (refinement and teacher both see
 # another question's rollouts); random-teacher-hint SSB (SSB's refined solutions, teacher targets

@@ -1,16 +1,17 @@
-"""Copy what a number of the evidence study rests on into benchmarks/results/evidence/, compressed.
+"""Copy what a number of the evidence and rounds studies rests on into their results/ folders, compressed.
 
-    python benchmarks/evidence_export.py phase1 RUN_DIR
-    python benchmarks/evidence_export.py arm NAME --eval-dir EVAL_DIR [--model MODEL] [--train-dir RUN_DIR]
-    python benchmarks/evidence_export.py rounds NAME RUN_DIR
+    python studies/common/evidence_export.py phase1 RUN_DIR
+    python studies/common/evidence_export.py arm NAME --eval-dir EVAL_DIR [--model MODEL] [--train-dir RUN_DIR]
+    python studies/common/evidence_export.py rounds NAME RUN_DIR
 
+phase1 and arm write to studies/evidence/results/, rounds to studies/rounds/results/.
 phase1: the shared training data (rollouts, refinements, teacher and student views, dropped
 questions) with the run's stats and manifest. arm: every evaluation samples file and summary of
 MODEL (default NAME) in EVAL_DIR, and the training folder's stats, manifest and per-step metrics.
 rounds: an iterated run (``rounds`` > 1) into NAME/: its rounds.json, report.md and its plots, and per
 round (round-1 is the run folder itself) the training data, stats, manifest, each stage's recorded
 inputs (state/), per-step metrics and every evaluation's samples and summary. It may run while the
-run goes on: a stage under way is exported as far as it got, and benchmarks/evidence_restore.py
+run goes on: a stage under way is exported as far as it got, and studies/common/evidence_restore.py
 rebuilds the run folder from the export so that the run resumes there on another machine.
 Anyone can recompute each committed pass@1, CI and paired difference from these files.
 """
@@ -26,7 +27,9 @@ from pathlib import Path
 
 from ssb.evaluation import adapter_fingerprint
 
-OUT = Path(__file__).resolve().parent / "results" / "evidence"
+STUDIES = Path(__file__).resolve().parent.parent
+EVIDENCE = STUDIES / "evidence" / "results"
+ROUNDS = STUDIES / "rounds" / "results"
 PHASE1 = ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl")
 
 
@@ -52,13 +55,13 @@ def write_bytes(target: Path, data: bytes) -> None:
 
 def export_phase1(run_dir: Path) -> None:
     for name in PHASE1:
-        gzip_copy(run_dir / name, OUT / "phase1")
+        gzip_copy(run_dir / name, EVIDENCE / "phase1")
     for name in ("stats.json", "manifest.json"):
-        plain_copy(run_dir / name, OUT / "phase1")
+        plain_copy(run_dir / name, EVIDENCE / "phase1")
 
 
 def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) -> None:
-    target = OUT / name
+    target = EVIDENCE / name
     samples = sorted((eval_dir / "eval" / model).glob("*.samples.jsonl"))
     if not samples:
         raise SystemExit(f"{eval_dir}/eval/{model}: no evaluation samples")
@@ -132,7 +135,7 @@ def export_round(folder: Path, out: Path) -> None:
             write_bytes(out / name, data)
 
 
-def export_rounds(name: str, run_dir: Path, results: Path = OUT) -> None:
+def export_rounds(name: str, run_dir: Path, results: Path = ROUNDS) -> None:
     target = results / name
     if listed_rounds(run_dir) >= listed_rounds(target):  # run_rounds lists a round when it starts it
         for file in ("rounds.json", "report.md", "rounds.png", "accuracy.png", "training.png"):  # report.md links the plots

@@ -1,9 +1,9 @@
 """Rebuild an iterated run's folder from its committed export, so that the run goes on where it got to.
 
-    python benchmarks/evidence_restore.py NAME RUN_DIR
+    python studies/common/evidence_restore.py NAME RUN_DIR
 
-NAME is a folder of benchmarks/results/evidence/ written by ``evidence_export.py rounds NAME RUN_DIR``
-(benchmarks/rounds.sh does both). Multi-hour rounds outlast one machine's session; their exports are
+NAME is a folder of studies/rounds/results/ written by ``evidence_export.py rounds NAME RUN_DIR``
+(studies/rounds/rounds.sh does both). Multi-hour rounds outlast one machine's session; their exports are
 what survives, and this is the way back.
 
 What comes back, per round: the training data (rollouts, refinements, views, dropped questions; the
@@ -30,7 +30,7 @@ import json
 import shutil
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "results" / "evidence"
+OUT = Path(__file__).resolve().parent.parent / "rounds" / "results"
 NOT_EXPORTED = ("teacher", "distill", "grpo")  # stages whose outputs are weights: they run again
 
 
@@ -116,7 +116,7 @@ def restore(name: str, run_dir: Path, results: Path = OUT) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("name", help="a folder of benchmarks/results/evidence/ written by evidence_export.py rounds")
+    parser.add_argument("name", help="a folder of studies/rounds/results/ written by evidence_export.py rounds")
     parser.add_argument("run_dir", type=Path, help="the run folder to rebuild (the one the export was made from)")
     args = parser.parse_args()
     restore(args.name, args.run_dir)

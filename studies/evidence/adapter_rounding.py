@@ -16,8 +16,8 @@ weights of the two exported IRs):
 - the base model's own rounding error |rounded(W) - W| / |dW|, for scale.
 
 Reads the cached IRs (exports them first if they are missing, which takes a minute each):
-    python benchmarks/adapter_rounding.py runs/evidence-ssb/distill/adapter [more adapters] \
-        --out benchmarks/results/evidence/adapter_rounding.json
+    python studies/evidence/adapter_rounding.py runs/evidence-ssb/distill/adapter [more adapters] \
+        --out studies/evidence/results/adapter_rounding.json
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from ssb.generation.openvino_export import export_openvino
 from ssb.models import local_model_folder
 from ssb.packaged_models import default_cache_dir
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
 from machine import machine_info  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Refinements that run on into the hinted prompt, per round, and the end-of-turn probability behind them.
 
-    python benchmarks/refine_prompt_copying.py [--model NAME=PATH ... --views-of rounds-ssb-min32/round-1 --limit 40]
+    python studies/rounds/refine_prompt_copying.py [--model NAME=PATH ... --views-of rounds-ssb-min32/round-1 --limit 40]
 
 Model-free part, from the committed round folders (``rounds-<arm>/round-<r>/``): per round, the
 refine outcomes, and the truncated refinements that contain the hinted prompt's section delimiter
@@ -25,11 +25,12 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
 from committed_views import committed_examples, read_gz  # noqa: E402
 from machine import machine_info  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+RESULTS = Path(__file__).resolve().parent / "results"
 DELIMITER = "\n-----\n"
 INSTRUCTION = "enclosed in \\boxed{}"  # from the hinted prompt's closing instructions; its box is empty, so a copy has no answer
 

@@ -1,7 +1,7 @@
 """Solutions written in the hinted prompt's own terms, per round: in the policy's rollouts, the refinements, the
 kept (training) solutions and the evaluation's responses (``committed_views.round_texts``).
 
-    python benchmarks/prompt_terms.py [--phrase "correct response"]
+    python studies/rounds/prompt_terms.py [--phrase "correct response"]
 
 The hinted prompt (src/ssb/prompts/hinted.txt) shows the refiner "the correct response from a student".
 A refinement that talks about that response ("the enclosed final answer in the given correct response
@@ -19,10 +19,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
 from committed_views import round_folders, round_texts  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def split(texts_and_correct: list[tuple[str, bool | None]], phrase: str) -> dict:
@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--phrase", default="correct response", help="the hinted prompt's words to look for (case-insensitive)")
     args = parser.parse_args()
-    result = {"command": " ".join(["python benchmarks/prompt_terms.py", *sys.argv[1:]]), "phrase": args.phrase, "rounds": {}}
+    result = {"command": " ".join(["python studies/rounds/prompt_terms.py", *sys.argv[1:]]), "phrase": args.phrase, "rounds": {}}
     for name, folder in round_folders(RESULTS):
         result["rounds"][name] = counts = round_counts(folder, args.phrase)
         print(name, json.dumps(counts))

@@ -1,12 +1,12 @@
 """Two arms' round models as sampling policies, paired on the same training questions.
 
-    python benchmarks/rounds_policies.py [--round 2] [--arms rounds-ssb-min32 rounds-sft-min32]
+    python studies/rounds/rounds_policies.py [--round 2] [--arms rounds-ssb-min32 rounds-sft-min32]
 
 Rounds with fresh data give round r of every arm the same training questions, so round r's rollouts
 (K samples per question at the rollout temperature, by round r-1's trained model) compare the arms'
 previous-round models as policies on far more questions than the held-out evaluation: per question the
 fraction of its K rollouts that are right, second arm minus first, paired (``ssb.comparison.compare``).
-Reads the committed exports (``benchmarks/results/evidence/<arm>/round-<r>/rollouts.jsonl.gz``).
+Reads the committed exports (``studies/rounds/results/<arm>/round-<r>/rollouts.jsonl.gz``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
 from committed_views import read_gz  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def rollout_accuracy(folder: Path) -> tuple[dict[str, float], int]:

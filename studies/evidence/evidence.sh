@@ -3,13 +3,13 @@
 # random teacher hint? Packaged Qwen2.5-Coder-0.5B-Instruct, GSM8K train (config `evidence`),
 # greedy evaluation on GSM8K test (first 500) for every arm and MATH500 (first 200) for the main ones.
 #
-#   bash benchmarks/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, report
+#   bash studies/evidence/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, report
 #
 # Every step is a resumable ssb stage: re-running continues where it stopped and skips what is
 # finished. After each arm, its evaluation samples, summaries and training stats are exported to
-# benchmarks/results/evidence/<arm>/ (benchmarks/evidence_export.py); with EVIDENCE_COMMIT=1 they are
+# studies/evidence/results/<arm>/ (studies/common/evidence_export.py); with EVIDENCE_COMMIT=1 they are
 # committed there and then, so the study lands in parts if it must. Arms share work by copying a
-# finished run folder just before the step where they part ways (as benchmarks/controls.sh does):
+# finished run folder just before the step where they part ways (as studies/controls/controls.sh does):
 # SFT and the random teacher hint start from SSB's refinements; training seeds and ablations from
 # SSB's teacher targets (the targets do not depend on the training seed, the temperature or the
 # end-of-turn exclusion).
@@ -24,9 +24,9 @@ math=(--eval.benchmarks "[math500]" --eval.limit 200)
 copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
 step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
 evaluate() { local adapters=$1; shift; step eval --config $config --run_dir "$eval_dir" --eval.adapters "[$adapters]" "$@"; }
-export_arm() { python3 benchmarks/evidence_export.py arm "$1" --eval-dir "$eval_dir" ${2:+--train-dir "$2"}; }
+export_arm() { python3 studies/common/evidence_export.py arm "$1" --eval-dir "$eval_dir" ${2:+--train-dir "$2"}; }
 commit() {
-  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add benchmarks/results/evidence && git commit -qm "Evidence study: $1" -- benchmarks/results/evidence || true; fi
+  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add studies/evidence/results && git commit -qm "Evidence study: $1" -- studies/evidence/results || true; fi
 }
 training_wall_s() {  # seconds SSB took from rollouts to its adapter, costed as `ssb report` costs them
   python3 -c 'import json, sys; from ssb.report import stage_compute; s = json.load(open(sys.argv[1] + "/stats.json"))
@@ -36,7 +36,7 @@ print(round(sum(stage_compute(k, s[k])[2] for k in ("rollouts", "refine", "teach
 main() {
   step rollouts --config $config --run_dir "$ssb_dir"
   step refine --config $config --run_dir "$ssb_dir"
-  python3 benchmarks/evidence_export.py phase1 "$ssb_dir" && commit "training data (rollouts, refinements, views)"
+  python3 studies/common/evidence_export.py phase1 "$ssb_dir" && commit "training data (rollouts, refinements, views)"
   evaluate "" "${gsm8k[@]}"
   evaluate "" "${math[@]}"
   export_arm base && commit "the base model"
@@ -123,13 +123,13 @@ precision() {
   # Does the int8 engine keep the adapter's effect? Every evaluation above merges the adapter into the base
   # and compresses to int8, where most of its weight changes are below one int8 step. Base and SSB again
   # with exact weights and float32 activations on the first 200 GSM8K questions; then SSB - base in each
-  # precision on the same questions (benchmarks/precision_effect.py).
+  # precision on the same questions (studies/evidence/precision_effect.py).
   local exact=(--backend.openvino.weight_format fp32 --backend.openvino.inference_precision f32)
   step eval --config $config --run_dir "$runs-eval-fp32" --eval.adapters "[ssb=$ssb_dir/distill/adapter]" \
     --eval.benchmarks "[gsm8k]" --eval.limit 200 "${exact[@]}"
-  python3 benchmarks/evidence_export.py arm base-fp32 --eval-dir "$runs-eval-fp32" --model base
-  python3 benchmarks/evidence_export.py arm ssb-fp32 --eval-dir "$runs-eval-fp32" --model ssb
-  python3 benchmarks/precision_effect.py && commit "int8 against exact weights: SSB - base in each precision"
+  python3 studies/common/evidence_export.py arm base-fp32 --eval-dir "$runs-eval-fp32" --model base
+  python3 studies/common/evidence_export.py arm ssb-fp32 --eval-dir "$runs-eval-fp32" --model ssb
+  python3 studies/evidence/precision_effect.py && commit "int8 against exact weights: SSB - base in each precision"
 }
 
 report() {
@@ -141,7 +141,7 @@ report() {
     # Only comparisons whose arms are evaluated, so the study can be reported before its last ablations land.
     evaluated "${pair%%:*}" && evaluated "${pair##*:}" && compare+=(--compare "$pair")
   done
-  step report "$eval_dir" "${arms[@]}" "${compare[@]}" --out benchmarks/results/evidence
+  step report "$eval_dir" "${arms[@]}" "${compare[@]}" --out studies/evidence/results
   commit "report"
 }
 

@@ -1,10 +1,10 @@
 """Answers without reasoning: in the training solutions, and in each evaluated arm's responses.
 
-    python benchmarks/answer_only.py [--below 32] [--benchmark gsm8k]
+    python studies/evidence/answer_only.py [--below 32] [--benchmark gsm8k]
 
 A refinement whose answer is right is kept, however short: some only restate the verified final
 answer ("The final answer is \\boxed{60}."). This counts, in the evidence study's committed training
-data (benchmarks/results/evidence/phase1), the kept solutions with fewer than BELOW tokens (the
+data (studies/evidence/results/phase1), the kept solutions with fewer than BELOW tokens (the
 distillation's solution tokens, end-of-turn included, through the study's tokenizer and chat
 template), split into the held-out and the training examples as distillation splits them. Then,
 for every committed arm's responses (``<arm>/<benchmark>.samples.jsonl.gz``, model-free: the token
@@ -23,11 +23,12 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
 from committed_views import committed_examples  # noqa: E402
 from machine import machine_info  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def first_token_probabilities(config, examples) -> dict:

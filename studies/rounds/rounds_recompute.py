@@ -1,8 +1,8 @@
 """Recompute the iterated rounds' curves and paired comparisons from their committed exports alone.
 
-    python benchmarks/rounds_recompute.py [--out DIR] [NAME ...]
+    python studies/rounds/rounds_recompute.py [--out DIR] [NAME ...]
 
-Each NAME is a folder of benchmarks/results/evidence/ written by ``evidence_export.py rounds``
+Each NAME is a folder of studies/rounds/results/ written by ``evidence_export.py rounds``
 (default: the SSB rounds, then the SFT rounds). Each is unpacked into a temporary folder laid out as
 its run folder (rounds.json; per round its stats and every evaluation's samples and summary), and
 the report's rounds sections are written for them into DIR/report.md with their plots: per arm the
@@ -22,12 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
 from evidence_restore import gunzip  # noqa: E402
 from ssb.rounds import ROUNDS_FILE  # noqa: E402
 from ssb.rounds_report import rounds_sections  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ARMS = ("rounds-ssb-min32", "rounds-sft-min32")
 DEFAULT_OUT = RESULTS / "rounds-compared-min32"
 
@@ -61,8 +61,8 @@ def recompute(names: list[str], out: Path, results: Path = RESULTS) -> Path:
             unpack(results / name, Path(tmp) / name)
             folders.append(Path(tmp) / name)
         out.mkdir(parents=True, exist_ok=True)
-        command = " ".join(["python benchmarks/rounds_recompute.py", *(["--out", str(out)] if out != DEFAULT_OUT else []), *names])
-        where = "benchmarks/results/evidence/" if results == RESULTS else f"{results}/"
+        command = " ".join(["python studies/rounds/rounds_recompute.py", *(["--out", str(out)] if out != DEFAULT_OUT else []), *names])
+        where = "studies/rounds/results/" if results == RESULTS else f"{results}/"
         lines = [f"# Iterated rounds: {', '.join(names)}", "",
                  f"Recomputed from the committed exports in {where} alone (`{command}`). Each arm's rounds are its latest "
                  "committed ones; a round under way shows its funnel so far and is not evaluated.", "",
@@ -75,7 +75,7 @@ def recompute(names: list[str], out: Path, results: Path = RESULTS) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", default=list(DEFAULT_ARMS), metavar="NAME",
-                        help="folders of benchmarks/results/evidence/ written by evidence_export.py rounds (default: %(default)s)")
+                        help="folders of studies/rounds/results/ written by evidence_export.py rounds (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where report.md and its plots go (default: %(default)s)")
     args = parser.parse_args()
     print(recompute(args.names, args.out))

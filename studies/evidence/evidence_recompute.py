@@ -1,8 +1,8 @@
 """Recompute the evidence study's accuracies and paired comparisons from the committed samples alone.
 
-    python benchmarks/evidence_recompute.py [--out DIR] [--arm NAME=M1,M2 ...] [--compare A:B ...]
+    python studies/evidence/evidence_recompute.py [--out DIR] [--arm NAME=M1,M2 ...] [--compare A:B ...]
 
-Unpacks every committed arm of benchmarks/results/evidence/ (``<arm>/<benchmark>.samples.jsonl.gz``
+Unpacks every committed arm of studies/evidence/results/ (``<arm>/<benchmark>.samples.jsonl.gz``
 and its summary) into an evaluation folder laid out as ``ssb eval`` writes it, then runs ``ssb
 report`` on it with the given arms and comparisons (default: every pair the study names whose arms
 are committed), and adds the distillation diagnostics table (``ssb report``'s: mean of the first and
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ssb.report import diagnostics_table, write_report
 
-RESULTS = Path(__file__).resolve().parent / "results" / "evidence"
+RESULTS = Path(__file__).resolve().parent / "results"
 STUDY_COMPARISONS = ("ssb:sft", "ssb:base", "sft:base", "ssb:grpo", "ssb:random-teacher-hint", "ssb-t1:ssb", "ssb-ce:ssb", "ssb-eot:ssb",
                      "ssb-t4:ssb", "sft-min32:sft", "ssb:sft-min32", "sft-min32:base", "ssb-min32:ssb",
                      "ssb-min32:sft-min32")

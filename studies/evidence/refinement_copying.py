@@ -1,6 +1,6 @@
 """How much of each kept refinement is new writing, and how much a copy of a rollout it was shown.
 
-    python benchmarks/refinement_copying.py [PHASE1_DIR] [--out FILE]
+    python studies/evidence/refinement_copying.py [PHASE1_DIR] [--out FILE]
 
 Reads a run's (or an exported phase1 folder's) rollouts and refinements, gzipped or not, and for
 every kept refinement measures its character-level similarity (``difflib.SequenceMatcher.ratio``:
@@ -21,7 +21,7 @@ import os
 import statistics
 from pathlib import Path
 
-DEFAULT = Path(__file__).resolve().parent / "results" / "evidence" / "phase1"
+DEFAULT = Path(__file__).resolve().parent / "results" / "phase1"
 
 
 def read_jsonl(folder: Path, name: str) -> list[dict]:
