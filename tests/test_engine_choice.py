@@ -61,3 +61,31 @@ def test_export_key_follows_weight_bytes_adapter_and_format(tmp_path):
     assert export_key(copy, None, "int8") == base  # keyed by content, not by path
     (model / "model.safetensors").write_bytes(b"retrained")
     assert export_key(model, None, "int8") != base
+
+
+def test_prompts_are_held_to_the_engines_own_context_cap(tiny_model_dir):
+    """The tiny model takes 4096 positions; vLLM allocated for fewer (backend.vllm.max_model_len) takes only those, so a
+    prompt that fits the model but not the engine is dropped before it is sent."""
+    from ssb.generation import LazyBackend
+
+    def lazy(**overrides):
+        return LazyBackend(load_config(None, {"model.name_or_path": str(tiny_model_dir), **overrides}))
+
+    assert lazy(**{"backend.name": "hf"}).context_length == 4096
+    assert lazy(**{"backend.name": "vllm"}).context_length == 4096
+    assert lazy(**{"backend.name": "vllm", "backend.vllm.max_model_len": 512}).context_length == 512
+    assert lazy(**{"backend.name": "hf", "backend.vllm.max_model_len": 512}).context_length == 4096  # another engine's setting
+
+
+def test_seeds_derive_from_the_run_seed_and_their_keys_alone():
+    """One derivation for per-chunk and per-request seeds, pinned to its formula (changing it would change every run's samples)."""
+    import hashlib
+
+    from ssb.generation import derive_seed
+
+    def formula(text: str) -> int:
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+    assert derive_seed(7, "rollouts", 3) == formula("7:rollouts:3")
+    assert derive_seed(7, 2) == formula("7:2")
+    assert derive_seed(7, "rollouts", 3) != derive_seed(7, "rollouts", 4) != derive_seed(8, "rollouts", 4)

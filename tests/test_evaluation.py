@@ -197,3 +197,21 @@ def test_a_synthetic_benchmark_is_the_test_split_of_the_training_data_seed(tmp_p
     asked = [r["prompt"][1]["content"] for r in read_jsonl(tmp_path / "run/eval/base/synthetic.samples.jsonl")]
     assert asked == [r["question"] for r in synthetic_records(6, 5, "test")]
     assert not set(asked) & {r["question"] for r in synthetic_records(40, 5, "train")}
+
+
+def test_an_adapter_in_either_peft_format_has_a_fingerprint_of_its_weights(tmp_path):
+    """A retrained adapter must be re-evaluated whichever format PEFT saved it in (safetensors or the older .bin)."""
+    import hashlib
+
+    from ssb.evaluation import adapter_fingerprint
+
+    safetensors, old = tmp_path / "st", tmp_path / "bin"
+    safetensors.mkdir()
+    old.mkdir()
+    (safetensors / "adapter_model.safetensors").write_bytes(b"weights-1")
+    (old / "adapter_model.bin").write_bytes(b"weights-1")
+    expected = hashlib.sha256(b"weights-1").hexdigest()[:16]
+    assert adapter_fingerprint(str(safetensors)) == adapter_fingerprint(str(old)) == expected
+    (old / "adapter_model.bin").write_bytes(b"weights-2")
+    assert adapter_fingerprint(str(old)) == hashlib.sha256(b"weights-2").hexdigest()[:16]
+    assert adapter_fingerprint(None) is None and adapter_fingerprint(str(tmp_path)) is None

@@ -51,3 +51,16 @@ def test_stops_at_end_of_turn_token(tokenizer):
     for row in out:
         for c in row:
             assert c.finish_reason == "stop" and c.token_ids == [] and c.text == "" and c.num_tokens == 1
+
+
+def test_generation_leaves_the_callers_random_state_as_it_was(tokenizer):
+    """Sampling seeds itself per call; a caller's RNG (a training loop's, saved in its checkpoints) must not move."""
+    b = backend(tokenizer, batch_size=4)
+    params = SamplingParams(n=2, temperature=1.0, top_k=0, max_new_tokens=6, seed=5)
+    torch.manual_seed(1234)
+    state = torch.get_rng_state()
+    first = b.generate(PROMPTS, params)
+    assert torch.equal(torch.get_rng_state(), state)
+    expected = torch.rand(3, generator=torch.Generator().manual_seed(1234))
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream goes on exactly as if nothing had been generated
+    assert b.generate(PROMPTS, params) == first  # and the samples are still the seed's

@@ -21,7 +21,7 @@ from ssb.distillation import short_yield
 from ssb.metrics import mean_with_ci
 from ssb.models import load_tokenizer
 from ssb.report import cell, write_report
-from ssb.rounds import merge_adapter, round_config
+from ssb.rounds import merge_round_model, round_config
 from ssb.rounds_report import rounds_section, rounds_sections, rounds_table
 from ssb.run import run_all
 
@@ -207,7 +207,7 @@ def test_a_second_run_skips_finished_rounds_and_refuses_a_stale_one(runs):
         adapter.write_bytes(original + b" ")  # round 1 retrained after round 2 was built on it
         stale = r"round-2 was built on another model or adapter[\s\S]*adapter_sha256: '[0-9a-f]+' -> '[0-9a-f]+'[\s\S]*are stale"
         with pytest.raises(RunFolderError, match=stale):
-            merge_adapter(config, run / "round-2")
+            merge_round_model(config, run / "round-2")
     finally:
         adapter.write_bytes(original)
 
@@ -217,7 +217,7 @@ def test_an_interrupted_merge_is_redone(runs, tmp_path):
     leftover = tmp_path / "round-2" / ".model.staging"
     leftover.mkdir(parents=True)
     (leftover / "config.json").write_text("{half written")
-    path = merge_adapter(config, tmp_path / "round-2")
+    path = merge_round_model(config, tmp_path / "round-2")
     assert path == str(tmp_path / "round-2" / "model") and not leftover.exists()
     assert sha(Path(path) / "model.safetensors") == sha(run / "round-2/model/model.safetensors")
 
@@ -226,7 +226,7 @@ def test_a_removed_merged_model_is_merged_again_from_the_recorded_adapter(runs, 
     _, run, config, _, _ = runs
     copy = tmp_path / "round-2"
     shutil.copytree(run / "round-2", copy, ignore=shutil.ignore_patterns("model"))
-    path = merge_adapter(config, copy)
+    path = merge_round_model(config, copy)
     assert sha(Path(path) / "model.safetensors") == sha(run / "round-2/model/model.safetensors")
     merge = json.loads((copy / "manifest.json").read_text())["stages"]["merge"]
     assert merge["merged_sha256"] == sha(Path(path) / "model.safetensors")[:16]
@@ -235,14 +235,14 @@ def test_a_removed_merged_model_is_merged_again_from_the_recorded_adapter(runs, 
     manifest["stages"]["merge"]["merged_sha256"] = "0" * 16  # as if the weights had come out otherwise the first time
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RunFolderError, match="merged again from the recorded adapter, but into other weights"):
-        merge_adapter(config, copy)
+        merge_round_model(config, copy)
     assert not Path(path).exists()
     adapter = run / "distill/adapter/adapter_model.safetensors"
     original = adapter.read_bytes()
     try:  # another adapter than the one recorded: the rounds built on the removed model are stale, nothing merged
         adapter.write_bytes(original + b" ")
         with pytest.raises(RunFolderError, match="are stale"):
-            merge_adapter(config, copy)
+            merge_round_model(config, copy)
         assert not Path(path).exists()
     finally:
         adapter.write_bytes(original)

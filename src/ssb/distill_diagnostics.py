@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import torch
 
-# The per-token diagnostic terms, by name (``losses.token_diagnostics`` computes them in this order).
-DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement")
+from ssb.objectives import DIAGNOSTICS
+
+# What a step's metrics carry besides the per-token diagnostics' means: the KD's shares on special tokens.
+KD_SHARES = ("kd_share_eot", "kd_share_answer")
 
 
 class StepDiagnostics:
@@ -46,6 +48,6 @@ class StepDiagnostics:
         values = sums.tolist()
         out = {name: round(values[i] / values[n + i], 6) if values[n + i] else None for i, name in enumerate(DIAGNOSTICS)}
         kd_total = values[2 * n]
-        out["kd_share_eot"] = round(values[2 * n + 1] / kd_total, 6) if kd_total > 0 else None
-        out["kd_share_answer"] = round(values[2 * n + 2] / kd_total, 6) if kd_total > 0 else None
+        for i, name in enumerate(KD_SHARES):
+            out[name] = round(values[2 * n + 1 + i] / kd_total, 6) if kd_total > 0 else None
         return out

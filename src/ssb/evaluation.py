@@ -151,12 +151,16 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
     return results
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # PEFT's two formats, in the order PEFT loads them
+
+
 def adapter_fingerprint(adapter_dir: str | None) -> str | None:
-    """Hash of an adapter's weights, so re-trained adapters are re-evaluated rather than skipped."""
+    """Hash of an adapter's weights (either PEFT format), so re-trained adapters are re-evaluated rather than skipped;
+    None for no adapter, or a folder with neither weights file."""
     if adapter_dir is None:
         return None
-    weights = Path(adapter_dir) / "adapter_model.safetensors"
-    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.exists() else None
+    weights = next((Path(adapter_dir) / name for name in ADAPTER_WEIGHTS if (Path(adapter_dir) / name).exists()), None)
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights is not None else None
 
 
 def check_adapter_base(adapter_dir: str, config: SSBConfig) -> None:

@@ -25,14 +25,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ssb.comparison import arm_pass_at_1, compare, model_labels, parse_arms, parse_comparisons, pool
+from ssb.objectives import DIAGNOSTICS
 from ssb.report_tables import cell, difference_table, pyplot
 from ssb.rounds_report import rounds_sections
 from ssb.run_record import RunRecord
 from ssb.stages import STAGES
 
 TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute)
-# Per-step distillation diagnostics, summarised when distill/metrics.jsonl carries them.
-DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement", "kd_share_eot", "kd_share_answer", "heldout_kd", "heldout_ce")
+# Per-step distillation diagnostics, summarised when distill/metrics.jsonl carries them (ssb.distill_diagnostics writes the
+# first two kinds, the training loop the held-out losses).
+LOGGED_DIAGNOSTICS = (*DIAGNOSTICS, "kd_share_eot", "kd_share_answer", "heldout_kd", "heldout_ce")
 
 
 def load_all(run_dirs: list[Path]) -> tuple[dict[str, tuple[Path, str]], dict[str, dict[str, dict]]]:
@@ -168,7 +170,7 @@ def compute_table(models: dict[str, tuple[Path, str]], trained_in: dict[str, Pat
 def diagnostics(metrics: list[dict], window: int = 3) -> dict[str, tuple[float, float]]:
     """{key: (mean of its first ``window`` logged values, mean of its last)} for each diagnostic some step carries."""
     out = {}
-    for key in DIAGNOSTICS:
+    for key in LOGGED_DIAGNOSTICS:
         values = [m[key] for m in metrics if m.get(key) is not None]  # the held-out losses are logged on some steps only
         if values:
             first, last = values[:window], values[-window:]
@@ -185,7 +187,7 @@ def diagnostics_table(trained_in: dict[str, Path | None]) -> str | None:
             rows[label] = (len(metrics), diagnostics(metrics))
     if not rows:
         return None
-    keys = [k for k in DIAGNOSTICS if any(k in d for _, d in rows.values())]
+    keys = [k for k in LOGGED_DIAGNOSTICS if any(k in d for _, d in rows.values())]
     lines = ["| model | steps | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for label, (steps, d) in rows.items():
         lines.append(f"| {label} | {steps} | " + " | ".join(f"{d[k][0]:.4g} -> {d[k][1]:.4g}" if k in d else "" for k in keys) + " |")

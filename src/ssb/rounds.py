@@ -78,7 +78,7 @@ def round_config(config: SSBConfig, r: int, model: str) -> SSBConfig:
                                data=dataclasses.replace(config.data, offset=offset))
 
 
-def merge_adapter(previous: SSBConfig, into: Path) -> str:
+def merge_round_model(previous: SSBConfig, into: Path) -> str:
     """The model of the round after ``previous``: its model with its adapter merged in, saved once in ``into/model``."""
     from ssb.evaluation import adapter_fingerprint
 
@@ -107,7 +107,7 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
     if not target.exists():  # a rename that happened before an interruption left a complete folder
         _save_merged(previous, adapter, staging)
         staging.rename(target)
-    merged = weights_fingerprint(target)
+    merged = weights_sha256(target)
     if recorded is not None and merged != recorded:
         shutil.rmtree(target)
         raise RunFolderError(f"{target}: merged again from the recorded adapter, but into other weights (sha256 {merged}, recorded {recorded}; "
@@ -118,7 +118,7 @@ def merge_adapter(previous: SSBConfig, into: Path) -> str:
     return str(target)
 
 
-def weights_fingerprint(model_dir: Path) -> str:
+def weights_sha256(model_dir: Path) -> str:
     """Hash of a model folder's weights (every safetensors shard, in name order)."""
     digest = hashlib.sha256()
     for shard in sorted(model_dir.glob("*.safetensors")):
@@ -153,7 +153,7 @@ def run_rounds(config: SSBConfig, force: set[str], backend=None) -> dict:
         started_from = {"model": config.model.name_or_path, "adapter": None}
         if r > 1:
             started_from = {"model": current.model.name_or_path, "adapter": str(Path(current.run_dir) / "distill" / "adapter")}
-            current = round_config(config, r, merge_adapter(current, round_folder(config.run_dir, r)))
+            current = round_config(config, r, merge_round_model(current, round_folder(config.run_dir, r)))
         record["per_round"].append({"round": r, "folder": "." if r == 1 else f"round-{r}", "model": current.model.name_or_path,
                                     "started_from": started_from, "data": {"offset": current.data.offset, "limit": current.data.limit},
                                     "evaluated": trained_model_name(current)})

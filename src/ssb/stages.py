@@ -92,7 +92,7 @@ STAGES: tuple[Stage, ...] = (
           records=("model", "benchmark", "system_prompt", "seed", "eval", "grading"),
           keyed_outputs=("eval/{key}.samples.jsonl", "eval/{key}.summary.json")),
     # Round r >= 2's model: round r-1's adapter merged into its model, in the round's folder; run by ssb.rounds, not a command.
-    Stage("merge", "ssb.rounds", "merge_adapter", "Merge the previous round's adapter into its model (ssb run --rounds).",
+    Stage("merge", "ssb.rounds", "merge_round_model", "Merge the previous round's adapter into its model (ssb run --rounds).",
           ("model", ".model.staging"), in_run=False, training_compute=False, records=("model", "adapter", "adapter_sha256"), command=False),
 )
 

@@ -12,8 +12,8 @@ import logging
 from ssb.chat import ChatFormat
 from ssb.generation.base import Completion, GenerationBackend, SamplingParams, derive_seed, overflow
 
-__all__ = ["Completion", "GenerationBackend", "LazyBackend", "SamplingParams", "backend_name", "backend_spec", "derive_seed", "make_backend",
-           "overflow"]
+__all__ = ["Completion", "GenerationBackend", "LazyBackend", "SamplingParams", "backend_name", "backend_spec", "context_length",
+           "derive_seed", "make_backend", "overflow"]
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +45,16 @@ def backend_spec(config) -> dict:
     return {"name": name, "dtype": str(dtype).removeprefix("torch.")}
 
 
+def context_length(config) -> int:
+    """Prompt + generated tokens the configured backend takes: the model's ``max_position_embeddings``, or the engine's
+    own smaller cap where one is set (``backend.vllm.max_model_len``), known before the engine starts."""
+    from ssb.models import load_model_config
+
+    model_limit = load_model_config(config.model).max_position_embeddings
+    engine_cap = config.backend.vllm.max_model_len if backend_name(config) == "vllm" else None
+    return model_limit if engine_cap is None else min(model_limit, engine_cap)
+
+
 def make_backend(config, chat: ChatFormat) -> GenerationBackend:
     """The configured backend for the base model."""
     name = backend_name(config)
@@ -72,11 +82,11 @@ class LazyBackend:
     """
 
     def __init__(self, config):
-        from ssb.models import load_chat_format, load_model_config
+        from ssb.models import load_chat_format
 
         self.config = config
         self.chat = load_chat_format(config.model)
-        self.context_length = load_model_config(config.model).max_position_embeddings
+        self.context_length = context_length(config)  # prompts that cannot fit are dropped before the engine sees them
         self.name = backend_name(config)
         self._backend: GenerationBackend | None = None
 

@@ -11,15 +11,10 @@ from ssb.chat import ChatFormat, Message
 FinishReason = Literal["stop", "length"]
 
 
-def derive_seed(seed: int, stage: str, chunk: int) -> int:
-    """A generation seed per (stage, chunk), independent of which chunks ran before."""
-    digest = hashlib.sha256(f"{seed}:{stage}:{chunk}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def request_seed(seed: int, key: int | str) -> int:
-    """A 31-bit seed for one request of a call, from the call's seed and the request's key."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+def derive_seed(seed: int, *keys: int | str) -> int:
+    """A 31-bit seed derived from ``seed`` and ``keys``: a stage's per-chunk seed (``derive_seed(seed, stage, chunk)``,
+    independent of which chunks ran before) and a backend's per-request one (``derive_seed(call_seed, request)``)."""
+    digest = hashlib.sha256(":".join(map(str, (seed, *keys))).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 

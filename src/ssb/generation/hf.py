@@ -3,7 +3,9 @@
 All ``len(prompts) * n`` sequences are sorted by prompt length and cut into batches of at most
 ``batch_size``, so that padding stays small; results are put back in prompt order. Generation
 stops per row on the chat template's end-of-turn token (or eos). The random stream is seeded once
-per call, so one call with the same inputs and seed reproduces its samples exactly.
+per call, so one call with the same inputs and seed reproduces its samples exactly; torch's global
+random state is put back afterwards, so generating inside a training loop leaves its RNG (which
+checkpoints save) where it was.
 """
 
 from __future__ import annotations
@@ -59,24 +61,26 @@ class HFBackend:
             top_k=None if greedy else params.top_k, repetition_penalty=1.0,
             eos_token_id=self.chat.stop_ids, pad_token_id=self.chat.pad_id,
         )
-        torch.manual_seed(params.seed)
-        bar = tqdm(total=len(rows) * params.max_new_tokens, desc="generate", unit="tok", disable=not self.progress, leave=False)
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
-            width = max(len(prompt_ids[i]) for i, _ in batch)
-            input_ids = torch.full((len(batch), width), self.chat.pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (i, _) in enumerate(batch):
-                ids = prompt_ids[i]
-                input_ids[r, width - len(ids) :] = torch.tensor(ids)
-                attention[r, width - len(ids) :] = 1
-            before = bar.n
-            out = self.model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=generation_config,
-                stopping_criteria=StoppingCriteriaList([_TokenProgress(bar, len(batch))]),
-            )
-            bar.update(len(batch) * params.max_new_tokens - (bar.n - before))  # rows that stopped early
-            for r, (i, s) in enumerate(batch):
-                results[i][s] = completion_from_ids(self.chat, out[r, width:].tolist())
-        bar.close()
+        # Seeded here, and torch's global random state restored after: a caller's RNG (a training loop's) is left as it was.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(params.seed)
+            bar = tqdm(total=len(rows) * params.max_new_tokens, desc="generate", unit="tok", disable=not self.progress, leave=False)
+            for start in range(0, len(rows), self.batch_size):
+                batch = rows[start : start + self.batch_size]
+                width = max(len(prompt_ids[i]) for i, _ in batch)
+                input_ids = torch.full((len(batch), width), self.chat.pad_id, dtype=torch.long)
+                attention = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, (i, _) in enumerate(batch):
+                    ids = prompt_ids[i]
+                    input_ids[r, width - len(ids) :] = torch.tensor(ids)
+                    attention[r, width - len(ids) :] = 1
+                before = bar.n
+                out = self.model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=generation_config,
+                    stopping_criteria=StoppingCriteriaList([_TokenProgress(bar, len(batch))]),
+                )
+                bar.update(len(batch) * params.max_new_tokens - (bar.n - before))  # rows that stopped early
+                for r, (i, s) in enumerate(batch):
+                    results[i][s] = completion_from_ids(self.chat, out[r, width:].tolist())
+            bar.close()
         return results  # type: ignore[return-value]

@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ssb.chat import ChatFormat, Message
-from ssb.generation.base import Completion, SamplingParams, completion_from_ids, request_seed
+from ssb.generation.base import Completion, SamplingParams, completion_from_ids, derive_seed
 
 
 class OpenVINOBackend:
@@ -89,7 +89,7 @@ class OpenVINOBackend:
         if params.top_k > 0:
             config.top_k = params.top_k
         config.num_return_sequences = params.n
-        config.rng_seed = request_seed(params.seed, prompt_index)
+        config.rng_seed = derive_seed(params.seed, prompt_index)
         return config
 
     def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[list[Completion]]:

@@ -73,7 +73,7 @@ def _hash_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def weights_fingerprint(folder: Path) -> str:
+def export_input_hash(folder: Path) -> str:
     """sha256 of a model (or adapter) folder's weights and config: what the export depends on."""
     files = [p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin") or p.name in
                                                              ("config.json", "adapter_config.json"))]
@@ -83,7 +83,7 @@ def weights_fingerprint(folder: Path) -> str:
 
 
 def export_key(source: Path, adapter: Path | None, weight_format: str) -> str:
-    parts = {"source": weights_fingerprint(source), "adapter": weights_fingerprint(adapter) if adapter else None,
+    parts = {"source": export_input_hash(source), "adapter": export_input_hash(adapter) if adapter else None,
              "weight_format": weight_format, "exporter": EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -122,7 +122,7 @@ def _run(command: list[str], what: str, log: Path | None = None) -> None:
         raise ExportError(f"{what} failed (exit {result.returncode}): {' '.join(command)}\n{tail}")
 
 
-def merge_adapter(source: Path, adapter: Path, target: Path) -> None:
+def write_merged_model(source: Path, adapter: Path, target: Path) -> None:
     """Save the base model with ``adapter`` merged in (PEFT's merge) as a plain model folder."""
     import torch
     from peft import PeftModel
@@ -150,7 +150,7 @@ def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", 
     model_folder = source
     if adapter is not None:
         model_folder = staging / "merged"
-        merge_adapter(source, adapter, model_folder)
+        write_merged_model(source, adapter, model_folder)
     command = [str(python), "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(model_folder),
                "--task", "text-generation-with-past", "--weight-format", weight_format, str(staging / "ir")]
     if trust_remote_code:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssb.chat import ChatFormat, Message
-from ssb.generation.base import Completion, SamplingParams, completion_from_ids, request_seed
+from ssb.generation.base import Completion, SamplingParams, completion_from_ids, derive_seed
 
 
 class VLLMBackend:
@@ -40,7 +40,7 @@ class VLLMBackend:
         from vllm.lora.request import LoRARequest
 
         # vLLM identifies an adapter by a positive integer: derived from its path.
-        lora_id = 1 + request_seed(0, str(Path(adapter_dir).resolve()))
+        lora_id = 1 + derive_seed(0, str(Path(adapter_dir).resolve()))
         lora = LoRARequest(Path(adapter_dir).name, lora_id, adapter_dir)
         return VLLMBackend(self.llm, self.chat, self.context_length, self.progress, lora)
 
@@ -56,7 +56,7 @@ class VLLMBackend:
         requests = [TokensPrompt(prompt_token_ids=self.chat.prompt_ids(p)) for p in prompts]
         sampling = [VLLMSamplingParams(n=1 if greedy else params.n, temperature=params.temperature, top_p=1.0 if greedy else params.top_p,
                                        top_k=0 if greedy else params.top_k, max_tokens=params.max_new_tokens,
-                                       seed=request_seed(params.seed, i), stop_token_ids=list(self.chat.stop_ids),
+                                       seed=derive_seed(params.seed, i), stop_token_ids=list(self.chat.stop_ids),
                                        repetition_penalty=1.0, skip_special_tokens=True)
                     for i in range(len(prompts))]
         outputs = self.llm.generate(requests, sampling, use_tqdm=self.progress, lora_request=self.lora)

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 # distill.objective -> the module whose OBJECTIVE implements it.
 OBJECTIVES = {"kd": "ssb.objectives.kd", "sft": "ssb.objectives.sft"}
 
+# The per-token diagnostic terms an objective may compute (``losses.token_diagnostics``, in this order), summarised per
+# step by ``ssb.distill_diagnostics``; one without a teacher computes only the student's.
+DIAGNOSTICS = ("teacher_entropy", "student_entropy", "teacher_nll", "top1_agreement")
+
 
 class Objective(Protocol):
     """What a training objective declares; an instance is made per run from its config (``OBJECTIVE(config)``).

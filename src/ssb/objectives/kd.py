@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ssb.distill_diagnostics import DIAGNOSTICS
 from ssb.losses import cross_entropy
+from ssb.objectives import DIAGNOSTICS
 from ssb.teacher_targets import Teacher, open_targets, teacher_view_path
 
 
