@@ -321,3 +321,32 @@ def test_random_teacher_hint_changes_only_the_teachers_context(tmp_path, tiny_mo
         run_distill(plain)
     with pytest.raises(ConfigError, match="teacher.hint=random needs stored targets"):
         load_config(None, {"teacher.hint": "random", "teacher.format": "online"})
+
+
+class _Payload:
+    """What a hostile checkpoint would hold: an object whose unpickling runs code (here: writes a file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(config, tmp_path):
+    """distill resumes from distill/checkpoints/step-*/: a folder placed there (a shared run folder) is data, never code."""
+    run_teacher(config)
+    marker = tmp_path / "code-ran"
+    planted = Path(config.run_dir) / "distill" / "checkpoints" / "step-000001"
+    planted.mkdir(parents=True)
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from ssb.lora import build_peft_model
+
+    peft_model = build_peft_model(load_model(config.model), config)
+    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}, planted / "adapter.safetensors")
+    torch.save({"optimizer": _Payload(marker), "scheduler": {}, "step": 1, "rng": torch.get_rng_state()}, planted / "trainer_state.pt")
+    with pytest.raises(RunFolderError, match=r"step-000001/trainer_state.pt: not a checkpoint of tensors and plain values, refused"):
+        run_distill(config)
+    assert not marker.exists()

@@ -118,7 +118,14 @@ def load_checkpoint(path: Path, peft_model, optimizer, scheduler) -> int:
 
     device = next(peft_model.parameters()).device
     set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in load_file(path / "adapter.safetensors").items()})
-    state = torch.load(path / "trainer_state.pt", weights_only=False)
+    import pickle
+
+    try:
+        # Tensors and plain values only: a checkpoint in a shared or downloaded run folder must not run code.
+        state = torch.load(path / "trainer_state.pt", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RunFolderError(f"{path / 'trainer_state.pt'}: not a checkpoint of tensors and plain values, refused ({exc}); "
+                             f"remove {path} to resume from an earlier checkpoint or from the start") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
