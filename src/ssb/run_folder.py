@@ -1,7 +1,10 @@
 """A run folder: where every stage reads its inputs and writes its outputs.
 
-Each stage records what it was started with (``.ssb/<stage>.json``: the config sections and
-upstream results it depends on) before writing anything. Re-running the stage with the same
+A stage's life is one mechanism, ``RunFolder.stage`` -> ``StageRun``: the stage table
+(``ssb.stages``) says which upstream stage must have finished and which inputs the stage records
+(whole config sections through ``section_inputs``, so a new config field is recorded by every stage
+that reads its section). Each stage records what it was started with (``.ssb/<stage>.json``)
+before writing anything. Re-running the stage with the same
 inputs resumes it; with different inputs it stops and lists what changed, unless told to
 ``force`` a restart, which removes that stage's outputs first. When a stage completes it adds its
 entry to ``manifest.json`` (written last, atomically) and its counts to ``stats.json``.
@@ -104,12 +107,12 @@ class StageRun:
 
     def finished(self) -> bool:
         """Whether the stage completed with exactly these inputs (what ``begin`` skips), touching nothing."""
-        return self.folder.finished_with(self.name, self.inputs)
+        return self.folder._finished_with(self.name, self.inputs)
 
     def begin(self, force: bool = False) -> bool:
         """Prepare the stage; False when it already completed with these inputs (nothing to do). Changed inputs are
         refused with the list of changes, or with ``force`` its outputs are discarded and it starts again."""
-        return self.folder.begin_stage(self.name, self.inputs, force, self.outputs)
+        return self.folder._begin(self.name, self.inputs, force, self.outputs)
 
     def stats(self) -> dict:
         """The stats it recorded when it finished."""
@@ -117,7 +120,7 @@ class StageRun:
 
     def finish(self, entry: dict, stats: dict) -> None:
         """Record ``stats`` and then the manifest entry (``entry`` + inputs, versions, command, times), written last."""
-        self.folder.finish_stage(self.name, self.inputs, entry, stats)
+        self.folder._finish(self.name, self.inputs, entry, stats)
 
 
 class RunFolder:
@@ -178,11 +181,9 @@ class RunFolder:
     def stage_entry(self, stage: str) -> dict | None:
         return self.manifest()["stages"].get(stage)
 
-    def begin_stage(self, stage: str, inputs: dict, force: bool = False, outputs: list[str] | None = None) -> bool:
+    def _begin(self, stage: str, inputs: dict, force: bool, outputs: list[str]) -> bool:
         """Prepare ``stage`` with ``inputs``; returns False when it already completed with them.
-
-        ``outputs`` (default: the stage table's) are the files a forced restart removes.
-        """
+        ``outputs`` are the files a forced restart removes. (Stages go through ``StageRun``.)"""
         self.manifest()  # refuses a folder written by an incompatible version before touching it
         state_file = self._state_file(stage)
         if state_file.exists():
@@ -196,15 +197,15 @@ class RunFolder:
                         + "\nRe-run with --force to discard its outputs and start it again, or use another run_dir."
                     )
                 _log.warning("forcing a restart of stage '%s'; changed: %s", stage, "; ".join(changes))
-                self._discard(stage, list(stage_named(stage).outputs) if outputs is None else outputs)
-            elif self.finished_with(stage, inputs):
+                self._discard(stage, outputs)
+            elif self._finished_with(stage, inputs):
                 return False
         if not state_file.exists():
             write_json_atomic(state_file, {"inputs": inputs, "started": utc_now()})
         return True
 
-    def finished_with(self, stage: str, inputs: dict) -> bool:
-        """Whether ``stage`` completed with exactly ``inputs`` (what ``begin_stage`` skips), touching nothing."""
+    def _finished_with(self, stage: str, inputs: dict) -> bool:
+        """Whether ``stage`` completed with exactly ``inputs`` (what ``_begin`` skips), touching nothing."""
         state_file = self._state_file(stage)
         return (state_file.exists() and json.loads(state_file.read_text())["inputs"] == inputs
                 and (self.stage_entry(stage) or {}).get("inputs_fingerprint") == fingerprint(inputs))
@@ -237,7 +238,7 @@ class RunFolder:
             refine["stopped"] = reason
         write_json_atomic(self.file("stats.json"), all_stats)
 
-    def finish_stage(self, stage: str, inputs: dict, entry: dict, stats: dict) -> None:
+    def _finish(self, stage: str, inputs: dict, entry: dict, stats: dict) -> None:
         """Record ``stats`` and then the manifest entry: the stage's completion marker, written last."""
         all_stats = self.stats()
         all_stats[stage] = stats
