@@ -215,3 +215,19 @@ def test_a_folder_that_only_evaluated_has_no_compute_table(runs):
     a, _ = runs
     (a / "stats.json").write_text(json.dumps({"eval/base/gsm8k": {"this_invocation": {"wall_s": 5.0}}}))
     assert "## Compute" not in write_report(a).read_text()
+
+
+def test_a_small_run_says_first_that_it_checks_the_pipeline_and_is_not_evidence(tmp_path):
+    small = tmp_path / "small"
+    write_eval(small, "base", [[1], [0], [0]])
+    write_eval(small, "ssb", [[1], [1], [1]])
+    (small / "stats.json").write_text(json.dumps({"distill": {"steps": 3}}))
+    lines = write_report(small).read_text().splitlines()
+    assert lines[2].startswith("**A small run**: at most 3 questions per evaluation after 3 optimiser steps. It checks that the pipeline runs")
+    large = tmp_path / "large"
+    write_eval(large, "base", [[i % 2] for i in range(100)])
+    write_eval(large, "ssb", [[i % 3 == 0] for i in range(100)])
+    (large / "stats.json").write_text(json.dumps({"distill": {"steps": 96}}))
+    assert "small run" not in write_report(large).read_text()
+    (large / "stats.json").write_text(json.dumps({"distill": {"steps": 3}}))  # 100 questions, but hardly trained
+    assert "after 3 optimiser steps" in write_report(large).read_text()
