@@ -58,10 +58,11 @@ def config_part(config, name: str):
     """One named part of a stage's recorded inputs (the names of ``ssb.stages.Stage.records``), from the config."""
     from ssb.prompts import load_prompts
 
-    sections = {"model": config.model, "data": config.data, "grading": config.grading, "rollouts": config.rollouts, "refine": config.refine,
-                "teacher": config.teacher, "distill": config.distill, "grpo": config.grpo, "eval": config.eval, "lora": config.distill.lora}
-    if name in sections:
-        return section_inputs(sections[name])
+    if name == "lora":  # the one adapter shape of every trained arm (ssb.lora)
+        return section_inputs(config.distill.lora)
+    section = getattr(config, name, None)
+    if dataclasses.is_dataclass(section):  # a config section by its name: model, data, rollouts, ..., a new arm's own
+        return section_inputs(section)
     if name == "seed":
         return config.seed
     if name in ("system_prompt_sha256", "hinted_prompt_sha256"):
