@@ -100,9 +100,8 @@ class RunRecord:
         solutions = []
         for record in read_jsonl(self.path / "student.jsonl"):
             entry = refined.get(record["id"])
-            shown = None
-            if entry is not None and entry.get("hint_from", entry["id"]) in rollouts:  # hint_from: absent before refine.hint existed
-                shown = rollouts[entry.get("hint_from", entry["id"])][entry["selection"]["correct_index"]]["text"]
+            donor = None if entry is None else entry.get("hint_from", entry["id"])  # hint_from: absent before refine.hint existed
+            shown = rollouts[donor][entry["selection"]["correct_index"]]["text"] if donor in rollouts else None
             solutions.append(KeptSolution(record["id"], record["messages"][-1]["content"],
                                           None if entry is None else entry["refinement"].get("num_tokens"), shown))
         return solutions

@@ -10,6 +10,7 @@ without training data has no such section.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ssb.run_record import RunRecord
@@ -101,7 +102,7 @@ def _note() -> str:
 FILTERS = (f"Filters, each off by default (the paper's method): answer-only solutions are left out of training by "
            f"`distill.min_solution_tokens {ANSWER_ONLY_TOKENS}` (held-out examples are drawn first and kept); answer-first ones are "
            f"dropped at refine by `refine.answer_first_chars {ANSWER_FIRST_CHARS}` (refinement-answer-first), and those using the "
-           "prompt's terms by `refine.prompt_terms '[\"correct response\"]'` (refinement-prompt-terms); copies have no filter (a copy is "
+           f"prompt's terms by `refine.prompt_terms '{json.dumps(list(PROMPT_TERMS))}'` (refinement-prompt-terms); copies have no filter (a copy is "
            "a right solution, and most kept solutions may be one: the count says how much of the training text is the model's own "
            "sample). docs/training-data.md has the checks and the filters together.")
 
