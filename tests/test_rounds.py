@@ -169,7 +169,8 @@ def test_round_differences_are_paired_on_the_questions(tmp_path):
 
 
 def test_the_answer_first_drops_show_only_where_a_round_had_some(tmp_path):
-    """Stats written before refine.answer_first_chars existed lack the reason; it counts as 0 beside a round that has it."""
+    """Stats written before refine.answer_first_chars (refine.prompt_terms) existed lack the reason; it counts as 0 beside a round
+    that has it."""
     fake_eval(tmp_path, "base", [1, 0])
     fake_eval(tmp_path, "ssb", [1, 1])
     fake_eval(tmp_path / "round-2", "ssb", [0, 1])
@@ -187,6 +188,12 @@ def test_the_answer_first_drops_show_only_where_a_round_had_some(tmp_path):
     assert "| refinements wrong / no answer / truncated / answer first |" in lines[0]
     assert lines[3].startswith("| 1 | gsm8k | 9 | 7 | 1 | 3 / 2 / 1 / 0 | 1 |")
     assert lines[4].startswith("| 2 | gsm8k | 9 | 7 | 1 | 3 / 2 / 1 / 4 | 1 |")
+    stats["refine"]["dropped"]["refinement-prompt-terms"] = 5  # refine.prompt_terms: its column comes after answer-first
+    write_json_atomic(tmp_path / "round-2/stats.json", stats)
+    lines = rounds_table(tmp_path, ["gsm8k"])
+    assert "| refinements wrong / no answer / truncated / answer first / prompt terms |" in lines[0]
+    assert lines[3].startswith("| 1 | gsm8k | 9 | 7 | 1 | 3 / 2 / 1 / 0 / 0 | 1 |")
+    assert lines[4].startswith("| 2 | gsm8k | 9 | 7 | 1 | 3 / 2 / 1 / 4 / 5 | 1 |")
 
 
 def test_a_second_run_skips_finished_rounds_and_refuses_a_stale_one(runs):

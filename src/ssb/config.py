@@ -147,12 +147,15 @@ class RefineConfig:
     prefer_answered_wrong: bool = doc(True, "Pick the wrong rollout among those with a boxed answer when any exist; rollouts without one are used only when no wrong rollout has an answer.")
     hint: Literal["own", "random"] = doc("own", "own: the hinted prompt shows the question's own correct and wrong rollouts (the paper); random: those of another mixed question drawn at random (a control for whether the hint's content matters).")
     answer_first_chars: int = doc(0, added_later=True, help="Drop a right refinement whose first \\boxed starts within its first this many characters, as refinement-answer-first: it states the answer (there to copy in the hinted prompt) before any reasoning, and iterated SFT trained on such refinements collapsed (studies/rounds/README.md). 0: off, the paper's check (right last boxed answer).")
+    prompt_terms: list[str] = doc([], added_later=True, help="Drop a right refinement that contains any of these phrases (case-insensitive), as refinement-prompt-terms: the hinted prompt's own words for what it shows (\"correct response\", also as a heading **Correct Response:**) refer to nothing on the student's bare question, and SSB's third round, trained on refinements using them, wrote the prompt's form on bare questions and collapsed (studies/rounds/README.md). Empty: off, the paper's check. ssb report's Training data section counts such solutions (docs/training-data.md).")
 
     def __post_init__(self) -> None:
         if self.chunk_questions < 1:
             raise ConfigError("refine.chunk_questions must be >= 1")
         if self.answer_first_chars < 0:
             raise ConfigError("refine.answer_first_chars must be >= 0 (0: off)")
+        if any(not term.strip() for term in self.prompt_terms):
+            raise ConfigError("refine.prompt_terms: an empty phrase would drop every refinement")
 
 
 @dataclass

@@ -4,10 +4,11 @@ For every question with at least one correct and one wrong rollout, a (correct, 
 selected (``ssb.selection``), shown to the same model in the paper's hinted prompt, and the model
 writes one solution. It is kept only when it ends on its own (not truncated) and its last boxed
 answer is correct (and, with ``refine.answer_first_chars``, when it does not open with a boxed
-answer). Each question's outcome goes to the ``refinements.jsonl`` journal as soon as its chunk
-finishes (``ssb.chunked_generation``); when all are done the views are written from the journal, atomically:
-``teacher.jsonl`` (system, hinted prompt, solution), ``student.jsonl`` (system, bare question, the
-same solution) and ``dropped.jsonl`` (id and reason for every question not kept).
+answer; with ``refine.prompt_terms``, when it does not use the hinted prompt's own words: the checks
+of ``ssb.training_data``). Each question's outcome goes to the ``refinements.jsonl`` journal as soon
+as its chunk finishes (``ssb.chunked_generation``); when all are done the views are written from the
+journal, atomically: ``teacher.jsonl`` (system, hinted prompt, solution), ``student.jsonl`` (system,
+bare question, the same solution) and ``dropped.jsonl`` (id and reason for every question not kept).
 """
 
 from __future__ import annotations
@@ -20,19 +21,20 @@ from collections import Counter
 from ssb.artifacts import JsonlAppender, read_jsonl, write_jsonl_atomic
 from ssb.chat import messages
 from ssb.chunked_generation import ChunkedGeneration, Job
-from ssb.config import SSBConfig
+from ssb.config import RefineConfig, SSBConfig
 from ssb.generation import Completion, LazyBackend
 from ssb.grading import answers_equivalent, grade
 from ssb.hints import hint_donor, hinted_prompt
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, model_provenance
 from ssb.selection import select_pair
+from ssb.training_data import answers_first, uses_terms
 
 _log = logging.getLogger(__name__)
 
 KEPT = "kept"
 DROP_REASONS = ("all-correct", "all-wrong", "hinted-prompt-too-long", "refinement-truncated", "refinement-no-answer", "refinement-wrong",
-                "refinement-answer-first")
+                "refinement-answer-first", "refinement-prompt-terms")
 
 
 def _selection_for(record: dict, config: SSBConfig):
@@ -48,19 +50,16 @@ def _unrefinable(record: dict) -> dict:
     return {"index": record["index"], "id": record["id"], "outcome": reason}
 
 
-def answers_first(text: str, chars: int) -> bool:
-    """Whether ``text`` opens with a boxed answer: its first ``\\boxed`` starts within its first ``chars`` characters."""
-    return 0 <= text.find("\\boxed") < chars
-
-
-def _outcome(completion: Completion, answer: str | None, correct: bool, answer_first_chars: int) -> str:
+def _outcome(completion: Completion, answer: str | None, correct: bool, refine: RefineConfig) -> str:
     if completion.finish_reason == "length":
         return "refinement-truncated"
     if answer is None:
         return "refinement-no-answer"
     if not correct:
         return "refinement-wrong"
-    return "refinement-answer-first" if answers_first(completion.text, answer_first_chars) else KEPT
+    if answers_first(completion.text, refine.answer_first_chars):
+        return "refinement-answer-first"
+    return "refinement-prompt-terms" if uses_terms(completion.text, refine.prompt_terms) else KEPT
 
 
 def _refinement_record(record: dict, job: Job, completions: list[Completion] | None, config: SSBConfig) -> dict:
@@ -69,7 +68,7 @@ def _refinement_record(record: dict, job: Job, completions: list[Completion] | N
         return {"index": record["index"], "id": record["id"], "outcome": "hinted-prompt-too-long", **job.detail}
     (completion,) = completions
     g = grade(completion.text, record["gold"], config.grading.timeout_s)
-    outcome = _outcome(completion, g.answer, g.correct, config.refine.answer_first_chars)
+    outcome = _outcome(completion, g.answer, g.correct, config.refine)
     return {"index": record["index"], "id": record["id"], "outcome": outcome, **job.detail,
             "refinement": {"text": completion.text, "answer": g.answer, "correct": g.correct, "grader_timed_out": g.timed_out,
                            "finish_reason": completion.finish_reason, "num_tokens": completion.num_tokens}}

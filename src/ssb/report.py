@@ -7,7 +7,9 @@ per model with CI error bars. Every adapter is also compared with the base model
 questions (paired difference, McNemar's test), and its training compute is read from the run folder
 that produced it, so adapters trained in other folders (the controls) are accounted for too, with the
 mean solution length of its training data and the first and last values of the distillation
-diagnostics its training logged. The report ends with the commands that produced every number, taken
+diagnostics its training logged. The training data of each run folder (each round) is checked for kept
+solutions that only restate the answer, open with it, use the hinted prompt's terms or copy the rollout
+shown (``ssb.training_data_report``). The report ends with the commands that produced every number, taken
 from the run folders' manifests.
 
 Several run folders are read as one set of models (``ssb.comparison`` says how they are named);
@@ -30,6 +32,7 @@ from ssb.report_tables import cell, difference_table, pyplot
 from ssb.rounds_report import rounds_sections
 from ssb.run_record import RunRecord
 from ssb.stages import STAGES
+from ssb.training_data_report import training_data_section
 
 TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute)
 # Per-step distillation diagnostics, summarised when distill/metrics.jsonl carries them (ssb.distill_diagnostics writes the
@@ -337,6 +340,7 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
                       diagnostics_markdown, ""]
     else:
         lines += ["No evaluation summaries under eval/ yet (run `ssb eval`).", ""]
+    lines += training_data_section(folders)
     metrics = first.distill_metrics()
     if metrics:
         plot_training(metrics, out_dir / "training.png")

@@ -2,10 +2,11 @@
 
 Read from ``RUN_DIR/rounds.json`` and each round's run folder: per round and benchmark, the yield funnel
 (questions, mixed, kept, the refinements dropped as wrong, without an answer, truncated or, where
-``refine.answer_first_chars`` dropped any, answering first, and trained on: kept less held out and too short),
-the mean length of the solutions it trained on, and the pass@1 of its trained model with the 95% CI and the
-mean completion length; round 0 is the original base model, evaluated in round 1's folder. ``rounds.png``
-plots pass@1 per round with CI error bars. Each round is compared with the one before it, with round 1 and
+``refine.answer_first_chars`` or ``refine.prompt_terms`` dropped any, answering first or using the hinted
+prompt's terms, and trained on: kept less held out and too short), the mean length of the solutions it
+trained on, and the pass@1 of its trained model with the 95% CI and the mean completion length; round 0
+is the original base model, evaluated in round 1's folder. ``rounds.png`` plots pass@1 per round with CI
+error bars. Each round is compared with the one before it, with round 1 and
 with round 0 on the same questions (paired difference, McNemar's test or, between unequal sample counts, the z
 test; Holm's adjustment over the table), like the report's other paired tables. A report on several iterated
 runs (SSB rounds beside SFT rounds, say) gives each its own section and plot, then compares round r of the
@@ -52,10 +53,10 @@ def _stats(folder: Path) -> dict:
 
 
 def _drop_reasons(run_dir: Path) -> list[str]:
-    """The refinement drop reasons of the table: answer-first only where some round dropped one (refine.answer_first_chars
-    is off by default, and stats written before it existed lack the reason)."""
+    """The refinement drop reasons of the table: answer-first and prompt-terms only where some round dropped one
+    (refine.answer_first_chars and refine.prompt_terms are off by default, and stats written before them lack the reasons)."""
     dropped = [_stats(folder).get("refine", {}).get("dropped", {}) for r, folder, _ in evaluated_rounds(run_dir) if r > 0]
-    return ["wrong", "no-answer", "truncated"] + (["answer-first"] if any(d.get("refinement-answer-first") for d in dropped) else [])
+    return ["wrong", "no-answer", "truncated"] + [why for why in ("answer-first", "prompt-terms") if any(d.get(f"refinement-{why}") for d in dropped)]
 
 
 def rounds_table(run_dir: Path, benchmarks: list[str]) -> list[str]:

@@ -2,9 +2,10 @@
 
 The report reads run folders only through this module: the stages' stats (``stats.json``), their
 manifest entries (``manifest.json``), the evaluations' summaries and per-question samples, the
-distillation metrics, the training data and an iterated run's ``rounds.json``. It imports no
-orchestration: the stages write these files, the report reads them. Folders made by earlier ssb
-versions are read as they are (no format check: a report of an old folder is still a report).
+distillation metrics, the training data (with what refine recorded about each kept solution) and an
+iterated run's ``rounds.json``. It imports no orchestration: the stages write these files, the report
+reads them. Folders made by earlier ssb versions are read as they are (no format check: a report of
+an old folder is still a report).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ssb.artifacts import read_jsonl
+from ssb.training_data import KeptSolution
 
 ROUNDS_FILE = "rounds.json"  # an iterated run's list of rounds (ssb.rounds writes it)
 
@@ -84,6 +86,36 @@ class RunRecord:
             return f"{tokens:.0f} tokens"
         solutions = self.training_solutions()
         return f"{sum(map(len, solutions)) / len(solutions):.0f} chars" if solutions else None
+
+    def has_training_data(self) -> bool:
+        """Whether refine wrote its views here (``student.jsonl``)."""
+        return (self.path / "student.jsonl").exists()
+
+    def kept_solutions(self) -> list[KeptSolution]:
+        """The kept solutions (``student.jsonl``), each with the tokens the refiner generated for it and the correct
+        rollout its hinted prompt showed (its own question's, or with ``refine.hint random`` the donor's), from
+        ``refinements.jsonl`` and ``rollouts.jsonl`` where the folder has them."""
+        refined = {e["id"]: e for e in read_jsonl(self.path / "refinements.jsonl") if "refinement" in e}
+        rollouts = {r["id"]: r["rollouts"] for r in read_jsonl(self.path / "rollouts.jsonl")}
+        solutions = []
+        for record in read_jsonl(self.path / "student.jsonl"):
+            entry = refined.get(record["id"])
+            donor = None if entry is None else entry.get("hint_from", entry["id"])  # hint_from: absent before refine.hint existed
+            shown = rollouts[donor][entry["selection"]["correct_index"]]["text"] if donor in rollouts else None
+            solutions.append(KeptSolution(record["id"], record["messages"][-1]["content"],
+                                          None if entry is None else entry["refinement"].get("num_tokens"), shown))
+        return solutions
+
+    def recorded_input(self, stage: str, section: str, name: str):
+        """The value of config field ``section.name`` that ``stage`` recorded among its inputs in ``manifest.json``; None when
+        not recorded (no manifest, the stage has not finished, or an ``added_later`` field left at its default)."""
+        entry = (self.stage_entries or {}).get(stage, {})
+        return entry.get("inputs", {}).get(section, {}).get(name)
+
+    def round_folders(self) -> list[tuple[int, Path]] | None:
+        """(round, its run folder) of an iterated run, in round order; None for a run of one round."""
+        record = self.rounds()
+        return None if record is None else [(r["round"], self.path / r["folder"]) for r in record["per_round"]]
 
     def rounds(self) -> dict | None:
         """An iterated run's ``rounds.json``; None for a run of one round."""
