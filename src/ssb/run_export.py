@@ -315,13 +315,17 @@ def restore_run(export_dir: str | Path, run_dir: str | Path) -> dict[str, list[s
     if not export_dir.is_dir():
         raise RunExportError(f"{export_dir}: no such export folder")
     check_plain_files(export_dir)
-    if not (export_dir / ROUNDS_FILE).exists() and not (export_dir / "round-1").is_dir():
-        raise RunExportError(f"{export_dir}: not an export of a run (no {ROUNDS_FILE}, no round-1/); written by ssb export?")
+    if not (export_dir / ROUNDS_FILE).exists():
+        later = sorted(path.name for path in export_dir.glob("round-*") if path.name != "round-1")
+        if later:
+            raise RunExportError(f"{export_dir / ROUNDS_FILE}: missing; the export holds {', '.join(later)} of an iterated run")
+        if not (export_dir / "round-1").is_dir():
+            raise RunExportError(f"{export_dir}: not an export of a run (no {ROUNDS_FILE}, no round-1/); written by ssb export?")
     rounds = run_rounds(export_dir)
     made_from = recorded_run_dir(export_dir, rounds)
     if made_from is not None and Path(made_from) != run_dir:
-        raise RunExportError(f"{export_dir}: exported from {made_from}, whose path its rounds' recorded inputs name; "
-                             f"restore it there, not to {run_dir}")
+        raise RunExportError(f"{export_dir}: exported from {made_from}, whose path its recorded stage inputs name; "
+                             f"restore it there (as the run's run_dir spelled it), not to {run_dir}")
     if run_dir.exists() or run_dir.is_symlink():
         raise RunExportError(f"{run_dir} exists: the restore writes only a new folder (remove it, or resume the run there)")
     staging = run_dir.with_name(run_dir.name + ".restoring")
