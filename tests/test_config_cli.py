@@ -134,7 +134,7 @@ def test_the_stage_table_drives_the_command_line_the_pipeline_and_the_report():
     from ssb.stages import COMMANDS, STAGES
 
     subcommands = build_parser()._subparsers._group_actions[0].choices
-    assert set(subcommands) == {s.name for s in COMMANDS} | {"run", "demo", "report", "configs"}
+    assert set(subcommands) == {s.name for s in COMMANDS} | {"run", "demo", "report", "configs", "export", "restore"}
     assert {s.name for s in STAGES} - {s.name for s in COMMANDS} == {"merge"}  # run by ssb.rounds, in the table for the run folder
     assert [s.name for s in RUN_STAGES] == ["rollouts", "refine", "teacher", "distill", "eval"]
     assert TRAINING_STAGES == ("rollouts", "refine", "teacher", "distill", "grpo")

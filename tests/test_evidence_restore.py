@@ -1,6 +1,7 @@
-"""An iterated run exported (studies/common/evidence_export.py rounds) and rebuilt from its export alone
-(studies/common/evidence_restore.py), as a run that outlasts one machine is: the weights are retrained bit
-for bit, everything else is skipped or resumed, and nothing exported is computed again."""
+"""An iterated run exported (ssb export: ssb.run_export, which studies/common/evidence_export.py rounds calls) and
+rebuilt from its export alone (ssb restore, through studies/common/evidence_restore.py too), as a run that outlasts one
+machine is: the weights are retrained bit for bit, everything else is skipped or resumed, and nothing exported is
+computed again. The plain run's export and restore are in test_run_export.py."""
 
 import gzip
 import importlib.util
@@ -17,6 +18,7 @@ from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
 from ssb.rounds_report import rounds_section
 from ssb.run import run_all
+from ssb.run_export import RunExportError, export_run, restore_run
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -40,7 +42,7 @@ def exported(tmp_path, tiny_model_dir):
     backend = ScriptedBackend(ChatFormat(load_tokenizer(config.model)), rounds_script)
     run_all(config, backend=backend)
     run, results = Path(config.run_dir), tmp_path / "results"
-    export.export_rounds("arm", run, results)
+    export_run(run, results / "arm")
     run.rename(tmp_path / "gone")
     return config, backend, run, results, tmp_path / "gone"
 
@@ -51,11 +53,11 @@ def manifests(run: Path) -> dict:
 
 def test_a_restored_run_retrains_the_same_weights_and_computes_nothing_else_again(exported):
     config, backend, run, results, gone = exported
-    restore.restore("arm", run, results)
+    restore_run(results / "arm", run)
     assert not (run / "distill").exists() and not (run / "round-2/model").exists()  # no weights came back
     assert {"teacher", "distill"}.isdisjoint(manifests(run)["."]) and "merge" in manifests(run)["round-2"]
     exported_files = {path: path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()}
-    export.export_rounds("arm", run, results)  # a checkpoint before the weights are retrained: the export keeps what it has
+    export_run(run, results / "arm")  # a checkpoint before the weights are retrained: the export keeps what it has
     assert {path: path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()} == exported_files
     calls = len(backend.calls)
     run_all(config, backend=backend)
@@ -77,12 +79,12 @@ def test_a_retraining_that_comes_out_otherwise_stops_the_run_and_is_not_exported
     for path in (round_1 / "manifest.json", round_1 / "state/eval/ssb/gsm8k.json"):  # evaluated with another adapter than retraining gives
         path.write_text(path.read_text().replace(sha(adapter)[:16], "0" * 16))
     exported_files = {path: path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()}
-    restore.restore("arm", run, results)
+    restore_run(results / "arm", run)
     with pytest.raises(RunFolderError, match=r"stage 'eval/ssb/gsm8k' was started with other inputs[\s\S]*adapter_sha256: '0{16}' -> "):
         run_all(config, backend=backend)
     assert sha(run / "distill/adapter/adapter_model.safetensors") == sha(adapter)  # retrained, and evaluated nowhere
     assert not (run / "round-2/model").exists()  # nothing built on it
-    export.export_rounds("arm", run, results)
+    export_run(run, results / "arm")
     assert {path: path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()} == exported_files
 
 
@@ -102,7 +104,7 @@ def test_a_round_exported_mid_stage_resumes_from_its_journal(exported):
     kept = [r for r in journal if "selection" not in r] + refined[:2]  # ... of which the first chunk was journalled
     with gzip.open(round_2 / "refinements.jsonl.gz", "wt") as f:
         f.write("".join(json.dumps(r) + "\n" for r in kept) + '{"torn')
-    restore.restore("arm", run, results)
+    restore_run(results / "arm", run)
     assert (run / "round-2/.ssb/refine.json").exists() and "refine" not in manifests(run)["round-2"]
     calls = len(backend.calls)
     run_all(config, backend=backend)
@@ -115,13 +117,30 @@ def test_a_round_exported_mid_stage_resumes_from_its_journal(exported):
 
 def test_the_restore_goes_only_where_the_export_came_from_and_only_into_a_new_folder(exported):
     _, _, run, results, _ = exported
-    with pytest.raises(SystemExit, match=f"exported from {run}, .* not to {run.parent / 'elsewhere'}"):
+    with pytest.raises(RunExportError, match=f"exported from {run}, .* not to {run.parent / 'elsewhere'}"):
+        restore_run(results / "arm", run.parent / "elsewhere")
+    with pytest.raises(SystemExit, match=f"exported from {run}, .* not to {run.parent / 'elsewhere'}"):  # the study's command says so too
         restore.restore("arm", run.parent / "elsewhere", results)
     run.mkdir()
-    with pytest.raises(SystemExit, match=f"{run} exists"):
-        restore.restore("arm", run, results)
+    with pytest.raises(RunExportError, match=f"{run} exists"):
+        restore_run(results / "arm", run)
     with pytest.raises(SystemExit, match="no rounds.json"):
         restore.restore("missing", run, results)
+
+
+def test_the_study_commands_write_what_ssb_export_and_restore_write(exported, capsys):
+    """evidence_export.py rounds NAME RUN_DIR is ssb export RUN_DIR results/NAME, and evidence_restore.py NAME RUN_DIR is
+    ssb restore results/NAME RUN_DIR; both take iterated runs only."""
+    _, _, run, results, gone = exported
+    export.export_rounds("again", gone, results)
+    files = {path.relative_to(results / "arm"): path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()}
+    assert {path.relative_to(results / "again"): path.read_bytes() for path in (results / "again").rglob("*") if path.is_file()} == files
+    restore.restore("again", run, results)
+    assert capsys.readouterr().out == ("round 1: eval/base/gsm8k, eval/ssb/gsm8k, refine, rollouts restored\n"
+                                       "round 2: eval/ssb/gsm8k, merge, refine, rollouts restored\n")
+    (gone / "rounds.json").unlink()
+    with pytest.raises(SystemExit, match="no rounds.json; not an iterated run"):
+        export.export_rounds("plain", gone, results)
 
 
 def test_the_rounds_report_recomputed_from_exports_is_the_run_folders(exported, tmp_path):

@@ -100,7 +100,44 @@ def build_parser() -> argparse.ArgumentParser:
                              "replaces the default comparison of every model with its base.")
     report.add_argument("--out", metavar="DIR", help="Write DIR/report.md and its plots instead of into the first RUN_DIR.")
     sub.add_parser("configs", help="List the shipped configs (usable as --config NAME).")
+    _add_export_commands(sub)
     return parser
+
+
+def _add_export_commands(sub) -> None:
+    export = sub.add_parser(
+        "export", help="Copy a run folder's results (no weights) into OUT_DIR, compressed, so that the run can resume elsewhere.",
+        description="Copy what a run folder's results rest on into OUT_DIR, gzip-compressed, the same bytes for the same content: "
+                    "the training data, stats.json, manifest.json, each stage's recorded inputs, per-step metrics, every evaluation's "
+                    "samples and summary, rounds.json, report.md and plots; no weights (teacher targets, adapters, merged models). "
+                    "It may run while the run goes on, and into an earlier export of the same run, which it brings up to date. "
+                    "ssb restore rebuilds the run folder from it.")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="The run folder (plain, or iterated with round-*/ folders).")
+    export.add_argument("out_dir", metavar="OUT_DIR", help="A new folder, or an earlier export of this run, outside RUN_DIR.")
+    restore = sub.add_parser(
+        "restore", help="Rebuild a run folder from an ssb export, so that ssb run resumes it.",
+        description="Rebuild RUN_DIR from EXPORT_DIR (written by ssb export). ssb run with the run's config then trains the weights "
+                    "again (teacher, distill, grpo; a round's merge is redone), skips every other stage that had finished and resumes "
+                    "what had not; a retrained adapter that differs from the one the exported evaluations used stops the run. "
+                    "RUN_DIR must be the path the run was made in (as its run_dir spelled it) and must not exist.")
+    restore.add_argument("export_dir", metavar="EXPORT_DIR", help="A folder written by ssb export.")
+    restore.add_argument("run_dir", metavar="RUN_DIR", help="The run folder to rebuild: the one the export was made from, not existing yet.")
+
+
+def _export_or_restore(args) -> int:
+    from ssb.run_export import RunExportError, export_run, restore_run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "export":
+            result = {"export": export_run(args.run_dir, args.out_dir), "export_dir": args.out_dir}
+        else:
+            result = {"restore": restore_run(args.export_dir, args.run_dir), "run_dir": args.run_dir}
+    except (RunExportError, OSError) as exc:
+        print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(result, sort_keys=False).rstrip())
+    return 0
 
 
 def list_configs() -> str:
@@ -120,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ssb report: error: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.command in ("export", "restore"):
+        return _export_or_restore(args)
     if args.command == "configs":
         print(list_configs())
         return 0

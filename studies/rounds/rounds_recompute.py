@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from evidence_restore import gunzip  # noqa: E402
-from ssb.rounds import ROUNDS_FILE  # noqa: E402
-from ssb.rounds_report import rounds_sections  # noqa: E402
+from ssb.rounds import ROUNDS_FILE
+from ssb.rounds_report import rounds_sections
+from ssb.run_export import gunzip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ARMS = ("rounds-ssb-min32", "rounds-sft-min32")
