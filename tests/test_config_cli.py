@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from ssb.cli import build_parser, main
@@ -140,3 +142,12 @@ def test_the_stage_table_drives_the_command_line_the_pipeline_and_the_report():
     assert TRAINING_STAGES == ("rollouts", "refine", "teacher", "distill", "grpo")
     for stage in COMMANDS:
         assert callable(stage.runner()) and subcommands[stage.name].description == stage.help
+
+
+def test_the_configuration_reference_is_the_one_the_code_documents():
+    """docs/configuration.md is rendered from the config dataclasses; regenerate it with python -m ssb.config_reference."""
+    from ssb.config_reference import render_reference
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert page == render_reference(), "docs/configuration.md is stale: python -m ssb.config_reference > docs/configuration.md"
+    assert all(f"| `{dotted}` |" in page for dotted, _, _ in leaf_fields())
