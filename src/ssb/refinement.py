@@ -89,15 +89,22 @@ def _views(journal: list[dict], records_by_id: dict[str, dict], system: str):
     return teacher, student, dropped
 
 
-def refine_stats(journal: list[dict]) -> dict:
+# Drop reasons of filters added later: counted in the stats only where their filter is on (or dropped one), so that
+# the stats of a run without them are those it had before they existed.
+LATER_DROP_REASONS = {"refinement-prompt-terms": lambda refine: bool(refine.prompt_terms)}
+
+
+def refine_stats(journal: list[dict], refine=None) -> dict:
+    """Refine's counts from its journal; ``refine`` (the config section) says which later filters were on."""
     outcomes = Counter(e["outcome"] for e in journal)
+    reasons = [r for r in DROP_REASONS if r not in LATER_DROP_REASONS or outcomes[r] or (refine is not None and LATER_DROP_REASONS[r](refine))]
     mixed = sum(1 for e in journal if e["outcome"] not in ("all-correct", "all-wrong"))
     refined = [e["refinement"] for e in journal if "refinement" in e]
     return {
         "questions": len(journal),
         "mixed": mixed,
         "kept": outcomes[KEPT],
-        "dropped": {reason: outcomes[reason] for reason in DROP_REASONS},
+        "dropped": {reason: outcomes[reason] for reason in reasons},
         "yield_of_questions": outcomes[KEPT] / len(journal) if journal else 0.0,
         "yield_of_mixed": outcomes[KEPT] / mixed if mixed else 0.0,
         "wrong_from_majority_answer": sum(1 for e in journal if e.get("selection", {}).get("wrong_group_size", 0) > 1),
@@ -147,7 +154,7 @@ def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
     write_jsonl_atomic(folder.file("teacher.jsonl"), teacher)
     write_jsonl_atomic(folder.file("student.jsonl"), student)
     write_jsonl_atomic(folder.file("dropped.jsonl"), dropped)
-    stats = refine_stats(entries)
+    stats = refine_stats(entries, config.refine)
     stats["this_invocation"] = invocation
     stage.finish(model_provenance(config, backend.chat.tokenizer), stats)
     return stats
