@@ -215,3 +215,17 @@ def test_an_adapter_in_either_peft_format_has_a_fingerprint_of_its_weights(tmp_p
     (old / "adapter_model.bin").write_bytes(b"weights-2")
     assert adapter_fingerprint(str(old)) == hashlib.sha256(b"weights-2").hexdigest()[:16]
     assert adapter_fingerprint(None) is None and adapter_fingerprint(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize("flags, field", [(["--adapter", "../../../x={adapter}"], "adapter name: '../../../x'"),
+                                          (["--adapter", "a/b={adapter}"], "adapter name: 'a/b'"),
+                                          (["--adapter", "..={adapter}"], "adapter name: '..'"),
+                                          (["--benchmarks", "../gsm8k"], "eval.benchmarks: '../gsm8k'")])
+def test_names_that_become_paths_are_refused_before_anything_is_written(tmp_path, capsys, flags, field):
+    """eval/<adapter>/<benchmark>.samples.jsonl: a name with a separator or '..' would write outside the output folder."""
+    out = tmp_path / "deep" / "er" / "out"
+    args = ["eval", "--model", "unused", "--out", str(out), *[f.format(adapter=tmp_path / "adapter") for f in flags]]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert field in err and "is not a name" in err and err.count("\n") == 1
+    assert not any(tmp_path.rglob("*.samples.jsonl")) and not out.exists()

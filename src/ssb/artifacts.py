@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -137,6 +138,17 @@ def package_versions() -> dict[str, str | None]:
 def fingerprint(obj: Any) -> str:
     """Short stable hash of a JSON-serialisable object (configs, inputs)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+IDENTIFIER = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_identifier(name: str, what: str) -> str:
+    """``name`` when it can safely become one path component (letters, digits, '-', '_', '.'; not '.' or '..');
+    a ValueError naming ``what`` otherwise. Every name that becomes a path goes through this."""
+    if not isinstance(name, str) or not IDENTIFIER.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"{what}: {name!r} is not a name (letters, digits, '-', '_' and '.'; not '.' or '..'): it becomes a path")
+    return name
 
 
 def text_sha256(text: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ssb.artifacts import check_identifier
 from ssb.configs import resolve_config, shipped_configs
 from ssb.objectives import OBJECTIVES
 
@@ -39,6 +40,15 @@ def doc(default: Any, help: str, *, added_later: bool = False, stage_input: bool
     if dataclasses.is_dataclass(default) or isinstance(default, (list, dict)):
         return field(default_factory=lambda: _copy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def names(field_name: str, *values: str) -> None:
+    """Refuse a value of ``field_name`` that would not be a single path component (``artifacts.check_identifier``)."""
+    for value in values:
+        try:
+            check_identifier(value, field_name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _copy(value: Any) -> Any:
@@ -73,6 +83,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.offset < 0 or (self.limit is not None and self.limit < 0):
             raise ConfigError("data.offset and data.limit must be >= 0")
+        names("data.source", self.source)  # <source>_<split>.jsonl is a file name
+        names("data.split", self.split)
 
 
 @dataclass
@@ -273,6 +285,21 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.n < 1 or any(not 1 <= k <= self.n for k in self.k) or self.chunk_questions < 1:
             raise ConfigError("eval: n >= 1, every k in 1..n and chunk_questions >= 1 are required")
+        names("eval.benchmarks", *self.benchmarks)  # eval/<model>/<benchmark>.samples.jsonl
+        names("eval.split", self.split)
+        self.named_adapters()  # refused when the config loads, not after training
+
+    def named_adapters(self) -> list[tuple[str, str]]:
+        """``adapters`` as (name, dir): ``DIR`` or ``NAME=DIR``; names are path components (``eval/<name>/``), unique and never
+        'base'."""
+        out: list[tuple[str, str]] = []
+        for spec in self.adapters:
+            name, _, path = spec.partition("=") if "=" in spec else (Path(spec).name or spec, "", spec)
+            names("eval.adapters: adapter name", name)
+            if name == "base" or name in {n for n, _ in out}:
+                raise ConfigError(f"eval.adapters: adapter name {name!r} is reserved or repeated; use NAME=DIR")
+            out.append((name, path))
+        return out
 
 
 @dataclass

@@ -37,17 +37,6 @@ _log = logging.getLogger(__name__)
 STEP_BY_STEP = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-def parse_adapters(specs: list[str]) -> list[tuple[str, str]]:
-    """``DIR`` or ``NAME=DIR`` -> (name, dir); names must be unique and never 'base'."""
-    out = []
-    for spec in specs:
-        name, _, path = spec.partition("=") if "=" in spec else (Path(spec).name or spec, "", spec)
-        if name == "base" or name in {n for n, _ in out}:
-            raise ValueError(f"eval.adapters: adapter name {name!r} is reserved or repeated; use NAME=DIR")
-        out.append((name, path))
-    return out
-
-
 def system_prompt(config: SSBConfig) -> str:
     return load_prompts(config.prompts.system, config.prompts.hinted).system if config.eval.prompt == "tutor" else STEP_BY_STEP
 
@@ -121,7 +110,7 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
     ``backend_factory(model_name, adapter_dir)`` replaces the HF backend (tests use scripted ones).
     """
     folder = RunFolder(config.run_dir)
-    adapters = parse_adapters(config.eval.adapters)
+    adapters = config.eval.named_adapters()
     variants = ([] if config.eval.skip_base else [("base", None)]) + adapters
     if not variants:
         raise ValueError("eval: nothing to evaluate (skip_base with no adapters)")
