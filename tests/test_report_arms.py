@@ -231,3 +231,22 @@ def test_a_small_run_says_first_that_it_checks_the_pipeline_and_is_not_evidence(
     assert "small run" not in write_report(large).read_text()
     (large / "stats.json").write_text(json.dumps({"distill": {"steps": 3}}))  # 100 questions, but hardly trained
     assert "after 3 optimiser steps" in write_report(large).read_text()
+
+
+def test_a_report_interrupted_while_writing_leaves_the_previous_files_whole(runs, monkeypatch):
+    """ssb report writes into a run folder another process may be using: a plot or report cut off half-way (a full disk,
+    a kill) must never stand under the final name."""
+    from matplotlib.figure import Figure
+
+    first, _ = runs
+    write_report(first)
+    before = {name: (first / name).read_bytes() for name in ("report.md", "accuracy.png")}
+
+    def torn(self, path, **kwargs):
+        Path(path).write_bytes(b"half a png")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", torn)
+    with pytest.raises(OSError):
+        write_report(first)
+    assert {name: (first / name).read_bytes() for name in before} == before

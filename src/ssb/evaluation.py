@@ -76,7 +76,7 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
     loaded = load_problems(data)
     system = system_prompt(config)
     stage = folder.stage("eval", config, key=f"{model_name}/{benchmark}", model=model_spec, benchmark=section_inputs(data), system_prompt=system)
-    if stage.finished():  # before opening the model: an OpenVINO backend exports it first (a minute)
+    if not force and stage.finished():  # before opening the model: an OpenVINO backend exports it first (a minute)
         return stage.stats()
     backend = open_backend()
     drop_overlong(loaded, backend, system, config.eval.sampling.max_new_tokens, config.data.on_bad_record)
@@ -100,7 +100,7 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
     records = sorted(read_jsonl(samples_path), key=lambda r: r["index"])
     summary = {"model": model_name, "benchmark": benchmark, **summarize(records, config), "this_invocation": invocation}
     write_json_atomic(folder.file(f"eval/{model_name}/{benchmark}.summary.json"), summary)
-    stage.finish({"model_spec": model_spec}, summary)
+    stage.finish({"model_spec": model_spec}, summary, reads=adapter_files(model_spec["adapter"]))
     return summary
 
 
@@ -141,6 +141,14 @@ def run_eval(config: SSBConfig, force: bool = False, backend_factory=None) -> di
 
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # PEFT's two formats, in the order PEFT loads them
+
+
+def adapter_files(adapter_dir: str | None) -> list[Path]:
+    """What an evaluation of an adapter reads from its folder (its config and weights): recorded with their digests, so that an
+    adapter edited after it was evaluated (its lora_alpha, say) is not reported with the old results."""
+    if adapter_dir is None:
+        return []
+    return [Path(adapter_dir) / name for name in ("adapter_config.json", *ADAPTER_WEIGHTS) if (Path(adapter_dir) / name).exists()]
 
 
 def adapter_fingerprint(adapter_dir: str | None) -> str | None:

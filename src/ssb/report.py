@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ssb.artifacts import write_text_atomic
 from ssb.comparison import arm_pass_at_1, compare, model_labels, parse_arms, parse_comparisons, pool
 from ssb.objectives import DIAGNOSTICS
-from ssb.report_tables import cell, difference_table, pyplot
+from ssb.report_tables import cell, difference_table, pyplot, save_figure
 from ssb.rounds_report import rounds_sections
 from ssb.run_record import RunRecord
 from ssb.stages import STAGES
@@ -215,7 +216,7 @@ def plot_training(metrics: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle("SSB distillation (distill/metrics.jsonl)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -244,7 +245,7 @@ def plot_accuracy(summaries: dict[str, dict[str, dict]], benchmarks: list[str], 
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -366,5 +367,5 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
                          f"(finished {entry.get('finished', '?')}, inputs {entry.get('inputs_fingerprint', '?')})")
         lines.append("")
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines))  # beside a run that may be going on: never half a report
     return path

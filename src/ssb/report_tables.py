@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ssb.comparison import format_p, holm
 from ssb.packaged_models import default_cache_dir
@@ -31,6 +32,13 @@ def difference_table(rows: list[tuple[str, str, dict]], first: str, counts: str,
                       f"adjusted by Holm's step-down method over all {len(rows)}, bounding the chance of any false positive among them; "
                       "judge significance by it, not by the raw p."]
     return lines
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a plot under a temporary name beside ``path``, then rename it into place: a reader never sees half a PNG."""
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
 
 
 def pyplot():

@@ -101,12 +101,12 @@ def merge_round_model(previous: SSBConfig, into: Path) -> str:
         # hold no weights): merging again gives the same weights, so the rounds built on it stay valid; checked below.
         recorded = entry.get("merged_sha256")  # absent from merges recorded before it was
         _log.info("%s: merged before but gone; merging %s again", target, adapter)
-    # Not finished: whatever an interrupted merge (of this adapter or another) left is discarded or kept whole.
-    stage.begin(force=True)
+    # Never merged, or interrupted: whatever an earlier attempt left (of this adapter or another) is discarded. Merged, then
+    # removed: the entry stays until the new merge replaces it, so a merge that comes out otherwise keeps the first's record.
+    stage.begin(force=entry is None)
     start = time.monotonic()
-    if not target.exists():  # a rename that happened before an interruption left a complete folder
-        _save_merged(previous, adapter, staging)
-        staging.rename(target)
+    _save_merged(previous, adapter, staging)
+    staging.rename(target)
     merged = weights_sha256(target)
     if recorded is not None and merged != recorded:
         shutil.rmtree(target)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssb.comparison import compare
-from ssb.report_tables import cell, difference_table, pyplot
+from ssb.report_tables import cell, difference_table, pyplot, save_figure
 from ssb.run_record import ROUNDS_FILE, RunRecord
 
 DASH = "-"
@@ -115,7 +115,7 @@ def plot_rounds(run_dir: Path, benchmarks: list[str], path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 

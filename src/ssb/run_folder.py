@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import ssb
-from ssb.artifacts import RunFolderError, command_line, fingerprint, package_versions, text_sha256, utc_now, write_json_atomic
+from ssb.artifacts import RunFolderError, command_line, file_digest, fingerprint, package_versions, text_sha256, utc_now, write_json_atomic
 from ssb.stages import Stage, stage_named
 
 _log = logging.getLogger(__name__)
@@ -101,27 +101,52 @@ def describe_changes(old: dict, new: dict) -> list[str]:
 
 class StageRun:
     """One stage's life in a run folder: its recorded inputs, then ``begin`` (or a skip when it finished with them),
-    then ``finish``. Made by ``RunFolder.stage``, from the stage table."""
+    then ``finish``. Made by ``RunFolder.stage``, from the stage table.
 
-    def __init__(self, folder: RunFolder, name: str, inputs: dict, outputs: list[str]):
-        self.folder, self.name, self.inputs, self.outputs = folder, name, inputs, outputs
+    ``finish`` records the size and sha256 of the stage's outputs (the table's ``verified``) and of the files it read
+    from elsewhere (``reads``: an evaluated adapter); a skip verifies them, and so does every later stage that reads
+    them (``RunFolder.stage``), so a damaged or edited file is named instead of consumed."""
+
+    def __init__(self, folder: RunFolder, name: str, inputs: dict, outputs: list[str], verified: list[str]):
+        self.folder, self.name, self.inputs, self.outputs, self.verified = folder, name, inputs, outputs, verified
 
     def finished(self) -> bool:
-        """Whether the stage completed with exactly these inputs (what ``begin`` skips), touching nothing."""
-        return self.folder._finished_with(self.name, self.inputs)
+        """Whether the stage completed with exactly these inputs and its outputs are as it left them (what ``begin`` skips);
+        touches nothing, and raises RunFolderError naming a damaged output."""
+        if not self.folder._finished_with(self.name, self.inputs):
+            return False
+        self.folder.verify(self.name)
+        return True
 
     def begin(self, force: bool = False) -> bool:
         """Prepare the stage; False when it already completed with these inputs (nothing to do). Changed inputs are
-        refused with the list of changes, or with ``force`` its outputs are discarded and it starts again."""
+        refused with the list of changes; ``force`` always discards its outputs and starts it again."""
+        if not force and self.finished():
+            return False
         return self.folder._begin(self.name, self.inputs, force, self.outputs)
 
     def stats(self) -> dict:
         """The stats it recorded when it finished."""
         return self.folder.stats()[self.name]
 
-    def finish(self, entry: dict, stats: dict) -> None:
-        """Record ``stats`` and then the manifest entry (``entry`` + inputs, versions, command, times), written last."""
-        self.folder._finish(self.name, self.inputs, entry, stats)
+    def finish(self, entry: dict, stats: dict, reads: list[Path] = ()) -> None:
+        """Record ``stats`` and then the manifest entry (``entry`` + inputs, versions, command, times, the digests of its
+        outputs and of ``reads``), written last."""
+        outputs = {rel: file_digest(self.folder.file(rel)) for rel in verified_files(self.folder.path, self.verified)}
+        recorded = {**entry, "outputs": outputs, **({"reads": {str(p): file_digest(Path(p)) for p in reads}} if reads else {})}
+        self.folder._finish(self.name, self.inputs, recorded, stats)
+
+
+def verified_files(root: Path, names: list[str]) -> list[str]:
+    """The files (relative to ``root``, sorted) that ``names`` (files or folders) hold now; hidden staging files left out."""
+    found = []
+    for name in names:
+        path = root / name
+        if path.is_file():
+            found.append(name)
+        elif path.is_dir():
+            found += [p.relative_to(root).as_posix() for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    return sorted(found)
 
 
 class RunFolder:
@@ -141,6 +166,7 @@ class RunFolder:
         for part in entry.records:
             if part == "upstream":
                 inputs[entry.upstream_key] = self.require_finished(upstream, needed_by=stage)["inputs_fingerprint"]
+                self.verify(upstream)  # what this stage is about to read is what the upstream stage wrote
             elif part == "objective":
                 from ssb.objectives import objective_for
 
@@ -156,7 +182,7 @@ class RunFolder:
         if unknown:
             raise ValueError(f"stage {stage!r} was given {', '.join(sorted(unknown))}, which its table entry does not record")
         outputs = [pattern.format(key=key) for pattern in entry.keyed_outputs] if key is not None else list(entry.outputs)
-        return StageRun(self, name, inputs, outputs)
+        return StageRun(self, name, inputs, outputs, outputs if entry.verified is None else list(entry.verified))
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -187,19 +213,19 @@ class RunFolder:
         ``outputs`` are the files a forced restart removes. (Stages go through ``StageRun``.)"""
         self.manifest()  # refuses a folder written by an incompatible version before touching it
         state_file = self._state_file(stage)
-        if state_file.exists():
+        if force:
+            _log.warning("--force: stage '%s' starts again from scratch", stage)
+            self._discard(stage, outputs)
+        elif state_file.exists():
             recorded = json.loads(state_file.read_text())["inputs"]
             if recorded != inputs:
                 changes = describe_changes(recorded, inputs)
-                if not force:
-                    raise RunFolderError(
-                        f"{self.path}: stage '{stage}' was started with other inputs; changed:\n  "
-                        + "\n  ".join(changes)
-                        + "\nRe-run with --force to discard its outputs and start it again, or use another run_dir."
-                    )
-                _log.warning("forcing a restart of stage '%s'; changed: %s", stage, "; ".join(changes))
-                self._discard(stage, outputs)
-            elif self._finished_with(stage, inputs):
+                raise RunFolderError(
+                    f"{self.path}: stage '{stage}' was started with other inputs; changed:\n  "
+                    + "\n  ".join(changes)
+                    + "\nRe-run with --force to discard its outputs and start it again, or use another run_dir."
+                )
+            if self._finished_with(stage, inputs):
                 return False
         if not state_file.exists():
             write_json_atomic(state_file, {"inputs": inputs, "started": utc_now()})
@@ -257,6 +283,26 @@ class RunFolder:
             "finished": utc_now(),
         }
         write_json_atomic(self.file("manifest.json"), manifest)
+
+    def verify(self, stage: str) -> None:
+        """Check that the files a finished stage recorded (its outputs; what it read from elsewhere) are as it left them:
+        a RunFolderError names the first that is missing or changed and how to redo the stage. Entries made before ssb
+        recorded digests carry none and pass."""
+        entry = self.stage_entry(stage) or {}
+        recorded = [(self.file(rel), d, "wrote") for rel, d in entry.get("outputs", {}).items()]
+        recorded += [(Path(path), d, "read") for path, d in entry.get("reads", {}).items()]
+        for path, digest, how in recorded:
+            if not path.is_file():
+                problem = "is missing"
+            elif path.stat().st_size != digest["bytes"]:
+                problem = f"has {path.stat().st_size} bytes, not the {digest['bytes']} it had"
+            elif file_digest(path)["sha256"] != digest["sha256"]:
+                problem = f"has changed (sha256 {file_digest(path)['sha256'][:16]}, not {digest['sha256'][:16]})"
+            else:
+                continue
+            command = stage.split("/")[0]
+            raise RunFolderError(f"{path}: {problem} since stage '{stage}' {how} it in {self.path}, so what it computed cannot be trusted. "
+                                 f"Put the file back, or redo the stage: ssb {command} --force (ssb run: --force {command})")
 
     def require_finished(self, stage: str, needed_by: str) -> dict:
         entry = self.stage_entry(stage)

@@ -51,6 +51,9 @@ class Stage:
     command: bool = True  # an `ssb` subcommand of its own
     # Several stages of this kind in one folder (eval/<model>/<benchmark>): name and outputs are patterns of a key.
     keyed_outputs: tuple[str, ...] = ()
+    # The outputs whose size and sha256 the stage's manifest entry records, verified whenever a later stage reads them or a
+    # skip relies on them (None: all its outputs); resume state (checkpoints) is not among them.
+    verified: tuple[str, ...] | None = None
 
     def upstream_of(self, config) -> str | None:
         return self.upstream(config) if callable(self.upstream) else self.upstream
@@ -80,10 +83,11 @@ STAGES: tuple[Stage, ...] = (
           ("distill",), in_run=True, training_compute=True,
           # "objective": what the objective adds (ssb.objectives.Objective.recorded_inputs); "processes": the stage's own.
           records=("upstream", "seed", "model", "distill", "objective", "processes"), upstream=_objective_upstream,
-          upstream_key="upstream_inputs_fingerprint"),
+          upstream_key="upstream_inputs_fingerprint", verified=("distill/adapter", "distill/metrics.jsonl", "distill/merged")),
     Stage("grpo", "ssb.grpo", "run_grpo",
           "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl).",
-          ("grpo",), in_run=False, training_compute=True, records=("seed", "model", "data", "system_prompt_sha256", "grpo", "lora", "grading")),
+          ("grpo",), in_run=False, training_compute=True, records=("seed", "model", "data", "system_prompt_sha256", "grpo", "lora", "grading"),
+          verified=("grpo/adapter", "grpo/metrics.jsonl")),
     # Each (model, benchmark) is its own run-folder stage, eval/<model>/<benchmark>, with its own two files.
     Stage("eval", "ssb.evaluation", "run_eval",
           "Evaluate the base model and adapters on benchmarks (writes eval/<model>/<benchmark>.samples.jsonl and .summary.json).",
@@ -93,7 +97,8 @@ STAGES: tuple[Stage, ...] = (
           keyed_outputs=("eval/{key}.samples.jsonl", "eval/{key}.summary.json")),
     # Round r >= 2's model: round r-1's adapter merged into its model, in the round's folder; run by ssb.rounds, not a command.
     Stage("merge", "ssb.rounds", "merge_round_model", "Merge the previous round's adapter into its model (ssb run --rounds).",
-          ("model", ".model.staging"), in_run=False, training_compute=False, records=("model", "adapter", "adapter_sha256"), command=False),
+          ("model", ".model.staging"), in_run=False, training_compute=False, records=("model", "adapter", "adapter_sha256"), command=False,
+          verified=()),  # the merged model may be removed to save disk; it is merged again and checked by its own sha256
 )
 
 BY_NAME = {stage.name: stage for stage in STAGES}
