@@ -1,6 +1,8 @@
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ssb.cli import build_parser, main
 from ssb.config import ConfigError, leaf_fields, load_config
@@ -21,7 +23,7 @@ def test_yaml_and_dotted_overrides(tmp_path):
     [("rollouts:\n  kk: 3\n", r"c\.yaml: rollouts: unknown field\(s\) kk"),
      ("rollouts:\n  k: three\n", r"rollouts\.k: expected int, got 'three'"),
      ("model:\n  dtype: float8\n", r"model\.dtype: 'float8' is not one of"),
-     ("rollouts:\n  k: 1\n", "rollouts.k must be >= 2"),
+     ("rollouts:\n  k: 1\n", r"c\.yaml: rollouts\.k: must be >= 2 \(got 1\)"),
      ("- a\n", "top level must be a mapping"),
      ("backend:\n  progress: false\n", r"c\.yaml: backend\.progress is now progress")],
 )
@@ -30,6 +32,74 @@ def test_bad_configs_are_named(tmp_path, text, message):
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(str(cfg))
+
+
+# (dotted field, a value its section refuses): one per field with a range, each named in the error.
+OUT_OF_RANGE = [
+    ("run_dir", ""), ("rounds", 0), ("model.name_or_path", ""), ("model.device", ""),
+    ("data.split", ""), ("data.offset", -1), ("data.limit", 0), ("data.limit", -1), ("data.question_field", ""), ("data.answer_field", ""),
+    ("backend.batch_size", 0), ("backend.openvino.kv_cache_gb", 0), ("backend.vllm.tensor_parallel_size", 0),
+    ("backend.vllm.data_parallel_size", 0), ("backend.vllm.gpu_memory_utilization", 0.0), ("backend.vllm.gpu_memory_utilization", 1.5),
+    ("backend.vllm.max_lora_rank", 0), ("backend.vllm.max_model_len", 0),
+    ("grading.timeout_s", -1), ("grading.timeout_s", 0),
+    ("rollouts.k", 1), ("rollouts.chunk_questions", 0),
+    *[(f"{stage}.sampling.{name}", bad) for stage in ("rollouts", "refine", "eval")
+      for name, bad in (("temperature", -0.1), ("top_p", 0.0), ("top_p", 1.1), ("top_k", -1), ("max_new_tokens", 0))],
+    ("refine.chunk_questions", 0), ("refine.answer_first_chars", -1), ("refine.prompt_terms", [" "]),
+    ("teacher.k", 0), ("teacher.batch_size", 0), ("teacher.shard_tokens", 0),
+    ("distill.lora.r", 0), ("distill.lora.alpha", 0), ("distill.lora.dropout", -0.1), ("distill.lora.dropout", 1.0),
+    ("distill.lora.target_modules", []),
+    ("distill.temperature", 0), ("distill.jsd_beta", 0), ("distill.jsd_beta", 1), ("distill.kd_weight", -1), ("distill.ce_weight", -1),
+    ("distill.heldout_examples", -1), ("distill.min_solution_tokens", -1), ("distill.heldout_every", 0), ("distill.epochs", 0),
+    ("distill.batch_size", 0), ("distill.micro_batch_size", 0), ("distill.lr", 0), ("distill.lr", -1e-4), ("distill.weight_decay", -0.1),
+    ("distill.warmup_steps", -1), ("distill.max_grad_norm", -1), ("distill.max_steps", 0), ("distill.max_steps", -1),
+    ("distill.head_chunk_tokens", 0), ("distill.save_every", 0),
+    ("eval.benchmarks", []), ("eval.split", ""), ("eval.n", 0), ("eval.k", [2]), ("eval.k", [0]), ("eval.limit", 0), ("eval.limit", -1),
+    ("eval.chunk_questions", 0),
+    ("grpo.num_generations", 1), ("grpo.batch_size", 0), ("grpo.batch_size", 6), ("grpo.gradient_accumulation_steps", 0), ("grpo.epochs", 0),
+    ("grpo.max_steps", 0), ("grpo.max_wall_s", 0), ("grpo.lr", 0), ("grpo.max_completion_length", 0), ("grpo.temperature", 0),
+    ("grpo.top_k", -1), ("grpo.top_p", 0), ("grpo.beta", -1), ("grpo.format_reward", -1), ("grpo.warmup_steps", -1),
+    ("grpo.max_grad_norm", -1), ("grpo.save_every", 0),
+]
+UNBOUNDED = {"seed", "data.shuffle_seed", "distill.seed"}  # any integer seeds the generators
+
+
+@pytest.mark.parametrize("dotted, bad", OUT_OF_RANGE)
+def test_every_out_of_range_value_is_refused_at_load_naming_its_field(tmp_path, dotted, bad):
+    with pytest.raises(ConfigError, match=rf"^{dotted.replace('.', '[.]')}: "):
+        load_config(None, {dotted: bad})
+    cfg = tmp_path / "c.yaml"  # the same from a file, which the message names first
+    tree: dict = {}
+    *sections, leaf = dotted.split(".")
+    node = tree
+    for section in sections:
+        node = node.setdefault(section, {})
+    node[leaf] = bad
+    cfg.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=rf"^{str(cfg)}: {dotted.replace('.', '[.]')}: "):
+        load_config(str(cfg))
+
+
+def test_every_numeric_field_has_a_range_check():
+    """A new count, weight or limit gets its range (config.check_ranges) and its row in OUT_OF_RANGE."""
+    numeric = {dotted for dotted, field, _ in leaf_fields() if re.fullmatch(r"(int|float|list\[int\])( \| None)?", str(field.type))}
+    assert {"rounds", "eval.k", "distill.max_steps", "grpo.max_wall_s"} <= numeric
+    assert numeric - UNBOUNDED - {dotted for dotted, _ in OUT_OF_RANGE} == set()
+    assert load_config(None, {"distill.max_steps": 1, "eval.limit": 1, "grading.timeout_s": 0.5}).distill.max_steps == 1
+
+
+@pytest.mark.parametrize("text, line, key, first", [
+    ("seed: 1\ndistill:\n  lr: 0.1\n  lr: 0.2\n", 4, "lr", 3),
+    ("distill:\n  lr: 0.1\nseed: 2\ndistill:\n  epochs: 2\n", 4, "distill", 1),
+    ("eval:\n  sampling:\n    top_k: 0\n    top_k: 5\n", 4, "top_k", 3),
+])
+def test_a_key_given_twice_is_refused_with_file_and_line(tmp_path, text, line, key, first):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=rf"c\.yaml: line {line}: '{key}' is given twice \(first at line {first}\)"):
+        load_config(str(cfg))
+    (tmp_path / "merge.yaml").write_text("rollouts:\n  sampling: &s {temperature: 0.5, top_k: 5}\nrefine:\n  sampling:\n    <<: *s\n    top_k: 7\n")
+    assert load_config(str(tmp_path / "merge.yaml")).refine.sampling.top_k == 7  # a merge key may override what it merges in
 
 
 def test_every_field_is_documented_and_in_help(capsys):
@@ -151,3 +221,10 @@ def test_the_configuration_reference_is_the_one_the_code_documents():
     page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert page == render_reference(), "docs/configuration.md is stale: python -m ssb.config_reference > docs/configuration.md"
     assert all(f"| `{dotted}` |" in page for dotted, _, _ in leaf_fields())
+
+
+def test_an_eval_limit_out_of_range_stops_ssb_run_before_any_stage(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["run", "--eval.limit", "-1", "--run_dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "ssb run: error: eval.limit: must be >= 1 (got -1)" and not run.exists()

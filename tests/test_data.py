@@ -91,3 +91,35 @@ def test_gold_the_grader_cannot_parse_is_an_error_or_a_skip(tmp_path):
         load_problems(DataConfig(source="jsonl", path=str(path)))
     loaded = load_problems(DataConfig(source="jsonl", path=str(path), on_bad_record="skip"))
     assert [p.gold for p in loaded.problems] == ["1"] and "cannot be parsed" in loaded.skipped[0]
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line_and_are_skipped_on_request(tmp_path, caplog):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b'{"question": "ok", "answer": "1"}\n{"question": "caf\xe9", "answer": "2"}\n{"question": "ok2", "answer": "3"}\n')
+    with pytest.raises(DataError, match=r"c\.jsonl:2: not UTF-8 text \(byte 18 of the line is 0xe9\)"):
+        load_problems(DataConfig(source="jsonl", path=str(path)))
+    loaded = load_problems(DataConfig(source="jsonl", path=str(path), on_bad_record="skip"))
+    assert [p.question for p in loaded.problems] == ["ok", "ok2"] and [p.source[-2:] for p in loaded.problems] == [":1", ":3"]
+    assert len(loaded.skipped) == 1 and "c.jsonl:2: not UTF-8 text" in loaded.skipped[0]
+    assert "c.jsonl:2: not UTF-8 text" in caplog.text
+
+
+@pytest.mark.parametrize("lines, options", [
+    ([], {}),  # an empty file
+    (["", "  "], {}),  # blank lines only
+    ([{"question": "Q", "answer": "1"}], {"offset": 1}),  # a slice past the end
+    (['{"question": '], {"on_bad_record": "skip"}),  # every record skipped
+])
+def test_a_file_that_leaves_no_question_is_an_error_naming_it(tmp_path, lines, options):
+    path = write_lines(tmp_path / "c.jsonl", lines) if lines else tmp_path / "c.jsonl"
+    path.touch()
+    with pytest.raises(DataError, match=rf"{path}: no questions to use"):
+        load_problems(DataConfig(source="jsonl", path=str(path), **options))
+
+
+def test_an_empty_data_file_stops_the_cli_naming_it(tmp_path, capsys):
+    from ssb.cli import main
+
+    (tmp_path / "q.jsonl").write_text("")
+    assert main(["rollouts", "--data.source", "jsonl", "--data.path", str(tmp_path / "q.jsonl"), "--run_dir", str(tmp_path / "run")]) == 2
+    assert f"ssb rollouts: error: {tmp_path / 'q.jsonl'}: no questions to use" in capsys.readouterr().err

@@ -217,9 +217,9 @@ def test_an_adapter_in_either_peft_format_has_a_fingerprint_of_its_weights(tmp_p
     assert adapter_fingerprint(None) is None and adapter_fingerprint(str(tmp_path)) is None
 
 
-@pytest.mark.parametrize("flags, field", [(["--adapter", "../../../x={adapter}"], "adapter name: '../../../x'"),
-                                          (["--adapter", "a/b={adapter}"], "adapter name: 'a/b'"),
-                                          (["--adapter", "..={adapter}"], "adapter name: '..'"),
+@pytest.mark.parametrize("flags, field", [(["--adapter", "../../../x={adapter}"], "eval.adapters: '../../../x'"),
+                                          (["--adapter", "a/b={adapter}"], "eval.adapters: 'a/b'"),
+                                          (["--adapter", "..={adapter}"], "eval.adapters: '..'"),
                                           (["--benchmarks", "../gsm8k"], "eval.benchmarks: '../gsm8k'")])
 def test_names_that_become_paths_are_refused_before_anything_is_written(tmp_path, capsys, flags, field):
     """eval/<adapter>/<benchmark>.samples.jsonl: a name with a separator or '..' would write outside the output folder."""

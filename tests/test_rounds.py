@@ -346,7 +346,7 @@ def test_rounds_options(tmp_path):
     with pytest.raises(ConfigError, match="rounds_data=fresh .* set data.limit"):
         load_config(None, {"rounds": 2})
     assert load_config(None, {"rounds": 2, "rounds_data": "same"}).rounds == 2
-    with pytest.raises(ConfigError, match="rounds must be >= 1"):
+    with pytest.raises(ConfigError, match=r"rounds: must be >= 1 \(got 0\)"):
         load_config(None, {"rounds": 0})
     args = build_parser().parse_args(["run", "--rounds", "3", "--rounds_data", "same"])
     assert vars(args)["cfg:rounds"] == 3 and vars(args)["cfg:rounds_data"] == "same"

@@ -105,7 +105,7 @@ def test_answer_first_refinements_are_dropped_when_asked(tmp_path, tokenizer):
     assert outcomes[25][1]["dropped"]["refinement-answer-first"] == 1
     # "Careful solution, step by step. \boxed{2}": its box starts at character 32, past the 25 asked.
     assert [s["id"] for s in read_jsonl(tmp_path / "run-25" / "student.jsonl")] == [f"jsonl-train-{i}" for i in (2, 3, 11)]
-    with pytest.raises(ConfigError, match="refine.answer_first_chars must be >= 0"):
+    with pytest.raises(ConfigError, match=r"refine.answer_first_chars: must be >= 0 \(got -1\)"):
         make_config(tmp_path, "bad", **{"refine.answer_first_chars": -1})
 
 

@@ -5,6 +5,7 @@ place, so readers see the old or the new version, never half of one. A JSONL jou
 appended to, one flushed and fsynced line per record; a crash can tear at most the last line, and
 ``read_jsonl`` drops such a tail (``repair_jsonl_tail`` cuts it off before new appends) instead of
 parsing it as data. A malformed line anywhere else is corruption and an error naming file and line.
+A write that fails (a full disk) is an OSError naming the file, whichever library wrote it (``writing``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import platform
 import re
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +32,28 @@ TRACKED_PACKAGES = ("ssb", "torch", "transformers", "accelerate", "peft", "safet
 
 class RunFolderError(RuntimeError):
     """A run folder's contents are inconsistent with what a stage expects."""
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Name ``path`` in an OS error (a full disk) while writing it: safetensors reports one as its own error ("... (os error
+    28)") and torch.save as a RuntimeError over it, neither naming the file, so it would read as a library traceback."""
+    try:
+        yield
+    except Exception as exc:
+        cause = _os_error(exc)
+        if cause is None or cause is exc and exc.filename is not None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from exc
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    if isinstance(exc.__context__, OSError):  # torch.save into a Python file object
+        return exc.__context__
+    found = re.search(r"\(os error (\d+)\)", str(exc))  # safetensors
+    return OSError(int(found[1]), os.strerror(int(found[1]))) if found else None
 
 
 def utc_now() -> str:
@@ -58,12 +82,14 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    _write_atomic(path, [json.dumps(obj, indent=2, ensure_ascii=False), "\n"])
+    with writing(path):
+        _write_atomic(path, [json.dumps(obj, indent=2, ensure_ascii=False), "\n"])
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
     """Replace ``path`` with ``records``, all or nothing."""
-    _write_atomic(path, (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    with writing(path):
+        _write_atomic(path, (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def _complete_prefix_length(data: bytes, path: Path) -> int:
@@ -112,12 +138,13 @@ class JsonlAppender:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         repair_jsonl_tail(path)
-        self._file = open(path, "a", encoding="utf-8")
+        self.path, self._file = path, open(path, "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with writing(self.path):
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()

@@ -8,6 +8,7 @@ they look like.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from typing import Any
@@ -146,6 +147,12 @@ def list_configs() -> str:
     return "\n".join(f"{name}: {summary(path)}\n  {path}" for name, path in shipped_configs().items())
 
 
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # ssb.artifacts.writing names the file being written
+        return f"{exc}: the disk is full; free space, then run the command again (what was finished is kept)"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             stats = run(config, force=args.force)
     except (ConfigError, DataError, RunFolderError, FloatingPointError, OSError, ValueError) as exc:
         # OSError covers a model or file that cannot be found or fetched (transformers raises it offline).
-        print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
+        print(f"ssb {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     if stats:  # other processes of a multi-process run return nothing to report
         print(yaml.safe_dump({args.command: stats, "run_dir": config.run_dir}, sort_keys=False).rstrip())

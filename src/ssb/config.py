@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +26,31 @@ OBJECTIVE_NAMES = tuple(OBJECTIVES)
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
+
+
+class FieldError(ConfigError):
+    """A field's value refused by its section, the message starting with the field's name; ``from_dict`` prefixes its dotted section."""
+
+
+# Range rules by name: the name is also what the error says the value must be.
+RANGES = {
+    ">= 0": lambda v: v >= 0,
+    ">= 1": lambda v: v >= 1,
+    ">= 2": lambda v: v >= 2,
+    "> 0": lambda v: v > 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in (0, 1)": lambda v: 0 < v < 1,
+    "in (0, 1]": lambda v: 0 < v <= 1,
+    "non-empty": lambda v: len(v) > 0,
+}
+
+
+def check_ranges(section: Any, **rules: str) -> None:
+    """Refuse the first field of ``section`` whose value breaks its rule (a name of ``RANGES``); unset (None) passes."""
+    for name, rule in rules.items():
+        value = getattr(section, name)
+        if value is not None and not RANGES[rule](value):
+            raise FieldError(f"{name}: must be {rule} (got {value!r})")
 
 
 def doc(default: Any, help: str, *, added_later: bool = False, stage_input: bool = True) -> Any:
@@ -43,12 +69,12 @@ def doc(default: Any, help: str, *, added_later: bool = False, stage_input: bool
 
 
 def names(field_name: str, *values: str) -> None:
-    """Refuse a value of ``field_name`` that would not be a single path component (``artifacts.check_identifier``)."""
+    """Refuse a value of the section's field ``field_name`` that would not be a single path component (``artifacts.check_identifier``)."""
     for value in values:
         try:
             check_identifier(value, field_name)
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise FieldError(str(exc)) from None
 
 
 def _copy(value: Any) -> Any:
@@ -63,6 +89,9 @@ class ModelConfig:
     device: str = doc("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
     chat_template: str | None = doc(None, "Path to a Jinja chat template replacing the tokenizer's own (used by every stage).")
     trust_remote_code: bool = doc(False, "Allow model code from the hub (transformers' trust_remote_code).")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, name_or_path="non-empty", device="non-empty")
 
 
 @dataclass
@@ -81,10 +110,9 @@ class DataConfig:
     on_bad_record: Literal["error", "skip"] = doc("error", "On a bad record: stop with an error naming file, line and field, or skip it and log why.")
 
     def __post_init__(self) -> None:
-        if self.offset < 0 or (self.limit is not None and self.limit < 0):
-            raise ConfigError("data.offset and data.limit must be >= 0")
-        names("data.source", self.source)  # <source>_<split>.jsonl is a file name
-        names("data.split", self.split)
+        check_ranges(self, split="non-empty", offset=">= 0", limit=">= 1", question_field="non-empty", answer_field="non-empty")
+        names("source", self.source)  # <source>_<split>.jsonl is a file name
+        names("split", self.split)
 
 
 @dataclass
@@ -95,8 +123,7 @@ class SamplingConfig:
     max_new_tokens: int = doc(1024, "Generation budget per sample; a sample that hits it is 'truncated'.")
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0 or self.max_new_tokens < 1:
-            raise ConfigError(f"invalid sampling settings: {self}")
+        check_ranges(self, temperature=">= 0", top_p="in (0, 1]", top_k=">= 0", max_new_tokens=">= 1")
 
 
 @dataclass
@@ -106,8 +133,7 @@ class OpenVINOConfig:
     kv_cache_gb: int = doc(4, "KV cache shared by all running sequences, in GB.")
 
     def __post_init__(self) -> None:
-        if self.kv_cache_gb < 1:
-            raise ConfigError("backend.openvino.kv_cache_gb must be >= 1")
+        check_ranges(self, kv_cache_gb=">= 1")
 
 
 @dataclass
@@ -119,8 +145,8 @@ class VLLMConfig:
     max_model_len: int | None = doc(None, "Context length to allocate for (default: the model's).")
 
     def __post_init__(self) -> None:
-        if self.tensor_parallel_size < 1 or self.data_parallel_size < 1 or not 0 < self.gpu_memory_utilization <= 1:
-            raise ConfigError("backend.vllm: parallel sizes >= 1 and 0 < gpu_memory_utilization <= 1 are required")
+        check_ranges(self, tensor_parallel_size=">= 1", data_parallel_size=">= 1", gpu_memory_utilization="in (0, 1]",
+                     max_lora_rank=">= 1", max_model_len=">= 1")
 
 
 @dataclass
@@ -131,8 +157,7 @@ class BackendConfig:
     vllm: VLLMConfig = doc(VLLMConfig(), "vLLM backend settings.")
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError("backend.batch_size must be >= 1")
+        check_ranges(self, batch_size=">= 1")
 
 
 @dataclass
@@ -148,8 +173,7 @@ class RolloutsConfig:
     chunk_questions: int = doc(8, "Questions generated together and journalled as one unit; also the unit of seeding, so a resumed run reproduces an uninterrupted one.")
 
     def __post_init__(self) -> None:
-        if self.k < 2 or self.chunk_questions < 1:
-            raise ConfigError("rollouts.k must be >= 2 (a question needs a right and a wrong rollout) and chunk_questions >= 1")
+        check_ranges(self, k=">= 2", chunk_questions=">= 1")  # k >= 2: a question needs a right and a wrong rollout
 
 
 @dataclass
@@ -162,17 +186,17 @@ class RefineConfig:
     prompt_terms: list[str] = doc([], added_later=True, help="Drop a right refinement that contains any of these phrases (case-insensitive), as refinement-prompt-terms: the hinted prompt's own words for what it shows (\"correct response\", also as a heading **Correct Response:**) refer to nothing on the student's bare question, and SSB's third round, trained on refinements using them, wrote the prompt's form on bare questions and collapsed (studies/rounds/README.md). Empty: off, the paper's check. ssb report's Training data section counts such solutions (docs/training-data.md).")
 
     def __post_init__(self) -> None:
-        if self.chunk_questions < 1:
-            raise ConfigError("refine.chunk_questions must be >= 1")
-        if self.answer_first_chars < 0:
-            raise ConfigError("refine.answer_first_chars must be >= 0 (0: off)")
+        check_ranges(self, chunk_questions=">= 1", answer_first_chars=">= 0")
         if any(not term.strip() for term in self.prompt_terms):
-            raise ConfigError("refine.prompt_terms: an empty phrase would drop every refinement")
+            raise FieldError("prompt_terms: an empty phrase would drop every refinement")
 
 
 @dataclass
 class GradingConfig:
     timeout_s: float = doc(5.0, "Time bound of one answer comparison; a timeout counts as wrong and is reported.")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, timeout_s="> 0")
 
 
 @dataclass
@@ -187,8 +211,7 @@ class TeacherConfig:
     view: Literal["hinted", "student"] = doc("hinted", "What the teacher sees before the solution: hinted (the hinted prompt, the paper) or student (the bare question, exactly the student's view: an identity control whose first-step KD loss must be 0 for every format).")
 
     def __post_init__(self) -> None:
-        if self.k < 1 or self.batch_size < 1 or self.shard_tokens < 1:
-            raise ConfigError("teacher.k, teacher.batch_size and teacher.shard_tokens must be >= 1")
+        check_ranges(self, k=">= 1", batch_size=">= 1", shard_tokens=">= 1")
         if self.hint == "random" and self.format == "online":
             raise ConfigError("teacher.hint=random needs stored targets (teacher.format hidden, topk or full), not online")
         if self.hint == "random" and self.view == "student":
@@ -201,6 +224,9 @@ class LoraConfig:
     alpha: int = doc(32, "LoRA alpha (scaling alpha / r).")
     dropout: float = doc(0.0, "LoRA dropout.")
     target_modules: list[str] = doc(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "Linear layers that get adapters (all attention and MLP projections; never the output head).")
+
+    def __post_init__(self) -> None:
+        check_ranges(self, r=">= 1", alpha=">= 1", dropout="in [0, 1)", target_modules="non-empty")
 
 
 @dataclass
@@ -235,12 +261,12 @@ class DistillConfig:
     merge: bool = doc(False, "Also save the base model with the adapter merged in.")
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0 or self.epochs < 1 or self.batch_size < 1 or self.micro_batch_size < 1 or self.head_chunk_tokens < 1:
-            raise ConfigError("distill: temperature > 0 and epochs, batch_size, micro_batch_size, head_chunk_tokens >= 1 are required")
-        if self.kd_weight < 0 or self.ce_weight < 0 or self.kd_weight + self.ce_weight == 0:
-            raise ConfigError("distill: kd_weight and ce_weight must be >= 0 and not both 0")
-        if not 0 < self.jsd_beta < 1 or self.heldout_examples < 0 or self.heldout_every < 1 or self.min_solution_tokens < 0:
-            raise ConfigError("distill: 0 < jsd_beta < 1, heldout_examples >= 0, heldout_every >= 1 and min_solution_tokens >= 0 are required")
+        check_ranges(self, temperature="> 0", jsd_beta="in (0, 1)", kd_weight=">= 0", ce_weight=">= 0", heldout_examples=">= 0",
+                     min_solution_tokens=">= 0", heldout_every=">= 1", epochs=">= 1", batch_size=">= 1", micro_batch_size=">= 1",
+                     lr="> 0", weight_decay=">= 0", warmup_steps=">= 0", max_grad_norm=">= 0", max_steps=">= 1",
+                     head_chunk_tokens=">= 1", save_every=">= 1")
+        if self.kd_weight + self.ce_weight == 0:
+            raise ConfigError("distill: kd_weight and ce_weight must not both be 0")
 
 
 @dataclass
@@ -265,8 +291,11 @@ class GRPOConfig:
     gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory.")
 
     def __post_init__(self) -> None:
-        if self.num_generations < 2 or self.batch_size % self.num_generations:
-            raise ConfigError("grpo: num_generations >= 2 and batch_size a multiple of num_generations are required")
+        check_ranges(self, num_generations=">= 2", batch_size=">= 1", gradient_accumulation_steps=">= 1", epochs="> 0", max_steps=">= 1",
+                     max_wall_s="> 0", lr="> 0", max_completion_length=">= 1", temperature="> 0", top_k=">= 0", top_p="in (0, 1]",
+                     beta=">= 0", format_reward=">= 0", warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1")
+        if self.batch_size % self.num_generations:
+            raise FieldError(f"batch_size: must be a multiple of num_generations={self.num_generations} (got {self.batch_size})")
 
 
 @dataclass
@@ -283,10 +312,11 @@ class EvalConfig:
     chunk_questions: int = doc(16, "Questions generated and journalled together (the unit of resume and seeding).")
 
     def __post_init__(self) -> None:
-        if self.n < 1 or any(not 1 <= k <= self.n for k in self.k) or self.chunk_questions < 1:
-            raise ConfigError("eval: n >= 1, every k in 1..n and chunk_questions >= 1 are required")
-        names("eval.benchmarks", *self.benchmarks)  # eval/<model>/<benchmark>.samples.jsonl
-        names("eval.split", self.split)
+        check_ranges(self, benchmarks="non-empty", split="non-empty", n=">= 1", limit=">= 1", chunk_questions=">= 1")
+        if any(not 1 <= k <= self.n for k in self.k):
+            raise FieldError(f"k: every k must be in 1..n={self.n} (got {self.k})")
+        names("benchmarks", *self.benchmarks)  # eval/<model>/<benchmark>.samples.jsonl
+        names("split", self.split)
         self.named_adapters()  # refused when the config loads, not after training
 
     def named_adapters(self) -> list[tuple[str, str]]:
@@ -295,9 +325,9 @@ class EvalConfig:
         out: list[tuple[str, str]] = []
         for spec in self.adapters:
             name, _, path = spec.partition("=") if "=" in spec else (Path(spec).name or spec, "", spec)
-            names("eval.adapters: adapter name", name)
+            names("adapters", name)
             if name == "base" or name in {n for n, _ in out}:
-                raise ConfigError(f"eval.adapters: adapter name {name!r} is reserved or repeated; use NAME=DIR")
+                raise FieldError(f"adapters: adapter name {name!r} is reserved or repeated; use NAME=DIR")
             out.append((name, path))
         return out
 
@@ -322,8 +352,7 @@ class SSBConfig:
     grpo: GRPOConfig = doc(GRPOConfig(), "The GRPO control (ssb grpo), with distill.lora's adapter shape.")
 
     def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError("rounds must be >= 1")
+        check_ranges(self, run_dir="non-empty", rounds=">= 1")
         if self.rounds > 1 and self.rounds_data == "fresh" and self.data.limit is None:
             raise ConfigError("rounds_data=fresh gives each round the next data.limit questions (data.offset advanced by (r-1) x data.limit); "
                               "set data.limit, or use rounds_data=same to train every round on the same questions")
@@ -399,6 +428,8 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
         kwargs[name] = _coerce(value, hints[name], item_where)
     try:
         return cls(**kwargs)
+    except FieldError as exc:
+        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
@@ -422,6 +453,24 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     tree[leaf] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping, at any depth (plain YAML keeps the last, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *anchor" merges a mapping in; its keys may be overridden, as YAML intends
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # refused by the SafeLoader itself
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise ConfigError(f"line {line}: {key!r} is given twice (first at line {first_line[key]}); only one may stay")
+            first_line[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def _read_tree(path: str, seen: tuple[str, ...] = ()) -> dict:
     """A YAML config as a nested dict; ``base: other.yaml`` (relative to the file) is read first and
     this file's values override it, so a control differs from its base in the fields it names."""
@@ -430,9 +479,13 @@ def _read_tree(path: str, seen: tuple[str, ...] = ()) -> dict:
     if resolved in seen:
         raise ConfigError(f"{path}: 'base' chain loops back to itself")
     try:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        loaded = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if loaded is not None and not isinstance(loaded, dict):

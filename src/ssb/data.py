@@ -4,10 +4,10 @@ Each known benchmark has a layout: where its question and gold answer live in a 
 is the text after ``#### `` in its worked answer; SVAMP's question is Body + Question; numeric golds
 stored as floats (SVAMP, MAWPS, AMC) are written back as the shortest exact decimal (``27.0`` -> ``27``).
 
-A bad record (invalid JSON, missing field, empty question or gold, duplicate id, a gold answer the
-grader cannot parse) stops loading with an error
-naming file, line and field, or, with ``on_bad_record="skip"``, is skipped and reported in
-``LoadedProblems.skipped`` with that same message.
+A bad record (bytes that are not UTF-8, invalid JSON, missing field, empty question or gold, duplicate
+id, a gold answer the grader cannot parse) stops loading with an error naming file, line and field, or,
+with ``on_bad_record="skip"``, is skipped and reported in ``LoadedProblems.skipped`` with that same
+message. A file, split or slice that leaves no question to use is an error naming it.
 """
 
 from __future__ import annotations
@@ -85,11 +85,17 @@ def _jsonl_layout(config: DataConfig) -> Callable[[dict], tuple[str, str]]:
 
 
 def _records_from_file(path: Path) -> Iterable[tuple[str, dict | Exception]]:
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    # Read as bytes and decode line by line, so that bytes that are not UTF-8 are one bad record with its line.
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield where, DataError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line is {raw[exc.start]:#04x})")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -179,6 +185,10 @@ def load_problems(config: DataConfig) -> LoadedProblems:
             raise DataError(message)
         _log.warning("skipping record: %s", message)
         loaded.skipped.append(message)
+    if not loaded.problems:
+        origin = path or hub_id or config.source
+        raise DataError(f"{origin}: no questions to use ({len(seen)} valid records, {len(loaded.skipped)} skipped, "
+                        f"offset {config.offset}, limit {config.limit})")
     return loaded
 
 

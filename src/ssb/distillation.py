@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ssb.alignment import AlignedExample, align_examples
-from ssb.artifacts import RunFolderError
+from ssb.artifacts import RunFolderError, writing
 from ssb.chat import ChatFormat
 from ssb.config import SSBConfig
 from ssb.lora import build_peft_model
@@ -113,10 +113,12 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
 
     stats = {}
     if accelerator.is_main_process:
-        peft_model.save_pretrained(out / "adapter")
+        with writing(out / "adapter"):
+            peft_model.save_pretrained(out / "adapter")
         if config.distill.merge:
-            peft_model.merge_and_unload().save_pretrained(out / "merged")
-            tokenizer.save_pretrained(out / "merged")
+            with writing(out / "merged"):
+                peft_model.merge_and_unload().save_pretrained(out / "merged")
+                tokenizer.save_pretrained(out / "merged")
         history = trained.metrics
         stats = {"steps": trained.steps, "examples": len(examples), "heldout_examples": len(heldout), "short_examples_left_out": len(short),
                  "batch_size": trained.batch_size,

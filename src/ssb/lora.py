@@ -2,6 +2,7 @@
 
 Built here only, so "the same adapter shape for every arm" holds by construction: ssb's own training
 loop wraps the model with ``build_peft_model``, and TRL's trainers get the same ``peft_lora_config``.
+A saved adapter is loaded back with ``load_adapter`` (evaluation, a round's merge).
 """
 
 from __future__ import annotations
@@ -25,3 +26,23 @@ def build_peft_model(model, config):
     if config.distill.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model
+
+
+def load_adapter(model, adapter_dir):
+    """``model`` with the PEFT adapter saved in ``adapter_dir``; one PEFT cannot load (weights of another rank or modules
+    than its adapter_config.json, a truncated weights file) is a RunFolderError naming the folder."""
+    import torch
+    from peft import PeftModel
+    from safetensors import SafetensorError
+
+    from ssb.artifacts import RunFolderError
+
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir))
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, ValueError, SafetensorError) as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = next((line for line in lines if line.startswith("size mismatch")), lines[0]).rstrip(".")  # torch lists every tensor
+        raise RunFolderError(f"{adapter_dir}: the adapter does not load ({detail}); its weights file is damaged or does not "
+                             "match its adapter_config.json: train it again, or restore the folder as it was saved") from None

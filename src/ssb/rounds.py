@@ -53,7 +53,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, write_json_atomic
+from ssb.artifacts import RunFolderError, write_json_atomic, writing
 from ssb.config import SSBConfig
 from ssb.pipeline import run_stages, trained_model_name
 from ssb.report import write_report
@@ -129,19 +129,19 @@ def weights_sha256(model_dir: Path) -> str:
 
 
 def _save_merged(previous: SSBConfig, adapter: Path, staging: Path) -> None:
-    from peft import PeftModel
-
+    from ssb.lora import load_adapter
     from ssb.models import load_chat_format, load_model
 
     shutil.rmtree(staging, ignore_errors=True)
     model = load_model(dataclasses.replace(previous.model, dtype="float32", device="cpu"))
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged = load_adapter(model, adapter).merge_and_unload()
     chat = load_chat_format(previous.model)
     # Packaged models' extra stop tokens come from ssb's table of packaged names, which the merged folder
     # is not: its generation config carries them all, so generation stops exactly where it did.
     merged.generation_config.eos_token_id = list(chat.stop_ids)
-    merged.save_pretrained(staging)
-    chat.tokenizer.save_pretrained(staging)  # with model.chat_template applied, if one was set
+    with writing(staging):
+        merged.save_pretrained(staging)
+        chat.tokenizer.save_pretrained(staging)  # with model.chat_template applied, if one was set
     _log.info("merged %s into %s -> %s", adapter, previous.model.name_or_path, staging.parent / "model")
 
 

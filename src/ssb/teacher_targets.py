@@ -32,12 +32,13 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 import ssb
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
-from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic, writing
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.config import SSBConfig
 from ssb.hints import hinted_prompt, random_donor
@@ -146,7 +147,8 @@ def _write_shard(folder: Path, index: int, pieces: list[tuple[AlignedExample, di
     name = f"targets-{index:05d}.safetensors"
     tensors = {key: torch.cat([t[key] for _, t in pieces]) for key in pieces[0][1]}
     tensors["solution_ids"] = torch.tensor([i for e, _ in pieces for i in e.solution_ids], dtype=torch.int32)
-    save_file(tensors, folder / name)
+    with writing(folder / name):
+        save_file(tensors, folder / name)
     spans, start = {}, 0
     for example, _ in pieces:
         spans[example.id] = (name, start, len(example.solution_ids))
@@ -216,7 +218,11 @@ class TeacherTargets:
         if span is None or "shard" not in span:
             raise RunFolderError(f"{self.folder}: no stored targets for example {example.id!r}")
         if span["shard"] not in self._shards:
-            self._shards[span["shard"]] = load_file(self.folder / span["shard"])
+            try:
+                self._shards[span["shard"]] = load_file(self.folder / span["shard"])
+            except (SafetensorError, OSError) as exc:  # a truncated, damaged or missing shard
+                raise RunFolderError(f"{self.folder / span['shard']}: teacher targets cannot be read ({exc}); "
+                                     "recompute them with `ssb teacher --force`") from None
         shard, lo, n = self._shards[span["shard"]], span["start"], span["length"]
         if shard["solution_ids"][lo : lo + n].tolist() != example.solution_ids:
             raise RunFolderError(f"{self.folder}: stored solution ids of {example.id!r} differ from the tokenized solution")

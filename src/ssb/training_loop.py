@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ssb.alignment import AlignedExample, answer_token_flags, pack, solution_hidden_states
-from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic
+from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic, writing
 from ssb.distill_diagnostics import StepDiagnostics
 from ssb.losses import fused_head_loss, reduce_per_token
 
@@ -102,9 +102,11 @@ def save_checkpoint(folder: Path, step: int, peft_model, optimizer, scheduler, k
     staging = folder / f".step-{step:06d}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}, staging / "adapter.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "rng": torch.get_rng_state()}, staging / "trainer_state.pt")
+    with writing(staging / "adapter.safetensors"):
+        save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}, staging / "adapter.safetensors")
+    # Into a Python file, so that a failed write (a full disk) surfaces as the OSError under torch's RuntimeError.
+    with writing(staging / "trainer_state.pt"), open(staging / "trainer_state.pt", "wb") as f:
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state()}, f)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     for old in checkpoints_in(folder)[:-keep]:
@@ -113,19 +115,26 @@ def save_checkpoint(folder: Path, step: int, peft_model, optimizer, scheduler, k
 
 
 def load_checkpoint(path: Path, peft_model, optimizer, scheduler) -> int:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    device = next(peft_model.parameters()).device
-    set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in load_file(path / "adapter.safetensors").items()})
     import pickle
 
+    from peft import set_peft_model_state_dict
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    redo = f"remove {path} to resume from an earlier checkpoint or from the start"
+    device = next(peft_model.parameters()).device
+    try:
+        weights = load_file(path / "adapter.safetensors")
+    except (SafetensorError, OSError) as exc:  # truncated, damaged or missing
+        raise RunFolderError(f"{path / 'adapter.safetensors'}: the checkpoint cannot be read ({exc}); {redo}") from None
+    set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in weights.items()})
     try:
         # Tensors and plain values only: a checkpoint in a shared or downloaded run folder must not run code.
         state = torch.load(path / "trainer_state.pt", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise RunFolderError(f"{path / 'trainer_state.pt'}: not a checkpoint of tensors and plain values, refused ({exc}); "
-                             f"remove {path} to resume from an earlier checkpoint or from the start") from None
+        raise RunFolderError(f"{path / 'trainer_state.pt'}: not a checkpoint of tensors and plain values, refused ({exc}); {redo}") from None
+    except (RuntimeError, OSError) as exc:  # torch's zip reader on a truncated or damaged file
+        raise RunFolderError(f"{path / 'trainer_state.pt'}: the checkpoint cannot be read ({str(exc).split('. ')[0]}); {redo}") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])

@@ -36,9 +36,9 @@ class HFBackend:
 
     def with_adapter(self, adapter_dir: str) -> HFBackend:
         """This model with a PEFT adapter injected; ``close()`` on the result removes it again."""
-        from peft import PeftModel
+        from ssb.lora import load_adapter
 
-        model = PeftModel.from_pretrained(self.model, adapter_dir).eval()
+        model = load_adapter(self.model, adapter_dir).eval()
         return HFBackend(model, self.chat, self.batch_size, self.progress)
 
     def close(self) -> None:

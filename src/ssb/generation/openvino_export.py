@@ -125,11 +125,12 @@ def _run(command: list[str], what: str, log: Path | None = None) -> None:
 def write_merged_model(source: Path, adapter: Path, target: Path) -> None:
     """Save the base model with ``adapter`` merged in (PEFT's merge) as a plain model folder."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ssb.lora import load_adapter
+
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged = load_adapter(model, adapter).merge_and_unload()
     merged.save_pretrained(target)
     AutoTokenizer.from_pretrained(source).save_pretrained(target)
 
