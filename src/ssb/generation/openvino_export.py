@@ -3,10 +3,13 @@
 The exporter is optimum-intel (``optimum-cli export openvino``). It pins transformers to an older
 range than ssb does (optimum-intel 2.2: ``transformers<5.6``), so it never runs in ssb's own
 environment: on first use ssb builds a separate virtual environment under the cache folder holding
-only the exporter's pinned packages (``EXPORTER_PACKAGES``), and makes the rest (torch, numpy,
-openvino, tokenizers) visible to it through a ``.pth`` file pointing at this environment's
-site-packages. Nothing in ssb's environment is installed, removed or shadowed. Set
-``SSB_OPENVINO_EXPORTER`` to a Python that already has optimum-intel to skip building it.
+the exporter's packages, and makes torch and openvino visible to it through a ``.pth`` file pointing
+at this environment's site-packages. The packages are the full resolved set in the lock file shipped
+beside this module (``openvino_exporter.lock.txt``: every package at one version, with the sha256 of
+its wheels, installed with ``--no-deps --require-hashes``), so the environment built on a user's
+machine is the tested one; a package already in ssb's environment at the locked version is used from
+there. Nothing in ssb's environment is installed, removed or shadowed. Set ``SSB_OPENVINO_EXPORTER``
+to a Python that already has optimum-intel to skip building it (on a platform the lock does not cover).
 
 An adapter is merged into the base weights by PEFT (``merge_and_unload``) and the merged model is
 exported like any other: the engine then runs one plain model at full speed, and the adapter's
@@ -35,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,6 +58,10 @@ EXPORTER_DEPENDENCIES = ["optimum==2.3.0", "transformers==5.5.4", "nncf==3.4.0",
                          "requests>=2.33,<3", "setuptools",
                          # optimum imports datasets when present; the environment's may need a newer huggingface-hub
                          "datasets>=4,<5"]
+# Every package the environment installs, at the version and with the hashes tested, resolved from the
+# lists above by dev/lock_openvino_exporter.py; torch and openvino are ssb's own (the .pth file).
+EXPORTER_LOCK = Path(__file__).with_name("openvino_exporter.lock.txt")
+SHARED_PACKAGES = frozenset({"torch", "openvino"})
 EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin")
 EXPORT_RECORD = "ssb_export.json"  # written last into an export, before it is published
 DEFAULT_CACHE_GB = 20.0
@@ -94,9 +102,32 @@ def export_input_hash(folder: Path) -> str:
     return _hash_files(files)
 
 
+def read_exporter_lock(text: str) -> list[dict]:
+    """The entries of a lock file's text: ``{"name", "version", "marker" (or None), "hashes"}`` per package.
+
+    Raises ValueError on a line that is not ``name==version [; marker]`` followed by ``--hash=sha256:...``."""
+    entries = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        requirement, *options = line.split(" --hash=")
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?", requirement.strip())
+        hashes = [option.strip().removeprefix("sha256:") for option in options]
+        if match is None or not hashes or not all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes):
+            raise ValueError(f"not a pinned requirement with sha256 hashes: {line[:120]}")
+        entries.append({"name": match[1], "version": match[2], "marker": match[3] and match[3].strip(), "hashes": hashes})
+    return entries
+
+
+def exporter_lock_sha256() -> str:
+    """What the exporter environment and its exports depend on: the lock file's bytes."""
+    return hashlib.sha256(EXPORTER_LOCK.read_bytes()).hexdigest()[:16]
+
+
 def export_key(source: Path, adapter: Path | None, weight_format: str) -> str:
     parts = {"source": export_input_hash(source), "adapter": export_input_hash(adapter) if adapter else None,
-             "weight_format": weight_format, "exporter": EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES}
+             "weight_format": weight_format, "exporter_lock": exporter_lock_sha256()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -104,7 +135,7 @@ def exporter_python(cache_dir: Path) -> Path:
     """A Python that can run ``optimum-cli export openvino``: $SSB_OPENVINO_EXPORTER or a cached venv."""
     if os.environ.get("SSB_OPENVINO_EXPORTER"):
         return Path(os.environ["SSB_OPENVINO_EXPORTER"])
-    pins = hashlib.sha256(json.dumps([sys.version_info[:2], EXPORTER_PACKAGES, EXPORTER_DEPENDENCIES]).encode()).hexdigest()[:12]
+    pins = hashlib.sha256(json.dumps([sys.version_info[:2], exporter_lock_sha256()]).encode()).hexdigest()[:12]
     venv = cache_dir / "openvino-exporter" / pins
     python = venv / "bin" / "python"
     if (venv / "ready").exists():
@@ -119,9 +150,10 @@ def exporter_python(cache_dir: Path) -> Path:
     # the exporter needs in another version (those land in the venv and come first on its sys.path).
     Path(site, "_ssb_shared_site.pth").write_text("\n".join(sorted(shared)) + "\n")
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run(pip + ["--no-deps", *EXPORTER_PACKAGES], "installing the OpenVINO exporter")
-    _run(pip + EXPORTER_DEPENDENCIES, "installing the OpenVINO exporter's dependencies")
-    (venv / "ready").write_text("\n".join(EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES) + "\n")
+    _run(pip + ["--no-deps", "--require-hashes", "--only-binary=:all:", "-r", str(EXPORTER_LOCK)],
+         f"installing the OpenVINO exporter's locked packages ({EXPORTER_LOCK.name}; where it does not cover this platform, "
+         "set SSB_OPENVINO_EXPORTER to a Python with optimum-intel)")
+    (venv / "ready").write_text(exporter_lock_sha256() + "\n")
     return python
 
 
@@ -231,7 +263,7 @@ def _export(source: Path, exports: Path, key: str, weight_format: str, adapter: 
         raise ExportError(f"exporting {model_folder} to OpenVINO wrote no {', '.join(missing)} in {ir}")
     files = {str(p.relative_to(ir)): p.stat().st_size for p in sorted(ir.rglob("*")) if p.is_file()}
     provenance = {"source": str(source), "adapter": str(adapter) if adapter else None, "weight_format": weight_format,
-                  "exporter": EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES, "seconds": round(time.monotonic() - start, 1), "files": files}
+                  "exporter_lock": exporter_lock_sha256(), "seconds": round(time.monotonic() - start, 1), "files": files}
     (ir / EXPORT_RECORD).write_text(json.dumps(provenance, indent=2) + "\n")
     if target.exists():  # an incomplete one (from before exports were published whole)
         _remove_entry(target)
