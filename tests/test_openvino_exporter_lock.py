@@ -81,3 +81,15 @@ def test_the_environment_installs_exactly_the_lock_and_is_keyed_by_it(tmp_path, 
     assert exporter_python(tmp_path / "cache") != python  # a new environment
     assert export_key(model, None, "int8") != key  # and new exports
     assert [c for c in commands if "install" in c][-1][-1] == str(changed)
+
+
+def test_another_python_installs_the_locked_versions_without_the_hashes_of_3_11_wheels(tmp_path, monkeypatch):
+    commands = fake_build(monkeypatch, tmp_path)
+    monkeypatch.setattr(openvino_export, "EXPORTER_LOCK_PYTHON", (3, 99))
+    python = exporter_python(tmp_path / "cache")
+    [install] = [c for c in commands if "install" in c]
+    assert "--require-hashes" not in install and install[-2:] == ["-r", str(python.parents[1] / "exporter-versions.txt")]
+    lines = Path(install[-1]).read_text().splitlines()
+    entries = read_exporter_lock(EXPORTER_LOCK.read_text(encoding="utf-8"))
+    assert [line.split(" ;")[0] for line in lines] == [f"{e['name']}=={e['version']}" for e in entries]
+    assert 'colorama==0.4.6 ; (sys_platform == "win32" and platform_machine == "AMD64")' in lines

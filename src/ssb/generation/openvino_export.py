@@ -6,10 +6,11 @@ environment: on first use ssb builds a separate virtual environment under the ca
 the exporter's packages, and makes torch and openvino visible to it through a ``.pth`` file pointing
 at this environment's site-packages. The packages are the full resolved set in the lock file shipped
 beside this module (``openvino_exporter.lock.txt``: every package at one version, with the sha256 of
-its wheels, installed with ``--no-deps --require-hashes``), so the environment built on a user's
-machine is the tested one; a package already in ssb's environment at the locked version is used from
-there. Nothing in ssb's environment is installed, removed or shadowed. Set ``SSB_OPENVINO_EXPORTER``
-to a Python that already has optimum-intel to skip building it (on a platform the lock does not cover).
+its wheels for CPython 3.11, installed with ``--no-deps --require-hashes``; on another Python, the same
+versions without the hashes), so the environment built on a user's machine is the tested one; a
+package already in ssb's environment at the locked version is used from there. Nothing in ssb's
+environment is installed, removed or shadowed. Set ``SSB_OPENVINO_EXPORTER`` to a Python that already
+has optimum-intel to skip building it (on a platform the lock does not cover).
 
 An adapter is merged into the base weights by PEFT (``merge_and_unload``) and the merged model is
 exported like any other: the engine then runs one plain model at full speed, and the adapter's
@@ -62,6 +63,7 @@ EXPORTER_DEPENDENCIES = ["optimum==2.3.0", "transformers==5.5.4", "nncf==3.4.0",
 # lists above by dev/lock_openvino_exporter.py; torch and openvino are ssb's own (the .pth file).
 EXPORTER_LOCK = Path(__file__).with_name("openvino_exporter.lock.txt")
 SHARED_PACKAGES = frozenset({"torch", "openvino"})
+EXPORTER_LOCK_PYTHON = (3, 11)  # the CPython whose wheels the lock's hashes are of
 EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin")
 EXPORT_RECORD = "ssb_export.json"  # written last into an export, before it is published
 DEFAULT_CACHE_GB = 20.0
@@ -120,6 +122,11 @@ def read_exporter_lock(text: str) -> list[dict]:
     return entries
 
 
+def unhashed_requirements(text: str) -> str:
+    """A lock file's packages as plain ``name==version [; marker]`` lines: the versions without the hashes."""
+    return "".join(f"{e['name']}=={e['version']}" + (f" ; {e['marker']}" if e["marker"] else "") + "\n" for e in read_exporter_lock(text))
+
+
 def exporter_lock_sha256() -> str:
     """What the exporter environment and its exports depend on: the lock file's bytes."""
     return hashlib.sha256(EXPORTER_LOCK.read_bytes()).hexdigest()[:16]
@@ -150,7 +157,14 @@ def exporter_python(cache_dir: Path) -> Path:
     # the exporter needs in another version (those land in the venv and come first on its sys.path).
     Path(site, "_ssb_shared_site.pth").write_text("\n".join(sorted(shared)) + "\n")
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run(pip + ["--no-deps", "--require-hashes", "--only-binary=:all:", "-r", str(EXPORTER_LOCK)],
+    requirements, checks = EXPORTER_LOCK, ["--require-hashes"]
+    if sys.version_info[:2] != EXPORTER_LOCK_PYTHON:
+        # Other Pythons take other wheels, whose hashes the lock does not hold: the same versions, unchecked.
+        _log.warning("the OpenVINO exporter lock holds the wheel hashes of CPython %d.%d; on %d.%d its versions are installed "
+                     "without hash checks", *EXPORTER_LOCK_PYTHON, *sys.version_info[:2])
+        requirements, checks = venv / "exporter-versions.txt", []
+        requirements.write_text(unhashed_requirements(EXPORTER_LOCK.read_text(encoding="utf-8")))
+    _run(pip + ["--no-deps", *checks, "--only-binary=:all:", "-r", str(requirements)],
          f"installing the OpenVINO exporter's locked packages ({EXPORTER_LOCK.name}; where it does not cover this platform, "
          "set SSB_OPENVINO_EXPORTER to a Python with optimum-intel)")
     (venv / "ready").write_text(exporter_lock_sha256() + "\n")
