@@ -150,3 +150,61 @@ def test_a_finished_grpo_run_is_invalidated_by_a_new_system_prompt_or_grader(tmp
         run_grpo(load_config(None, {**settings, "prompts.system": str(system)}), reward_funcs=rewards)
     with pytest.raises(RunFolderError, match="grading.timeout_s: 5.0 -> 1.0"):
         run_grpo(load_config(None, {**settings, "grading.timeout_s": 1.0}), reward_funcs=rewards)
+
+
+def test_a_kill_during_a_checkpoint_save_resumes_from_the_newest_complete_one(tmp_path, tiny_model_dir, monkeypatch, caplog):
+    """Killed while checkpoint-2 was being written (everything but its trainer state, written last), the rerun
+    skips it, says so, resumes from checkpoint-1 and finishes."""
+    import trl
+
+    data = write_questions(tmp_path / "q.jsonl", 4)
+    settings = {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl", "data.path": str(data),
+                "grpo.num_generations": 2, "grpo.batch_size": 4, "grpo.max_steps": 3, "grpo.max_completion_length": 4, "grpo.save_every": 1,
+                "distill.lora.r": 4, "progress": False}
+    rewards = [lambda completions, **kw: [float(i % 2) for i in range(len(completions))]]
+    checkpoints = tmp_path / "run" / "grpo" / "checkpoints"
+    plain, resumed_from = trl.GRPOTrainer, []
+
+    class KilledInSecondSave(plain):
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            if self.state.global_step == 2:
+                (checkpoints / "checkpoint-2" / "trainer_state.json").unlink()
+                raise KeyboardInterrupt  # where a kill -9 in the save stops the run
+
+    class Recording(plain):
+        def train(self, resume_from_checkpoint=None, **kwargs):
+            resumed_from.append(resume_from_checkpoint)
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    monkeypatch.setattr(trl, "GRPOTrainer", KilledInSecondSave)
+    with pytest.raises(KeyboardInterrupt):
+        run_grpo(load_config(None, settings), reward_funcs=rewards)
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    monkeypatch.setattr(trl, "GRPOTrainer", Recording)
+    with caplog.at_level("WARNING", logger="ssb.grpo"):
+        stats = run_grpo(load_config(None, settings), reward_funcs=rewards)
+    assert resumed_from == [str(checkpoints / "checkpoint-1")]
+    assert stats["steps"] == 3 and (tmp_path / "run" / "grpo" / "adapter" / "adapter_model.safetensors").exists()
+    assert f"skipping {checkpoints / 'checkpoint-2'}: incomplete" in caplog.text
+
+
+def test_a_checkpoint_is_complete_only_with_every_file_a_resume_reads(tmp_path):
+    from ssb.grpo import CHECKPOINT_FILES, last_complete_checkpoint
+
+    def checkpoint(step: int) -> Path:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in (*CHECKPOINT_FILES, "rng_state.pth"):
+            (folder / name).write_text(json.dumps({"global_step": step}))
+        return folder
+
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step in (5, 10, 15, 20, 100):
+        checkpoint(step)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-100")  # by step, not by name
+    (tmp_path / "checkpoint-100" / "trainer_state.json").write_text('{"global_st')  # torn
+    (tmp_path / "checkpoint-20" / "optimizer.pt").unlink()  # half removed by the rotation of old checkpoints
+    (tmp_path / "checkpoint-15" / "rng_state.pth").unlink()
+    (tmp_path / "checkpoint-10" / "adapter_model.safetensors").write_bytes(b"")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-5")

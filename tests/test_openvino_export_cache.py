@@ -1,12 +1,25 @@
 """The OpenVINO export cache: a hit marks its last use, and pruning removes the least recently used
-exports (never the one in use) until the rest fit the limit."""
+exports (never the one in use) until the rest fit the limit; concurrent exports of one key export once,
+and no half-written or half-removed folder is ever served. The exporter itself is faked."""
 
+import json
 import os
+import sys
+import threading
+from pathlib import Path
 
 import pytest
 
 from ssb.generation import openvino_export
-from ssb.generation.openvino_export import EXPORT_FILES, cache_limit_bytes, export_key, export_openvino, prune_exports
+from ssb.generation.openvino_export import (
+    EXPORT_FILES,
+    EXPORT_RECORD,
+    cache_limit_bytes,
+    export_is_complete,
+    export_key,
+    export_openvino,
+    prune_exports,
+)
 
 NOW = 1_000_000_000.0
 
@@ -25,7 +38,7 @@ def test_prune_removes_least_recently_used_until_under_the_limit(tmp_path):
     middle = make_export(tmp_path, "b", 300, NOW - 20)
     newest = make_export(tmp_path, "c", 300, NOW - 10)
     assert prune_exports(tmp_path, keep=newest, limit_bytes=650, now=NOW) == [oldest]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["b", "c"]  # beside their lock files
     assert prune_exports(tmp_path, keep=newest, limit_bytes=600, now=NOW) == []  # already fits
     assert middle.exists()
 
@@ -57,6 +70,7 @@ def test_a_cache_hit_marks_its_last_use_without_exporting(tmp_path, monkeypatch)
     target.mkdir(parents=True)
     for name in EXPORT_FILES:
         (target / name).write_bytes(b"ir")
+    (target / EXPORT_RECORD).write_text("{}")  # an export recorded before records listed their files
     os.utime(target, (NOW, NOW))
     monkeypatch.setattr(openvino_export, "exporter_python", lambda cache_dir: pytest.fail("a hit must not export"))
     assert export_openvino(model, tmp_path / "cache", "int8") == target
@@ -72,3 +86,111 @@ def test_cache_limit_reads_gib_and_rejects_nonsense(monkeypatch):
         monkeypatch.setenv("SSB_OPENVINO_CACHE_GB", bad)
         with pytest.raises(ValueError, match=message):
             cache_limit_bytes()
+
+
+def tiny_model(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+class FakeExporter:
+    """Stands in for ``optimum-cli export openvino``: writes an IR folder's files, counting its runs; ``hold``
+    keeps a run waiting with its files half written until released."""
+
+    def __init__(self, monkeypatch, hold: bool = False, fail: bool = False):
+        self.runs, self.fail = 0, fail
+        self.started, self.release = threading.Event(), threading.Event()
+        if not hold:
+            self.release.set()
+        monkeypatch.setattr(openvino_export, "exporter_python", lambda cache_dir: Path(sys.executable))
+        monkeypatch.setattr(openvino_export, "_run", self)
+
+    def __call__(self, command, what, log=None):
+        self.runs += 1
+        ir = Path(command[command.index("--weight-format") + 2])
+        ir.mkdir(parents=True)
+        (ir / "openvino_model.xml").write_text("<net/>")
+        self.started.set()
+        assert self.release.wait(30)
+        if self.fail:
+            raise openvino_export.ExportError(f"{what} failed (exit 1)")
+        (ir / "openvino_model.bin").write_bytes(b"ir" * 100)
+        (ir / "openvino_tokenizer.xml").write_text("<tokenizer/>")
+
+
+def test_concurrent_exports_of_one_key_export_once_and_share_the_complete_folder(tmp_path, monkeypatch):
+    model, cache = tiny_model(tmp_path / "model"), tmp_path / "cache"
+    exporter = FakeExporter(monkeypatch, hold=True)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(export_openvino(model, cache, "int8"))) for _ in range(2)]
+    threads[0].start()
+    assert exporter.started.wait(30)
+    threads[1].start()  # asks for the same key while the first is half way
+    target = cache / "openvino" / export_key(model, None, "int8")
+    assert not target.exists()  # nothing half-written is published
+    exporter.release.set()
+    for thread in threads:
+        thread.join(30)
+    assert exporter.runs == 1
+    assert results == [target, target] and export_is_complete(target)
+    record = json.loads((target / EXPORT_RECORD).read_text())
+    assert record["files"] == {"openvino_model.bin": 200, "openvino_model.xml": 6, "openvino_tokenizer.xml": 12}
+    assert [p.name for p in (cache / "openvino").iterdir() if p.is_dir()] == [target.name]  # no staging left
+
+
+def test_a_failed_export_publishes_nothing_and_the_next_one_exports_again(tmp_path, monkeypatch):
+    model, cache = tiny_model(tmp_path / "model"), tmp_path / "cache"
+    FakeExporter(monkeypatch, fail=True)
+    with pytest.raises(openvino_export.ExportError):
+        export_openvino(model, cache, "int8")
+    target = cache / "openvino" / export_key(model, None, "int8")
+    assert not target.exists()
+    exporter = FakeExporter(monkeypatch)
+    assert export_openvino(model, cache, "int8") == target and exporter.runs == 1 and export_is_complete(target)
+
+
+def test_an_export_missing_a_listed_file_is_exported_again(tmp_path, monkeypatch):
+    """What an rmtree killed half way through leaves (the IR's two files still there, others gone) is no export."""
+    model, cache = tiny_model(tmp_path / "model"), tmp_path / "cache"
+    exporter = FakeExporter(monkeypatch)
+    target = export_openvino(model, cache, "int8")
+    (target / "openvino_tokenizer.xml").unlink()
+    assert not export_is_complete(target)
+    assert export_openvino(model, cache, "int8") == target and exporter.runs == 2 and export_is_complete(target)
+    (target / "openvino_model.bin").write_bytes(b"torn")
+    assert not export_is_complete(target)
+
+
+def test_a_prune_killed_between_rename_and_delete_leaves_no_folder_that_passes_as_finished(tmp_path, monkeypatch):
+    exports = tmp_path / "openvino"
+    old, in_use = make_export(exports, "a", 300, NOW - 30), make_export(exports, "b", 300, NOW - 10)
+    for folder in (old, in_use):
+        (folder / EXPORT_RECORD).write_text(json.dumps({"files": {name: (folder / name).stat().st_size for name in EXPORT_FILES}}))
+    assert export_is_complete(old)
+    real_rmtree = openvino_export.shutil.rmtree
+
+    def killed(path, ignore_errors=False):
+        if ".removing-" in Path(path).name:
+            (Path(path) / "openvino_model.bin").unlink()  # part of the way through
+            raise KeyboardInterrupt
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(openvino_export.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prune_exports(exports, keep=in_use, limit_bytes=400, now=NOW)
+    assert not old.exists() and export_is_complete(in_use)
+    assert [p for p in exports.iterdir() if p.is_dir() and not p.name.startswith(".")] == [in_use]
+    monkeypatch.setattr(openvino_export.shutil, "rmtree", real_rmtree)
+    prune_exports(exports, keep=in_use, limit_bytes=400, now=NOW)  # the next prune clears what the killed one left
+    assert sorted(p.name for p in exports.iterdir() if p.is_dir()) == ["b"]
+
+
+def test_prune_skips_an_export_another_process_is_using(tmp_path):
+    exports = tmp_path / "openvino"
+    busy, other, keep = make_export(exports, "a", 300, NOW - 30), make_export(exports, "b", 300, NOW - 20), make_export(exports, "c", 10, NOW)
+    with openvino_export._entry_lock(exports, "a") as held:  # another holder: a second open of the lock file conflicts
+        assert held
+        assert prune_exports(exports, keep=keep, limit_bytes=400, now=NOW) == [other]
+    assert busy.exists()

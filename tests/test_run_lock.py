@@ -131,3 +131,53 @@ def test_other_folders_and_other_ranks_are_not_blocked(tmp_path):
     assert other_rank.returncode == 0, other_rank.stdout + other_rank.stderr
     assert rank_zero.returncode == 3 and f"pid {holder.pid}" in rank_zero.stdout
     assert lone.returncode == 3 and f"pid {holder.pid}" in lone.stdout
+
+
+def test_a_command_on_a_round_folder_stops_while_its_run_is_held(tmp_path):
+    """``ssb run --rounds 3`` holds RUN; ``ssb rollouts --run_dir RUN/round-2`` meanwhile would double round 2's rollouts."""
+    run_dir = tmp_path / "run"
+    holder = _start_holder(run_dir)
+    try:
+        second = subprocess.run([sys.executable, "-m", "ssb", "rollouts", "--run_dir", str(run_dir / "round-2"),
+                                 "--data.data_dir", str(tmp_path / "no-data")], check=False, capture_output=True, text=True, env=_env(), timeout=60)
+        deeper = _try_once(run_dir / "round-2" / "x")
+    finally:
+        _stop(holder)
+    assert second.returncode == 2, second.stderr
+    inside = f"{run_dir / 'round-2'} is inside the run folder {run_dir}, which is in use by pid {holder.pid} "
+    assert second.stderr.startswith(f"ssb rollouts: error: {inside}")
+    assert not (run_dir / "round-2").exists()  # refused before anything was written there
+    assert deeper.returncode == 3 and f"inside the run folder {run_dir}, which is in use by pid {holder.pid} " in deeper.stdout
+    after = _try_once(run_dir / "round-2")  # the run is over: the round folder is free
+    assert after.returncode == 0, after.stdout + after.stderr
+
+
+def test_the_rounds_driver_holds_each_round_folder_while_it_runs_it(tmp_path, monkeypatch):
+    """A command that got to round 2's folder first stops the run there; while round 2 runs, the driver holds its folder."""
+    from helpers import rounds_config
+    from ssb import rounds
+
+    monkeypatch.delenv("RANK", raising=False)
+    config = rounds_config(tmp_path, "unused-model", "run", rounds=2)
+    run_dir = Path(config.run_dir)
+    seen = []
+
+    def fake_stages(current, force, backend, with_base):
+        seen.append((current.run_dir, _try_once(Path(current.run_dir))))
+        return {"wall_s": {}, "pass@1": None, "stopped": None}
+
+    monkeypatch.setattr(rounds, "merge_round_model", lambda previous, into: "merged-model")
+    monkeypatch.setattr(rounds, "run_stages", fake_stages)
+    monkeypatch.setattr(rounds, "write_report", lambda run: Path(run) / "report.md")
+    holder = _start_holder(run_dir / "round-2")
+    try:
+        with pytest.raises(RunFolderError, match=f"round-2 is in use by pid {holder.pid} "):
+            rounds.run_rounds(config, force=set())
+    finally:
+        _stop(holder)
+    assert [folder for folder, _ in seen] == [str(run_dir)]  # round 1 ran; round 2 never started
+    seen.clear()
+    rounds.run_rounds(config, force=set())
+    assert [folder for folder, _ in seen] == [str(run_dir), str(run_dir / "round-2")]
+    for _, other in seen:  # another process, tried while each round ran, was refused naming this one
+        assert other.returncode == 3 and f"in use by pid {os.getpid()} " in other.stdout

@@ -5,8 +5,8 @@ template and system prompt, and a reward computed by ``ssb.grading``: 1 for a co
 answer, 0 otherwise, plus an optional format term (``grpo.format_reward``, off by default) for
 writing a boxed answer at all. Generation runs through transformers (or TRL's vLLM mode where
 installed, ``grpo.use_vllm``). Output: ``grpo/adapter`` (PEFT, evaluable with ``ssb eval``),
-``grpo/metrics.jsonl`` (TRL's log history) and TRL checkpoints, from which an interrupted run
-resumes.
+``grpo/metrics.jsonl`` (TRL's log history) and TRL checkpoints, from the newest complete one of
+which an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -83,6 +83,37 @@ class WallClockBudget(TrainerCallback):
         return control
 
 
+# What the trainer writes into a checkpoint folder that resuming reads, trainer_state.json last
+# (transformers' Trainer._save_checkpoint): a kill during a save leaves a folder without it, and a kill
+# while older checkpoints are rotated away (a plain rmtree) one with some of the rest missing.
+CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+
+
+def checkpoint_is_complete(checkpoint: Path) -> bool:
+    """Whether a TRL checkpoint folder holds everything a resume reads: each of ``CHECKPOINT_FILES``
+    (not empty), an RNG state, and a trainer state that parses."""
+    if not all((checkpoint / name).is_file() and (checkpoint / name).stat().st_size > 0 for name in CHECKPOINT_FILES):
+        return False
+    if not any(checkpoint.glob("rng_state*.pth")):
+        return False
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``checkpoints`` (None when there is none), logging each newer one skipped."""
+    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()),
+                   key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
+    for checkpoint in found:
+        if checkpoint_is_complete(checkpoint):
+            return str(checkpoint)
+        _log.warning("grpo: skipping %s: incomplete (interrupted while being saved or removed); resuming from an older one", checkpoint)
+    return None
+
+
 def build_dataset(config: SSBConfig, chat: ChatFormat):
     """Conversational prompts (the SSB system prompt + bare question) with their gold answers."""
     from datasets import Dataset
@@ -100,7 +131,6 @@ def build_dataset(config: SSBConfig, chat: ChatFormat):
 def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None = None) -> dict:
     """Train a LoRA adapter with GRPO; ``reward_funcs`` replaces the grader-based rewards (tests)."""
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import GRPOConfig, GRPOTrainer
 
     from ssb.models import load_model, load_tokenizer, resolve_device
@@ -134,7 +164,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     )
     peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
     torch.manual_seed(config.seed)
-    checkpoint = get_last_checkpoint(str(out / "checkpoints")) if (out / "checkpoints").exists() else None
+    checkpoint = last_complete_checkpoint(out / "checkpoints")
     budget = None if g.max_wall_s is None else WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
     trainer = GRPOTrainer(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[budget] if budget else None)

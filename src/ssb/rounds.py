@@ -58,6 +58,7 @@ from ssb.config import SSBConfig
 from ssb.pipeline import run_stages, trained_model_name
 from ssb.report import write_report
 from ssb.run_folder import RunFolder, describe_changes, invocation_stats
+from ssb.run_lock import hold_run_folder
 from ssb.run_record import ROUNDS_FILE
 
 _log = logging.getLogger(__name__)
@@ -151,15 +152,17 @@ def run_rounds(config: SSBConfig, force: set[str], backend=None) -> dict:
     results, current = [], config
     for r in range(1, config.rounds + 1):
         started_from = {"model": config.model.name_or_path, "adapter": None}
-        if r > 1:
-            started_from = {"model": current.model.name_or_path, "adapter": str(Path(current.run_dir) / "distill" / "adapter")}
-            current = round_config(config, r, merge_round_model(current, round_folder(config.run_dir, r)))
-        record["per_round"].append({"round": r, "folder": "." if r == 1 else f"round-{r}", "model": current.model.name_or_path,
-                                    "started_from": started_from, "data": {"offset": current.data.offset, "limit": current.data.limit},
-                                    "evaluated": trained_model_name(current)})
-        write_json_atomic(Path(config.run_dir) / ROUNDS_FILE, record)
-        _log.info("=== round %d of %d (%s)", r, config.rounds, current.run_dir)
-        outcome = run_stages(current, force, backend, with_base=r == 1)
+        # A round folder is a run folder of its own: held while its round runs, so no command on it runs meanwhile.
+        with hold_run_folder(round_folder(config.run_dir, r)):
+            if r > 1:
+                started_from = {"model": current.model.name_or_path, "adapter": str(Path(current.run_dir) / "distill" / "adapter")}
+                current = round_config(config, r, merge_round_model(current, round_folder(config.run_dir, r)))
+            record["per_round"].append({"round": r, "folder": "." if r == 1 else f"round-{r}", "model": current.model.name_or_path,
+                                        "started_from": started_from, "data": {"offset": current.data.offset, "limit": current.data.limit},
+                                        "evaluated": trained_model_name(current)})
+            write_json_atomic(Path(config.run_dir) / ROUNDS_FILE, record)
+            _log.info("=== round %d of %d (%s)", r, config.rounds, current.run_dir)
+            outcome = run_stages(current, force, backend, with_base=r == 1)
         results.append({"round": r, "wall_s": outcome["wall_s"], "pass@1": outcome["pass@1"]})
         if outcome["stopped"]:
             record["stopped"] = f"round {r}: {outcome['stopped']}"

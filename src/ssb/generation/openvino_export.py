@@ -3,10 +3,14 @@
 The exporter is optimum-intel (``optimum-cli export openvino``). It pins transformers to an older
 range than ssb does (optimum-intel 2.2: ``transformers<5.6``), so it never runs in ssb's own
 environment: on first use ssb builds a separate virtual environment under the cache folder holding
-only the exporter's pinned packages (``EXPORTER_PACKAGES``), and makes the rest (torch, numpy,
-openvino, tokenizers) visible to it through a ``.pth`` file pointing at this environment's
-site-packages. Nothing in ssb's environment is installed, removed or shadowed. Set
-``SSB_OPENVINO_EXPORTER`` to a Python that already has optimum-intel to skip building it.
+the exporter's packages, and makes torch and openvino visible to it through a ``.pth`` file pointing
+at this environment's site-packages. The packages are the full resolved set in the lock file shipped
+beside this module (``openvino_exporter.lock.txt``: every package at one version, with the sha256 of
+its wheels for CPython 3.11, installed with ``--no-deps --require-hashes``; on another Python, the same
+versions without the hashes), so the environment built on a user's machine is the tested one; a
+package already in ssb's environment at the locked version is used from there. Nothing in ssb's
+environment is installed, removed or shadowed. Set ``SSB_OPENVINO_EXPORTER`` to a Python that already
+has optimum-intel to skip building it (on a platform the lock does not cover).
 
 An adapter is merged into the base weights by PEFT (``merge_and_unload``) and the merged model is
 exported like any other: the engine then runs one plain model at full speed, and the adapter's
@@ -17,20 +21,32 @@ format and the exporter's pins, so a changed model or adapter is re-exported, ne
 Every adapter evaluated gets its own export (about 0.6 GB for a 0.5B model in int8), so the cache is
 kept under ``SSB_OPENVINO_CACHE_GB`` (default 20) by removing the least recently used exports after
 each new one; a removed export is simply exported again when next needed.
+
+The cache is shared by every process of the machine (two run folders evaluating one adapter ask for one
+key), so each key has a lock (``flock`` on ``.KEY.lock`` beside its folder, held while a process checks,
+exports or removes that entry): one process exports, the others wait and then find it. An export is
+written to a staging folder and published by renaming it into place, and pruning renames an entry
+away before deleting it, so a folder under a key's name is always a complete export; its
+``ssb_export.json`` lists every file with its size, and a folder missing any is exported again.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _log = logging.getLogger(__name__)
@@ -43,7 +59,13 @@ EXPORTER_DEPENDENCIES = ["optimum==2.3.0", "transformers==5.5.4", "nncf==3.4.0",
                          "requests>=2.33,<3", "setuptools",
                          # optimum imports datasets when present; the environment's may need a newer huggingface-hub
                          "datasets>=4,<5"]
+# Every package the environment installs, at the version and with the hashes tested, resolved from the
+# lists above by dev/lock_openvino_exporter.py; torch and openvino are ssb's own (the .pth file).
+EXPORTER_LOCK = Path(__file__).with_name("openvino_exporter.lock.txt")
+SHARED_PACKAGES = frozenset({"torch", "openvino"})
+EXPORTER_LOCK_PYTHON = (3, 11)  # the CPython whose wheels the lock's hashes are of
 EXPORT_FILES = ("openvino_model.xml", "openvino_model.bin")
+EXPORT_RECORD = "ssb_export.json"  # written last into an export, before it is published
 DEFAULT_CACHE_GB = 20.0
 # An export interrupted this long ago has no live exporter writing to it (an export takes minutes).
 STALE_STAGING_SECONDS = 24 * 3600
@@ -82,9 +104,37 @@ def export_input_hash(folder: Path) -> str:
     return _hash_files(files)
 
 
+def read_exporter_lock(text: str) -> list[dict]:
+    """The entries of a lock file's text: ``{"name", "version", "marker" (or None), "hashes"}`` per package.
+
+    Raises ValueError on a line that is not ``name==version [; marker]`` followed by ``--hash=sha256:...``."""
+    entries = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        requirement, *options = line.split(" --hash=")
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;\s*(.+))?", requirement.strip())
+        hashes = [option.strip().removeprefix("sha256:") for option in options]
+        if match is None or not hashes or not all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes):
+            raise ValueError(f"not a pinned requirement with sha256 hashes: {line[:120]}")
+        entries.append({"name": match[1], "version": match[2], "marker": match[3] and match[3].strip(), "hashes": hashes})
+    return entries
+
+
+def unhashed_requirements(text: str) -> str:
+    """A lock file's packages as plain ``name==version [; marker]`` lines: the versions without the hashes."""
+    return "".join(f"{e['name']}=={e['version']}" + (f" ; {e['marker']}" if e["marker"] else "") + "\n" for e in read_exporter_lock(text))
+
+
+def exporter_lock_sha256() -> str:
+    """What the exporter environment and its exports depend on: the lock file's bytes."""
+    return hashlib.sha256(EXPORTER_LOCK.read_bytes()).hexdigest()[:16]
+
+
 def export_key(source: Path, adapter: Path | None, weight_format: str) -> str:
     parts = {"source": export_input_hash(source), "adapter": export_input_hash(adapter) if adapter else None,
-             "weight_format": weight_format, "exporter": EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES}
+             "weight_format": weight_format, "exporter_lock": exporter_lock_sha256()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -92,7 +142,7 @@ def exporter_python(cache_dir: Path) -> Path:
     """A Python that can run ``optimum-cli export openvino``: $SSB_OPENVINO_EXPORTER or a cached venv."""
     if os.environ.get("SSB_OPENVINO_EXPORTER"):
         return Path(os.environ["SSB_OPENVINO_EXPORTER"])
-    pins = hashlib.sha256(json.dumps([sys.version_info[:2], EXPORTER_PACKAGES, EXPORTER_DEPENDENCIES]).encode()).hexdigest()[:12]
+    pins = hashlib.sha256(json.dumps([sys.version_info[:2], exporter_lock_sha256()]).encode()).hexdigest()[:12]
     venv = cache_dir / "openvino-exporter" / pins
     python = venv / "bin" / "python"
     if (venv / "ready").exists():
@@ -107,9 +157,17 @@ def exporter_python(cache_dir: Path) -> Path:
     # the exporter needs in another version (those land in the venv and come first on its sys.path).
     Path(site, "_ssb_shared_site.pth").write_text("\n".join(sorted(shared)) + "\n")
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run(pip + ["--no-deps", *EXPORTER_PACKAGES], "installing the OpenVINO exporter")
-    _run(pip + EXPORTER_DEPENDENCIES, "installing the OpenVINO exporter's dependencies")
-    (venv / "ready").write_text("\n".join(EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES) + "\n")
+    requirements, checks = EXPORTER_LOCK, ["--require-hashes"]
+    if sys.version_info[:2] != EXPORTER_LOCK_PYTHON:
+        # Other Pythons take other wheels, whose hashes the lock does not hold: the same versions, unchecked.
+        _log.warning("the OpenVINO exporter lock holds the wheel hashes of CPython %d.%d; on %d.%d its versions are installed "
+                     "without hash checks", *EXPORTER_LOCK_PYTHON, *sys.version_info[:2])
+        requirements, checks = venv / "exporter-versions.txt", []
+        requirements.write_text(unhashed_requirements(EXPORTER_LOCK.read_text(encoding="utf-8")))
+    _run(pip + ["--no-deps", *checks, "--only-binary=:all:", "-r", str(requirements)],
+         f"installing the OpenVINO exporter's locked packages ({EXPORTER_LOCK.name}; where it does not cover this platform, "
+         "set SSB_OPENVINO_EXPORTER to a Python with optimum-intel)")
+    (venv / "ready").write_text(exporter_lock_sha256() + "\n")
     return python
 
 
@@ -135,17 +193,72 @@ def write_merged_model(source: Path, adapter: Path, target: Path) -> None:
     AutoTokenizer.from_pretrained(source).save_pretrained(target)
 
 
+def export_is_complete(target: Path) -> bool:
+    """Whether ``target`` holds a whole export: its record and every file the record lists, at its size."""
+    try:
+        record = json.loads((target / EXPORT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    files = record.get("files") or dict.fromkeys(EXPORT_FILES)  # exports recorded before the record listed its files
+    for name, size in files.items():
+        path = target / name
+        if not path.is_file() or (size is not None and path.stat().st_size != size):
+            return False
+    return True
+
+
+@contextmanager
+def _entry_lock(exports: Path, key: str, wait: bool = True) -> Iterator[bool]:
+    """Hold cache entry ``key``'s lock for the block (yields True), waiting for another holder; with ``wait``
+    False, yields False at once instead when another process (or thread) holds it. The lock file is never
+    removed: removing it would let one process lock the old file and another a new one at the same path."""
+    fd = os.open(exports / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            _log.info("OpenVINO cache: another process is exporting or using %s; waiting for it", exports / key)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            _log.warning("%s: this filesystem cannot lock files (%s); concurrent exports of one model may collide", exports, exc)
+        yield True
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _remove_entry(folder: Path) -> None:
+    """Rename ``folder`` out of its key's name, then delete it: a kill in between leaves only a ``.removing`` folder."""
+    doomed = folder.with_name(f".{folder.name}.removing-{os.getpid()}-{time.monotonic_ns()}")
+    os.rename(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", adapter: Path | None = None,
                     trust_remote_code: bool = False) -> Path:
     """The cached OpenVINO IR folder of ``source`` (a local model folder), with ``adapter`` merged in."""
     key = export_key(source, adapter, weight_format)
-    target = cache_dir / "openvino" / key
-    if all((target / name).exists() for name in EXPORT_FILES):
-        os.utime(target)  # its last use, which decides what pruning removes first
-        return target
-    python = exporter_python(cache_dir)
-    staging = cache_dir / "openvino" / f".{key}.exporting"
-    shutil.rmtree(staging, ignore_errors=True)
+    exports = cache_dir / "openvino"
+    target = exports / key
+    exports.mkdir(parents=True, exist_ok=True)
+    with _entry_lock(exports, key):
+        if export_is_complete(target):
+            os.utime(target)  # its last use, which decides what pruning removes first
+            return target
+        _export(source, exports, key, weight_format, adapter, trust_remote_code, exporter_python(cache_dir))
+    prune_exports(exports, keep=target, limit_bytes=cache_limit_bytes())
+    return target
+
+
+def _export(source: Path, exports: Path, key: str, weight_format: str, adapter: Path | None, trust_remote_code: bool,
+            python: Path) -> None:
+    """Export into a staging folder and rename it into place as ``exports/key``; the caller holds the key's lock."""
+    target, staging = exports / key, exports / f".{key}.exporting"
+    shutil.rmtree(staging, ignore_errors=True)  # a dead exporter's: a live one would hold the lock
     staging.mkdir(parents=True)
     start = time.monotonic()
     model_folder = source
@@ -159,15 +272,19 @@ def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", 
     _log.info("exporting %s%s to OpenVINO IR (%s weights; once, cached in %s)", source, f" + adapter {adapter}" if adapter else "",
               weight_format, target)
     _run(command, f"exporting {model_folder} to OpenVINO", log=staging / "export.log")
+    ir = staging / "ir"
+    missing = [name for name in EXPORT_FILES if not (ir / name).is_file()]
+    if missing:
+        raise ExportError(f"exporting {model_folder} to OpenVINO wrote no {', '.join(missing)} in {ir}")
+    files = {str(p.relative_to(ir)): p.stat().st_size for p in sorted(ir.rglob("*")) if p.is_file()}
     provenance = {"source": str(source), "adapter": str(adapter) if adapter else None, "weight_format": weight_format,
-                  "exporter": EXPORTER_PACKAGES + EXPORTER_DEPENDENCIES, "seconds": round(time.monotonic() - start, 1)}
-    (staging / "ir" / "ssb_export.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging / "ir", target)
+                  "exporter_lock": exporter_lock_sha256(), "seconds": round(time.monotonic() - start, 1), "files": files}
+    (ir / EXPORT_RECORD).write_text(json.dumps(provenance, indent=2) + "\n")
+    if target.exists():  # an incomplete one (from before exports were published whole)
+        _remove_entry(target)
+    os.rename(ir, target)
     shutil.rmtree(staging, ignore_errors=True)
     _log.info("exported in %.0fs", provenance["seconds"])
-    prune_exports(cache_dir / "openvino", keep=target, limit_bytes=cache_limit_bytes())
-    return target
 
 
 def cache_limit_bytes() -> int:
@@ -183,28 +300,41 @@ def cache_limit_bytes() -> int:
 
 
 def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    try:
+        return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    except FileNotFoundError:  # renamed away by another process's pruning meanwhile
+        return 0
 
 
 def prune_exports(exports: Path, keep: Path, limit_bytes: int, now: float | None = None) -> list[Path]:
     """Remove the least recently used exports in ``exports`` until they take at most ``limit_bytes``
-    (``keep``, the export in use, is never removed), and staging folders of exports interrupted over a
-    day ago. Last use is a folder's mtime, which a cache hit refreshes. Returns what was removed."""
+    (``keep``, the export in use, is never removed, nor one another process is exporting or using right
+    now), staging folders of exports interrupted over a day ago, and what an interrupted removal left.
+    Last use is a folder's mtime, which a cache hit refreshes. Returns what was removed."""
     now = time.time() if now is None else now
     removed = []
+    for leftover in exports.glob(".*.removing-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     for staging in exports.glob(".*.exporting"):
         if now - staging.stat().st_mtime > STALE_STAGING_SECONDS:
-            shutil.rmtree(staging, ignore_errors=True)
-            removed.append(staging)
+            with _entry_lock(exports, staging.name[1:-len(".exporting")], wait=False) as free:
+                if free:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    removed.append(staging)
     folders = [p for p in exports.iterdir() if p.is_dir() and not p.name.startswith(".")]
     sizes = {folder: _folder_bytes(folder) for folder in folders}
+    last_used = {folder: folder.stat().st_mtime for folder in folders}
     total = sum(sizes.values())
-    for folder in sorted(folders, key=lambda p: p.stat().st_mtime):
+    for folder in sorted(folders, key=last_used.get):
         if total <= limit_bytes:
             break
         if folder == keep:
             continue
-        shutil.rmtree(folder, ignore_errors=True)
+        with _entry_lock(exports, folder.name, wait=False) as free:
+            # Busy, or used since it was listed: the next least recently used goes instead.
+            if not free or not folder.exists() or folder.stat().st_mtime != last_used[folder]:
+                continue
+            _remove_entry(folder)
         total -= sizes[folder]
         removed.append(folder)
     if removed:
