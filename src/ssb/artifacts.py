@@ -61,12 +61,12 @@ def utc_now() -> str:
 
 
 def _write_atomic(path: Path, text_chunks: Iterable[str]) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    """Write to a temporary file beside ``path``, fsync, then rename over ``path``; a failed write names ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.fchmod(fd, 0o644)  # mkstemp's 0600 would make run folders unreadable to collaborators
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             for chunk in text_chunks:
                 f.write(chunk)
             f.flush()
@@ -82,14 +82,12 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    with writing(path):
-        _write_atomic(path, [json.dumps(obj, indent=2, ensure_ascii=False), "\n"])
+    _write_atomic(path, [json.dumps(obj, indent=2, ensure_ascii=False), "\n"])
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> None:
     """Replace ``path`` with ``records``, all or nothing."""
-    with writing(path):
-        _write_atomic(path, (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    _write_atomic(path, (json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def _complete_prefix_length(data: bytes, path: Path) -> int:

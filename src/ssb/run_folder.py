@@ -296,8 +296,8 @@ class RunFolder:
                 problem = "is missing"
             elif path.stat().st_size != digest["bytes"]:
                 problem = f"has {path.stat().st_size} bytes, not the {digest['bytes']} it had"
-            elif file_digest(path)["sha256"] != digest["sha256"]:
-                problem = f"has changed (sha256 {file_digest(path)['sha256'][:16]}, not {digest['sha256'][:16]})"
+            elif (now := file_digest(path)["sha256"]) != digest["sha256"]:
+                problem = f"has changed (sha256 {now[:16]}, not {digest['sha256'][:16]})"
             else:
                 continue
             command = stage.split("/")[0]

@@ -31,7 +31,6 @@ def _objective_upstream(config) -> str:
     return objective_for(config).upstream
 
 
-
 @dataclass(frozen=True)
 class Stage:
     name: str

@@ -52,7 +52,8 @@ def training_data_rows(folders: list[Path]) -> list[tuple[str, RunRecord]]:
     for folder in folders:
         rounds = RunRecord(folder).round_folders()
         named = [(folder.name, folder)] if rounds is None else [(f"{folder.name} round {r}", path) for r, path in rounds]
-        rows += [(label, RunRecord(path)) for label, path in named if RunRecord(path).has_training_data()]
+        records = [(label, RunRecord(path)) for label, path in named]
+        rows += [(label, record) for label, record in records if record.has_training_data()]
     return rows
 
 

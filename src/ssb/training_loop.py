@@ -154,6 +154,33 @@ def _grad_norm(parameters) -> torch.Tensor:
     return torch.stack(grads).norm() if grads else torch.tensor(0.0)
 
 
+def plan_steps(num_examples: int, d, world: int, train_seed: int, folder: Path) -> tuple[int, list[list[int]]]:
+    """(sequences per step, example indices of every step) for ``distill`` section ``d`` on ``world`` processes: the batch
+    is cut down to what the examples fill (whole micro-batches of every process) and the steps to ``max_steps``."""
+    per_step = d.micro_batch_size * world
+    if d.batch_size % per_step:
+        raise RunFolderError(f"distill.batch_size={d.batch_size} must be a multiple of micro_batch_size x processes = {per_step}")
+    batch_size = min(d.batch_size, num_examples - num_examples % per_step)
+    if batch_size == 0:
+        raise RunFolderError(f"{folder}: {num_examples} examples make no batch of micro_batch_size x processes = {per_step}")
+    if batch_size < d.batch_size:
+        _log.warning("only %d examples: the batch is reduced from %d to %d sequences", num_examples, d.batch_size, batch_size)
+    steps = step_batches(num_examples, batch_size, d.epochs, train_seed)
+    return batch_size, steps if d.max_steps is None else steps[: d.max_steps]
+
+
+def resume(accelerator, checkpoints: Path, metrics_path: Path, peft_model, optimizer, scheduler) -> int:
+    """The optimiser steps already done: the newest checkpoint's, loaded into model, optimiser and scheduler (0 without one);
+    the metrics of the steps after it, which are redone, are dropped so that they do not appear twice."""
+    done = 0
+    if checkpoints_in(checkpoints):
+        done = load_checkpoint(checkpoints_in(checkpoints)[-1], peft_model, optimizer, scheduler)
+        _log.info("resuming distillation after step %d", done)
+    if accelerator.is_main_process:
+        write_jsonl_atomic(metrics_path, [m for m in read_jsonl(metrics_path) if m["step"] <= done])
+    return done
+
+
 def train(accelerator, objective, peft_model, examples: list[AlignedExample], heldout: list[AlignedExample], chat, config,
           out: Path, train_seed: int) -> Trained:
     """Train ``peft_model``'s adapters on ``examples`` with ``objective``, resuming from ``out/checkpoints``;
@@ -166,35 +193,18 @@ def train(accelerator, objective, peft_model, examples: list[AlignedExample], he
     trainable = [p for p in peft_model.parameters() if p.requires_grad]
     answer_flags = {e.id: answer_token_flags(chat, e.solution_ids) for e in examples}
     world, rank = accelerator.num_processes, accelerator.process_index
-    if d.batch_size % (d.micro_batch_size * world):
-        raise RunFolderError(f"distill.batch_size={d.batch_size} must be a multiple of micro_batch_size x processes = {d.micro_batch_size * world}")
-    per_step = d.micro_batch_size * world
-    batch_size = min(d.batch_size, len(examples) - len(examples) % per_step)
-    if batch_size == 0:
-        raise RunFolderError(f"{out.parent}: {len(examples)} examples make no batch of micro_batch_size x processes = {per_step}")
-    if batch_size < d.batch_size:
-        _log.warning("only %d examples: the batch is reduced from %d to %d sequences", len(examples), d.batch_size, batch_size)
-    steps = step_batches(len(examples), batch_size, d.epochs, train_seed)
-    if d.max_steps is not None:
-        steps = steps[: d.max_steps]
+    batch_size, steps = plan_steps(len(examples), d, world, train_seed, out.parent)
     optimizer = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=d.weight_decay)
     scheduler = get_scheduler("constant_with_warmup" if d.scheduler == "constant" else d.scheduler, optimizer,
                               num_warmup_steps=d.warmup_steps, num_training_steps=len(steps))
     wrapper, optimizer = accelerator.prepare(SolutionHidden(peft_model), optimizer)
 
-    checkpoints = out / "checkpoints"
-    done = 0
-    if checkpoints_in(checkpoints):
-        done = load_checkpoint(checkpoints_in(checkpoints)[-1], peft_model, optimizer, scheduler)
-        _log.info("resuming distillation after step %d", done)
-    metrics_path = out / "metrics.jsonl"
-    if accelerator.is_main_process:
-        # Steps after the checkpoint are redone: their metrics lines would otherwise appear twice.
-        write_jsonl_atomic(metrics_path, [m for m in read_jsonl(metrics_path) if m["step"] <= done])
-        if d.log_with != "none":
-            import dataclasses
+    checkpoints, metrics_path = out / "checkpoints", out / "metrics.jsonl"
+    done = resume(accelerator, checkpoints, metrics_path, peft_model, optimizer, scheduler)
+    if accelerator.is_main_process and d.log_with != "none":
+        import dataclasses
 
-            accelerator.init_trackers("ssb-distill", config={"distill": dataclasses.asdict(d)})
+        accelerator.init_trackers("ssb-distill", config={"distill": dataclasses.asdict(d)})
     metrics = JsonlAppender(metrics_path) if accelerator.is_main_process else None
     logged = list(objective.logged.items())  # (metric, term), "loss" first: the one backpropagated
     columns = [objective.terms.index(term) for _, term in logged]
