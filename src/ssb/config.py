@@ -288,12 +288,16 @@ class GRPOConfig:
     max_grad_norm: float = doc(1.0, "Gradient clipping norm.")
     save_every: int = doc(50, "Checkpoint every this many steps (resume point).")
     use_vllm: bool = doc(False, "Generate with TRL's vLLM mode (needs vllm installed).")
+    sampler: Literal["auto", "engine", "trl"] = doc("auto", "What samples the completions: engine (ssb's OpenVINO engine on the CPU, serving the trainer's current LoRA at run time: ssb.generation.policy_sampler), trl (TRL's own generation: transformers, or vLLM with use_vllm); auto = engine where backend.name resolves to openvino and use_vllm is off, else trl.")
+    policy_lag: int = doc(0, added_later=True, help="Optimiser steps between the weights that sample (sampler engine) and the weights that train: 0 samples the current weights. Recorded per step as sampler/lag in grpo/metrics.jsonl; uncorrected (TRL's importance-sampling correction takes vLLM's processed log-probabilities only).")
+    steps_per_generation: int = doc(1, added_later=True, help="Micro-steps whose completions are generated together (TRL's steps_per_generation): more sequences in flight for the sampler. Equal to gradient_accumulation_steps, one optimiser step's completions come from its own weights; otherwise TRL computes the old policy's log-probabilities for its clipped ratio.")
     gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory.")
 
     def __post_init__(self) -> None:
         check_ranges(self, num_generations=">= 2", batch_size=">= 1", gradient_accumulation_steps=">= 1", epochs="> 0", max_steps=">= 1",
                      max_wall_s="> 0", lr="> 0", max_completion_length=">= 1", temperature="> 0", top_k=">= 0", top_p="in (0, 1]",
-                     beta=">= 0", format_reward=">= 0", warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1")
+                     beta=">= 0", format_reward=">= 0", warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1",
+                     policy_lag=">= 0", steps_per_generation=">= 1")
         if self.batch_size % self.num_generations:
             raise FieldError(f"batch_size: must be a multiple of num_generations={self.num_generations} (got {self.batch_size})")
 

@@ -3,14 +3,16 @@
 Same base model, same LoRA shape (``distill.lora``), same question source (``data``), same chat
 template and system prompt, and a reward computed by ``ssb.grading``: 1 for a correct last boxed
 answer, 0 otherwise, plus an optional format term (``grpo.format_reward``, off by default) for
-writing a boxed answer at all. Generation runs through transformers (or TRL's vLLM mode where
-installed, ``grpo.use_vllm``). Output: ``grpo/adapter`` (PEFT, evaluable with ``ssb eval``),
+writing a boxed answer at all. Completions are sampled by ssb's CPU engine serving the trainer's
+current LoRA (``grpo.sampler`` engine, through TRL's ``rollout_func``: ``ssb.grpo_rollouts``), or by TRL's
+own generation: transformers, or its vLLM mode where installed (``grpo.use_vllm``). Output: ``grpo/adapter`` (PEFT, evaluable with ``ssb eval``),
 ``grpo/metrics.jsonl`` (TRL's log history) and TRL checkpoints, from the newest complete one of
 which an interrupted run resumes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import time
@@ -128,6 +130,23 @@ def build_dataset(config: SSBConfig, chat: ChatFormat):
     return Dataset.from_list(rows)
 
 
+def sampler_name(config: SSBConfig) -> str:
+    """What samples GRPO's completions under ``config``: ``engine`` (ssb's OpenVINO engine), ``trl-vllm`` or ``trl``
+    (transformers); ``grpo.sampler: auto`` resolved."""
+    from ssb.generation import backend_name
+
+    g = config.grpo
+    if g.sampler == "engine" and g.use_vllm:
+        raise ValueError("grpo.sampler: engine and grpo.use_vllm exclude each other (vLLM is TRL's own sampler)")
+    if g.sampler == "trl" or g.use_vllm or (g.sampler == "auto" and backend_name(config) != "openvino"):
+        if g.policy_lag:
+            raise ValueError("grpo.policy_lag: only the engine sampler samples from older weights; TRL's generation uses the current ones")
+        return "trl-vllm" if g.use_vllm else "trl"
+    if importlib.util.find_spec("openvino_genai") is None:
+        raise ValueError("grpo.sampler: engine needs openvino-genai (pip install -c constraints-cpu.txt -e '.[openvino]')")
+    return "engine"
+
+
 def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None = None) -> dict:
     """Train a LoRA adapter with GRPO; ``reward_funcs`` replaces the grader-based rewards (tests)."""
     import torch
@@ -140,6 +159,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
     dataset = build_dataset(config, chat)  # bad input fails before the run folder is touched
+    sampler = sampler_name(config)
     stage = folder.stage("grpo", config)
     if not stage.begin(force):
         return stage.stats()
@@ -156,7 +176,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
         output_dir=str(out / "checkpoints"), seed=config.seed, use_cpu=not on_gpu, bf16=on_gpu and config.model.dtype in ("auto", "bfloat16"),
         learning_rate=g.lr, num_train_epochs=g.epochs, max_steps=g.max_steps if g.max_steps is not None else -1,
         per_device_train_batch_size=g.batch_size, gradient_accumulation_steps=g.gradient_accumulation_steps,
-        num_generations=g.num_generations, generation_batch_size=g.batch_size, max_completion_length=g.max_completion_length,
+        num_generations=g.num_generations, steps_per_generation=g.steps_per_generation, max_completion_length=g.max_completion_length,
         temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, beta=g.beta, reward_weights=weights,
         max_grad_norm=g.max_grad_norm, warmup_steps=g.warmup_steps, logging_steps=1, save_steps=g.save_every,
         save_total_limit=2, report_to=[], use_vllm=g.use_vllm, gradient_checkpointing=g.gradient_checkpointing,
@@ -166,10 +186,19 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     torch.manual_seed(config.seed)
     checkpoint = last_complete_checkpoint(out / "checkpoints")
     budget = None if g.max_wall_s is None else WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
+    callbacks = [budget] if budget else []
+    rollouts = None
+    if sampler == "engine":
+        rollouts, checkpoints = engine_rollouts(config, chat, peft_config, checkpoint)
+        callbacks.append(checkpoints)
     trainer = GRPOTrainer(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=[budget] if budget else None)
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or None, rollout_func=rollouts)
     start = time.monotonic()
-    trainer.train(resume_from_checkpoint=checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        if rollouts is not None:
+            rollouts.sampler.close()
     trainer.save_model(str(out / "adapter"))
     history = [entry for entry in trainer.state.log_history if "step" in entry]
     write_jsonl_atomic(out / "metrics.jsonl", history)
@@ -177,7 +206,28 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
              "generated_completions": trainer.state.global_step * g.batch_size * g.gradient_accumulation_steps,
              # TRL logs each step's mean completion length (over all of the step's completions).
              "generated_tokens": round(sum(e.get("completions/mean_length", 0.0) for e in history) * g.batch_size * g.gradient_accumulation_steps),
+             "sampler": sampler,
              "last_reward": next((e["reward"] for e in reversed(history) if "reward" in e), None),
              "stopped_by_wall_clock_budget": budget is not None and budget.spent() >= g.max_wall_s}
     stage.finish({**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     return stats
+
+
+def engine_rollouts(config: SSBConfig, chat: ChatFormat, peft_config, checkpoint: str | None):
+    """The engine's ``rollout_func`` for the trainer, with the lagged weights a checkpoint saved pushed back, and the
+    callback that saves them into later checkpoints."""
+    import os
+
+    from ssb.generation import SamplingParams
+    from ssb.generation.policy_sampler import PolicySampler, lora_scaling
+    from ssb.grpo_rollouts import EngineRollouts, SamplerCheckpoints, restore
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; ssb pins TRL's version
+    g = config.grpo
+    sampler = PolicySampler.from_config(config, chat, lora_scaling(peft_config), g.policy_lag)
+    restored = restore(sampler, checkpoint)
+    if restored:
+        _log.info("grpo: the sampler resumes with the weights of steps %s from %s", restored, checkpoint)
+    params = SamplingParams(n=g.num_generations, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
+                            max_new_tokens=g.max_completion_length)
+    return EngineRollouts(sampler, chat, params, config.seed), SamplerCheckpoints(sampler)

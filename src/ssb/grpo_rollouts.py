@@ -1,0 +1,106 @@
+"""GRPO's completions sampled by ssb's CPU engine: a TRL ``rollout_func`` over the in-loop sampler.
+
+TRL's ``GRPOTrainer`` calls ``rollout_func(prompts, trainer)`` where it would otherwise generate with
+transformers (on a CPU, a static batch at a time). This one renders each prompt with ssb's one
+``ChatFormat`` (the template and stop tokens of every other stage), pushes the trainer's LoRA to the
+``PolicySampler`` once per optimiser step, and samples each group's ``num_generations`` completions as
+one engine request. The trainer's prompts arrive repeated ``num_generations`` times in a row; a
+block of equal prompts is one request with that many samples.
+
+The completions come from the weights of ``grpo.policy_lag`` optimiser steps back (0: the current
+ones). TRL corrects a sampler's distribution only for vLLM's processed log-probabilities; the engine's
+are of the temperature-1 distribution, so the lag and the int8 engine's numerics go uncorrected: the
+lag is recorded per step (``sampler/lag`` in ``grpo/metrics.jsonl``) and the engine-trainer gap is
+measured by ``benchmarks/grpo_sampling.py``.
+
+Seeds: the call ``c`` of optimiser step ``s`` samples with ``derive_seed(seed, "grpo", s, c)``, so a run
+resumed from a checkpoint redraws the completions an uninterrupted one drew, for the same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from ssb.chat import ChatFormat
+from ssb.generation.base import SamplingParams, derive_seed
+from ssb.generation.policy_sampler import PolicySampler, lora_state
+
+SAMPLER_FOLDER = "ssb_sampler"  # inside a TRL checkpoint: the lagged weights a resume samples from
+
+
+class EngineRollouts:
+    """``rollout_func`` for TRL's GRPOTrainer: completions from ``sampler`` with the trainer's own weights."""
+
+    def __init__(self, sampler: PolicySampler, chat: ChatFormat, params: SamplingParams, seed: int):
+        self.sampler, self.chat, self.params, self.seed = sampler, chat, params, seed
+        self._step, self._calls = None, 0
+        self.generated_tokens = 0
+
+    def __call__(self, prompts: list, trainer) -> dict:
+        step = trainer.state.global_step
+        if step != self._step:
+            self._step, self._calls = step, 0
+        if step not in self.sampler.states:
+            self.sampler.push(step, lora_state(trainer.accelerator.unwrap_model(trainer.model)))
+            trainer._metrics["train"]["sampler/push_s"].append(self.sampler.last_push_s)
+        blocks = _blocks(prompts, trainer.num_generations)
+        params = SamplingParams(n=trainer.num_generations if blocks else 1, temperature=self.params.temperature, top_p=self.params.top_p,
+                                top_k=self.params.top_k, max_new_tokens=self.params.max_new_tokens,
+                                seed=derive_seed(self.seed, "grpo", step, self._calls))
+        self._calls += 1
+        unique = prompts[:: trainer.num_generations] if blocks else prompts
+        prompt_ids = [self.chat.prompt_ids(conversation) for conversation in unique]
+        start = time.monotonic()
+        samples, sampled = self.sampler.generate(prompt_ids, params, step)
+        seconds = time.monotonic() - start
+        rows = [(ids, sample) for ids, group in zip(prompt_ids, samples) for sample in group]
+        tokens = sum(len(sample.token_ids) for _, sample in rows)
+        self.generated_tokens += tokens
+        metrics = trainer._metrics["train"]
+        metrics["sampler/lag"].append(step - sampled)
+        metrics["sampler/generate_s"].append(seconds)
+        metrics["sampler/tokens_per_s"].append(tokens / seconds if seconds > 0 else 0.0)
+        return {"prompt_ids": [ids for ids, _ in rows], "completion_ids": [sample.token_ids for _, sample in rows],
+                "logprobs": [sample.logprobs for _, sample in rows]}
+
+
+def _blocks(prompts: list, size: int) -> bool:
+    """Whether ``prompts`` is blocks of ``size`` equal prompts in a row (TRL's repeat sampler's order)."""
+    return size > 1 and len(prompts) % size == 0 and all(
+        prompts[i] == prompts[j] for i in range(0, len(prompts), size) for j in range(i + 1, i + size))
+
+
+class SamplerCheckpoints(TrainerCallback):
+    """Saves the sampler's pushed weights into each TRL checkpoint, so a run resumed with a policy lag samples from
+    the same older weights an uninterrupted one would (``restore`` reads them back)."""
+
+    def __init__(self, sampler: PolicySampler):
+        self.sampler = sampler
+
+    def on_save(self, args, state, control, **kwargs):
+        from safetensors.torch import save_file
+
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}" / SAMPLER_FOLDER
+        if self.sampler.lag == 0 or not folder.parent.is_dir():
+            return control  # with no lag the next step samples the checkpoint's own weights
+        folder.mkdir(exist_ok=True)
+        for step, lora in self.sampler.states.items():
+            partial = folder / f".step-{step}.partial"
+            save_file(lora, str(partial))
+            partial.replace(folder / f"step-{step}.safetensors")  # a kill mid-write leaves no half file under the name
+        return control
+
+
+def restore(sampler: PolicySampler, checkpoint: str | None) -> list[int]:
+    """Push the weights a checkpoint saved for the sampler (oldest first); returns their steps."""
+    from safetensors.torch import load_file
+
+    if checkpoint is None or not (Path(checkpoint) / SAMPLER_FOLDER).is_dir():
+        return []
+    files = sorted((Path(checkpoint) / SAMPLER_FOLDER).glob("step-*.safetensors"), key=lambda p: int(p.stem.split("-", 1)[1]))
+    for path in files:
+        sampler.push(int(path.stem.split("-", 1)[1]), load_file(str(path)))
+    return [int(p.stem.split("-", 1)[1]) for p in files]
