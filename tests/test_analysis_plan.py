@@ -8,6 +8,7 @@ import pytest
 
 from ssb.analysis_plan import PlanError, load_plan
 
+STUDY = Path(__file__).resolve().parents[1] / "studies" / "evidence"
 VALID = """arms:
   ssb: [ssb-s0, ssb-s1]
   sft: [sft]
@@ -63,3 +64,12 @@ def test_a_missing_or_malformed_file(tmp_path):
     with pytest.raises(PlanError, match="plan.yaml: the top level must be a mapping"):
         load_plan(write(tmp_path, "- ssb:sft\n"))
 
+
+def test_the_evidence_study_declares_its_questions_as_the_primary_family():
+    plan = load_plan(STUDY / "plan.yaml")
+    assert plan.primary == [("ssb", "sft"), ("ssb", "grpo"), ("ssb", "random-teacher-hint"), ("ssb", "base")]
+    assert plan.test == "bootstrap" and plan.benchmarks == ["gsm8k"]
+    assert plan.arms["ssb"] == ["ssb", "ssb-s1", "ssb-s2"] and plan.arms["sft-min32"] == ["sft-min32", "sft-min32-s1", "sft-min32-s2"]
+    # Every declared model is a committed arm of the study, and the plan says it was written after the runs.
+    assert all((STUDY / "results" / model / "gsm8k.samples.jsonl.gz").exists() for models in plan.arms.values() for model in models)
+    assert "RETROSPECTIVE" in (STUDY / "plan.yaml").read_text()
