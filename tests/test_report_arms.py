@@ -1,9 +1,11 @@
-"""ssb report across run folders: pooled seeds, A minus B, Holm, training data length, diagnostics.
+"""ssb report across run folders: pooled seeds, A minus B, Holm, the interval over runs and questions, a declared plan,
+training data length, diagnostics.
 
 Run folders are written by hand (graded samples, no model); every expected number is worked out
 here from the 0/1 grades, not by the code under test.
 """
 
+import hashlib
 import json
 import math
 import statistics
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bootstrap_reference import reference_interval, reference_p, reference_resample
 from ssb.cli import main
 from ssb.comparison import arm_pass_at_1, compare, holm, model_labels, resolve
 from ssb.config import load_config
@@ -29,6 +32,22 @@ GRADES = {
           "ssb-s2": [[1, 1], [0, 1], [1, 1], [1, 0], [1, 1], [0, 0]]},
 }
 ARM = "ssb=ssb-s0,ssb-s1,ssb-s2"
+
+
+def scores_of(grades: list[list[int]]) -> list[float]:
+    return [sum(samples) / len(samples) for samples in grades]
+
+
+# The arm's three runs and the single models, as runs x questions.
+SSB_RUNS = [scores_of(GRADES["a"]["ssb-s0"]), scores_of(GRADES["a"]["ssb-s1"]), scores_of(GRADES["b"]["ssb-s2"])]
+ONE = {name: [scores_of(GRADES[folder][model])] for name, (folder, model) in
+       {"a/base": ("a", "base"), "b/base": ("b", "base"), "sft": ("a", "sft")}.items()}
+
+
+def runs_cell(a, b=None, resamples=2000, seed=0) -> str:
+    """The interval over runs and questions as the report prints it, from the loop of bootstrap_reference."""
+    low, high = reference_interval(reference_resample(a, b, resamples, seed))
+    return f"[{100 * low:+.1f}, {100 * high:+.1f}]" if b is not None else f"[{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def write_eval(folder: Path, model: str, grades: list[list[int]], benchmark: str = "gsm8k") -> None:
@@ -113,8 +132,9 @@ def test_report_arms_comparisons_and_holm(runs):
     arm = [1, 5 / 6, 2 / 3, 1 / 2, 2 / 3, 0]
     assert sum(arm) / 6 == pytest.approx(11 / 18)
     half = Z95 * statistics.stdev(arm) / math.sqrt(6)
-    assert (f"| ssb | gsm8k | 61.1 | [{100 * (11 / 18 - half):.1f}, {100 * min(1, 11 / 18 + half):.1f}] (n=6) "
+    assert (f"| ssb | gsm8k | 61.1 | [{100 * (11 / 18 - half):.1f}, {100 * min(1, 11 / 18 + half):.1f}] (n=6) | {runs_cell(SSB_RUNS)} "
             "| ssb-s0 66.7, ssb-s1 50.0, ssb-s2 66.7 |") in text
+    assert "| sft | gsm8k | 83.3 | " in text and "(n=6) | —, one run | sft 83.3 |" in text
     # The arm averages 4 samples per question (seeds of 1, 1 and 2), its opponents 1: the z test, not the sign test.
     # ssb - a/base: differences 0, 5/6, 2/3, 1/2, -1/3, 0; 3 better, 1 worse.
     # ssb - sft: differences 1, -1/6, -1/3, -1/2, -1/3, -1; 1 better, 5 worse. Holm over the two.
@@ -123,8 +143,11 @@ def test_report_arms_comparisons_and_holm(runs):
          for name, d in (("base", to_base), ("sft", to_sft))}
     low, high = sorted(p.values())
     adjusted = {name: max(2 * low, high) if v == high else 2 * low for name, v in p.items()}
-    assert f"| ssb - a/base | gsm8k | {ci_row(to_base)} | 3 / 1 (n=6) | {z_p(to_base)} | {adjusted['base']:.3f} |" in text
-    assert f"| ssb - sft | gsm8k | {ci_row(to_sft)} | 1 / 5 (n=6) | {z_p(to_sft)} | {adjusted['sft']:.3f} |" in text
+    assert (f"| ssb - a/base | gsm8k | {ci_row(to_base)} | {runs_cell(SSB_RUNS, ONE['a/base'])} | 3 / 1 (n=6) | {z_p(to_base)} "
+            f"| {adjusted['base']:.3f} |") in text
+    assert (f"| ssb - sft | gsm8k | {ci_row(to_sft)} | {runs_cell(SSB_RUNS, ONE['sft'])} | 1 / 5 (n=6) | {z_p(to_sft)} "
+            f"| {adjusted['sft']:.3f} |") in text
+    assert "| 95% CI (questions) | 95% CI (runs and questions) |" in text and "runs with replacement" in text
     assert "**Multiple comparisons**: 2 comparisons" in text and "sign test" in text
     assert "Difference from the base model" not in text  # named comparisons replace the default family
 
@@ -133,11 +156,11 @@ def test_one_comparison_has_no_holm_column(runs):
     a, _ = runs
     text = write_report(a, comparisons=["sft:base"]).read_text()
     # sft - base with one sample each: McNemar's discordant pairs 4 / 1, exact p = 2 (1 + 5) / 32 = 0.375.
-    assert f"| sft - base | gsm8k | {ci_row([-1, 1, 1, 1, 0, 1])} | 4 / 1 (n=6) | 0.375 |\n" in text
+    assert f"| sft - base | gsm8k | {ci_row([-1, 1, 1, 1, 0, 1])} | —, one run each | 4 / 1 (n=6) | 0.375 |\n" in text
     assert "Multiple comparisons" not in text
     # A one-sample single-model arm keeps Wilson's interval, as in its evaluation summary.
     summary = json.loads((a / "eval/sft/gsm8k.summary.json").read_text())["pass@1"]
-    assert f"| sft | gsm8k | 83.3 | [{100 * summary['ci95'][0]:.1f}, {100 * summary['ci95'][1]:.1f}] (n=6) | sft 83.3 |" in text
+    assert f"| sft | gsm8k | 83.3 | [{100 * summary['ci95'][0]:.1f}, {100 * summary['ci95'][1]:.1f}] (n=6) | —, one run | sft 83.3 |" in text
 
 
 def test_default_compares_each_model_with_its_own_folders_base(runs):
@@ -190,7 +213,7 @@ def test_cli_writes_to_out_and_refuses_an_ambiguous_model(runs, tmp_path, capsys
     assert text.startswith("# SSB report: a, b") and not (a / "report.md").exists() and (out / "accuracy.png").exists()
     # ssb - b/base: differences 1, 5/6, 2/3, 1/2, 2/3, 0: five better, none worse (4 samples against 1: the z test).
     diffs = [1, 5 / 6, 2 / 3, 1 / 2, 2 / 3, 0]
-    assert f"| ssb - b/base | gsm8k | {ci_row(diffs)} | 5 / 0 (n=6) | {z_p(diffs)} |" in text
+    assert f"| ssb - b/base | gsm8k | {ci_row(diffs)} | {runs_cell(SSB_RUNS, ONE['b/base'])} | 5 / 0 (n=6) | {z_p(diffs)} |" in text
     assert main(["report", str(a), "--compare", "ssb-s0:nothing"]) == 2
     assert "no evaluated model 'nothing'" in capsys.readouterr().err
 
@@ -250,3 +273,99 @@ def test_a_report_interrupted_while_writing_leaves_the_previous_files_whole(runs
     with pytest.raises(OSError):
         write_report(first)
     assert {name: (first / name).read_bytes() for name in before} == before
+
+
+PLAN = """arms:
+  ssb: [ssb-s0, ssb-s1, ssb-s2]
+  sft: [sft]
+  base-a: [a/base]
+  base-b: [b/base]
+primary: ["ssb:sft", "sft:base-a"]
+secondary: ["ssb:base-a", "ssb:base-b"]
+"""
+
+
+def plan_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    return path
+
+
+def reference_holm(p_values: list[float]) -> list[float]:
+    """Holm by its definition: the i-th smallest p times (m - i), never below the one before, at most 1."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = {}, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return [adjusted[i] for i in range(len(p_values))]
+
+
+def test_a_plan_applies_its_sign_test_to_every_comparison_and_holm_per_family(runs, tmp_path):
+    a, b = runs
+    plan = plan_file(tmp_path, PLAN + "test: sign\n")
+    text = write_report(a, b, plan=plan).read_text()
+    sha = hashlib.sha256(plan.read_bytes()).hexdigest()
+    assert f"Plan: `{plan}`, sha256 `{sha}`. Applied as declared: the sign test for every comparison" in text
+    assert text.index(f"### Primary (declared in {plan})") < text.index(f"### Secondary, exploratory (declared in {plan})") < text.index("| arm |")
+    # Sign tests, by counting: ssb - sft 1 better / 5 worse, 2 (1 + 6) / 64; sft - base-a 4 / 1, 2 (1 + 5) / 32;
+    # ssb - base-a 3 / 1, 2 (1 + 4) / 16; ssb - base-b 5 / 0, 2 / 32. The arm against one model keeps the sign test
+    # (as declared) where --compare would have switched to z.
+    primary = reference_holm([14 / 64, 12 / 32])
+    secondary = reference_holm([10 / 16, 2 / 32])  # over the secondary two only: over all four the smallest would be 4 x 2/32
+    to_sft, to_base_a = [1, -1 / 6, -1 / 3, -1 / 2, -1 / 3, -1], [0, 5 / 6, 2 / 3, 1 / 2, -1 / 3, 0]
+    to_base_b = [1, 5 / 6, 2 / 3, 1 / 2, 2 / 3, 0]
+    assert f"| ssb - sft | gsm8k | {ci_row(to_sft)} | {runs_cell(SSB_RUNS, ONE['sft'])} | 1 / 5 (n=6) | 0.219 | {primary[0]:.3f} |" in text
+    assert f"| sft - base-a | gsm8k | {ci_row([-1, 1, 1, 1, 0, 1])} | —, one run each | 4 / 1 (n=6) | 0.375 | {primary[1]:.3f} |" in text
+    assert f"| ssb - base-a | gsm8k | {ci_row(to_base_a)} | {runs_cell(SSB_RUNS, ONE['a/base'])} | 3 / 1 (n=6) | 0.625 | {secondary[0]:.3f} |" in text
+    assert f"| ssb - base-b | gsm8k | {ci_row(to_base_b)} | {runs_cell(SSB_RUNS, ONE['b/base'])} | 5 / 0 (n=6) | 0.062 | {secondary[1]:.3f} |" in text
+    assert "| p (sign) | Holm p |" in text and " (z)" not in text
+    assert "**By the plan's rule** (Holm p over the 2 primary rows below alpha = 0.05): none is significant." in text
+    assert "sign test is biased towards the side that averages more samples per question (three seeds against one model) in: " \
+           "ssb - sft (gsm8k), ssb - base-a (gsm8k), ssb - base-b (gsm8k);" in text
+    assert "Difference from the base model" not in text
+
+
+def test_a_bootstrap_plan_gives_every_comparison_the_two_level_p(runs, tmp_path):
+    a, b = runs
+    plan = plan_file(tmp_path, PLAN.replace("secondary", "# secondary") + "test: bootstrap\nalpha: 0.1\nbootstrap: {resamples: 500, seed: 3}\n")
+    text = write_report(a, b, plan=plan).read_text()
+    sides = {"ssb - sft": (SSB_RUNS, ONE["sft"]), "sft - base-a": (ONE["sft"], ONE["a/base"])}
+    p = {name: reference_p(reference_resample(*pair, resamples=500, seed=3)) for name, pair in sides.items()}
+    adjusted = dict(zip(p, reference_holm(list(p.values()))))
+    # The questions' interval and counts stay those of the pooled scores; p is the bootstrap's, for single models too.
+    assert (f"| ssb - sft | gsm8k | {ci_row([1, -1 / 6, -1 / 3, -1 / 2, -1 / 3, -1])} | {runs_cell(*sides['ssb - sft'], 500, 3)} "
+            f"| 1 / 5 (n=6) | {p['ssb - sft']:.3f} | {adjusted['ssb - sft']:.3f} |") in text
+    assert (f"| sft - base-a | gsm8k | {ci_row([-1, 1, 1, 1, 0, 1])} | —, one run each | 4 / 1 (n=6) "
+            f"| {p['sft - base-a']:.3f} | {adjusted['sft - base-a']:.3f} |") in text
+    assert "| p (bootstrap) | Holm p |" in text and "### Secondary" not in text and "sign test is biased" not in text
+    significant = [f"{name} (gsm8k)" for name, v in adjusted.items() if v < 0.1]
+    assert f"below alpha = 0.1): {'significant: ' + ', '.join(significant) if significant else 'none is significant'}." in text
+    assert "| ssb | gsm8k | 61.1 | " in text and f"(n=6) | {runs_cell(SSB_RUNS, resamples=500, seed=3)} | ssb-s0 66.7" in text
+    assert "| base-b | gsm8k | 0.0 | " in text  # declared arms of one model are listed under their arm's name
+
+
+def test_a_plan_naming_what_was_not_evaluated_is_refused_before_anything_is_written(runs, tmp_path):
+    a, b = runs
+    for change, message in [(("ssb-s2]", "nothing]"), "arms.ssb: no evaluated model 'nothing'"),
+                            (("[a/base]", "[base]"), "arms.base-a: model 'base' is evaluated in both"),
+                            (("secondary", "benchmarks: [math500]\nsecondary"), "benchmarks: 'math500' is not evaluated for ssb-s0, ssb-s1, ssb-s2")]:
+        plan = plan_file(tmp_path, PLAN.replace(*change) + "test: z\n")
+        with pytest.raises(ValueError) as error:
+            write_report(a, b, plan=plan, out=tmp_path / "out")
+        assert str(error.value).startswith(f"{plan}: ") and message in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_plan_is_instead_of_arm_and_compare(runs, tmp_path, capsys):
+    a, b = runs
+    plan = plan_file(tmp_path, PLAN + "test: z\n")
+    assert main(["report", str(a), str(b), "--plan", str(plan), "--arm", ARM, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"ssb report: error: --plan {plan} declares the arms and comparisons; give it without --arm and --compare" in err
+    plan.write_text(PLAN + "test: t\n")
+    assert main(["report", str(a), str(b), "--plan", str(plan)]) == 2
+    assert f"ssb report: error: {plan}: test: unknown test 't'" in capsys.readouterr().err
+    plan.write_text(PLAN + "test: z\n")
+    assert main(["report", str(a), str(b), "--plan", str(plan), "--out", str(tmp_path / "out")]) == 0
+    assert "| p (z) | Holm p |" in (tmp_path / "out/report.md").read_text()

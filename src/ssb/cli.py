@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--compare", action="append", default=[], metavar="A:B",
                         help="Print arm A minus arm B paired on the questions both answered, with 95%% CI and p (repeatable); "
                              "replaces the default comparison of every model with its base.")
+    report.add_argument("--plan", metavar="FILE",
+                        help="A declared analysis plan (YAML: arms, primary and secondary comparisons, test, alpha, bootstrap): the report "
+                             "applies its test to every comparison, primary ones first as one Holm family; instead of --arm and --compare.")
     report.add_argument("--out", metavar="DIR", help="Write DIR/report.md and its plots instead of into the first RUN_DIR.")
     sub.add_parser("configs", help="List the shipped configs (usable as --config NAME).")
     _add_export_commands(sub)
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         from ssb.report import write_report
 
         try:
-            print(write_report(*args.run_dirs, arms=args.arm, comparisons=args.compare, out=args.out))
+            print(write_report(*args.run_dirs, arms=args.arm, comparisons=args.compare, out=args.out, plan=args.plan))
         except ValueError as exc:
             print(f"ssb report: error: {exc}", file=sys.stderr)
             return 2

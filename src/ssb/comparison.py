@@ -24,6 +24,12 @@ sides average their samples alike (the same samples per model). Otherwise an ave
 0/1 score are not exchangeable and the sign test is biased; the p-value is then the normal (z) test
 of the mean difference, an approximation for hundreds of questions, not a handful. Several
 comparisons are one family: ``holm`` adjusts their p-values for it.
+
+Beside each interval over questions, an arm of several models (training runs) and a difference with such an arm on either
+side get the two-level bootstrap's interval (``ssb.bootstrap``: runs within each arm, then questions), under
+``ci95_runs``; it is None for an arm of one model (or two such arms), where it would be the question-level interval
+again. A declared analysis plan (``ssb.analysis_plan``) may fix the test for every comparison instead: ``test`` of
+``compare_arms`` is then ``sign``, ``z`` or ``bootstrap`` (the bootstrap's two-sided p-value).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ssb.bootstrap import RESAMPLES, SEED, interval, resample, two_sided_p
 from ssb.metrics import mean_with_ci, paired_difference
 
 
@@ -108,14 +115,21 @@ def pool(scores_by_model: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {q: sum(s[q] for s in scores_by_model) / len(scores_by_model) for q in sorted(common)}
 
 
-def arm_pass_at_1(scores_by_model: Mapping[str, Mapping[str, float]], binary: bool) -> dict:
-    """An arm's pass@1 with its 95% CI over questions, and each model's pass@1 on the same questions.
+def score_matrix(scores_by_model: Mapping[str, Mapping[str, float]], questions: Sequence[str]) -> list[list[float]]:
+    """One row per model, one column per question: the runs x questions layout of ``ssb.bootstrap``."""
+    return [[scores[q] for q in questions] for scores in scores_by_model.values()]
+
+
+def arm_pass_at_1(scores_by_model: Mapping[str, Mapping[str, float]], binary: bool, resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """An arm's pass@1 with its 95% CI over questions, its CI over runs and questions (None for one model), and each
+    model's pass@1 on the same questions.
 
     ``binary`` asks for Wilson's interval: right only for one model with one sample per question.
     """
     pooled = pool(list(scores_by_model.values()))
     per_model = {m: sum(s[q] for q in pooled) / len(pooled) if pooled else 0.0 for m, s in scores_by_model.items()}
-    return {**mean_with_ci(list(pooled.values()), binary=binary), "per_model": per_model}
+    runs = interval(resample(score_matrix(scores_by_model, list(pooled)), resamples=resamples, seed=seed)) if len(scores_by_model) > 1 else None
+    return {**mean_with_ci(list(pooled.values()), binary=binary), "ci95_runs": runs, "per_model": per_model}
 
 
 def compare(a: Mapping[str, float], b: Mapping[str, float], samples: tuple[Sequence[int], Sequence[int]] | None = None) -> dict:
@@ -128,6 +142,27 @@ def compare(a: Mapping[str, float], b: Mapping[str, float], samples: tuple[Seque
     common = sorted(a.keys() & b.keys())
     test = "sign" if samples is None or sorted(samples[0]) == sorted(samples[1]) else "z"
     return paired_difference([a[q] for q in common], [b[q] for q in common], test=test)
+
+
+def compare_arms(a: Mapping[str, Mapping[str, float]], b: Mapping[str, Mapping[str, float]],
+                 samples: tuple[Sequence[int], Sequence[int]] | None = None, test: str | None = None,
+                 resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """Arm A minus arm B ({model: per-question scores} each): ``compare`` on the pooled scores, with ``ci95_runs``.
+
+    ``test`` None chooses as ``compare`` does (sign, or z where the sides average unlike); ``sign`` or ``z`` applies that
+    test; ``bootstrap`` gives the two-level bootstrap's two-sided p-value (one model a side: the bootstrap over questions).
+    """
+    pooled_a, pooled_b = pool(list(a.values())), pool(list(b.values()))
+    common = sorted(pooled_a.keys() & pooled_b.keys())
+    if test is None:
+        d = compare(pooled_a, pooled_b, samples)
+    else:  # the bootstrap's row keeps the z test's mean, standard error and interval over questions; its p is replaced below
+        d = paired_difference([pooled_a[q] for q in common], [pooled_b[q] for q in common], test="z" if test == "bootstrap" else test)
+    several = len(a) > 1 or len(b) > 1
+    statistic = resample(score_matrix(a, common), score_matrix(b, common), resamples=resamples, seed=seed) if several or test == "bootstrap" else None
+    if test == "bootstrap":
+        d = {**d, "p_value": two_sided_p(statistic), "test": "bootstrap"}
+    return {**d, "ci95_runs": interval(statistic) if several else None}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

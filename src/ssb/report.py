@@ -14,7 +14,8 @@ from the run folders' manifests.
 
 Several run folders are read as one set of models (``ssb.comparison`` says how they are named);
 ``--arm`` pools models (training seeds) into an arm and ``--compare A:B`` prints A minus B, in a
-section of its own at the top. Without ``--compare`` each model is compared with the base model of
+section of its own at the top (``ssb.arms_report``); ``--plan FILE`` declares the arms, the comparisons
+and the test instead (``ssb.analysis_plan``). Without either, each model is compared with the base model of
 its own run folder. The report goes to the first run folder unless ``out`` names another. Each run
 of several rounds gets its per-round curve first (``ssb.rounds_report``), and several such runs are
 compared round by round; a run that stopped because refine kept no solution says so at the top (``ssb run``'s
@@ -26,8 +27,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from ssb.analysis_plan import load_plan
+from ssb.arms_report import arms_section, plan_section
 from ssb.artifacts import write_text_atomic
-from ssb.comparison import arm_pass_at_1, compare, model_labels, parse_arms, parse_comparisons, pool
+from ssb.comparison import compare, model_labels
 from ssb.objectives import DIAGNOSTICS
 from ssb.report_tables import cell, difference_table, pyplot, save_figure
 from ssb.rounds_report import rounds_sections
@@ -84,46 +87,6 @@ def base_differences(models: dict[str, tuple[Path, str]], summaries: dict[str, d
             samples = ([summaries[label][benchmark]["samples_per_question"]], [summaries[base][benchmark]["samples_per_question"]])
             rows.append((label, benchmark, compare(scores(label, benchmark), scores(base, benchmark), samples)))
     return rows
-
-
-ARMS_NOTE = ("A - B: A's per-question score minus B's, in points, averaged over the questions both answered, with a paired 95% CI "
-             "over questions. An arm's per-question score is the mean over its models (seeds) of each model's fraction of samples "
-             "correct. p: exact two-sided sign test over the questions where the two scores differ, counting which side is higher "
-             "(McNemar's exact test when each arm is one model with one sample per question). Where the two scores average different "
-             "numbers of samples (three seeds against one), the sign test is biased towards the side with more (below 50% accuracy an "
-             "average lies above a single 0/1 score more often than below it), and p, marked (z), is the normal test of the mean "
-             "difference, the one the CI inverts (an approximation for hundreds of questions, optimistic for a handful).")
-
-
-def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_specs: Sequence[str]) -> list[str]:
-    """The "Arms and comparisons" section: the comparisons table first, then each arm's pooled pass@1."""
-    labels = {(str(folder), model): label for label, (folder, model) in models.items()}
-    arms = parse_arms(arm_specs, labels)
-    pairs = parse_comparisons(compare_specs, arms, labels)
-    benchmarks = {arm: set.intersection(*(set(summaries[m]) for m in members)) for arm, members in arms.items()}
-    lines = ["## Arms and comparisons", ""]
-    if pairs:
-        for a, b in pairs:
-            if not benchmarks[a] & benchmarks[b]:
-                raise ValueError(f"--compare {a}:{b}: no benchmark was evaluated for every model of both arms")
-        def samples(arm: str, benchmark: str) -> list[int]:
-            return [summaries[m][benchmark]["samples_per_question"] for m in arms[arm]]
-
-        rows = [(f"{a} - {b}", benchmark, compare(pool([scores(m, benchmark) for m in arms[a]]), pool([scores(m, benchmark) for m in arms[b]]),
-                                                  (samples(a, benchmark), samples(b, benchmark))))
-                for a, b in pairs for benchmark in sorted(benchmarks[a] & benchmarks[b])]
-        lines += [*difference_table(rows, "A - B", "questions A better / B better", "p"), "", ARMS_NOTE, ""]
-    named = {spec.partition("=")[0] for spec in arm_specs}
-    lines += ["| arm | benchmark | pass@1 % | 95% CI (questions) | each model's pass@1 % on the same questions |", "|---|---|---|---|---|"]
-    for arm in (a for a in arms if a in named or any(a in pair for pair in pairs)):
-        members = arms[arm]
-        for benchmark in sorted(benchmarks[arm]):
-            one_sample = len(members) == 1 and summaries[members[0]][benchmark]["samples_per_question"] == 1
-            r = arm_pass_at_1({m: scores(m, benchmark) for m in members}, binary=one_sample)
-            each = ", ".join(f"{m} {100 * v:.1f}" for m, v in r["per_model"].items())
-            lines.append(f"| {arm} | {benchmark} | {100 * r['mean']:.1f} | [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}] "
-                         f"(n={r['n_questions']}) | {each} |")
-    return [*lines, ""]
 
 
 def stage_compute(stage: str, stats: dict) -> tuple[int | None, int | None, float | None]:
@@ -288,15 +251,19 @@ def small_run_note(summaries: dict[str, dict[str, dict]], stats: dict[str, dict]
 
 
 def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: Sequence[str] = (), out: str | Path | None = None,
-                 stopped: str | None = None) -> Path:
+                 stopped: str | None = None, plan: str | Path | None = None) -> Path:
     """Write report.md and its plots for the run folders into the first of them (or ``out``); returns its path.
 
-    ``arms``: ``NAME=MODEL[,MODEL...]`` specs; ``comparisons``: ``A:B`` specs (see ``ssb.comparison``).
+    ``arms``: ``NAME=MODEL[,MODEL...]`` specs; ``comparisons``: ``A:B`` specs (see ``ssb.comparison``). ``plan``: a
+    declared analysis plan's file (``ssb.analysis_plan``), instead of ``arms`` and ``comparisons``.
     ``stopped``: why the run stopped early; by default the reason ``ssb run`` recorded in stats.json.
-    A bad name raises ValueError before anything is written.
+    A bad name or plan raises ValueError before anything is written.
     """
     if not run_dirs:
         raise ValueError("no run folder given")
+    if plan is not None and (arms or comparisons):
+        raise ValueError(f"--plan {plan} declares the arms and comparisons; give it without --arm and --compare")
+    declared = load_plan(plan) if plan is not None else None
     folders = [Path(d) for d in run_dirs]
     for folder in folders:
         if not folder.is_dir():
@@ -306,7 +273,10 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     out_dir = folders[0] if out is None else Path(out)
     models, summaries = load_all(folders)
     scores = score_loader(models)
-    arm_lines = arms_section(models, summaries, scores, arms, comparisons) if arms or comparisons else []
+    if declared is not None:
+        arm_lines = plan_section(models, summaries, scores, declared)
+    else:
+        arm_lines = arms_section(models, summaries, scores, arms, comparisons) if arms or comparisons else []
     out_dir.mkdir(parents=True, exist_ok=True)
     records = {folder: RunRecord(folder) for folder in folders}
     adapters = {folder: record.evaluated_adapters() for folder, record in records.items()}
@@ -324,7 +294,7 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
         lines += ["## pass@1 (%) ± 95% CI half-width (questions)", "", markdown, "", "![accuracy](accuracy.png)", ""]
         lengths = {label: RunRecord(folder).training_solution_length() if folder is not None else None for label, folder in trained_in.items()}
         lines += ["## Details", "", *details_table(summaries, lengths), ""]
-        if not comparisons:  # named comparisons replace the default family of every model against its base
+        if not comparisons and declared is None:  # named comparisons replace the default family of every model against its base
             paired = base_differences(models, summaries, scores)
             if paired:
                 lines += ["## Difference from the base model (paired, same questions)", "",

@@ -17,15 +17,31 @@ def cell(summary: dict | None) -> str:
     return f"{100 * p['mean']:.1f} ± {100 * half:.1f} (n={p['n_questions']})"
 
 
-def difference_table(rows: list[tuple[str, str, dict]], first: str, counts: str, p_name: str) -> list[str]:
-    """(name, benchmark, paired difference) rows as a table; with several rows, Holm's p beside each raw p and a line saying so."""
+def runs_interval(ci: list[float] | None, one: str, signed: bool) -> str:
+    """A two-level bootstrap interval in points, or what stands in its place where a side has one run."""
+    if ci is None:
+        return one
+    return f"[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if signed else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def difference_table(rows: list[tuple[str, str, dict]], first: str, counts: str, p_name: str, mark_test: bool = True) -> list[str]:
+    """(name, benchmark, paired difference) rows as a table; with several rows, Holm's p beside each raw p and a line saying so.
+
+    Rows carrying ``ci95_runs`` (arms, ``comparison.compare_arms``) get the interval over runs and questions beside the one
+    over questions. ``mark_test``: mark a z test's p with (z); off where the table's p column names its one test.
+    """
     several = len(rows) > 1
+    runs = any("ci95_runs" in d for _, _, d in rows)
     adjusted = holm([d["p_value"] for _, _, d in rows])
-    lines = [f"| {first} | benchmark | difference (points) | 95% CI | {counts} | {p_name} |" + (" Holm p |" if several else ""),
-             "|---|---|---|---|---|---|" + ("---|" if several else "")]
+    lines = [f"| {first} | benchmark | difference (points) | 95% CI{' (questions)' if runs else ''} |"
+             + (" 95% CI (runs and questions) |" if runs else "") + f" {counts} | {p_name} |" + (" Holm p |" if several else ""),
+             "|---|---|---|---|---|---|" + ("---|" if runs else "") + ("---|" if several else "")]
     for (name, benchmark, d), p_holm in zip(rows, adjusted):
         row = f"| {name} | {benchmark} | {100 * d['mean']:+.1f} | [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] "
-        row += f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {format_p(d['p_value'])}{' (z)' if d.get('test') == 'z' else ''} |"
+        if runs:
+            row += f"| {runs_interval(d.get('ci95_runs'), '—, one run each', signed=True)} "
+        marked = mark_test and d.get("test") == "z"
+        row += f"| {d['better']} / {d['worse']} (n={d['n_questions']}) | {format_p(d['p_value'])}{' (z)' if marked else ''} |"
         lines.append(row + (f" {format_p(p_holm)} |" if several else ""))
     if several:
         lines += ["", f"**Multiple comparisons**: {len(rows)} comparisons in this table (one per pair and benchmark). Holm p is each p-value "

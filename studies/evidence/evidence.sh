@@ -133,15 +133,9 @@ precision() {
 }
 
 report() {
-  local arms=(--arm "ssb=ssb,ssb-s1,ssb-s2" --arm "sft=sft,sft-s1,sft-s2") compare=() pair
-  evaluated() { [ -f "$eval_dir/eval/$1/gsm8k.summary.json" ]; }  # a folder alone may be an interrupted evaluation
-  evaluated sft-min32-s1 && evaluated sft-min32-s2 && arms+=(--arm "sft-min32=sft-min32,sft-min32-s1,sft-min32-s2")
-  for pair in ssb:sft ssb:base sft:base ssb:grpo ssb:random-teacher-hint ssb-t1:ssb ssb-ce:ssb ssb-eot:ssb ssb-t4:ssb \
-      sft-min32:sft ssb:sft-min32 sft-min32:base ssb-min32:ssb ssb-min32:sft-min32; do
-    # Only comparisons whose arms are evaluated, so the study can be reported before its last ablations land.
-    evaluated "${pair%%:*}" && evaluated "${pair##*:}" && compare+=(--compare "$pair")
-  done
-  step report "$eval_dir" "${arms[@]}" "${compare[@]}" --out studies/evidence/results
+  # The comparisons, their families and the test are those declared in plan.yaml (written after this study's runs: see its
+  # comment); every arm it declares must be evaluated.
+  step report "$eval_dir" --plan studies/evidence/plan.yaml --out studies/evidence/results
   commit "report"
 }
 

@@ -1,13 +1,15 @@
 """Recompute the evidence study's accuracies and paired comparisons from the committed samples alone.
 
     python studies/evidence/evidence_recompute.py [--out DIR] [--arm NAME=M1,M2 ...] [--compare A:B ...]
+    python studies/evidence/evidence_recompute.py --plan studies/evidence/plan.yaml [--out DIR]
 
 Unpacks every committed arm of studies/evidence/results/ (``<arm>/<benchmark>.samples.jsonl.gz``
 and its summary) into an evaluation folder laid out as ``ssb eval`` writes it, then runs ``ssb
 report`` on it with the given arms and comparisons (default: every pair the study names whose arms
-are committed), and adds the distillation diagnostics table (``ssb report``'s: mean of the first and
-the last 3 logged values) from each trained arm's committed ``distill/metrics.jsonl.gz``. Nothing is
-read from the run folders the study trained in, so the numbers can be checked without a model.
+are committed) or with the study's declared analysis plan (``--plan``, as ``evidence.sh report`` runs
+it), and adds the distillation diagnostics table (``ssb report``'s: mean of the first and the last 3
+logged values) from each trained arm's committed ``distill/metrics.jsonl.gz``. Nothing is read from
+the run folders the study trained in, so the numbers can be checked without a model.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="folder for report.md and its plots (default: a temporary folder, printed)")
     parser.add_argument("--arm", action="append", default=[])
     parser.add_argument("--compare", action="append", default=[])
+    parser.add_argument("--plan", type=Path, help="an analysis plan for ssb report --plan (studies/evidence/plan.yaml), instead of --arm/--compare")
     args = parser.parse_args()
     eval_dir = Path(tempfile.mkdtemp(prefix="evidence-eval-")) / "evidence-eval"
     models = unpack(RESULTS, eval_dir)
@@ -70,7 +73,10 @@ def main() -> None:
     named = {m for spec in arms for m in spec.partition("=")[2].split(",")}
     available = (set(models) - named) | pooled
     comparisons = args.compare or [c for c in STUDY_COMPARISONS if set(c.split(":")) <= available]
-    report = write_report(eval_dir, arms=arms, comparisons=comparisons, out=args.out or eval_dir)
+    if args.plan is not None:
+        report = write_report(eval_dir, arms=args.arm, comparisons=args.compare, plan=args.plan, out=args.out or eval_dir)
+    else:
+        report = write_report(eval_dir, arms=arms, comparisons=comparisons, out=args.out or eval_dir)
     diagnostics = diagnostics_table(unpack_metrics(RESULTS, eval_dir.parent / "training"))
     if diagnostics:
         with open(report, "a", encoding="utf-8") as f:
