@@ -114,6 +114,17 @@ def test_a_wall_clock_budget_stops_training_and_counts_across_resumes(tmp_path, 
     assert ledger["step"] == 1 and ledger["wall_s"] >= 1e-3
 
 
+def test_a_generation_budget_stops_at_the_first_step_that_reaches_it(tmp_path, tiny_model_dir):
+    data = write_questions(tmp_path / "q.jsonl", 8)
+    settings = {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl", "data.path": str(data),
+                "grpo.num_generations": 2, "grpo.batch_size": 4, "grpo.max_steps": 8, "grpo.max_completion_length": 4,
+                "distill.lora.r": 4, "progress": False, "grpo.sampler": "trl", "grpo.max_generated_tokens": 20}
+    stats = run_grpo(load_config(None, settings), reward_funcs=[lambda completions, **kw: [float(i % 2) for i in range(len(completions))]])
+    per_step = [4 * m["completions/mean_length"] for m in read_jsonl(tmp_path / "run" / "grpo" / "metrics.jsonl") if "completions/mean_length" in m]
+    assert len(per_step) == stats["steps"] < 8 and stats["stopped_by_generation_budget"] is True
+    assert sum(per_step[:-1]) < 20 <= sum(per_step) == stats["generated_tokens"]
+
+
 def test_a_resumed_budget_counts_from_the_checkpoint_it_resumes_from(tmp_path, tiny_model_dir):
     from ssb.grpo import WallClockBudget
 

@@ -277,6 +277,7 @@ class GRPOConfig:
     epochs: float = doc(1.0, "Passes over the questions.")
     max_steps: int | None = doc(None, "Stop after this many optimiser steps.")
     max_wall_s: float | None = doc(None, "Stop after this many seconds of training wall-clock, summed over resumed invocations (to give GRPO another method's compute budget).")
+    max_generated_tokens: int | None = doc(None, added_later=True, help="Stop once the completions generated, over every invocation, reach this many tokens (another method's generation budget); checked after each optimiser step.")
     lr: float = doc(1e-5, "Learning rate (GRPO with LoRA wants far less than KD's 2e-4).")
     max_completion_length: int = doc(1024, "Generation budget per completion.")
     temperature: float = doc(0.8, "Sampling temperature (the rollouts' default).")
@@ -297,7 +298,7 @@ class GRPOConfig:
         check_ranges(self, num_generations=">= 2", batch_size=">= 1", gradient_accumulation_steps=">= 1", epochs="> 0", max_steps=">= 1",
                      max_wall_s="> 0", lr="> 0", max_completion_length=">= 1", temperature="> 0", top_k=">= 0", top_p="in (0, 1]",
                      beta=">= 0", format_reward=">= 0", warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1",
-                     policy_lag=">= 0", steps_per_generation=">= 1")
+                     policy_lag=">= 0", steps_per_generation=">= 1", max_generated_tokens=">= 1")
         if self.batch_size % self.num_generations:
             raise FieldError(f"batch_size: must be a multiple of num_generations={self.num_generations} (got {self.batch_size})")
 

@@ -85,6 +85,28 @@ class WallClockBudget(TrainerCallback):
         return control
 
 
+def generated_tokens(log_history: list[dict], completions_per_step: int) -> int:
+    """Completion tokens generated over the logged steps: TRL logs each step's mean completion length."""
+    return round(sum(e.get("completions/mean_length", 0.0) for e in log_history if "step" in e) * completions_per_step)
+
+
+class GenerationBudget(TrainerCallback):
+    """TRL callback: stop training once the completions generated reach ``max_tokens``. The count is the trainer's
+    own log history, which a checkpoint carries, so a resumed run continues it."""
+
+    def __init__(self, max_tokens: int, completions_per_step: int):
+        self.max_tokens, self.completions_per_step = max_tokens, completions_per_step
+        self.reached = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        spent = generated_tokens(state.log_history, self.completions_per_step)
+        if spent >= self.max_tokens and not control.should_training_stop:
+            _log.info("grpo: generation budget of %d tokens reached after step %d (%d generated)", self.max_tokens, state.global_step, spent)
+            self.reached = True
+            control.should_training_stop = True
+        return control
+
+
 # What the trainer writes into a checkpoint folder that resuming reads, trainer_state.json last
 # (transformers' Trainer._save_checkpoint): a kill during a save leaves a folder without it, and a kill
 # while older checkpoints are rotated away (a plain rmtree) one with some of the rest missing.
@@ -186,7 +208,9 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     torch.manual_seed(config.seed)
     checkpoint = last_complete_checkpoint(out / "checkpoints")
     budget = None if g.max_wall_s is None else WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
-    callbacks = [budget] if budget else []
+    per_step = g.batch_size * g.gradient_accumulation_steps
+    tokens = None if g.max_generated_tokens is None else GenerationBudget(g.max_generated_tokens, per_step)
+    callbacks = [c for c in (budget, tokens) if c is not None]
     rollouts = None
     if sampler == "engine":
         rollouts, checkpoints = engine_rollouts(config, chat, peft_config, checkpoint)
@@ -203,12 +227,12 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     history = [entry for entry in trainer.state.log_history if "step" in entry]
     write_jsonl_atomic(out / "metrics.jsonl", history)
     stats = {"steps": trainer.state.global_step, "questions": len(dataset), "this_invocation": invocation_stats(time.monotonic() - start),
-             "generated_completions": trainer.state.global_step * g.batch_size * g.gradient_accumulation_steps,
-             # TRL logs each step's mean completion length (over all of the step's completions).
-             "generated_tokens": round(sum(e.get("completions/mean_length", 0.0) for e in history) * g.batch_size * g.gradient_accumulation_steps),
+             "generated_completions": trainer.state.global_step * per_step,
+             "generated_tokens": generated_tokens(history, per_step),
              "sampler": sampler,
              "last_reward": next((e["reward"] for e in reversed(history) if "reward" in e), None),
-             "stopped_by_wall_clock_budget": budget is not None and budget.spent() >= g.max_wall_s}
+             "stopped_by_wall_clock_budget": budget is not None and budget.spent() >= g.max_wall_s,
+             "stopped_by_generation_budget": tokens is not None and generated_tokens(history, per_step) >= g.max_generated_tokens}
     stage.finish({**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     return stats
 
