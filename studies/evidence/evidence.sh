@@ -3,7 +3,7 @@
 # random teacher hint? Packaged Qwen2.5-Coder-0.5B-Instruct, GSM8K train (config `evidence`),
 # greedy evaluation on GSM8K test (first 500) for every arm and MATH500 (first 200) for the main ones.
 #
-#   bash studies/evidence/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, report
+#   bash studies/evidence/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, grpo_budget, report
 #
 # Every step is a resumable ssb stage: re-running continues where it stopped and skips what is
 # finished. After each arm, its evaluation samples, summaries and training stats are exported to
@@ -130,6 +130,27 @@ precision() {
   python3 studies/common/evidence_export.py arm base-fp32 --eval-dir "$runs-eval-fp32" --model base
   python3 studies/common/evidence_export.py arm ssb-fp32 --eval-dir "$runs-eval-fp32" --model ssb
   python3 studies/evidence/precision_effect.py && commit "int8 against exact weights: SSB - base in each precision"
+}
+
+grpo_budget() {
+  # GRPO at a fair budget (plan-grpo-budget.yaml, declared before these runs): the first arm's sampling ran through TRL's
+  # transformers generation; these sample through ssb's engine (grpo.sampler auto -> engine on a CPU with OpenVINO).
+  # Budgets from SSB's committed training stats, so no SSB run folder is needed.
+  local wall tokens
+  wall=$(python3 -c 'import json; from ssb.report import stage_compute; s = json.load(open("studies/evidence/results/ssb/training-stats.json"))
+print(round(sum(stage_compute(k, s[k])[2] for k in ("rollouts", "refine", "teacher", "distill"))))')
+  tokens=$(python3 -c 'import json; s = json.load(open("studies/evidence/results/ssb/training-stats.json"))
+print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
+  local fast=(--grpo.sampler engine --grpo.steps_per_generation "${GRPO_STEPS_PER_GENERATION:-2}")
+  step grpo --config $config --run_dir "$runs-grpo-wall" "${fast[@]}" --grpo.max_wall_s "$wall"
+  step eval --config $config --run_dir "$runs-eval-grpo-wall" --eval.skip_base true --eval.adapters "[grpo-wall=$runs-grpo-wall/grpo/adapter]" "${gsm8k[@]}"
+  python3 studies/common/evidence_export.py arm grpo-wall --eval-dir "$runs-eval-grpo-wall" --model grpo-wall --train-dir "$runs-grpo-wall" \
+    && commit "GRPO at SSB's wall-clock, sampled by the engine"
+  step grpo --config $config --run_dir "$runs-grpo-tokens" "${fast[@]}" --grpo.max_generated_tokens "$tokens" --grpo.max_wall_s 28800
+  step eval --config $config --run_dir "$runs-eval-grpo-tokens" --eval.skip_base true --eval.adapters "[grpo-tokens=$runs-grpo-tokens/grpo/adapter]" "${gsm8k[@]}"
+  python3 studies/common/evidence_export.py arm grpo-tokens --eval-dir "$runs-eval-grpo-tokens" --model grpo-tokens --train-dir "$runs-grpo-tokens" \
+    && commit "GRPO at SSB's generated tokens (8 h cap), sampled by the engine"
+  python3 studies/evidence/evidence_recompute.py --plan studies/evidence/plan-grpo-budget.yaml
 }
 
 report() {
