@@ -369,3 +369,42 @@ def test_cli_plan_is_instead_of_arm_and_compare(runs, tmp_path, capsys):
     plan.write_text(PLAN + "test: z\n")
     assert main(["report", str(a), str(b), "--plan", str(plan), "--out", str(tmp_path / "out")]) == 0
     assert "| p (z) | Holm p |" in (tmp_path / "out/report.md").read_text()
+
+
+def test_the_plots_draw_the_numbers_the_tables_print(runs, tmp_path, monkeypatch):
+    """What write_report hands the plots: the arm table's pooled pass@1 and interval with each seed's value, the pass@1
+    table's value for a model in no arm, and the comparison tables' rows, primary first."""
+    import ssb.report
+
+    drawn = {}
+
+    def capture(name):
+        real = getattr(ssb.report, name)
+
+        def draw(data, *rest):
+            drawn[name] = data
+            real(data, *rest)
+        return draw
+
+    for name in ("plot_accuracy", "plot_comparisons"):
+        monkeypatch.setattr(ssb.report, name, capture(name))
+    a, b = runs
+    plan = plan_file(tmp_path, PLAN.replace("base-b: [b/base]", "# base-b").replace(', "ssb:base-b"', "") + "test: z\n")
+    text = write_report(a, b, plan=plan, out=tmp_path / "out").read_text()
+    assert (tmp_path / "out/comparisons.png").stat().st_size > 0 and (tmp_path / "out/accuracy.png").stat().st_size > 0
+    assert text.index("### Secondary") < text.index("](comparisons.png)") < text.index("| arm |")
+    bars = {bar.arm: bar for bar in drawn["plot_accuracy"]}
+    assert list(bars) == ["ssb", "sft", "base-a", "b/base"]  # the plan's arms in its order, then the model in none
+    ssb_bar = bars["ssb"]
+    assert f"| ssb | gsm8k | {ssb_bar.mean:.1f} | " in text and f"| {runs_cell(SSB_RUNS)} | ssb-s0 66.7, ssb-s1 50.0, ssb-s2 66.7 |" in text
+    assert runs_cell(SSB_RUNS) == f"[{ssb_bar.ci[0]:.1f}, {ssb_bar.ci[1]:.1f}]" and ssb_bar.over_runs
+    assert ssb_bar.models == pytest.approx({"ssb-s0": 100 * 4 / 6, "ssb-s1": 50.0, "ssb-s2": 100 * 4 / 6})
+    base_b = bars["b/base"]
+    assert f"| b/base | {base_b.mean:.1f} ± {(base_b.ci[1] - base_b.ci[0]) / 2:.1f} (n=6) |" in text and not base_b.over_runs
+    rows = drawn["plot_comparisons"]
+    assert [(r.family, r.name) for r in rows] == [("Primary", "ssb - sft"), ("Primary", "sft - base-a"),
+                                                  ("Secondary, exploratory", "ssb - base-a")]
+    for r in rows:
+        runs_text = "—, one run each" if r.ci_runs is None else f"[{r.ci_runs[0]:+.1f}, {r.ci_runs[1]:+.1f}]"
+        assert f"| {r.name} | gsm8k | {r.mean:+.1f} | [{r.ci[0]:+.1f}, {r.ci[1]:+.1f}] | {runs_text} | " in text
+    assert rows[1].ci_runs is None and rows[0].ci_runs is not None

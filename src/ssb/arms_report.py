@@ -5,16 +5,19 @@ the two sides average unlike), and all comparisons are one Holm family. Under a 
 (``plan_section``, ``ssb.analysis_plan``) the plan's test applies to every comparison, the primary comparisons come first
 as the confirmatory family with the plan's alpha, and the secondary ones follow as an exploratory family of their own.
 Both show, beside each interval over questions, the two-level bootstrap's interval over training runs and questions
-(``ssb.bootstrap``) wherever an arm pools several models.
+(``ssb.bootstrap``) wherever an arm pools several models. Under the tables, a forest plot of the same rows
+(``ssb.report_plots``, which the report draws from what the section returns).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ssb.analysis_plan import AnalysisPlan, PlanError
 from ssb.bootstrap import RESAMPLES, SEED
 from ssb.comparison import arm_pass_at_1, compare_arms, holm, parse_arms, parse_comparisons, resolve
+from ssb.report_plots import COMPARISONS_FIGURE
 from ssb.report_tables import difference_table, runs_interval
 
 DIFFERENCE_NOTE = ("A - B: A's per-question score minus B's, in points, averaged over the questions both answered, with a paired 95% CI "
@@ -41,6 +44,17 @@ PLAN_TESTS = {
                  "plus one), the p that the interval over runs and questions inverts; for two single models, the bootstrap over questions",
 }
 COUNTS = "questions A better / B better"
+FIGURE = f"![comparisons: A - B with both intervals]({COMPARISONS_FIGURE})"
+
+
+@dataclass(frozen=True)
+class ArmsSection:
+    """The section's lines, and what the report's plots draw from it (``ssb.report_plots``)."""
+
+    lines: list[str]
+    arms: dict[str, list[str]]  # the arms named (--arm, or the plan's), in their order: {arm: model labels}
+    families: list[tuple[str, list[tuple[str, str, dict]]]]  # (title, difference rows) per table, as printed; the
+    # lines link COMPARISONS_FIGURE where any table has rows, which the report draws from these
 
 
 def arm_table(arms: dict[str, list[str]], shown: Sequence[str], benchmarks: dict[str, set[str]], summaries, scores,
@@ -71,22 +85,23 @@ def samples(members: Sequence[str], benchmark: str, summaries) -> list[int]:
     return sorted(summaries[m][benchmark]["samples_per_question"] for m in members)
 
 
-def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_specs: Sequence[str]) -> list[str]:
+def arms_section(models, summaries, scores, arm_specs: Sequence[str], compare_specs: Sequence[str]) -> ArmsSection:
     """The "Arms and comparisons" section of ``--arm``/``--compare``: the comparisons table first, then each arm's pooled pass@1."""
     labels = {(str(folder), model): label for label, (folder, model) in models.items()}
     arms = parse_arms(arm_specs, labels)
     pairs = parse_comparisons(compare_specs, arms, labels)
     benchmarks = {arm: set.intersection(*(set(summaries[m]) for m in members)) for arm, members in arms.items()}
-    lines = ["## Arms and comparisons", ""]
+    lines, rows = ["## Arms and comparisons", ""], []
     if pairs:
         for a, b in pairs:
             if not benchmarks[a] & benchmarks[b]:
                 raise ValueError(f"--compare {a}:{b}: no benchmark was evaluated for every model of both arms")
         rows = difference_rows(pairs, arms, lambda a, b: sorted(benchmarks[a] & benchmarks[b]), summaries, scores, None, RESAMPLES, SEED)
-        lines += [*difference_table(rows, "A - B", COUNTS, "p"), "", ARMS_NOTE, ""]
-    named = {spec.partition("=")[0] for spec in arm_specs}
+        lines += [*difference_table(rows, "A - B", COUNTS, "p"), "", FIGURE, "", ARMS_NOTE, ""]
+    named = [spec.partition("=")[0] for spec in arm_specs]
     shown = [a for a in arms if a in named or any(a in pair for pair in pairs)]
-    return [*lines, *arm_table(arms, shown, benchmarks, summaries, scores, RESAMPLES, SEED), ""]
+    return ArmsSection([*lines, *arm_table(arms, shown, benchmarks, summaries, scores, RESAMPLES, SEED), ""],
+                       {a: arms[a] for a in named}, [("Comparisons", rows)] if rows else [])
 
 
 def plan_arms(plan: AnalysisPlan, labels) -> dict[str, list[str]]:
@@ -104,7 +119,7 @@ def plan_arms(plan: AnalysisPlan, labels) -> dict[str, list[str]]:
     return arms
 
 
-def plan_section(models, summaries, scores, plan: AnalysisPlan) -> list[str]:
+def plan_section(models, summaries, scores, plan: AnalysisPlan) -> ArmsSection:
     """The "Arms and comparisons" section under a declared plan: its file and hash, the primary family, the secondary one, the arms."""
     labels = {(str(folder), model): label for label, (folder, model) in models.items()}
     arms = plan_arms(plan, labels)
@@ -137,6 +152,7 @@ def plan_section(models, summaries, scores, plan: AnalysisPlan) -> list[str]:
                   f"Exploratory: Holm's adjustment here runs over these {len(secondary)} rows only, apart from the primary family, so "
                   "that they neither dilute it nor borrow from it; a small p here suggests what a later plan might declare, it settles "
                   "nothing.", ""]
+    lines += [FIGURE, ""]
     if plan.test == "sign":
         unlike = [f"{a} - {b} ({benchmark})" for a, b in plan.primary + plan.secondary for benchmark in sorted(benchmarks[a] & benchmarks[b])
                   if samples(arms[a], benchmark, summaries) != samples(arms[b], benchmark, summaries)]
@@ -144,7 +160,9 @@ def plan_section(models, summaries, scores, plan: AnalysisPlan) -> list[str]:
             lines += [f"The declared sign test is biased towards the side that averages more samples per question (three seeds against "
                       f"one model) in: {', '.join(unlike)}; its p there is applied as declared, not corrected.", ""]
     lines += [DIFFERENCE_NOTE.format(resamples=plan.resamples, seed=plan.seed), ""]
-    return [*lines, *arm_table(arms, list(arms), benchmarks, summaries, scores, plan.resamples, plan.seed), ""]
+    families = [("Primary", primary), *([("Secondary, exploratory", secondary)] if secondary else [])]
+    return ArmsSection([*lines, *arm_table(arms, list(arms), benchmarks, summaries, scores, plan.resamples, plan.seed), ""],
+                       arms, families)
 
 
 def verdict(primary: list[tuple[str, str, dict]], alpha: float) -> str:

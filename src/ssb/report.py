@@ -2,10 +2,11 @@
 
 Table: one row per evaluated model, one column per benchmark, cells "pass@1 % ± 95% CI half-width
 (n questions)". Plots (PNG, matplotlib): the training curves of ``distill/metrics.jsonl`` (loss,
-gradient norm, solution length per step: the panels of the paper's Fig. 2) and pass@1 per benchmark
-per model with CI error bars. Every adapter is also compared with the base model on the same
-questions (paired difference, McNemar's test), and its training compute is read from the run folder
-that produced it, so adapters trained in other folders (the controls) are accounted for too, with the
+gradient norm, solution length per step: the panels of the paper's Fig. 2), pass@1 per benchmark and
+arm with its CI and each pooled model's value, and a forest plot of the comparisons asked
+(``ssb.report_plots``). Every adapter is also compared with the base model on the same questions
+(paired difference, McNemar's test), and its training compute is read from the run folder that
+produced it, so adapters trained in other folders (the controls) are accounted for too, with the
 mean solution length of its training data and the first and last values of the distillation
 diagnostics its training logged. The training data of each run folder (each round) is checked for kept
 solutions that only restate the answer, open with it, use the hinted prompt's terms or copy the rollout
@@ -30,8 +31,10 @@ from pathlib import Path
 from ssb.analysis_plan import load_plan
 from ssb.arms_report import arms_section, plan_section
 from ssb.artifacts import write_text_atomic
+from ssb.bootstrap import RESAMPLES, SEED
 from ssb.comparison import compare, model_labels
 from ssb.objectives import DIAGNOSTICS
+from ssb.report_plots import COMPARISONS_FIGURE, accuracy_bars, forest_rows, plot_accuracy, plot_comparisons, with_models
 from ssb.report_tables import cell, difference_table, pyplot, save_figure
 from ssb.rounds_report import rounds_sections
 from ssb.run_record import RunRecord
@@ -183,36 +186,6 @@ def plot_training(metrics: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_accuracy(summaries: dict[str, dict[str, dict]], benchmarks: list[str], path: Path) -> None:
-    plt = pyplot()
-
-    models = base_first(summaries)
-    width = 0.8 / max(len(models), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 2 * len(benchmarks) + 2), 4.5))
-    for i, model in enumerate(models):
-        xs, means, errors = [], [], [[], []]
-        for j, benchmark in enumerate(benchmarks):
-            summary = summaries[model].get(benchmark)
-            if summary is None:
-                continue
-            p = summary["pass@1"]
-            xs.append(j + (i - (len(models) - 1) / 2) * width)
-            means.append(100 * p["mean"])
-            errors[0].append(100 * (p["mean"] - p["ci95"][0]))
-            errors[1].append(100 * (p["ci95"][1] - p["mean"]))
-        ax.bar(xs, means, width, yerr=errors, capsize=3, label=model)
-    ax.set_xticks(range(len(benchmarks)))
-    ax.set_xticklabels(benchmarks)
-    ax.set_ylabel("pass@1 (%), 95% CI")
-    ax.set_title("Accuracy per benchmark")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-
-
-
 def details_table(summaries: dict[str, dict[str, dict]], lengths: dict[str, str | None]) -> list[str]:
     """pass@k, maj@k, strict pass@1, truncation, no-box rate and completion length per model and benchmark, with
     the mean solution length of each adapter's training data beside the completions' when any is known."""
@@ -274,9 +247,9 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     models, summaries = load_all(folders)
     scores = score_loader(models)
     if declared is not None:
-        arm_lines = plan_section(models, summaries, scores, declared)
+        section = plan_section(models, summaries, scores, declared)
     else:
-        arm_lines = arms_section(models, summaries, scores, arms, comparisons) if arms or comparisons else []
+        section = arms_section(models, summaries, scores, arms, comparisons) if arms or comparisons else None
     out_dir.mkdir(parents=True, exist_ok=True)
     records = {folder: RunRecord(folder) for folder in folders}
     adapters = {folder: record.evaluated_adapters() for folder, record in records.items()}
@@ -287,10 +260,14 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
         stopped = first.stopped()
     note = small_run_note(summaries, first.stats)
     lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *([note, ""] if note else []),
-             *([f"**Stopped**: {stopped}.", ""] if stopped else []), *rounds, *arm_lines]
+             *([f"**Stopped**: {stopped}.", ""] if stopped else []), *rounds, *(section.lines if section else [])]
     if summaries:
         benchmarks, markdown = table(summaries)
-        plot_accuracy(summaries, benchmarks, out_dir / "accuracy.png")
+        resamples, seed = (declared.resamples, declared.seed) if declared is not None else (RESAMPLES, SEED)
+        bars = accuracy_bars(with_models(section.arms if section else {}, base_first(summaries)), summaries, scores, resamples, seed)
+        plot_accuracy(bars, benchmarks, out_dir / "accuracy.png")
+        if section is not None and section.families:
+            plot_comparisons(forest_rows(section.families), out_dir / COMPARISONS_FIGURE)
         lines += ["## pass@1 (%) ± 95% CI half-width (questions)", "", markdown, "", "![accuracy](accuracy.png)", ""]
         lengths = {label: RunRecord(folder).training_solution_length() if folder is not None else None for label, folder in trained_in.items()}
         lines += ["## Details", "", *details_table(summaries, lengths), ""]

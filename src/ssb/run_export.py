@@ -3,7 +3,7 @@ outlasts the machine it started on (``ssb export RUN_DIR OUT_DIR``, ``ssb restor
 
 An export holds everything a run's numbers rest on and no weights:
 
-    OUT_DIR/report.md, accuracy.png, training.png, rounds.png    the run's report and its plots
+    OUT_DIR/report.md, *.png                                     the run's report and its plots (accuracy, comparisons, training, rounds)
     OUT_DIR/rounds.json                                          an iterated run's list of rounds (none for a plain run)
     OUT_DIR/round-1/                                             the run folder's own stages (a plain run is round 1 alone)
         rollouts, refinements, teacher, student, dropped .jsonl.gz   the training data (a journal under way as far as it got)
@@ -46,7 +46,7 @@ from ssb.stages import BY_NAME
 _log = logging.getLogger(__name__)
 
 TRAINING_DATA = ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl")
-REPORT_FILES = (ROUNDS_FILE, "report.md", "rounds.png", "accuracy.png", "training.png")  # report.md links the plots
+REPORT_FILES = (ROUNDS_FILE, "report.md", "rounds.png", "accuracy.png", "comparisons.png", "training.png")  # report.md links the plots
 METRICS = ("distill/metrics.jsonl", "grpo/metrics.jsonl")
 NOT_EXPORTED = ("teacher", "distill", "grpo")  # stages whose outputs are weights: they run again
 
