@@ -45,7 +45,6 @@ def overrides(run_dir: str, steps: int, data_dir: str, extra: dict) -> dict:
 
 
 def train_worker(arm: str, steps: int, data_dir: str) -> dict:
-    import torch
     import trl
 
     from ssb.config import load_config
