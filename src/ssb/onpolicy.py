@@ -21,6 +21,8 @@ clip, checkpoints). What ssb adds is what TRL cannot express:
   step, one request per question's group, seeds per step so a resumed run redraws the same samples), as
   GRPO's rollouts do; SDFT has no ``rollout_func``;
 - generation stops on every stop token of ssb's chat format (the model's generation config gets them);
+- each epoch's question order is drawn from (seed, epoch), so a run resumed in a later epoch trains it in the order an
+  uninterrupted run does (TRL's sampler carries one generator over the epochs, which a resume rebuilds);
 - TRL's CPU-hostile defaults are overridden: bf16 only on a GPU, gradient checkpointing off by default.
 
 The defaults (``onpolicy`` in ``ssb.config``) are TRL's, OPSD's or SSB's and await a pilot on this task.
@@ -63,10 +65,26 @@ def teacher_prompt(config: SSBConfig) -> str:
 
 
 def ssb_trainer(base: type, chat, rollouts=None) -> type:
-    """``base`` (TRL's ``SDFTTrainer``) with prompts tokenized by ssb's chat format and, given ``rollouts``
-    (an ``EngineRollouts``), the student's completions sampled by ssb's engine."""
+    """``base`` (TRL's ``SDFTTrainer``) with prompts tokenized by ssb's chat format, an epoch's order drawn from its
+    number and, given ``rollouts`` (an ``EngineRollouts``), the student's completions sampled by ssb's engine."""
+
+    from trl.trainer.utils import RepeatSampler
+
+    class EpochSeededSampler(RepeatSampler):
+        """TRL's sampler, with each epoch's order drawn from (seed, epoch): TRL's draws it from a generator carried over
+        the epochs, which a resumed run rebuilds, so a run resumed in epoch 2 would train it in epoch 1's order."""
+
+        def set_epoch(self, epoch: int) -> None:  # the trainer calls it at the start of every epoch
+            if self.shuffle:
+                self.generator.manual_seed(self.seed + epoch)
 
     class SSBSDFTTrainer(base):
+        def _get_train_sampler(self, dataset=None):
+            return EpochSeededSampler(self.train_dataset if dataset is None else dataset, mini_repeat_count=self.num_generations,
+                                      batch_size=self.args.generation_batch_size // self.num_generations,
+                                      repeat_count=self.num_iterations * self.args.steps_per_generation, shuffle=self.shuffle_dataset,
+                                      seed=self.args.seed)
+
         def _tokenize_prompts(self, prompts: list) -> list[list[int]]:
             return [chat.prompt_ids(conversation) for conversation in prompts]
 
