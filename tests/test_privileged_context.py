@@ -52,6 +52,11 @@ def test_gold_solution_and_gold_answer_come_from_the_data_and_only_the_teacher_s
     assert [r["privileged_context"] for r in answer] == [f"The final answer is \\boxed{{{70 + i}}}." for i in range(3)]
     assert [r["privileged_context"] for r in none] == ["", "", ""]
     assert all(r["privileged_context"] not in json.dumps(r["prompt"]) for r in solution + answer)
+    math = tmp_path / "math500_test.jsonl"  # MATH's worked solution is its own field
+    math.write_text(json.dumps({"problem": "Solve $x^2 = 4$, x > 0.", "answer": "2", "unique_id": "a", "solution": "So $x = \\boxed{2}$."}) + "\n")
+    (row,) = rows_for(load_config(None, {**settings, "data.source": "math500", "data.path": str(math), "onpolicy.context": "gold-solution"}),
+                      tiny_model_dir)
+    assert row["privileged_context"] == "A reference solution:\nSo $x = \\boxed{2}$." and row["id"] == "math500-a"
 
 
 def test_gold_solution_needs_a_worked_solution_and_says_where_it_is_missing(tmp_path, tiny_model_dir):
