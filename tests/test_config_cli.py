@@ -60,6 +60,11 @@ OUT_OF_RANGE = [
     ("grpo.max_steps", 0), ("grpo.max_wall_s", 0), ("grpo.lr", 0), ("grpo.max_completion_length", 0), ("grpo.temperature", 0),
     ("grpo.top_k", -1), ("grpo.top_p", 0), ("grpo.beta", -1), ("grpo.format_reward", -1), ("grpo.warmup_steps", -1),
     ("grpo.max_grad_norm", -1), ("grpo.save_every", 0), ("grpo.policy_lag", -1), ("grpo.steps_per_generation", 0), ("grpo.max_generated_tokens", 0),
+    ("onpolicy.alpha", -0.1), ("onpolicy.alpha", 1.1), ("onpolicy.top_k_tokens", 0), ("onpolicy.ema_rate", 0), ("onpolicy.ema_rate", 1.5),
+    ("onpolicy.is_clip", 0), ("onpolicy.num_iterations", 0), ("onpolicy.num_generations", 0), ("onpolicy.batch_size", 0),
+    ("onpolicy.gradient_accumulation_steps", 0), ("onpolicy.epochs", 0), ("onpolicy.max_steps", 0), ("onpolicy.max_wall_s", 0),
+    ("onpolicy.lr", 0), ("onpolicy.max_completion_length", 0), ("onpolicy.temperature", 0), ("onpolicy.top_k", -1), ("onpolicy.top_p", 0),
+    ("onpolicy.warmup_steps", -1), ("onpolicy.max_grad_norm", -1), ("onpolicy.save_every", 0),
 ]
 UNBOUNDED = {"seed", "data.shuffle_seed", "distill.seed"}  # any integer seeds the generators
 
@@ -208,8 +213,8 @@ def test_the_stage_table_drives_the_command_line_the_pipeline_and_the_report():
     subcommands = build_parser()._subparsers._group_actions[0].choices
     assert set(subcommands) == {s.name for s in COMMANDS} | {"run", "demo", "report", "configs", "export", "restore"}
     assert {s.name for s in STAGES} - {s.name for s in COMMANDS} == {"merge"}  # run by ssb.rounds, in the table for the run folder
-    assert [s.name for s in RUN_STAGES] == ["rollouts", "refine", "teacher", "distill", "eval"]
-    assert TRAINING_STAGES == ("rollouts", "refine", "teacher", "distill", "grpo")
+    assert [s.name for s in RUN_STAGES] == ["rollouts", "refine", "teacher", "distill", "onpolicy", "eval"]  # each applies by config
+    assert TRAINING_STAGES == ("rollouts", "refine", "teacher", "distill", "grpo", "onpolicy")
     for stage in COMMANDS:
         assert callable(stage.runner()) and subcommands[stage.name].description == stage.help
 

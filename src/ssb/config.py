@@ -39,6 +39,7 @@ RANGES = {
     ">= 2": lambda v: v >= 2,
     "> 0": lambda v: v > 0,
     "in [0, 1)": lambda v: 0 <= v < 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
     "in (0, 1)": lambda v: 0 < v < 1,
     "in (0, 1]": lambda v: 0 < v <= 1,
     "non-empty": lambda v: len(v) > 0,
@@ -103,6 +104,7 @@ class DataConfig:
     question_field: str = doc("question", "Question field (source=jsonl).")
     answer_field: str = doc("answer", "Gold final-answer field (source=jsonl).")
     id_field: str | None = doc(None, "Record id field (source=jsonl); default: <source>-<split>-<line>.")
+    solution_field: str | None = doc(None, added_later=True, help="Worked-solution field (source=jsonl), read only by onpolicy.context gold-solution; gsm8k (answer) and math500 (solution) have theirs.")
     offset: int = doc(0, "Skip this many records (after shuffling).")
     limit: int | None = doc(None, "Keep at most this many records (after offset).")
     shuffle: bool = doc(False, "Shuffle records before offset/limit, with shuffle_seed.")
@@ -164,6 +166,7 @@ class BackendConfig:
 class PromptsConfig:
     system: str | None = doc(None, "File replacing the paper's 'expert math tutor' system prompt.")
     hinted: str | None = doc(None, "File replacing the paper's hinted refinement prompt (placeholders {question}, {chosen_correct_generation}, {rejected_generation}).")
+    onpolicy_teacher: str | None = doc(None, added_later=True, help="File replacing the on-policy arm's teacher prompt (placeholders {prompt}: the student's user turn, {privileged_context}: what onpolicy.context builds; every other brace is literal).")
 
 
 @dataclass
@@ -303,6 +306,57 @@ class GRPOConfig:
             raise FieldError(f"batch_size: must be a multiple of num_generations={self.num_generations} (got {self.batch_size})")
 
 
+CONTEXT_UPSTREAM = {"hint-pair": "rollouts", "refined": "refine"}  # onpolicy.context -> the stage of the run folder it reads
+
+
+@dataclass
+class OnPolicyConfig:
+    """The on-policy arm (``ssb onpolicy``), run by TRL's SDFT trainer; each field says which of its settings it sets.
+
+    The defaults are TRL's or SSB's where they have one and are not yet tuned on this task: they await a pilot."""
+
+    context: Literal["gold-solution", "hint-pair", "refined", "gold-answer", "none"] = doc("gold-solution", "What the teacher sees that the student does not: gold-solution (the dataset's worked solution, GSM8K's <<...>> calculator annotations removed and its '#### X' line written as \\boxed{X}; every question trains), hint-pair (the correct and the most common wrong rollout SSB's hinted prompt shows, from the run folder's rollouts; mixed questions only), refined (SSB's kept refinement, from the run folder's refine stage), gold-answer (the final answer only), none (no context and the teacher prompt is the student's: an identity control whose first-step loss must be 0).")
+    alpha: float = doc(0.5, "Divergence (TRL's distillation_alpha): 0 = forward KL(teacher || student), 1 = reverse KL(student || teacher), between = the generalised Jensen-Shannon divergence with weight alpha on the teacher (0.5: symmetric, as OPSD).")
+    distillation: Literal["topk", "full", "sampled-token"] = doc("topk", "TRL's distillation_mode: topk (the divergence over the student's top_k tokens), full (over the whole vocabulary), sampled-token (the sampled token's log-ratio as a reward-like term; reverse KL only, alpha 1).")
+    top_k_tokens: int = doc(100, "Tokens of distillation topk (TRL's distillation_topk).")
+    tail: bool = doc(True, "With distillation topk, give the mass outside the top k one bucket (TRL's distillation_add_tail); otherwise renormalise the top k.")
+    teacher: Literal["base", "live", "ema"] = doc("base", "TRL's teacher_model_kind: base (the frozen base model: the PEFT model with its adapter disabled, as SSB's teacher), live (the current student), ema (an exponential average of the student's adapter; TRL keeps it out of checkpoints, so a resumed run restarts it from the base).")
+    ema_rate: float = doc(0.05, "Update rate of teacher ema (TRL's teacher_update_rate).")
+    is_clip: float | None = doc(2.0, "Clip of the importance-sampling ratio between the current student and the one that sampled (TRL's distillation_is_clip; null: off). TRL applies it only when it computes the sampler's log-probabilities, which with ssb's one generation per optimiser step is when num_iterations > 1.")
+    num_iterations: int = doc(1, "Optimiser steps trained on each generated batch (TRL's num_iterations); above 1 the later steps train on older samples, corrected by is_clip. A resumed run generates afresh at the step it resumes from (TRL does not checkpoint the batch).")
+    num_generations: int = doc(4, "Completions sampled per question (TRL's num_generations; SSB's K is 4).")
+    batch_size: int = doc(4, "Completions per micro-step (TRL's per_device_train_batch_size).")
+    gradient_accumulation_steps: int = doc(1, "Micro-steps per optimiser step; batch_size x gradient_accumulation_steps must be a multiple of num_generations.")
+    epochs: float = doc(1.0, "Passes over the questions.")
+    max_steps: int | None = doc(None, "Stop after this many optimiser steps.")
+    max_wall_s: float | None = doc(None, "Stop after this many seconds of training wall-clock, summed over resumed invocations (another arm's compute budget).")
+    lr: float = doc(1e-4, "Learning rate (between GRPO's 1e-5 and SSB's KD 2e-4).")
+    max_completion_length: int = doc(1024, "Generation budget per completion.")
+    temperature: float = doc(1.0, "Sampling temperature; TRL also divides both models' logits by it before the divergence, so 1 distils the models' own distributions.")
+    top_k: int = doc(0, "Top-k sampling (0 = off).")
+    top_p: float = doc(1.0, "Nucleus sampling mass.")
+    warmup_steps: int = doc(0, "Linear warmup steps.")
+    max_grad_norm: float = doc(1.0, "Gradient clipping norm.")
+    save_every: int = doc(50, "Checkpoint every this many steps (resume point).")
+    sampler: Literal["auto", "engine", "trl"] = doc("auto", "What samples the student's completions: engine (ssb's OpenVINO engine serving the trainer's current LoRA, pushed once per optimiser step: ssb.generation.policy_sampler), trl (TRL's transformers generation); auto = engine where backend.name resolves to openvino, else trl.")
+    gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory (TRL's default is on; off is faster on a CPU).")
+
+    def context_upstream(self) -> str | None:
+        """The stage of the run folder ``context`` reads (``CONTEXT_UPSTREAM``), or None: it reads the data alone."""
+        return CONTEXT_UPSTREAM.get(self.context)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, alpha="in [0, 1]", top_k_tokens=">= 1", ema_rate="in (0, 1]", is_clip="> 0", num_iterations=">= 1",
+                     num_generations=">= 1", batch_size=">= 1", gradient_accumulation_steps=">= 1", epochs="> 0", max_steps=">= 1",
+                     max_wall_s="> 0", lr="> 0", max_completion_length=">= 1", temperature="> 0", top_k=">= 0", top_p="in (0, 1]",
+                     warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1")
+        if self.distillation == "sampled-token" and self.alpha != 1.0:
+            raise FieldError(f"alpha: distillation sampled-token is reverse KL only, so alpha must be 1 (got {self.alpha})")
+        if (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
+            raise FieldError(f"num_generations: must divide batch_size x gradient_accumulation_steps = "
+                             f"{self.batch_size * self.gradient_accumulation_steps} (got {self.num_generations})")
+
+
 @dataclass
 class EvalConfig:
     benchmarks: list[str] = doc(["gsm8k", "math500", "aime24", "amc23"], stage_input=False, help="Benchmarks (data layouts) to evaluate; read from data.data_dir/<name>_<split>.jsonl or the hub.")
@@ -343,6 +397,7 @@ class SSBConfig:
     seed: int = doc(0, "Seed of every random choice (sampling, selection, shuffling).")
     progress: bool = doc(True, "Show tqdm progress bars in every stage (generation, teacher targets, training).")
     rounds: int = doc(1, "Rounds of the method (ssb run). Round 1 is the run itself; round r >= 2 runs rollouts, refine, teacher, distill and eval in run_dir/round-r with round r-1's model, its adapter merged in, as policy and teacher (see ssb.rounds).")
+    arm: Literal["ssb", "onpolicy"] = doc("ssb", stage_input=False, help="What ssb run trains and evaluates: ssb (rollouts, refine, teacher, distill: SSB, or the control distill.objective names), or onpolicy (on-policy self-distillation, ssb onpolicy, after the stages its onpolicy.context needs; evaluated as onpolicy).")
     rounds_data: Literal["fresh", "same"] = doc("fresh", "Training questions of round r >= 2: fresh (the next data.limit questions: data.offset advanced by (r-1) x data.limit, so data.limit must be set) or same (round 1's questions again).")
     model: ModelConfig = doc(ModelConfig(), "Base model (teacher and student).")
     data: DataConfig = doc(DataConfig(), "Questions and gold answers.")
@@ -355,12 +410,15 @@ class SSBConfig:
     distill: DistillConfig = doc(DistillConfig(), "Stage 4: LoRA distillation into the hint-free student.")
     eval: EvalConfig = doc(EvalConfig(), "Evaluation of the base model and adapters on benchmarks.")
     grpo: GRPOConfig = doc(GRPOConfig(), "The GRPO control (ssb grpo), with distill.lora's adapter shape.")
+    onpolicy: OnPolicyConfig = doc(OnPolicyConfig(), "The on-policy self-distillation arm (ssb onpolicy), with distill.lora's adapter shape.")
 
     def __post_init__(self) -> None:
         check_ranges(self, run_dir="non-empty", rounds=">= 1")
         if self.rounds > 1 and self.rounds_data == "fresh" and self.data.limit is None:
             raise ConfigError("rounds_data=fresh gives each round the next data.limit questions (data.offset advanced by (r-1) x data.limit); "
                               "set data.limit, or use rounds_data=same to train every round on the same questions")
+        if self.rounds > 1 and self.arm != "ssb":
+            raise ConfigError(f"rounds > 1 iterates SSB's stages; arm={self.arm} trains once (set rounds 1)")
         if self.distill.objective == "kd" and self.distill.kd_direction != "forward" and self.teacher.format == "topk":
             raise ConfigError(f"distill.kd_direction={self.distill.kd_direction} needs the teacher's full distribution; "
                               "teacher.format topk stores only its top k (use hidden, full or online)")

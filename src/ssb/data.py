@@ -37,6 +37,7 @@ class Problem:
     question: str
     gold: str
     source: str  # file:line or hub id, for error messages and provenance
+    solution: str | None = None  # the record's worked solution, as stored (GSM8K: its answer, annotations and all), where it has one
 
 
 @dataclass
@@ -78,6 +79,15 @@ LAYOUTS: dict[str, tuple[Callable[[dict], tuple[str, str]], str | None, str | No
     "svamp": (_svamp, "ID", "ChilleD/SVAMP", None),
     "mawps": (lambda r: (_required(r, "input"), _number_text(_required(r, "target"))), None, "MU-NLPC/Calc-mawps", None),
 }
+
+
+# layout name -> the field holding a worked solution (the on-policy arm's gold-solution context); a layout not named has none.
+SOLUTION_FIELDS = {"gsm8k": "answer", "math500": "solution"}
+
+
+def solution_field(config: DataConfig) -> str | None:
+    """The field of ``config``'s records that holds a worked solution, or None when its layout has none."""
+    return config.solution_field if config.source == "jsonl" else SOLUTION_FIELDS.get(config.source)
 
 
 def _jsonl_layout(config: DataConfig) -> Callable[[dict], tuple[str, str]]:
@@ -208,4 +218,8 @@ def _make_problem(record: dict, where: str, index: int, config: DataConfig, extr
         problem_id = f"{config.source}-{record[id_field]}"
     else:
         problem_id = f"{config.source}-{config.split}-{index}"
-    return Problem(id=problem_id, question=question.strip(), gold=str(gold).strip(), source=where)
+    field_name = solution_field(config)
+    solution = record.get(field_name) if field_name is not None else None
+    if solution is not None and not isinstance(solution, str):
+        raise DataError(f"{where}: {field_name}: the worked solution must be text, got {type(solution).__name__}")
+    return Problem(id=problem_id, question=question.strip(), gold=str(gold).strip(), source=where, solution=solution)

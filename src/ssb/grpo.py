@@ -65,7 +65,7 @@ class WallClockBudget(TrainerCallback):
         saved = Path(resume_from) / self.BUDGET_FILE if resume_from else None
         self.spent_before = json.loads(saved.read_text())["wall_s"] if saved is not None and saved.exists() else 0.0
         if saved is not None and not saved.exists():
-            _log.warning("grpo: %s records no wall-clock spent; the budget counts from 0 again", resume_from)
+            _log.warning("%s records no wall-clock spent; the budget counts from 0 again", resume_from)
         self.started = time.monotonic()
 
     def spent(self) -> float:
@@ -74,7 +74,7 @@ class WallClockBudget(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         write_json_atomic(self.ledger, {"wall_s": round(self.spent(), 2), "step": state.global_step})
         if self.spent() >= self.budget_s:
-            _log.info("grpo: wall-clock budget of %.0f s reached after step %d", self.budget_s, state.global_step)
+            _log.info("wall-clock budget of %.0f s reached after step %d", self.budget_s, state.global_step)
             control.should_training_stop = True
         return control
 
@@ -134,7 +134,7 @@ def last_complete_checkpoint(checkpoints: Path) -> str | None:
     for checkpoint in found:
         if checkpoint_is_complete(checkpoint):
             return str(checkpoint)
-        _log.warning("grpo: skipping %s: incomplete (interrupted while being saved or removed); resuming from an older one", checkpoint)
+        _log.warning("skipping %s: incomplete (interrupted while being saved or removed); resuming from an older one", checkpoint)
     return None
 
 

@@ -26,45 +26,52 @@ from transformers import TrainerCallback
 
 from ssb.chat import ChatFormat
 from ssb.generation.base import SamplingParams, derive_seed
-from ssb.generation.policy_sampler import PolicySampler, lora_state
+from ssb.generation.policy_sampler import PolicySampler, Sample, lora_state
 
 SAMPLER_FOLDER = "ssb_sampler"  # inside a TRL checkpoint: the lagged weights a resume samples from
 
 
 class EngineRollouts:
-    """``rollout_func`` for TRL's GRPOTrainer: completions from ``sampler`` with the trainer's own weights."""
+    """``rollout_func`` for TRL's GRPOTrainer: completions from ``sampler`` with the trainer's own weights. ``sample`` is
+    the same over prompts already tokenized (the on-policy arm's ``_generate``, ``ssb.onpolicy``); ``seed_key`` keeps the
+    two arms' draws apart."""
 
-    def __init__(self, sampler: PolicySampler, chat: ChatFormat, params: SamplingParams, seed: int):
-        self.sampler, self.chat, self.params, self.seed = sampler, chat, params, seed
+    def __init__(self, sampler: PolicySampler, chat: ChatFormat, params: SamplingParams, seed: int, seed_key: str = "grpo"):
+        self.sampler, self.chat, self.params, self.seed, self.seed_key = sampler, chat, params, seed, seed_key
         self._step, self._calls = None, 0
         self.generated_tokens = 0
 
     def __call__(self, prompts: list, trainer) -> dict:
+        rows = self.sample([self.chat.prompt_ids(conversation) for conversation in prompts], trainer)
+        return {"prompt_ids": [ids for ids, _ in rows], "completion_ids": [sample.token_ids for _, sample in rows],
+                "logprobs": [sample.logprobs for _, sample in rows]}
+
+    def sample(self, prompt_ids: list[list[int]], trainer) -> list[tuple[list[int], Sample]]:
+        """(prompt ids, sample) per prompt, in order: a block of ``trainer.num_generations`` equal prompts in a row is
+        one engine request with that many samples. The trainer's LoRA is pushed on the first call of each optimiser step."""
         step = trainer.state.global_step
         if step != self._step:
             self._step, self._calls = step, 0
         if step not in self.sampler.states:
             self.sampler.push(step, lora_state(trainer.accelerator.unwrap_model(trainer.model)))
             trainer._metrics["train"]["sampler/push_s"].append(self.sampler.last_push_s)
-        blocks = _blocks(prompts, trainer.num_generations)
+        blocks = _blocks(prompt_ids, trainer.num_generations)
         params = SamplingParams(n=trainer.num_generations if blocks else 1, temperature=self.params.temperature, top_p=self.params.top_p,
                                 top_k=self.params.top_k, max_new_tokens=self.params.max_new_tokens,
-                                seed=derive_seed(self.seed, "grpo", step, self._calls))
+                                seed=derive_seed(self.seed, self.seed_key, step, self._calls))
         self._calls += 1
-        unique = prompts[:: trainer.num_generations] if blocks else prompts
-        prompt_ids = [self.chat.prompt_ids(conversation) for conversation in unique]
+        unique = prompt_ids[:: trainer.num_generations] if blocks else prompt_ids
         start = time.monotonic()
-        samples, sampled = self.sampler.generate(prompt_ids, params, step)
+        samples, sampled = self.sampler.generate(unique, params, step)
         seconds = time.monotonic() - start
-        rows = [(ids, sample) for ids, group in zip(prompt_ids, samples) for sample in group]
+        rows = [(ids, sample) for ids, group in zip(unique, samples) for sample in group]
         tokens = sum(len(sample.token_ids) for _, sample in rows)
         self.generated_tokens += tokens
         metrics = trainer._metrics["train"]
         metrics["sampler/lag"].append(step - sampled)
         metrics["sampler/generate_s"].append(seconds)
         metrics["sampler/tokens_per_s"].append(tokens / seconds if seconds > 0 else 0.0)
-        return {"prompt_ids": [ids for ids, _ in rows], "completion_ids": [sample.token_ids for _, sample in rows],
-                "logprobs": [sample.logprobs for _, sample in rows]}
+        return rows
 
 
 def _blocks(prompts: list, size: int) -> bool:

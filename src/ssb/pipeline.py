@@ -1,7 +1,8 @@
 """One round of the method: every stage of ``ssb run`` in order, in one run folder (``ssb.run`` adds rounds and the report).
 
 The stages are those of ``ssb.stages`` marked ``in_run`` (rollouts -> refine -> teacher -> distill
--> eval of the base model and the trained adapter, same harness). Each stage
+-> eval of the base model and the trained adapter, same harness; with ``arm: onpolicy``, the stages
+its context needs -> onpolicy -> eval). Each stage
 resumes if interrupted and is skipped when its manifest says it finished with the same inputs; a
 stage whose inputs changed stops the run with the list of changes unless it is named in ``force``.
 When refine keeps no solution (or fewer than distillation needs, counting only those as long as
@@ -28,15 +29,21 @@ RUN_STAGES = tuple(stage for stage in STAGES if stage.in_run)
 
 
 def trained_model_name(config: SSBConfig) -> str:
-    """The name the run's own adapter is evaluated under (``eval/<name>/``): its objective's (``ssb.objectives``)."""
+    """The name the run's own adapter is evaluated under (``eval/<name>/``): its objective's (``ssb.objectives``), or the
+    on-policy arm's."""
     from ssb.objectives import objective_for
 
-    return objective_for(config).evaluated_name
+    return "onpolicy" if config.arm == "onpolicy" else objective_for(config).evaluated_name
+
+
+def trained_adapter(config: SSBConfig) -> Path:
+    """The run's own adapter: the one its ``arm`` trains."""
+    return Path(config.run_dir) / ("onpolicy" if config.arm == "onpolicy" else "distill") / "adapter"
 
 
 def eval_config_with_adapter(config: SSBConfig, with_base: bool = True) -> SSBConfig:
     """The run's own adapter added to the evaluated models, beside the base (or alone, when not ``with_base``)."""
-    adapter = f"{trained_model_name(config)}={Path(config.run_dir) / 'distill' / 'adapter'}"
+    adapter = f"{trained_model_name(config)}={trained_adapter(config)}"
     if not with_base:
         return dataclasses.replace(config, eval=dataclasses.replace(config.eval, adapters=[adapter], skip_base=True))
     adapters = list(config.eval.adapters) + ([adapter] if adapter not in config.eval.adapters else [])
@@ -75,7 +82,7 @@ def run_stages(config: SSBConfig, force: set[str], backend=None, with_base: bool
         extra = {"backend": backend} if backend is not None and stage.takes_backend else {}
         results[stage.name] = runners[stage.name](stage_config, force=stage.name in force, **extra)
         timings[stage.name] = round(time.monotonic() - start, 1)
-        if stage.name != "refine":
+        if stage.name != "refine" or config.arm != "ssb":  # the on-policy arm says itself when refine kept nothing
             continue
         stopped = yield_shortfall(results["refine"], config)
         RunFolder(config.run_dir).record_stop(stopped)

@@ -37,7 +37,7 @@ DROP_REASONS = ("all-correct", "all-wrong", "hinted-prompt-too-long", "refinemen
                 "refinement-answer-first", "refinement-prompt-terms")
 
 
-def _selection_for(record: dict, config: SSBConfig):
+def selection_for(record: dict, config: SSBConfig):
     rollouts = record["rollouts"]
     rng = random.Random(f"{config.seed}:select:{record['id']}")
     same = lambda a, b: answers_equivalent(a, b, config.grading.timeout_s) is True  # noqa: E731 (timeout = different)
@@ -137,7 +137,7 @@ def run_refine(config: SSBConfig, force: bool = False, backend=None) -> dict:
 
     def job(record: dict) -> Job:
         donor = hint_donor(record, mixed, config.refine.hint, config.seed)
-        selection = _selection_for(donor, config)
+        selection = selection_for(donor, config)
         prompt = hinted_prompt(prompts, record["question"], donor, selection.correct_index, selection.wrong_index)
         return Job(messages(prompts.system, prompt), {"selection": dataclasses.asdict(selection), "hint_from": donor["id"], "hinted_prompt": prompt})
 

@@ -9,7 +9,7 @@ An export holds everything a run's numbers rest on and no weights:
         rollouts, refinements, teacher, student, dropped .jsonl.gz   the training data (a journal under way as far as it got)
         stats.json, manifest.json                                    what each finished stage counted and was made from
         state/<stage>.json                                           each stage's recorded inputs (``.ssb/`` in the run folder)
-        distill/metrics.jsonl.gz, grpo/metrics.jsonl.gz              per-step training metrics
+        distill/, grpo/, onpolicy/ metrics.jsonl.gz                 per-step training metrics
         eval/<model>/<benchmark>.samples.jsonl.gz, .summary.json     every evaluation's samples and summary
     OUT_DIR/round-r/                                             RUN_DIR/round-r/ of an iterated run, laid out as round-1/
 
@@ -47,8 +47,8 @@ _log = logging.getLogger(__name__)
 
 TRAINING_DATA = ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl")
 REPORT_FILES = (ROUNDS_FILE, "report.md", "rounds.png", "accuracy.png", "comparisons.png", "training.png")  # report.md links the plots
-METRICS = ("distill/metrics.jsonl", "grpo/metrics.jsonl")
-NOT_EXPORTED = ("teacher", "distill", "grpo")  # stages whose outputs are weights: they run again
+METRICS = ("distill/metrics.jsonl", "grpo/metrics.jsonl", "onpolicy/metrics.jsonl")
+NOT_EXPORTED = ("teacher", "distill", "grpo", "onpolicy")  # stages whose outputs are weights: they run again
 
 
 class RunExportError(ValueError):

@@ -165,6 +165,8 @@ class RunFolder:
         inputs: dict[str, Any] = {}
         for part in entry.records:
             if part == "upstream":
+                if upstream is None:  # this config reads no upstream stage (onpolicy with a context from the data)
+                    continue
                 inputs[entry.upstream_key] = self.require_finished(upstream, needed_by=stage)["inputs_fingerprint"]
                 self.verify(upstream)  # what this stage is about to read is what the upstream stage wrote
             elif part == "objective":

@@ -19,10 +19,30 @@ def _always(config) -> bool:
     return True
 
 
+def _trains_ssb(config) -> bool:
+    return config.arm == "ssb"
+
+
+def _trains_onpolicy(config) -> bool:
+    return config.arm == "onpolicy"
+
+
+def _onpolicy_upstream(config) -> str | None:
+    return config.onpolicy.context_upstream()
+
+
+def _rollouts_needed(config) -> bool:
+    return _trains_ssb(config) or _onpolicy_upstream(config) in ("rollouts", "refine")
+
+
+def _refine_needed(config) -> bool:
+    return _trains_ssb(config) or _onpolicy_upstream(config) == "refine"
+
+
 def _needs_teacher_targets(config) -> bool:
     from ssb.objectives import objective_for
 
-    return objective_for(config).needs_teacher_targets
+    return _trains_ssb(config) and objective_for(config).needs_teacher_targets
 
 
 def _objective_upstream(config) -> str:
@@ -45,7 +65,7 @@ class Stage:
     # The stage's recorded inputs, in order: parts of the config by name (``ssb.run_folder.config_part``), "upstream"
     # (the upstream stage's inputs fingerprint, recorded as ``upstream_key``) and parts the stage supplies itself.
     records: tuple[str, ...] = ()
-    upstream: str | Callable | None = None  # the stage that must have finished first (a name, or config -> name)
+    upstream: str | Callable | None = None  # the stage that must have finished first (a name, or config -> name or None)
     upstream_key: str = ""
     command: bool = True  # an `ssb` subcommand of its own
     # Several stages of this kind in one folder (eval/<model>/<benchmark>): name and outputs are patterns of a key.
@@ -64,12 +84,13 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("rollouts", "ssb.rollouts", "run_rollouts",
           "Sample K solutions per question and grade them (writes rollouts.jsonl).",
-          ("rollouts.jsonl",), in_run=True, training_compute=True, takes_backend=True,
+          ("rollouts.jsonl",), in_run=True, training_compute=True, takes_backend=True, applies=_rollouts_needed,
           records=("seed", "model", "data", "system_prompt_sha256", "rollouts", "grading")),
     Stage("refine", "ssb.refinement", "run_refine",
           "Select a correct/wrong pair per mixed question, refine it under the hinted prompt, keep verified solutions "
           "(writes teacher.jsonl, student.jsonl, dropped.jsonl).",
           ("refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl"), in_run=True, training_compute=True, takes_backend=True,
+          applies=_refine_needed,
           records=("seed", "model", "upstream", "system_prompt_sha256", "hinted_prompt_sha256", "refine", "grading"),
           upstream="rollouts", upstream_key="rollouts_inputs_fingerprint"),
     Stage("teacher", "ssb.teacher_targets", "run_teacher",
@@ -79,7 +100,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("distill", "ssb.distillation", "run_distill",
           "Train LoRA adapters so the student view matches the teacher targets (writes distill/adapter, metrics.jsonl, checkpoints). "
           "Several processes: accelerate launch -m ssb distill ...",
-          ("distill",), in_run=True, training_compute=True,
+          ("distill",), in_run=True, training_compute=True, applies=_trains_ssb,
           # "objective": what the objective adds (ssb.objectives.Objective.recorded_inputs); "processes": the stage's own.
           records=("upstream", "seed", "model", "distill", "objective", "processes"), upstream=_objective_upstream,
           upstream_key="upstream_inputs_fingerprint", verified=("distill/adapter", "distill/metrics.jsonl", "distill/merged")),
@@ -87,6 +108,14 @@ STAGES: tuple[Stage, ...] = (
           "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl).",
           ("grpo",), in_run=False, training_compute=True, records=("seed", "model", "data", "system_prompt_sha256", "grpo", "lora", "grading"),
           verified=("grpo/adapter", "grpo/metrics.jsonl")),
+    Stage("onpolicy", "ssb.onpolicy", "run_onpolicy",
+          "On-policy self-distillation through TRL's SDFT trainer: the student samples from the bare question, the base model shown "
+          "onpolicy.context scores its tokens (writes onpolicy/adapter, onpolicy/metrics.jsonl).",
+          ("onpolicy",), in_run=True, training_compute=True, applies=_trains_onpolicy,
+          # "training_rows_sha256": the prompts and contexts trained on (data, system prompt, rollouts and their selection, or
+          # refinements); "teacher_prompt_sha256": the teacher template; "sampler": the resolved sampler and its engine settings.
+          records=("upstream", "seed", "model", "onpolicy", "lora", "training_rows_sha256", "teacher_prompt_sha256", "sampler"),
+          upstream=_onpolicy_upstream, upstream_key="upstream_inputs_fingerprint", verified=("onpolicy/adapter", "onpolicy/metrics.jsonl")),
     # Each (model, benchmark) is its own run-folder stage, eval/<model>/<benchmark>, with its own two files.
     Stage("eval", "ssb.evaluation", "run_eval",
           "Evaluate the base model and adapters on benchmarks (writes eval/<model>/<benchmark>.samples.jsonl and .summary.json).",

@@ -2,6 +2,11 @@
 
 ``hinted.txt`` holds three placeholders, ``{question}``, ``{chosen_correct_generation}`` and
 ``{rejected_generation}``; every other brace (``\\boxed{}``) is literal text.
+
+``onpolicy_teacher.txt`` is not the paper's: it is the on-policy arm's teacher prompt (``ssb.onpolicy``),
+the student's user turn ``{prompt}`` followed by ``{privileged_context}`` and the instruction to derive
+the answer rather than copy it, as OPSD's teacher prompt does. TRL fills it with ``str.format``, so
+``teacher_template`` doubles its literal braces.
 """
 
 from __future__ import annotations
@@ -30,6 +35,23 @@ class Prompts:
         """Fill the hinted template in one pass, so texts that contain braces stay untouched."""
         values = {"question": question, "chosen_correct_generation": correct, "rejected_generation": wrong}
         return _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.hinted_template)
+
+
+TEACHER_FIELDS = ("prompt", "privileged_context")
+IDENTITY_TEACHER_TEMPLATE = "{prompt}{privileged_context}"  # with an empty context, the teacher's prompt is the student's
+
+
+def teacher_template(path: str | None = None) -> str:
+    """The on-policy teacher prompt (packaged, or the user's file) as TRL's ``teacher_prompt_template``: each placeholder
+    once, every other brace doubled so that ``str.format`` writes it as it stands."""
+    text = _read(path, "onpolicy_teacher.txt")
+    where = path or "packaged onpolicy_teacher.txt"
+    pieces = re.split(r"(\{(?:" + "|".join(TEACHER_FIELDS) + r")\})", text)
+    found = [p[1:-1] for p in pieces[1::2]]
+    for name in TEACHER_FIELDS:
+        if found.count(name) != 1:
+            raise ValueError(f"{where}: the on-policy teacher prompt must hold {{{name}}} exactly once (found {found.count(name)})")
+    return "".join(p if i % 2 else p.replace("{", "{{").replace("}", "}}") for i, p in enumerate(pieces))
 
 
 def load_prompts(system_path: str | None = None, hinted_path: str | None = None) -> Prompts:
