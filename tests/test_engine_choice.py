@@ -1,4 +1,4 @@
-"""Which backend and which torch dtype ``auto`` picks, and what an OpenVINO export is keyed by."""
+"""Which backend, torch dtype and OpenVINO precision ``auto`` picks, and what an OpenVINO export is keyed by."""
 
 import pytest
 import torch
@@ -6,7 +6,9 @@ import torch
 import ssb.generation as generation
 import ssb.models as models
 from ssb.config import ModelConfig, load_config
+from ssb.generation.openvino import precision_choice
 from ssb.generation.openvino_export import export_key
+from ssb.run_folder import model_provenance
 
 AMD_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
 AMD_ZEN4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
@@ -32,6 +34,26 @@ def test_auto_dtype_on_cpu_follows_the_bf16_units(monkeypatch, cpuinfo, expected
 def test_explicit_dtype_and_gpu():
     assert models.dtype_choice(ModelConfig(dtype="float32"), torch.device("cpu")) == (torch.float32, "set by model.dtype")
     assert models.dtype_choice(ModelConfig(dtype="auto"), torch.device("cuda"))[0] == torch.bfloat16
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [(AMD_AVX2, "f32"), (AMD_ZEN4, "f32"), (XEON_AMX, "bf16")])
+def test_auto_openvino_precision_follows_the_cpu_flags_and_is_recorded_resolved(monkeypatch, tokenizer, cpuinfo, expected):
+    read_flags = models.cpu_bf16_unit
+    monkeypatch.setattr(models, "cpu_bf16_unit", lambda: read_flags(cpuinfo))
+    assert precision_choice("auto")[0] == expected
+    config = load_config(None, {"backend.name": "openvino"})
+    assert generation.backend_spec(config)["inference_precision"] == expected  # an evaluation's recorded model spec
+    recorded = model_provenance(config, tokenizer)["generation_backend"]  # every other stage's manifest entry
+    assert recorded == {"name": "openvino", "weight_format": "int8", "inference_precision": expected, "kv_cache_gb": 4}
+
+
+@pytest.mark.parametrize("cpuinfo", [AMD_AVX2, XEON_AMX])
+def test_explicit_openvino_precision_is_kept(monkeypatch, cpuinfo):
+    read_flags = models.cpu_bf16_unit
+    monkeypatch.setattr(models, "cpu_bf16_unit", lambda: read_flags(cpuinfo))
+    assert precision_choice("bf16") == ("bf16", "set by backend.openvino.inference_precision")
+    config = load_config(None, {"backend.name": "openvino", "backend.openvino.inference_precision": "bf16"})
+    assert generation.backend_spec(config)["inference_precision"] == "bf16"
 
 
 @pytest.mark.parametrize("device, installed, expected", [

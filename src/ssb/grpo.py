@@ -169,6 +169,14 @@ def sampler_name(config: SSBConfig) -> str:
     return "engine"
 
 
+def sampler_inputs(config: SSBConfig, sampler: str) -> dict:
+    """What the completions' numerics depend on: the sampler, and for the engine its resolved settings
+    (``backend_spec``: the precision that runs, not ``auto``) and sequences in flight."""
+    from ssb.generation import backend_spec
+
+    return {"name": sampler, **({**backend_spec(config), "batch_size": config.backend.batch_size} if sampler == "engine" else {})}
+
+
 def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None = None) -> dict:
     """Train a LoRA adapter with GRPO; ``reward_funcs`` replaces the grader-based rewards (tests)."""
     import torch
@@ -182,7 +190,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     chat = ChatFormat(tokenizer)
     dataset = build_dataset(config, chat)  # bad input fails before the run folder is touched
     sampler = sampler_name(config)
-    stage = folder.stage("grpo", config)
+    stage = folder.stage("grpo", config, sampler=sampler_inputs(config, sampler))
     if not stage.begin(force):
         return stage.stats()
     out = folder.file("grpo")

@@ -40,7 +40,7 @@ from ssb.config import SSBConfig
 from ssb.lora import peft_lora_config
 from ssb.privileged_context import training_rows
 from ssb.prompts import IDENTITY_TEACHER_TEMPLATE, teacher_template
-from ssb.run_folder import RunFolder, invocation_stats, model_provenance, section_inputs
+from ssb.run_folder import RunFolder, invocation_stats, model_provenance
 
 _log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental: ssb pins TRL's version
     import trl.experimental.sdft as sdft
 
-    from ssb.grpo import WallClockBudget, last_complete_checkpoint
+    from ssb.grpo import WallClockBudget, last_complete_checkpoint, sampler_inputs
     from ssb.models import load_chat_format, load_model, resolve_device
 
     o = config.onpolicy
@@ -131,9 +131,8 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     rows = training_rows(config, chat, folder)  # bad input (or a missing upstream stage) fails before the stage starts
     template = teacher_prompt(config)
     sampler = sampler_name(config)
-    engine = {"openvino": section_inputs(config.backend.openvino), "batch_size": config.backend.batch_size} if sampler == "engine" else {}
     stage = folder.stage("onpolicy", config, training_rows_sha256=fingerprint(rows), teacher_prompt_sha256=text_sha256(template),
-                         sampler={"name": sampler, **engine})
+                         sampler=sampler_inputs(config, sampler))
     if not stage.begin(force):
         return stage.stats()
     from datasets import Dataset

@@ -40,7 +40,10 @@ def backend_spec(config) -> dict:
 
     name = backend_name(config)
     if name == "openvino":
-        return {"name": name, **dataclasses.asdict(config.backend.openvino)}
+        from ssb.generation.openvino import precision_choice
+
+        settings = config.backend.openvino  # auto resolves differently per CPU: the precision that runs is recorded
+        return {"name": name, **dataclasses.asdict(settings), "inference_precision": precision_choice(settings.inference_precision)[0]}
     dtype = dtype_choice(config.model, resolve_device(config.model))[0]  # auto resolves differently per machine
     return {"name": name, "dtype": str(dtype).removeprefix("torch.")}
 

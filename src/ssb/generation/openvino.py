@@ -1,5 +1,9 @@
 """OpenVINO GenAI backend: continuous batching on the CPU, with int8-compressed weights by default.
 
+Inference precision ``auto`` is resolved by ssb from the CPU's flags (``precision_choice``), not left
+to OpenVINO, whose own choice (bf16 wherever the CPU has bf16 units) was measured slower than f32
+with int8 weights on a CPU with avx512_bf16 but no AMX; the resolved precision is what a run folder records.
+
 ``ContinuousBatchingPipeline`` schedules every sequence of a call together: a row that ends frees
 its slot for the next waiting one, so no step is spent decoding padding after a row has stopped
 (the transformers backend's static batches do). Prompts are rendered and tokenized by ssb's own
@@ -14,6 +18,7 @@ sequence per prompt and repeats it ``n`` times (all greedy samples are equal).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -21,10 +26,28 @@ from tqdm.auto import tqdm
 from ssb.chat import ChatFormat, Message
 from ssb.generation.base import Completion, SamplingParams, completion_from_ids, derive_seed
 
+_log = logging.getLogger(__name__)
+
+
+def precision_choice(setting: str) -> tuple[str, str]:
+    """(precision, why): ``backend.openvino.inference_precision`` itself, or what ``auto`` resolves to on this CPU."""
+    if setting != "auto":
+        return setting, "set by backend.openvino.inference_precision"
+    from ssb.models import cpu_bf16_unit
+
+    unit = cpu_bf16_unit()
+    if unit == "amx_bf16":  # not measured against f32 here; bf16 on AMX is OpenVINO's own choice
+        return "bf16", "auto: this CPU has amx_bf16"
+    # Measured (benchmarks/results/engine_formats.json): with int8 weights, f32 activations (which the CPU plugin
+    # quantises to int8 for VNNI; it never does so for bf16 ones) ran 1.47x faster than bf16 on a CPU with avx512_bf16
+    # but no AMX, with greedy GSM8K accuracy unchanged; without bf16 units f32 is OpenVINO's own choice.
+    return "f32", f"auto: {'this CPU has avx512_bf16 but no amx_bf16' if unit else 'no bf16 units on this CPU'}"
+
 
 class OpenVINOBackend:
     def __init__(self, model_dir: Path, chat: ChatFormat, context_length: int | None, max_num_seqs: int = 32,
-                 kv_cache_gb: int = 4, inference_precision: str = "auto", progress: bool = True):
+                 kv_cache_gb: int = 4, inference_precision: str = "auto", progress: bool = True,
+                 properties: dict | None = None):
         import openvino_genai as og
 
         self.chat, self.context_length, self.progress = chat, context_length, progress
@@ -35,7 +58,9 @@ class OpenVINOBackend:
         scheduler.max_num_seqs = max_num_seqs
         scheduler.enable_prefix_caching = True  # refinement prompts share the system prompt
         self._og, self._scheduler = og, scheduler
-        self._properties = {} if inference_precision == "auto" else {"INFERENCE_PRECISION_HINT": inference_precision}
+        # ``properties``: further CPU plugin properties (benchmarks/engine_formats.py sets DYNAMIC_QUANTIZATION_GROUP_SIZE).
+        self._properties = {**({} if inference_precision == "auto" else {"INFERENCE_PRECISION_HINT": inference_precision}),
+                            **(properties or {})}
         self._pipeline = None
 
     @property
@@ -59,8 +84,10 @@ class OpenVINOBackend:
         ir = export_openvino(local_model_folder(config.model), default_cache_dir(), settings.weight_format,
                              Path(adapter_dir) if adapter_dir else None, config.model.trust_remote_code)
         context = json.loads((ir / "config.json").read_text()).get("max_position_embeddings")
+        precision, why = precision_choice(settings.inference_precision)
+        _log.info("openvino: %s weights, %s inference precision (%s)", settings.weight_format, precision, why)
         backend = cls(ir, chat, context, max_num_seqs=config.backend.batch_size, kv_cache_gb=settings.kv_cache_gb,
-                      inference_precision=settings.inference_precision, progress=config.progress)
+                      inference_precision=precision, progress=config.progress)
         backend.config = config
         return backend
 

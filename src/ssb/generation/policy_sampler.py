@@ -84,6 +84,7 @@ class PolicySampler:
     @classmethod
     def from_config(cls, config, chat: ChatFormat, scaling: float, lag: int) -> PolicySampler:
         """The sampler on the cached OpenVINO export of ``config.model`` with ``config.backend``'s engine settings."""
+        from ssb.generation.openvino import precision_choice
         from ssb.generation.openvino_export import export_openvino
         from ssb.models import local_model_folder
         from ssb.packaged_models import default_cache_dir
@@ -92,7 +93,7 @@ class PolicySampler:
         ir = export_openvino(local_model_folder(config.model), default_cache_dir(), settings.weight_format, None,
                              config.model.trust_remote_code)
         return cls(ir, chat, scaling, lag, max_num_seqs=config.backend.batch_size, kv_cache_gb=settings.kv_cache_gb,
-                   inference_precision=settings.inference_precision)
+                   inference_precision=precision_choice(settings.inference_precision)[0])  # auto resolved as evaluation resolves it
 
     def push(self, step: int, lora: dict) -> None:
         """Make ``lora`` (``lora_state``'s matrices) the weights of optimiser step ``step``; weights no later sampling
