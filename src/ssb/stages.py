@@ -107,7 +107,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("grpo", "ssb.grpo", "run_grpo",
           "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl).",
           ("grpo",), in_run=False, training_compute=True,
-          records=("seed", "model", "data", "system_prompt_sha256", "grpo", "lora", "grading", "sampler"), verified=("grpo/adapter", "grpo/metrics.jsonl")),
+          records=("seed", "model", "data", "system_prompt_sha256", "grpo", "lora", "grading", "sampler"),
+          verified=("grpo/adapter", "grpo/metrics.jsonl")),
     Stage("onpolicy", "ssb.onpolicy", "run_onpolicy",
           "On-policy self-distillation through TRL's SDFT trainer: the student samples from the bare question, the base model shown "
           "onpolicy.context scores its tokens (writes onpolicy/adapter, onpolicy/metrics.jsonl).",
