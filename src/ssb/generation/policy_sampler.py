@@ -5,8 +5,8 @@ model after every optimiser step would cost about a minute each; instead the bas
 once and the engine applies the trainer's current LoRA matrices at run time
 (``openvino_genai.Adapter``), which measures token-identical to PEFT's model in fp32 and to the merged
 int8 export in int8 (tests/test_policy_sampler.py). A weight push is a safetensors write of the LoRA
-matrices and an ``Adapter`` load: about a second for the packaged model's rank-32 adapter
-(benchmarks/grpo_sampling.py), against a minute for a merged export.
+matrices and an ``Adapter`` load: 0.04-0.09 s for the packaged model's rank-32 adapter, 3-4 s the first
+time (it builds the pipeline; benchmarks/grpo_sampling.py), against a minute for a merged export.
 
 Each optimiser step's weights are pushed with ``push(step, lora)``; ``generate(..., step)`` samples with
 those of ``step - lag`` (the *policy lag*; fewer steps back while the run is younger than ``lag``) and
