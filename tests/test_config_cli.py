@@ -66,7 +66,7 @@ OUT_OF_RANGE = [
     ("onpolicy.lr", 0), ("onpolicy.max_completion_length", 0), ("onpolicy.temperature", 0), ("onpolicy.top_k", -1), ("onpolicy.top_p", 0),
     ("onpolicy.warmup_steps", -1), ("onpolicy.max_grad_norm", -1), ("onpolicy.save_every", 0),
 ]
-UNBOUNDED = {"seed", "data.shuffle_seed", "distill.seed"}  # any integer seeds the generators
+UNBOUNDED = {"seed", "data.shuffle_seed", "distill.seed", "onpolicy.seed"}  # any integer seeds the generators
 
 
 @pytest.mark.parametrize("dotted, bad", OUT_OF_RANGE)

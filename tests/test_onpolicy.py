@@ -257,3 +257,22 @@ def test_on_the_engine_sampler_the_student_trains_on_the_engines_draws(tmp_path,
     questions = [q["question"] for q in read_jsonl(Path(config.data.path))]
     assert [chat.tokenizer.decode(p) for p in prompts[::2]] != [] and all(
         any(q in chat.tokenizer.decode(p) for q in questions) for p in prompts)
+
+
+def test_a_training_seed_retrains_on_the_same_rows_and_leaves_the_run_seed_alone(tmp_path, tiny_model_dir):
+    """onpolicy.seed repeats training (another LoRA) on the same questions and contexts; unset it is the run's seed."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ssb.onpolicy import training_seed
+
+    assert training_seed(load_config(None, settings(tmp_path / "x", tiny_model_dir, seed=7))) == 7
+    assert training_seed(load_config(None, settings(tmp_path / "x", tiny_model_dir, seed=7, **{"onpolicy.seed": 2}))) == 2
+    adapters = {}
+    for name, more in (("default", {}), ("again", {}), ("seed-1", {"onpolicy.seed": 1})):
+        stats = run_onpolicy(load_config(None, settings(tmp_path / name, tiny_model_dir, **{"onpolicy.lr": 1e-2, **more})))
+        assert stats["questions"] == 4
+        adapters[name] = load_file(tmp_path / name / "run" / "onpolicy" / "adapter" / "adapter_model.safetensors")
+    same = all(torch.equal(adapters["default"][k], adapters["again"][k]) for k in adapters["default"])
+    assert same  # the same seed reproduces the run
+    assert not all(torch.equal(adapters["default"][k], adapters["seed-1"][k]) for k in adapters["default"])

@@ -338,6 +338,7 @@ class OnPolicyConfig:
     warmup_steps: int = doc(0, "Linear warmup steps.")
     max_grad_norm: float = doc(1.0, "Gradient clipping norm.")
     save_every: int = doc(50, "Checkpoint every this many steps (resume point).")
+    seed: int | None = doc(None, "Seed of the LoRA's initialisation, the question order and the student's samples; default: the run's seed. Another value repeats training on the same questions and contexts (a training seed), leaving the upstream stages as they are.")
     sampler: Literal["auto", "engine", "trl"] = doc("auto", "What samples the student's completions: engine (ssb's OpenVINO engine serving the trainer's current LoRA, pushed once per optimiser step: ssb.generation.policy_sampler), trl (TRL's transformers generation); auto = engine where backend.name resolves to openvino, else trl.")
     gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory (TRL's default is on; off is faster on a CPU).")
 

@@ -97,13 +97,18 @@ def ssb_trainer(base: type, chat, rollouts=None) -> type:
     return SSBSDFTTrainer
 
 
+def training_seed(config: SSBConfig) -> int:
+    """``onpolicy.seed``, or the run's seed when unset."""
+    return config.onpolicy.seed if config.onpolicy.seed is not None else config.seed
+
+
 def trainer_args(config: SSBConfig, output_dir: str, template: str, on_gpu: bool):
     """``config.onpolicy`` as TRL's ``SDFTConfig``."""
     from trl.experimental.sdft import SDFTConfig
 
     o = config.onpolicy
     return SDFTConfig(
-        output_dir=output_dir, seed=config.seed, use_cpu=not on_gpu, bf16=on_gpu and config.model.dtype in ("auto", "bfloat16"),
+        output_dir=output_dir, seed=training_seed(config), use_cpu=not on_gpu, bf16=on_gpu and config.model.dtype in ("auto", "bfloat16"),
         gradient_checkpointing=o.gradient_checkpointing, learning_rate=o.lr, num_train_epochs=o.epochs,
         max_steps=o.max_steps if o.max_steps is not None else -1, per_device_train_batch_size=o.batch_size,
         gradient_accumulation_steps=o.gradient_accumulation_steps, num_generations=o.num_generations, num_iterations=o.num_iterations,
@@ -141,7 +146,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     on_gpu = resolve_device(config.model).type == "cuda"
     args = trainer_args(config, str(out / "checkpoints"), template, on_gpu)
     peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
-    torch.manual_seed(config.seed)
+    torch.manual_seed(training_seed(config))
     checkpoint = last_complete_checkpoint(out / "checkpoints")
     if checkpoint is not None and o.teacher == "ema":
         _log.warning("onpolicy: TRL does not checkpoint the ema teacher; resuming from %s, it restarts from the base model", checkpoint)
@@ -193,4 +198,4 @@ def engine_rollouts(config: SSBConfig, chat, peft_config):
     sampler = PolicySampler.from_config(config, chat, lora_scaling(peft_config), lag=0)
     params = SamplingParams(n=o.num_generations, temperature=o.temperature, top_p=o.top_p, top_k=o.top_k,
                             max_new_tokens=o.max_completion_length)
-    return EngineRollouts(sampler, chat, params, config.seed, seed_key="onpolicy")
+    return EngineRollouts(sampler, chat, params, training_seed(config), seed_key="onpolicy")
