@@ -38,8 +38,8 @@ def export_phase1(run_dir: Path) -> None:
         plain_copy(run_dir / name, EVIDENCE / "phase1")
 
 
-def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) -> None:
-    target = EVIDENCE / name
+def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None, results: Path = EVIDENCE) -> None:
+    target = results / name
     samples = sorted((eval_dir / "eval" / model).glob("*.samples.jsonl"))
     if not samples:
         raise SystemExit(f"{eval_dir}/eval/{model}: no evaluation samples")
@@ -49,7 +49,7 @@ def export_arm(name: str, eval_dir: Path, model: str, train_dir: Path | None) ->
     if train_dir is not None:
         for name_ in ("stats.json", "manifest.json"):
             plain_copy(train_dir / name_, target, f"training-{name_}")
-        for metrics in (train_dir / "distill" / "metrics.jsonl", train_dir / "grpo" / "metrics.jsonl"):
+        for metrics in (train_dir / "distill" / "metrics.jsonl", train_dir / "grpo" / "metrics.jsonl", train_dir / "onpolicy" / "metrics.jsonl"):
             if metrics.exists():
                 gzip_copy(metrics, target / metrics.parent.name)
 
@@ -74,6 +74,7 @@ def main() -> None:
     arm.add_argument("--eval-dir", type=Path, required=True)
     arm.add_argument("--model")
     arm.add_argument("--train-dir", type=Path)
+    arm.add_argument("--results", type=Path, default=EVIDENCE, help="the study's results folder (default: the evidence study's)")
     rounds = sub.add_parser("rounds")
     rounds.add_argument("name")
     rounds.add_argument("run_dir", type=Path)
@@ -84,7 +85,7 @@ def main() -> None:
     elif args.what == "rounds":
         export_rounds(args.name, args.run_dir)
     else:
-        export_arm(args.name, args.eval_dir, args.model or args.name, args.train_dir)
+        export_arm(args.name, args.eval_dir, args.model or args.name, args.train_dir, args.results)
 
 
 if __name__ == "__main__":

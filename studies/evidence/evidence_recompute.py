@@ -76,9 +76,13 @@ def main() -> None:
     parser.add_argument("--compare", action="append", default=[])
     parser.add_argument("--plan", type=Path, help="an analysis plan for ssb report --plan (studies/evidence/plan.yaml), instead of --arm/--compare")
     parser.add_argument("--figures", type=Path, help="write only accuracy.png and comparisons.png, of the study's evaluation folder, here")
+    parser.add_argument("--also", type=Path, action="append", default=[],
+                        help="another study's results folder whose committed arms join the evidence study's (studies/onpolicy/results)")
     args = parser.parse_args()
     eval_dir = Path(tempfile.mkdtemp(prefix="evidence-eval-")) / "evidence-eval"
     models = unpack(RESULTS, eval_dir, PRECISION_ARMS if args.figures else ())
+    for more in args.also:
+        models += unpack(more, eval_dir)
     arms = args.arm or [f"{name}={','.join(ms)}" for name, ms in SEED_ARMS.items() if all(m in models for m in ms)]
     pooled = {spec.partition("=")[0] for spec in arms}
     named = {m for spec in arms for m in spec.partition("=")[2].split(",")}

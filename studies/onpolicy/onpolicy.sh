@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The on-policy study: on-policy self-distillation with privileged context (ssb onpolicy, TRL's SDFT trainer)
+# beside SSB, SFT-clean and GRPO, on the evidence study's model, questions and evaluation.
+#
+#   bash studies/onpolicy/onpolicy.sh [PART ...]     PART: data, main (default: data main), seeds, report
+#
+# data:  the evidence run's training data (rollouts and refinements, with their recorded inputs) back into a run
+#        folder, from the committed export of the rounds study (its round 1 is the evidence run: the files are
+#        byte-identical to studies/evidence/results/phase1/). Regenerating them would not reproduce them (the
+#        engine's inference precision `auto` has since resolved to f32 instead of bf16).
+# main:  one seed each of the two declared contexts, gold-solution (every question trains) and hint-pair (SSB's
+#        hinted pair: mixed questions only), at SSB's 90 optimiser steps; GSM8K test[:500] greedy and MATH500[:200].
+# seeds: training seeds 1 and 2 of the context plan.yaml's rule selects (the higher GSM8K pass@1 of seed 0),
+#        GSM8K test[:500]; plan-seeds.yaml must be committed before this part runs.
+#
+# Every step is a resumable ssb stage. After each arm its samples, summaries and training stats are exported to
+# studies/onpolicy/results/<arm>/ (studies/common/evidence_export.py); with EVIDENCE_COMMIT=1 they are committed.
+# SSB, SFT-clean, base and GRPO are the evidence study's committed arms (same questions, same greedy evaluation).
+set -euo pipefail
+set -f  # no globbing: "[gsm8k]" is an argument, not a pattern
+config=evidence
+runs=${ONPOLICY_RUNS:-runs/onpolicy}
+data_dir=$runs-data
+steps=90   # SSB's optimiser steps (studies/evidence/results/ssb/training-stats.json: distill.steps)
+gsm8k=(--eval.benchmarks "[gsm8k]" --eval.limit 500)
+math=(--eval.benchmarks "[math500]" --eval.limit 200)
+results=studies/onpolicy/results
+
+copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
+step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
+commit() {
+  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add "$results" && git commit -qm "On-policy study: $1" -- "$results" || true; fi
+}
+export_arm() {  # export_arm NAME RUN_DIR
+  python3 studies/common/evidence_export.py arm "$1" --eval-dir "$2" --model onpolicy --train-dir "$2" --results "$results"
+}
+
+data() {
+  [ -e "$data_dir" ] || python3 -c 'import sys; from pathlib import Path; from ssb.run_export import restore_round
+restore_round(Path("studies/rounds/results/rounds-ssb-min32/round-1"), Path(sys.argv[1]))' "$data_dir"
+}
+
+arm() {  # arm NAME CONTEXT SEED BENCHMARK_ARGS...
+  local name=$1 context=$2 seed=$3; shift 3
+  local dir=$runs-$name
+  copy_once "$data_dir" "$dir"
+  step onpolicy --config $config --run_dir "$dir" --arm onpolicy --onpolicy.context "$context" --onpolicy.seed "$seed" \
+    --onpolicy.max_steps $steps
+  for benchmark in "$@"; do
+    # shellcheck disable=SC2086  # each argument is one benchmark's options, split on purpose
+    step eval --config $config --run_dir "$dir" --eval.skip_base true --eval.adapters "[onpolicy=$dir/onpolicy/adapter]" $benchmark
+  done
+  export_arm "$name" "$dir" && commit "$name"
+}
+
+main() {
+  arm onpolicy-gold gold-solution 0 "${gsm8k[*]}" "${math[*]}"
+  arm onpolicy-hint hint-pair 0 "${gsm8k[*]}" "${math[*]}"
+}
+
+seeds() {
+  [ -f studies/onpolicy/plan-seeds.yaml ] || { echo "declare plan-seeds.yaml (the selected context's seeds) first" >&2; exit 1; }
+  local best context
+  best=$(python3 -c 'import json, sys
+score = {a: json.load(open(f"studies/onpolicy/results/{a}/gsm8k.summary.json"))["pass@1"]["mean"] for a in ("onpolicy-gold", "onpolicy-hint")}
+print(max(score, key=score.get))')
+  context=$([ "$best" = onpolicy-gold ] && echo gold-solution || echo hint-pair)
+  for seed in 1 2; do arm "$best-s$seed" "$context" "$seed" "${gsm8k[*]}"; done
+}
+
+report() {
+  local plan=studies/onpolicy/plan.yaml
+  [ -f studies/onpolicy/plan-seeds.yaml ] && plan=studies/onpolicy/plan-seeds.yaml
+  python3 studies/evidence/evidence_recompute.py --plan "$plan" --also "$results"
+}
+
+for part in "${@:-data main}"; do for p in $part; do "$p"; done; done
