@@ -326,3 +326,39 @@ def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tm
         name(**{"grpo.sampler": "engine", "grpo.use_vllm": True})
     with pytest.raises(ValueError, match="grpo.policy_lag: only the engine sampler"):
         name(**{"backend.name": "hf", "grpo.policy_lag": 2})
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
+def test_a_run_resumed_in_its_second_epoch_trains_it_in_the_uninterrupted_order(tmp_path, tiny_model_dir, monkeypatch):
+    """Six questions, two per step: epoch 2 starts at step 4. Killed after checkpoint 3 and resumed, the run sees epoch 2's
+    questions in the order an uninterrupted run does (TRL's sampler alone would replay epoch 1's: ssb.trl_order)."""
+    import trl
+    from transformers import TrainerCallback
+
+    more = {"grpo.max_steps": 5, "grpo.epochs": 2.0}
+    whole = []
+    run_grpo(load_config(None, engine_settings(tmp_path / "a", tiny_model_dir, **more)), reward_funcs=recording_rewards(whole))
+    plain = trl.GRPOTrainer
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 3:
+                raise KeyboardInterrupt
+
+    class KilledAfterThirdSave(plain):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(Kill)
+
+    parts = []
+    settings = engine_settings(tmp_path / "b", tiny_model_dir, **more)
+    monkeypatch.setattr(trl, "GRPOTrainer", KilledAfterThirdSave)
+    with pytest.raises(KeyboardInterrupt):
+        run_grpo(load_config(None, settings), reward_funcs=recording_rewards(parts))
+    monkeypatch.setattr(trl, "GRPOTrainer", plain)
+    run_grpo(load_config(None, settings), reward_funcs=recording_rewards(parts))
+    questions = [[p[-1]["content"] for p in prompts[::2]] for prompts, _ in whole]
+    assert [[p[-1]["content"] for p in prompts[::2]] for prompts, _ in parts] == questions
+    assert len({q for step in questions[:3] for q in step}) == 6  # epoch 1 saw every question once
+    assert questions[3:5] != questions[:2]  # epoch 2 in its own order, not epoch 1's again
+    assert parts == whole

@@ -183,6 +183,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     from trl import GRPOConfig, GRPOTrainer
 
     from ssb.models import load_model, load_tokenizer, resolve_device
+    from ssb.trl_order import epoch_seeded
 
     folder = RunFolder(config.run_dir)
     g = config.grpo
@@ -223,7 +224,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     if sampler == "engine":
         rollouts, checkpoints = engine_rollouts(config, chat, peft_config, checkpoint)
         callbacks.append(checkpoints)
-    trainer = GRPOTrainer(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
+    trainer = epoch_seeded(GRPOTrainer)(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or None, rollout_func=rollouts)
     start = time.monotonic()
     try:

@@ -68,23 +68,9 @@ def ssb_trainer(base: type, chat, rollouts=None) -> type:
     """``base`` (TRL's ``SDFTTrainer``) with prompts tokenized by ssb's chat format, an epoch's order drawn from its
     number and, given ``rollouts`` (an ``EngineRollouts``), the student's completions sampled by ssb's engine."""
 
-    from trl.trainer.utils import RepeatSampler
+    from ssb.trl_order import epoch_seeded
 
-    class EpochSeededSampler(RepeatSampler):
-        """TRL's sampler, with each epoch's order drawn from (seed, epoch): TRL's draws it from a generator carried over
-        the epochs, which a resumed run rebuilds, so a run resumed in epoch 2 would train it in epoch 1's order."""
-
-        def set_epoch(self, epoch: int) -> None:  # the trainer calls it at the start of every epoch
-            if self.shuffle:
-                self.generator.manual_seed(self.seed + epoch)
-
-    class SSBSDFTTrainer(base):
-        def _get_train_sampler(self, dataset=None):
-            return EpochSeededSampler(self.train_dataset if dataset is None else dataset, mini_repeat_count=self.num_generations,
-                                      batch_size=self.args.generation_batch_size // self.num_generations,
-                                      repeat_count=self.num_iterations * self.args.steps_per_generation, shuffle=self.shuffle_dataset,
-                                      seed=self.args.seed)
-
+    class SSBSDFTTrainer(epoch_seeded(base)):
         def _tokenize_prompts(self, prompts: list) -> list[list[int]]:
             return [chat.prompt_ids(conversation) for conversation in prompts]
 
