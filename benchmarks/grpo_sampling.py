@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
+from workers import run_worker  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARMS = {  # name -> config overrides on top of the evidence config
@@ -155,16 +154,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
     command = "python benchmarks/grpo_sampling.py " + " ".join(sys.argv[1:])
-    results = []
-    for arm in args.arms.split(","):
-        print(f"== {arm}", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, __file__, "--worker", arm, "--steps", str(args.steps), "--data-dir", args.data_dir],
-                              capture_output=True, text=True, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
-        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"{arm} failed (exit {done.returncode}):\n" + "\n".join((done.stdout + done.stderr).splitlines()[-30:]))
-        results.append({**json.loads(line[len("RESULT "):]), "loadavg_after": [round(v, 2) for v in os.getloadavg()]})
-        print(json.dumps(results[-1]), flush=True)
+    results = [run_worker(__file__, arm, "--steps", str(args.steps), "--data-dir", args.data_dir) for arm in args.arms.split(",")]
     by_arm = {r["arm"]: r for r in results}
     ratios = {}
     if "trl" in by_arm:

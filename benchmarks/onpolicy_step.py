@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from machine import machine_info  # noqa: E402
+from workers import run_worker  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARMS = {"engine": {"onpolicy.sampler": "engine"}, "trl": {"onpolicy.sampler": "trl"}}  # name -> overrides on top of the common ones
@@ -162,16 +161,7 @@ def main() -> None:
                  "onpolicy.save_every": 10_000, "progress": False, **({"model.name_or_path": args.model} if args.model else {}),
                  **dict(args.set)}
     command = "python benchmarks/onpolicy_step.py " + " ".join(sys.argv[1:])
-    results = []
-    for arm in args.arms.split(","):
-        print(f"== {arm}", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, __file__, "--worker", arm, "--overrides", json.dumps(overrides)],
-                              capture_output=True, text=True, env={**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1"})
-        line = next((ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"{arm} failed (exit {done.returncode}):\n" + "\n".join((done.stdout + done.stderr).splitlines()[-30:]))
-        results.append({**json.loads(line[len("RESULT "):]), "loadavg_after": [round(v, 2) for v in os.getloadavg()]})
-        print(json.dumps(results[-1]), flush=True)
+    results = [run_worker(__file__, arm, "--overrides", json.dumps(overrides)) for arm in args.arms.split(",")]
     from ssb.models import cpu_bf16_unit
 
     unit = cpu_bf16_unit()

@@ -227,14 +227,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     trainer = epoch_seeded(GRPOTrainer)(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or None, rollout_func=rollouts)
     start = time.monotonic()
-    try:
-        trainer.train(resume_from_checkpoint=checkpoint)
-    finally:
-        if rollouts is not None:
-            rollouts.sampler.close()
-    trainer.save_model(str(out / "adapter"))
-    history = [entry for entry in trainer.state.log_history if "step" in entry]
-    write_jsonl_atomic(out / "metrics.jsonl", history)
+    history = train_and_save(trainer, checkpoint, rollouts, out)
     stats = {"steps": trainer.state.global_step, "questions": len(dataset), "this_invocation": invocation_stats(time.monotonic() - start),
              "generated_completions": trainer.state.global_step * per_step,
              "generated_tokens": generated_tokens(history, per_step),
@@ -244,6 +237,20 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
              "stopped_by_generation_budget": tokens is not None and generated_tokens(history, per_step) >= g.max_generated_tokens}
     stage.finish({**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     return stats
+
+
+def train_and_save(trainer, checkpoint: str | None, rollouts, out: Path) -> list[dict]:
+    """Train a TRL trainer (resuming from ``checkpoint``), release the engine sampler, save ``out/adapter`` and
+    ``out/metrics.jsonl`` (the log history, one entry per step); returns that history. GRPO's and the on-policy arm's."""
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        if rollouts is not None:
+            rollouts.sampler.close()
+    trainer.save_model(str(out / "adapter"))
+    history = [entry for entry in trainer.state.log_history if "step" in entry]
+    write_jsonl_atomic(out / "metrics.jsonl", history)
+    return history
 
 
 def engine_rollouts(config: SSBConfig, chat: ChatFormat, peft_config, checkpoint: str | None):

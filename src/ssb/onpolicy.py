@@ -35,7 +35,7 @@ import logging
 import os
 import time
 
-from ssb.artifacts import fingerprint, text_sha256, write_jsonl_atomic
+from ssb.artifacts import fingerprint, text_sha256
 from ssb.config import SSBConfig
 from ssb.lora import peft_lora_config
 from ssb.privileged_context import training_rows
@@ -113,7 +113,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental: ssb pins TRL's version
     import trl.experimental.sdft as sdft
 
-    from ssb.grpo import WallClockBudget, last_complete_checkpoint, sampler_inputs
+    from ssb.grpo import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save
     from ssb.models import load_chat_format, load_model, resolve_device
 
     o = config.onpolicy
@@ -144,14 +144,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=chat.tokenizer, peft_config=peft_config,
         callbacks=[budget] if budget else None)
     start = time.monotonic()
-    try:
-        trainer.train(resume_from_checkpoint=checkpoint)
-    finally:
-        if rollouts is not None:
-            rollouts.sampler.close()
-    trainer.save_model(str(out / "adapter"))
-    history = [entry for entry in trainer.state.log_history if "step" in entry]
-    write_jsonl_atomic(out / "metrics.jsonl", history)
+    history = train_and_save(trainer, checkpoint, rollouts, out)
     stage.finish({**model_provenance(config, chat.tokenizer), "adapter": str(out / "adapter")},
                  onpolicy_stats(history, trainer.state.global_step, len(rows), config, sampler, time.monotonic() - start,
                                 budget is not None and budget.spent() >= o.max_wall_s))
