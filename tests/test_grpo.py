@@ -126,7 +126,7 @@ def test_a_generation_budget_stops_at_the_first_step_that_reaches_it(tmp_path, t
 
 
 def test_a_resumed_budget_counts_from_the_checkpoint_it_resumes_from(tmp_path, tiny_model_dir):
-    from ssb.grpo import WallClockBudget
+    from ssb.trl_arm import WallClockBudget
 
     data = write_questions(tmp_path / "q.jsonl", 4)
     settings = {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl", "data.path": str(data),
@@ -194,7 +194,7 @@ def test_a_kill_during_a_checkpoint_save_resumes_from_the_newest_complete_one(tm
         run_grpo(load_config(None, settings), reward_funcs=rewards)
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     monkeypatch.setattr(trl, "GRPOTrainer", Recording)
-    with caplog.at_level("WARNING", logger="ssb.grpo"):
+    with caplog.at_level("WARNING", logger="ssb.trl_arm"):
         stats = run_grpo(load_config(None, settings), reward_funcs=rewards)
     assert resumed_from == [str(checkpoints / "checkpoint-1")]
     assert stats["steps"] == 3 and (tmp_path / "run" / "grpo" / "adapter" / "adapter_model.safetensors").exists()
@@ -202,7 +202,7 @@ def test_a_kill_during_a_checkpoint_save_resumes_from_the_newest_complete_one(tm
 
 
 def test_a_checkpoint_is_complete_only_with_every_file_a_resume_reads(tmp_path):
-    from ssb.grpo import CHECKPOINT_FILES, last_complete_checkpoint
+    from ssb.trl_arm import CHECKPOINT_FILES, last_complete_checkpoint
 
     def checkpoint(step: int) -> Path:
         folder = tmp_path / f"checkpoint-{step}"

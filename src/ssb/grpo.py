@@ -13,14 +13,9 @@ which an interrupted run resumes.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import time
-from pathlib import Path
 
-from transformers import TrainerCallback
-
-from ssb.artifacts import write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, fold_system_into_user, messages
 from ssb.config import SSBConfig
 from ssb.data import load_problems
@@ -28,6 +23,7 @@ from ssb.grading import extract_boxed_answer, grade
 from ssb.lora import peft_lora_config
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, invocation_stats, model_provenance
+from ssb.trl_arm import GenerationBudget, WallClockBudget, generated_tokens, last_complete_checkpoint, sampler_inputs, train_and_save
 
 _log = logging.getLogger(__name__)
 
@@ -46,96 +42,6 @@ def format_reward(completions: list, **kwargs) -> list[float]:
     """TRL reward function: 1.0 when a completion contains a (closed) boxed answer."""
     texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
     return [1.0 if extract_boxed_answer(text) is not None else 0.0 for text in texts]
-
-
-class WallClockBudget(TrainerCallback):
-    """TRL callback: stop training once the wall-clock spent, over every invocation, reaches the budget.
-
-    A resumed run continues the count from the checkpoint it resumes from: every checkpoint saves
-    the time spent up to its step (``BUDGET_FILE`` inside it). Steps taken after the last checkpoint
-    are redone on resume, so the time they took is not counted; only the time up to the checkpoint
-    is, plus the new invocation's. Without a checkpoint a run starts at 0. ``grpo/wall_s.json`` shows
-    the time spent after each step (for progress; not read back).
-    """
-
-    BUDGET_FILE = "ssb_wall_s.json"
-
-    def __init__(self, budget_s: float, ledger: Path, resume_from: str | None = None):
-        self.budget_s, self.ledger = budget_s, ledger
-        saved = Path(resume_from) / self.BUDGET_FILE if resume_from else None
-        self.spent_before = json.loads(saved.read_text())["wall_s"] if saved is not None and saved.exists() else 0.0
-        if saved is not None and not saved.exists():
-            _log.warning("%s records no wall-clock spent; the budget counts from 0 again", resume_from)
-        self.started = time.monotonic()
-
-    def spent(self) -> float:
-        return self.spent_before + time.monotonic() - self.started
-
-    def on_step_end(self, args, state, control, **kwargs):
-        write_json_atomic(self.ledger, {"wall_s": round(self.spent(), 2), "step": state.global_step})
-        if self.spent() >= self.budget_s:
-            _log.info("wall-clock budget of %.0f s reached after step %d", self.budget_s, state.global_step)
-            control.should_training_stop = True
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"  # the folder the trainer has just written
-        if checkpoint.is_dir():
-            write_json_atomic(checkpoint / self.BUDGET_FILE, {"wall_s": round(self.spent(), 2), "step": state.global_step})
-        return control
-
-
-def generated_tokens(log_history: list[dict], completions_per_step: int) -> int:
-    """Completion tokens generated over the logged steps: TRL logs each step's mean completion length."""
-    return round(sum(e.get("completions/mean_length", 0.0) for e in log_history if "step" in e) * completions_per_step)
-
-
-class GenerationBudget(TrainerCallback):
-    """TRL callback: stop training once the completions generated reach ``max_tokens``. The count is the trainer's
-    own log history, which a checkpoint carries, so a resumed run continues it."""
-
-    def __init__(self, max_tokens: int, completions_per_step: int):
-        self.max_tokens, self.completions_per_step = max_tokens, completions_per_step
-        self.reached = False
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        spent = generated_tokens(state.log_history, self.completions_per_step)
-        if spent >= self.max_tokens and not control.should_training_stop:
-            _log.info("grpo: generation budget of %d tokens reached after step %d (%d generated)", self.max_tokens, state.global_step, spent)
-            self.reached = True
-            control.should_training_stop = True
-        return control
-
-
-# What the trainer writes into a checkpoint folder that resuming reads, trainer_state.json last
-# (transformers' Trainer._save_checkpoint): a kill during a save leaves a folder without it, and a kill
-# while older checkpoints are rotated away (a plain rmtree) one with some of the rest missing.
-CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
-
-
-def checkpoint_is_complete(checkpoint: Path) -> bool:
-    """Whether a TRL checkpoint folder holds everything a resume reads: each of ``CHECKPOINT_FILES``
-    (not empty), an RNG state, and a trainer state that parses."""
-    if not all((checkpoint / name).is_file() and (checkpoint / name).stat().st_size > 0 for name in CHECKPOINT_FILES):
-        return False
-    if not any(checkpoint.glob("rng_state*.pth")):
-        return False
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_complete_checkpoint(checkpoints: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` in ``checkpoints`` (None when there is none), logging each newer one skipped."""
-    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()),
-                   key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
-    for checkpoint in found:
-        if checkpoint_is_complete(checkpoint):
-            return str(checkpoint)
-        _log.warning("skipping %s: incomplete (interrupted while being saved or removed); resuming from an older one", checkpoint)
-    return None
 
 
 def build_dataset(config: SSBConfig, chat: ChatFormat):
@@ -167,14 +73,6 @@ def sampler_name(config: SSBConfig) -> str:
     if importlib.util.find_spec("openvino_genai") is None:
         raise ValueError("grpo.sampler: engine needs openvino-genai (pip install -c constraints-cpu.txt -e '.[openvino]')")
     return "engine"
-
-
-def sampler_inputs(config: SSBConfig, sampler: str) -> dict:
-    """What the completions' numerics depend on: the sampler, and for the engine its resolved settings
-    (``backend_spec``: the precision that runs, not ``auto``) and sequences in flight."""
-    from ssb.generation import backend_spec
-
-    return {"name": sampler, **({**backend_spec(config), "batch_size": config.backend.batch_size} if sampler == "engine" else {})}
 
 
 def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None = None) -> dict:
@@ -237,20 +135,6 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
              "stopped_by_generation_budget": tokens is not None and generated_tokens(history, per_step) >= g.max_generated_tokens}
     stage.finish({**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     return stats
-
-
-def train_and_save(trainer, checkpoint: str | None, rollouts, out: Path) -> list[dict]:
-    """Train a TRL trainer (resuming from ``checkpoint``), release the engine sampler, save ``out/adapter`` and
-    ``out/metrics.jsonl`` (the log history, one entry per step); returns that history. GRPO's and the on-policy arm's."""
-    try:
-        trainer.train(resume_from_checkpoint=checkpoint)
-    finally:
-        if rollouts is not None:
-            rollouts.sampler.close()
-    trainer.save_model(str(out / "adapter"))
-    history = [entry for entry in trainer.state.log_history if "step" in entry]
-    write_jsonl_atomic(out / "metrics.jsonl", history)
-    return history
 
 
 def engine_rollouts(config: SSBConfig, chat: ChatFormat, peft_config, checkpoint: str | None):

@@ -113,8 +113,8 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental: ssb pins TRL's version
     import trl.experimental.sdft as sdft
 
-    from ssb.grpo import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save
     from ssb.models import load_chat_format, load_model, resolve_device
+    from ssb.trl_arm import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save
 
     o = config.onpolicy
     folder = RunFolder(config.run_dir)
