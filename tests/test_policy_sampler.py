@@ -70,6 +70,7 @@ def test_lag_zero_samples_the_current_weights_and_follows_an_optimiser_step(setu
     from ssb.generation.policy_sampler import lora_state
 
     model, chat, sampler = setup
+    sampler.close()
     sampler.lag = 0
     base_rows = None
     with model.disable_adapter():
@@ -110,9 +111,19 @@ def test_with_lag_n_the_samples_are_those_of_the_weights_n_steps_back(setup):
     assert sampled == 1
 
 
+def fresh(sampler, model) -> int:
+    """The sampler emptied, with lag 0 and the model's current weights pushed as step 0 (a test of its own, in any order)."""
+    from ssb.generation.policy_sampler import lora_state
+
+    sampler.close()
+    sampler.lag = 0
+    sampler.push(0, lora_state(model))
+    return 0
+
+
 def test_sampling_is_seeded_and_logprobs_come_with_every_token(setup):
     model, chat, sampler = setup
-    step = max(sampler.states)
+    step = fresh(sampler, model)
     params = SamplingParams(n=3, temperature=1.0, top_k=0, max_new_tokens=8, seed=4)
     first, _ = sampler.generate([chat.prompt_ids(p) for p in PROMPTS], params, step)
     again, _ = sampler.generate([chat.prompt_ids(p) for p in PROMPTS], params, step)
@@ -128,12 +139,8 @@ def test_sampling_is_seeded_and_logprobs_come_with_every_token(setup):
 
 def test_sampled_logprobs_are_the_models_temperature_one_logprobs(setup):
     """What the engine reports is log softmax of the adapted model's logits at each sampled token (to float noise)."""
-    from ssb.generation.policy_sampler import lora_state
-
     model, chat, sampler = setup
-    step = max(sampler.states) + sampler.lag + 1
-    sampler.lag = 0
-    sampler.push(step, lora_state(model))
+    step = fresh(sampler, model)
     out, _ = sampler.generate([chat.prompt_ids(PROMPTS[0])], SamplingParams(n=1, temperature=0.7, top_k=0, max_new_tokens=8, seed=2), step)
     sample = out[0][0]
     ids = chat.prompt_ids(PROMPTS[0])

@@ -39,7 +39,6 @@ class EngineRollouts:
     def __init__(self, sampler: PolicySampler, chat: ChatFormat, params: SamplingParams, seed: int, seed_key: str = "grpo"):
         self.sampler, self.chat, self.params, self.seed, self.seed_key = sampler, chat, params, seed, seed_key
         self._step, self._calls = None, 0
-        self.generated_tokens = 0
 
     def __call__(self, prompts: list, trainer) -> dict:
         rows = self.sample([self.chat.prompt_ids(conversation) for conversation in prompts], trainer)
@@ -66,7 +65,6 @@ class EngineRollouts:
         seconds = time.monotonic() - start
         rows = [(ids, sample) for ids, group in zip(unique, samples) for sample in group]
         tokens = sum(len(sample.token_ids) for _, sample in rows)
-        self.generated_tokens += tokens
         metrics = trainer._metrics["train"]
         metrics["sampler/lag"].append(step - sampled)
         metrics["sampler/generate_s"].append(seconds)
