@@ -223,6 +223,36 @@ def small_run_note(summaries: dict[str, dict[str, dict]], stats: dict[str, dict]
             "the ssb repository (studies/evidence/README.md).")
 
 
+def compute_section(stats: dict) -> list[str]:
+    """The "Compute" section: each training-side stage's generated tokens, optimiser steps and wall time."""
+    stage_stats = {k: v for k, v in stats.items() if not k.startswith("eval/")}
+    if not stage_stats:  # a folder that only evaluated has no compute of its own
+        return []
+    lines = ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s |", "|---|---|---|---|"]
+    for stage, s in stage_stats.items():
+        cells = ["" if v is None else str(v) for v in stage_compute(stage, s)]
+        cells[2] = ("≈" if stage_wall_is_estimated(s) else "") + cells[2]
+        lines.append("| " + " | ".join([stage, *cells]) + " |")
+    return [*lines, "", "wall s: the stage's last invocation; ≈: the stage was resumed, and all its tokens are costed at the rate its last "
+            "invocation measured.", ""]
+
+
+def provenance_sections(folders: list[Path], records: dict[Path, RunRecord]) -> list[str]:
+    """One "Provenance" section per run folder with a manifest: each stage's command, finish time and inputs fingerprint."""
+    lines = []
+    for folder in folders:
+        stages = records[folder].stage_entries
+        if stages is None:
+            continue
+        source = "manifest.json" if len(folders) == 1 else f"{folder}/manifest.json"
+        lines += ["## Provenance", "", f"Commands and inputs that produced these numbers (from {source}):", ""]
+        for stage, entry in stages.items():
+            lines.append(f"- `{stage}`: `{entry.get('command', '?')}` "
+                         f"(finished {entry.get('finished', '?')}, inputs {entry.get('inputs_fingerprint', '?')})")
+        lines.append("")
+    return lines
+
+
 def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: Sequence[str] = (), out: str | Path | None = None,
                  stopped: str | None = None, plan: str | Path | None = None) -> Path:
     """Write report.md and its plots for the run folders into the first of them (or ``out``); returns its path.
@@ -294,25 +324,7 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
         plot_training(metrics, out_dir / "training.png")
         lines += ["## Training", "", f"{len(metrics)} optimiser steps; loss {metrics[0]['loss']:.4f} -> {metrics[-1]['loss']:.4f}.", "",
                   "![training curves](training.png)", ""]
-    stage_stats = {k: v for k, v in first.stats.items() if not k.startswith("eval/")}
-    if stage_stats:  # a folder that only evaluated has no compute of its own
-        lines += ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s |", "|---|---|---|---|"]
-        for stage, s in stage_stats.items():
-            cells = ["" if v is None else str(v) for v in stage_compute(stage, s)]
-            cells[2] = ("≈" if stage_wall_is_estimated(s) else "") + cells[2]
-            lines.append("| " + " | ".join([stage, *cells]) + " |")
-        lines += ["", "wall s: the stage's last invocation; ≈: the stage was resumed, and all its tokens are costed at the rate its last "
-                  "invocation measured.", ""]
-    for folder in folders:
-        stages = records[folder].stage_entries
-        if stages is None:
-            continue
-        source = "manifest.json" if len(folders) == 1 else f"{folder}/manifest.json"
-        lines += ["## Provenance", "", f"Commands and inputs that produced these numbers (from {source}):", ""]
-        for stage, entry in stages.items():
-            lines.append(f"- `{stage}`: `{entry.get('command', '?')}` "
-                         f"(finished {entry.get('finished', '?')}, inputs {entry.get('inputs_fingerprint', '?')})")
-        lines.append("")
+    lines += compute_section(first.stats) + provenance_sections(folders, records)
     path = out_dir / "report.md"
     write_text_atomic(path, "\n".join(lines))  # beside a run that may be going on: never half a report
     return path
