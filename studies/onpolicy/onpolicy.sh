@@ -2,8 +2,11 @@
 # The on-policy study: on-policy self-distillation with privileged context (ssb onpolicy, TRL's SDFT trainer)
 # beside SSB, SFT-clean and GRPO, on the evidence study's model, questions and evaluation.
 #
-#   bash studies/onpolicy/onpolicy.sh [PART ...]     PART: data, main (default: data main), seeds, report
+#   bash studies/onpolicy/onpolicy.sh [PART ...]     PART: data, pilot, main (default: data main), seeds, report
 #
+# pilot: the short runs that set the arm's defaults (pilot.yaml, declared before they run): the gold-solution context,
+#        30 optimiser steps each, the defaults against forward KL, reverse KL and SSB's learning rate, greedy on SVAMP
+#        test[:200] as the development set, so that no GSM8K test question is seen before the study's runs.
 # data:  the evidence run's training data (rollouts and refinements, with their recorded inputs) back into a run
 #        folder, from the committed export of the rounds study (its round 1 is the evidence run: the files are
 #        byte-identical to studies/evidence/results/phase1/). Regenerating them would not reproduce them (the
@@ -50,6 +53,29 @@ arm() {  # arm NAME CONTEXT SEED BENCHMARK_ARGS...
     # shellcheck disable=SC2086  # each argument is one benchmark's options, split on purpose
     step eval --config $config --run_dir "$dir" --eval.skip_base true --eval.adapters "[onpolicy=$dir/onpolicy/adapter]" $benchmark
   done
+  export_arm "$name" "$dir" && commit "$name"
+}
+
+pilot() {
+  local svamp=(--eval.benchmarks "[svamp]" --eval.limit 200)
+  if [ ! -e "$results/pilot-base" ]; then
+    step eval --config $config --run_dir "$runs-pilot-base" "${svamp[@]}"
+    python3 studies/common/evidence_export.py arm pilot-base --eval-dir "$runs-pilot-base" --model base --results "$results"
+    commit "pilot: the base model on SVAMP"
+  fi
+  pilot_arm pilot-jsd
+  pilot_arm pilot-fkl --onpolicy.alpha 0
+  pilot_arm pilot-rkl --onpolicy.alpha 1
+  pilot_arm pilot-lr2 --onpolicy.lr 2e-4
+  python3 studies/evidence/evidence_recompute.py --plan studies/onpolicy/pilot.yaml --also "$results"
+}
+
+pilot_arm() {  # pilot_arm NAME ONPOLICY_OPTION...
+  local name=$1 dir=$runs-$1; shift
+  copy_once "$data_dir" "$dir"
+  step onpolicy --config $config --run_dir "$dir" --arm onpolicy --onpolicy.context gold-solution --onpolicy.max_steps 30 "$@"
+  step eval --config $config --run_dir "$dir" --eval.skip_base true --eval.adapters "[onpolicy=$dir/onpolicy/adapter]" \
+    --eval.benchmarks "[svamp]" --eval.limit 200
   export_arm "$name" "$dir" && commit "$name"
 }
 
