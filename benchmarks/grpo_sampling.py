@@ -14,7 +14,7 @@ the mean gap between the engine's log-probabilities of the sampled tokens and th
 same questions with the same sampling and the same number of sequences in flight, for the in-loop
 sampler's goal: within 2x of the standalone engine's useful tokens/s.
 
-    python benchmarks/grpo_sampling.py [--steps 3] [--arms trl,engine,engine-spg2,standalone-4,standalone-8]
+    python benchmarks/grpo_sampling.py [--steps 3] [--arms trl,engine,engine-spg2,engine-mb1,standalone-4,standalone-8]
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ ARMS = {  # name -> config overrides on top of the evidence config
     "trl": {"grpo.sampler": "trl"},
     "engine": {"grpo.sampler": "engine"},  # as the evidence arm: one question's 4 completions per micro-step
     "engine-spg2": {"grpo.sampler": "engine", "grpo.steps_per_generation": 2},  # both micro-steps' 8 completions at once
+    # the same 8 at once, trained one completion per micro-step: no micro-step is padded to its longest completion
+    "engine-mb1": {"grpo.sampler": "engine", "grpo.batch_size": 1, "grpo.gradient_accumulation_steps": 8, "grpo.steps_per_generation": 8},
 }
 
 

@@ -311,6 +311,32 @@ def test_a_killed_lagged_engine_run_resumes_with_the_same_completions(tmp_path, 
     assert [m["sampler/lag"] for m in metrics] == [0, 1, 1]
 
 
+@pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
+def test_micro_steps_of_one_completion_give_the_update_of_one_padded_micro_step(tmp_path, tiny_model_dir):
+    """An update of 4 completions trained as one padded micro-step or as 4 unpadded ones (batch 1, 4 accumulated, all 4
+    generated together) samples the same completions and has the same loss and gradient: TRL's dapo loss normalises
+    over the whole update, and padding is masked out."""
+    from ssb.models import load_chat_format
+
+    logged = {}
+    for name, shape in {"padded": {"grpo.batch_size": 4}, "one-by-one": {"grpo.batch_size": 1, "grpo.gradient_accumulation_steps": 4,
+                                                                      "grpo.steps_per_generation": 4}}.items():
+        calls = []
+        settings = engine_settings(tmp_path / name, tiny_model_dir, **{"grpo.max_steps": 1, "grpo.max_completion_length": 12, **shape})
+        questions = tmp_path / name / "varied.jsonl"  # prompts of different lengths, so that a micro-step of two questions pads
+        questions.write_text("".join(json.dumps({"question": f"What is {i}?" + " Think." * i, "answer": str(i)}) + "\n" for i in range(6)))
+        settings["data.path"] = str(questions)
+        run_grpo(load_config(None, settings), reward_funcs=recording_rewards(calls))
+        step = next(m for m in read_jsonl(tmp_path / name / "run" / "grpo" / "metrics.jsonl") if "grad_norm" in m)
+        logged[name] = (calls, step["loss"], step["grad_norm"])
+    (calls, loss, grad_norm), (calls_1, loss_1, grad_norm_1) = logged["padded"], logged["one-by-one"]
+    assert [c for _, texts in calls for c in texts] == [c for _, texts in calls_1 for c in texts]
+    chat = load_chat_format(load_config(None, settings).model)
+    assert len({len(chat.prompt_ids(p)) for p in calls[0][0]}) > 1  # the padded micro-step did pad (its two questions' prompts)
+    assert grad_norm > 0 and grad_norm_1 == pytest.approx(grad_norm, rel=1e-4)
+    assert loss_1 == pytest.approx(loss, rel=1e-4, abs=1e-7)
+
+
 def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tmp_path, tiny_model_dir):
     from ssb.grpo import sampler_name
 

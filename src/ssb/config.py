@@ -275,7 +275,7 @@ class DistillConfig:
 @dataclass
 class GRPOConfig:
     num_generations: int = doc(4, "Completions per question (the group; SSB's K is 4).")
-    batch_size: int = doc(8, "Completions per device step (a multiple of num_generations).")
+    batch_size: int = doc(8, "Completions per micro-step; batch_size x steps_per_generation (the completions generated together) must be a multiple of num_generations. Each micro-step is padded to its longest completion, so 1 with gradient_accumulation_steps = steps_per_generation = the update's completions wastes no compute on padding; TRL's default loss (dapo) normalises over the whole update, so the gradient is the same.")
     gradient_accumulation_steps: int = doc(1, "Steps accumulated per optimiser update.")
     epochs: float = doc(1.0, "Passes over the questions.")
     max_steps: int | None = doc(None, "Stop after this many optimiser steps.")
@@ -302,8 +302,9 @@ class GRPOConfig:
                      max_wall_s="> 0", lr="> 0", max_completion_length=">= 1", temperature="> 0", top_k=">= 0", top_p="in (0, 1]",
                      beta=">= 0", format_reward=">= 0", warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1",
                      policy_lag=">= 0", steps_per_generation=">= 1", max_generated_tokens=">= 1")
-        if self.batch_size % self.num_generations:
-            raise FieldError(f"batch_size: must be a multiple of num_generations={self.num_generations} (got {self.batch_size})")
+        if (self.batch_size * self.steps_per_generation) % self.num_generations:
+            raise FieldError(f"batch_size: batch_size x steps_per_generation = {self.batch_size * self.steps_per_generation} must be a "
+                             f"multiple of num_generations={self.num_generations}: each generation holds whole groups")
 
 
 CONTEXT_UPSTREAM = {"hint-pair": "rollouts", "refined": "refine"}  # onpolicy.context -> the stage of the run folder it reads
