@@ -141,7 +141,9 @@ grpo_budget() {
 print(round(sum(stage_compute(k, s[k])[2] for k in ("rollouts", "refine", "teacher", "distill"))))')
   tokens=$(python3 -c 'import json; s = json.load(open("studies/evidence/results/ssb/training-stats.json"))
 print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
-  local fast=(--grpo.sampler engine --grpo.steps_per_generation "${GRPO_STEPS_PER_GENERATION:-2}")
+  # An update's 8 completions are generated together and trained one per micro-step: unpadded, the same update, half the
+  # memory (micro-steps of 4 ran out of 24 GiB at update 65 once completions ran to the cap: benchmarks/README.md).
+  local fast=(--grpo.sampler engine --grpo.batch_size 1 --grpo.gradient_accumulation_steps 8 --grpo.steps_per_generation 8)
   step grpo --config $config --run_dir "$runs-grpo-wall" "${fast[@]}" --grpo.max_wall_s "$wall"
   step eval --config $config --run_dir "$runs-eval-grpo-wall" --eval.skip_base true --eval.adapters "[grpo-wall=$runs-grpo-wall/grpo/adapter]" "${gsm8k[@]}"
   python3 studies/common/evidence_export.py arm grpo-wall --eval-dir "$runs-eval-grpo-wall" --model grpo-wall --train-dir "$runs-grpo-wall" \
