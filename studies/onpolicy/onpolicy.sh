@@ -43,12 +43,13 @@ data() {
 restore_round(Path("studies/rounds/results/rounds-ssb-min32/round-1"), Path(sys.argv[1]))' "$data_dir"
 }
 
-arm() {  # arm NAME CONTEXT SEED BENCHMARK_ARGS...
+arm() {  # [ARM_STEPS=N] [ARM_OPTIONS="ONPOLICY_OPTION..."] arm NAME CONTEXT SEED BENCHMARK_ARGS...
   local name=$1 context=$2 seed=$3; shift 3
   local dir=$runs-$name
   copy_once "$data_dir" "$dir"
+  # shellcheck disable=SC2086  # ARM_OPTIONS is a list of options, split on purpose
   step onpolicy --config $config --run_dir "$dir" --arm onpolicy --onpolicy.context "$context" --onpolicy.seed "$seed" \
-    --onpolicy.max_steps $steps
+    --onpolicy.max_steps "${ARM_STEPS:-$steps}" ${ARM_OPTIONS:-}
   for benchmark in "$@"; do
     # shellcheck disable=SC2086  # each argument is one benchmark's options, split on purpose
     step eval --config $config --run_dir "$dir" --eval.skip_base true --eval.adapters "[onpolicy=$dir/onpolicy/adapter]" $benchmark
@@ -58,25 +59,14 @@ arm() {  # arm NAME CONTEXT SEED BENCHMARK_ARGS...
 
 pilot() {
   local svamp=(--eval.benchmarks "[svamp]" --eval.limit 200)
-  if [ ! -e "$results/pilot-base" ]; then
-    step eval --config $config --run_dir "$runs-pilot-base" "${svamp[@]}"
-    python3 studies/common/evidence_export.py arm pilot-base --eval-dir "$runs-pilot-base" --model base --results "$results"
-    commit "pilot: the base model on SVAMP"
-  fi
-  pilot_arm pilot-jsd
-  pilot_arm pilot-fkl --onpolicy.alpha 0
-  pilot_arm pilot-rkl --onpolicy.alpha 1
-  pilot_arm pilot-lr2 --onpolicy.lr 2e-4
+  step eval --config $config --run_dir "$runs-pilot-base" "${svamp[@]}"
+  python3 studies/common/evidence_export.py arm pilot-base --eval-dir "$runs-pilot-base" --model base --results "$results"
+  commit "pilot: the base model on SVAMP"
+  ARM_STEPS=30 arm pilot-jsd gold-solution 0 "${svamp[*]}"
+  ARM_STEPS=30 ARM_OPTIONS="--onpolicy.alpha 0" arm pilot-fkl gold-solution 0 "${svamp[*]}"
+  ARM_STEPS=30 ARM_OPTIONS="--onpolicy.alpha 1" arm pilot-rkl gold-solution 0 "${svamp[*]}"
+  ARM_STEPS=30 ARM_OPTIONS="--onpolicy.lr 2e-4" arm pilot-lr2 gold-solution 0 "${svamp[*]}"
   python3 studies/evidence/evidence_recompute.py --plan studies/onpolicy/pilot.yaml --also "$results"
-}
-
-pilot_arm() {  # pilot_arm NAME ONPOLICY_OPTION...
-  local name=$1 dir=$runs-$1; shift
-  copy_once "$data_dir" "$dir"
-  step onpolicy --config $config --run_dir "$dir" --arm onpolicy --onpolicy.context gold-solution --onpolicy.max_steps 30 "$@"
-  step eval --config $config --run_dir "$dir" --eval.skip_base true --eval.adapters "[onpolicy=$dir/onpolicy/adapter]" \
-    --eval.benchmarks "[svamp]" --eval.limit 200
-  export_arm "$name" "$dir" && commit "$name"
 }
 
 main() {
