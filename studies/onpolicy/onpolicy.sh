@@ -28,6 +28,9 @@ steps=90   # SSB's optimiser steps (studies/evidence/results/ssb/training-stats.
 gsm8k=(--eval.benchmarks "[gsm8k]" --eval.limit 500)
 math=(--eval.benchmarks "[math500]" --eval.limit 200)
 results=studies/onpolicy/results
+# The evidence study's evaluation engine, pinned as studies/evidence/evidence.sh pins it (bf16 activations, what
+# OpenVINO chose on the CPUs that graded the committed arms): a new arm is graded as the committed arms it meets were.
+eval_engine=(--backend.openvino.inference_precision bf16)
 
 copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
 step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
@@ -52,14 +55,15 @@ arm() {  # [ARM_STEPS=N] [ARM_OPTIONS="ONPOLICY_OPTION..."] arm NAME CONTEXT SEE
     --onpolicy.max_steps "${ARM_STEPS:-$steps}" ${ARM_OPTIONS:-}
   for benchmark in "$@"; do
     # shellcheck disable=SC2086  # each argument is one benchmark's options, split on purpose
-    step eval --config $config --run_dir "$dir" --eval.skip_base true --eval.adapters "[onpolicy=$dir/onpolicy/adapter]" $benchmark
+    step eval --config $config --run_dir "$dir" --eval.skip_base true --eval.adapters "[onpolicy=$dir/onpolicy/adapter]" \
+      "${eval_engine[@]}" $benchmark
   done
   export_arm "$name" "$dir" && commit "$name"
 }
 
 pilot() {
   local svamp=(--eval.benchmarks "[svamp]" --eval.limit 200)
-  step eval --config $config --run_dir "$runs-pilot-base" "${svamp[@]}"
+  step eval --config $config --run_dir "$runs-pilot-base" "${eval_engine[@]}" "${svamp[@]}"
   python3 studies/common/evidence_export.py arm pilot-base --eval-dir "$runs-pilot-base" --model base --results "$results"
   commit "pilot: the base model on SVAMP"
   ARM_STEPS=30 arm pilot-jsd gold-solution 0 "${svamp[*]}"
