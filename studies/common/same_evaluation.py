@@ -26,7 +26,7 @@ def read_samples(path: Path) -> dict[str, list[dict]]:
                 row = json.loads(line)
                 rows[row["id"]] = row["completions"]
             except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise SystemExit(f"{path}:{line_number}: not a samples row with 'id' and 'completions' ({error})")
+                raise SystemExit(f"{path}:{line_number}: not a samples row with 'id' and 'completions' ({error})") from None
     return rows
 
 
