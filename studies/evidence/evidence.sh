@@ -21,9 +21,10 @@ ssb_dir=$runs-ssb sft_dir=$runs-sft grpo_dir=$runs-grpo hint_dir=$runs-random-te
 gsm8k=(--eval.benchmarks "[gsm8k]" --eval.limit 500)
 math=(--eval.benchmarks "[math500]" --eval.limit 200)
 # The committed evaluations ran on 2-core AMD EPYC machines with avx512_bf16 when `inference_precision: auto` was
-# OpenVINO's own choice there: bf16 activations. auto now resolves to f32 on such a CPU, and precision changes individual
-# greedy answers (results/precision_effect.json), so every evaluation pins bf16: a new arm is graded by the engine that
-# graded the committed ones (checked answer for answer on committed questions: README, GRPO at a fair budget).
+# OpenVINO's own choice there: bf16 activations. auto now resolves to f32 on such a CPU, and the engine's numerics change
+# individual greedy answers (exact weights with f32 activations kept the study engine's base answer on 121 of 200
+# questions: results/precision_effect.json), so every evaluation pins bf16: a new arm is graded by the engine that graded
+# the committed ones (same_engine_check).
 eval_engine=(--backend.openvino.inference_precision bf16)
 
 copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }

@@ -28,7 +28,17 @@ def summary(rows: list[dict]) -> dict:
             "generated_tokens": round(sum(r["completions/mean_length"] for r in rows) * COMPLETIONS_PER_UPDATE),
             f"reward_updates_1_{half}": mean("reward", rows[:half]), f"reward_updates_{half + 1}_{len(rows)}": mean("reward", rows[half:]),
             "capped_share": mean("completions/clipped_ratio", rows), "capped_share_last_7": mean("completions/clipped_ratio", rows[-7:]),
-            "capped_share_max": max(r["completions/clipped_ratio"] for r in rows), "entropy_last_7": mean("entropy", rows[-7:])}
+            "capped_share_max": max(r["completions/clipped_ratio"] for r in rows), "entropy_last_7": mean("entropy", rows[-7:]),
+            "reward_updates_1_17": mean("reward", rows[:17]),  # a window every run reached, for comparing their samplers
+            **sampler(rows)}
+
+
+def sampler(rows: list[dict]) -> dict:
+    """The engine sampler's share of the step time and its tokens/s (runs sampled by TRL log neither)."""
+    if "sampler/generate_s" not in rows[0]:
+        return {}
+    return {"sampling_share": round(sum(r["sampler/generate_s"] for r in rows) / sum(r["step_time"] for r in rows), 3),
+            "sampler_tokens_per_s": [round(min(r["sampler/tokens_per_s"] for r in rows), 1), round(max(r["sampler/tokens_per_s"] for r in rows), 1)]}
 
 
 def logs() -> dict[str, Path]:
