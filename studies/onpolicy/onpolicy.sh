@@ -73,7 +73,13 @@ pilot() {
   python3 studies/evidence/evidence_recompute.py --plan studies/onpolicy/pilot.yaml --also "$results"
 }
 
+same_engine_check() {  # the base model again on the first 40 GSM8K questions: the committed base samples, grade for grade?
+  step eval --config $config --run_dir "$runs-eval-check" "${eval_engine[@]}" --eval.benchmarks "[gsm8k]" --eval.limit 40
+  python3 studies/common/same_evaluation.py "$runs-eval-check/eval/base/gsm8k.samples.jsonl" studies/evidence/results/base/gsm8k.samples.jsonl.gz
+}
+
 main() {
+  same_engine_check  # the committed arms are met only if this engine grades as theirs did
   arm onpolicy-gold gold-solution 0 "${gsm8k[*]}" "${math[*]}"
   arm onpolicy-hint hint-pair 0 "${gsm8k[*]}" "${math[*]}"
 }
