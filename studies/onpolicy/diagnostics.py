@@ -1,0 +1,124 @@
+"""What explains an arm's score: the shape of its answers, and how its training went.
+
+    python studies/onpolicy/diagnostics.py --benchmark svamp pilot-base pilot-jsd pilot-fkl ...
+    python studies/onpolicy/diagnostics.py --benchmark gsm8k base ssb sft-min32 grpo-wall onpolicy-gold ...
+
+Model-free, from the committed results alone (an arm is looked up in studies/onpolicy/results, then in
+studies/evidence/results). Per arm, over its responses to the benchmark (``<arm>/<benchmark>.samples.jsonl.gz``):
+pass@1, the mean response length in tokens (the engine's count), and the share of responses that
+- hit the generation cap (finish reason ``length``),
+- carry no boxed answer,
+- are answer-only (fewer than 32 tokens: ``ssb.training_data.answer_only``),
+- answer first (a ``\\boxed`` within the first 80 characters: ``ssb.training_data.answers_first``),
+- speak of what only a teacher was shown (``ssb.training_data.PROMPT_TERMS`` and the on-policy teacher prompt's own
+  phrases, ``CONTEXT_TERMS``): a student that learned to mention privileged context it never sees.
+Where the arm's training log is committed (``<arm>/onpolicy/metrics.jsonl.gz``, TRL's log, one entry per optimiser
+step), also the teacher-student divergence (TRL's distillation loss: the divergence over the student's own samples, so
+lower is closer agreement) and the student's sampled length, over the first and the last five steps, the share of
+completions that hit the cap, and the budget (steps, generated tokens, wall-clock) from ``training-stats.json``.
+TRL's SDFT trainer logs no entropy, so none is shown. Writes ``diagnostics-<benchmark>.json`` next to the arms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from pathlib import Path
+
+from ssb.training_data import PROMPT_TERMS, answer_only, answers_first, uses_terms
+
+RESULTS = (Path(__file__).resolve().parent / "results", Path(__file__).resolve().parents[1] / "evidence" / "results")
+CONTEXT_TERMS = PROMPT_TERMS + ("information above", "meant to help you", "reference solution")
+EDGE = 5  # steps averaged at each end of training
+
+
+def arm_dir(arm: str) -> Path:
+    """The first committed results folder that holds ``arm``."""
+    for results in RESULTS:
+        if (results / arm).is_dir():
+            return results / arm
+    raise SystemExit(f"{arm}: no such arm in {' or '.join(str(r) for r in RESULTS)}")
+
+
+def read_jsonl_gz(path: Path) -> list[dict]:
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def share(flags: list[bool]) -> float:
+    return round(sum(flags) / len(flags), 4) if flags else 0.0
+
+
+def responses(samples: list[dict]) -> dict:
+    """The shape of an arm's responses (every completion of every question)."""
+    completions = [c for record in samples for c in record["completions"]]
+    if not completions:
+        raise SystemExit("no completions")
+    return {"questions": len(samples), "responses": len(completions),
+            "pass@1": share([bool(c["correct"]) for c in completions]),
+            "mean_tokens": round(sum(c["num_tokens"] for c in completions) / len(completions), 1),
+            "capped": share([c["finish_reason"] == "length" for c in completions]),
+            "no_answer": share([c["answer"] is None for c in completions]),
+            "answer_only": share([answer_only(c["num_tokens"]) for c in completions]),
+            "answer_first": share([answers_first(c["text"]) for c in completions]),
+            "context_terms": share([uses_terms(c["text"], CONTEXT_TERMS) for c in completions])}
+
+
+def mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 5) if values else None
+
+
+def training(directory: Path) -> dict | None:
+    """How the on-policy training went, from its committed log and stats; None for an arm without one."""
+    log = directory / "onpolicy" / "metrics.jsonl.gz"
+    if not log.exists():
+        return None
+    steps = [e for e in read_jsonl_gz(log) if "self_distillation/distillation_loss" in e]
+    loss = [e["self_distillation/distillation_loss"] for e in steps]
+    length = [e["completions/mean_length"] for e in steps if "completions/mean_length" in e]
+    capped = [e["completions/clipped_ratio"] for e in steps if "completions/clipped_ratio" in e]
+    stats = json.loads((directory / "training-stats.json").read_text())["onpolicy"]
+    return {"steps": stats["steps"], "generated_tokens": stats["generated_tokens"], "wall_s": stats["this_invocation"]["wall_s"],
+            "distillation_loss_first": mean(loss[:EDGE]), "distillation_loss_last": mean(loss[-EDGE:]),
+            "student_tokens_first": mean(length[:EDGE]), "student_tokens_last": mean(length[-EDGE:]),
+            "student_capped": mean(capped)}
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("arms", nargs="+")
+    parser.add_argument("--benchmark", default="gsm8k")
+    args = parser.parse_args()
+    rows = {}
+    for arm in args.arms:
+        directory = arm_dir(arm)
+        rows[arm] = {"responses": responses(read_jsonl_gz(directory / f"{args.benchmark}.samples.jsonl.gz")),
+                     "training": training(directory)}
+    out = RESULTS[0] / f"diagnostics-{args.benchmark}.json"
+    out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "benchmark": args.benchmark, "arms": rows}, indent=2) + "\n")
+    print(f"| arm | n | pass@1 | mean tokens | capped | no answer | answer-only | answer-first | context terms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for arm, row in rows.items():
+        r = row["responses"]
+        print(f"| {arm} | {r['responses']} | {percent(r['pass@1'])} | {r['mean_tokens']:.0f} | {percent(r['capped'])} | "
+              f"{percent(r['no_answer'])} | {percent(r['answer_only'])} | {percent(r['answer_first'])} | {percent(r['context_terms'])} |")
+    trained = {arm: row["training"] for arm, row in rows.items() if row["training"]}
+    if trained:
+        print(f"\n| arm | steps | generated tokens | wall-clock | divergence, first / last {EDGE} steps | "
+              f"student tokens, first / last {EDGE} | student capped |")
+        print("|---|---|---|---|---|---|---|")
+        for arm, t in trained.items():
+            print(f"| {arm} | {t['steps']} | {t['generated_tokens']:,} | {t['wall_s']:,.0f} s | {t['distillation_loss_first']:.4f} / "
+                  f"{t['distillation_loss_last']:.4f} | {t['student_tokens_first']:.0f} / {t['student_tokens_last']:.0f} | "
+                  f"{percent(t['student_capped'])} |")
+    print(f"\n(written to {out})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""studies/onpolicy/diagnostics.py: the shape of an arm's responses and its training log, counted by hand here."""
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "onpolicy" / "diagnostics.py"
+spec = importlib.util.spec_from_file_location("onpolicy_diagnostics", SCRIPT)
+diagnostics = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(diagnostics)
+
+
+def completion(text: str, tokens: int, answer: str | None, correct: bool, finish: str = "stop") -> dict:
+    return {"text": text, "num_tokens": tokens, "answer": answer, "correct": correct, "finish_reason": finish}
+
+
+def write_gz(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+def test_responses_counts_each_shape():
+    reasoning = "First, 3 + 4 = 7 apples are in the basket, and then ... " * 3 + "so \\boxed{7}"
+    samples = [
+        {"id": "q1", "completions": [completion(reasoning, 60, "7", True)]},
+        {"id": "q2", "completions": [completion("\\boxed{7}", 8, "7", False)]},  # answer-only and answer-first
+        {"id": "q3", "completions": [completion("Using the information above, " + "x " * 200, 1024, None, False, "length")]},
+        {"id": "q4", "completions": [completion("The answer is " + reasoning, 40, "7", True)]},
+    ]
+    r = diagnostics.responses(samples)
+    assert r == {"questions": 4, "responses": 4, "pass@1": 0.5, "mean_tokens": round((60 + 8 + 1024 + 40) / 4, 1),
+                 "capped": 0.25, "no_answer": 0.25, "answer_only": 0.25, "answer_first": 0.25, "context_terms": 0.25}
+
+
+def test_training_reads_the_first_and_last_steps(tmp_path):
+    arm = tmp_path / "arm"
+    log = [{"self_distillation/distillation_loss": 0.01 * (i + 1), "completions/mean_length": 100.0 + i,
+            "completions/clipped_ratio": 0.5 if i == 0 else 0.0} for i in range(12)]
+    log.append({"train_runtime": 99.0})  # TRL's closing entry: not a step
+    write_gz(arm / "onpolicy" / "metrics.jsonl.gz", log)
+    (arm / "training-stats.json").write_text(json.dumps({"onpolicy": {"steps": 12, "generated_tokens": 5000,
+                                                                      "this_invocation": {"wall_s": 700.0}}}))
+    t = diagnostics.training(arm)
+    assert t["distillation_loss_first"] == pytest.approx(0.03)  # mean of 0.01 .. 0.05
+    assert t["distillation_loss_last"] == pytest.approx(0.10)  # mean of 0.08 .. 0.12
+    assert t["student_tokens_first"] == pytest.approx(102.0) and t["student_tokens_last"] == pytest.approx(109.0)
+    assert t["student_capped"] == pytest.approx(0.5 / 12, abs=1e-5)
+    assert (t["steps"], t["generated_tokens"], t["wall_s"]) == (12, 5000, 700.0)
+    assert diagnostics.training(tmp_path / "no-log") is None
