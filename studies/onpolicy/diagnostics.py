@@ -102,7 +102,7 @@ def main() -> None:
                      "training": training(directory)}
     out = RESULTS[0] / f"diagnostics-{args.benchmark}.json"
     out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "benchmark": args.benchmark, "arms": rows}, indent=2) + "\n")
-    print(f"| arm | n | pass@1 | mean tokens | capped | no answer | answer-only | answer-first | context terms |")
+    print("| arm | n | pass@1 | mean tokens | capped | no answer | answer-only | answer-first | context terms |")
     print("|---|---|---|---|---|---|---|---|---|")
     for arm, row in rows.items():
         r = row["responses"]
