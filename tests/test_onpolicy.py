@@ -254,9 +254,52 @@ def test_on_the_engine_sampler_the_student_trains_on_the_engines_draws(tmp_path,
     redrawn, _ = sampler.generate(prompts[::2], params, 0)
     sampler.close()
     assert [s.token_ids for row in redrawn for s in row] == [unpadded(batches[0], i)[2] for i in range(4)]
+    logprobs = [lp for row in redrawn for s in row for lp in s.logprobs]  # the entropy estimate of step 1, recomputed
+    assert metrics[0]["sampler/token_nll"] == pytest.approx(-sum(logprobs) / len(logprobs), rel=1e-5)
     questions = [q["question"] for q in read_jsonl(Path(config.data.path))]
     assert [chat.tokenizer.decode(p) for p in prompts[::2]] != [] and all(
         any(q in chat.tokenizer.decode(p) for q in questions) for p in prompts)
+
+
+def test_student_correct_grades_each_completion_against_the_gold_of_its_prompt(tiny_model_dir):
+    from ssb.models import load_chat_format
+    from ssb.onpolicy import student_correct
+
+    chat = load_chat_format(load_config(None, {"model.name_or_path": str(tiny_model_dir)}).model)
+    seven, twelve, unknown = [1, 2, 3], [4, 5], [6]
+    golds = {tuple(seven): "7", tuple(twelve): "12"}
+    texts = ["so 3 + 4 = \\boxed{7}", "\\boxed{8}", "\\boxed{12.0}", "twelve, with no box", "\\boxed{6}"]
+    completions = [chat.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    assert [chat.tokenizer.decode(c) for c in completions] == texts
+    # 7: right, 8: wrong, 12.0: right (math-verify), no boxed answer: wrong; the prompt without a gold is left out.
+    assert student_correct(chat, golds, [seven, seven, twelve, twelve, unknown], completions) == 0.5
+    assert student_correct(chat, golds, [unknown], completions[:1]) is None
+
+
+def test_each_step_logs_the_share_of_the_students_completions_graded_against_their_questions_gold(tmp_path, tiny_model_dir, monkeypatch):
+    """A stand-in grader (right when the text has an even length) records what it is asked: the logged share is the
+    one recomputed from the step's batch, and each completion met its own question's gold."""
+    import ssb.grading
+    from ssb.models import load_chat_format
+
+    asked = []
+
+    def even(text, gold):
+        asked.append((text, gold))
+        return len(text) % 2 == 0
+
+    monkeypatch.setattr(ssb.grading, "is_correct", even)
+    batches, losses = [], []
+    recording_trainer(monkeypatch, batches, losses)
+    config = load_config(None, settings(tmp_path, tiny_model_dir))
+    run_onpolicy(config)
+    chat = load_chat_format(config.model)
+    logged = [m["student/correct"] for m in read_jsonl(tmp_path / "run" / "onpolicy" / "metrics.jsonl") if "student/correct" in m]
+    texts = [[chat.tokenizer.decode(unpadded(b, i)[2], skip_special_tokens=True) for i in range(4)] for b in batches]
+    assert logged == pytest.approx([sum(len(t) % 2 == 0 for t in step) / 4 for step in texts]) and len(logged) == 2
+    assert [text for text, _ in asked] == [t for step in texts for t in step]
+    prompts = [chat.tokenizer.decode(unpadded(b, i)[0]) for b in batches for i in range(4)]
+    assert all(f"what is {gold}?" in prompt for (_, gold), prompt in zip(asked, prompts))
 
 
 def test_a_training_seed_retrains_on_the_same_rows_and_leaves_the_run_seed_alone(tmp_path, tiny_model_dir):

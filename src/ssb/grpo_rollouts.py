@@ -69,6 +69,11 @@ class EngineRollouts:
         metrics["sampler/lag"].append(step - sampled)
         metrics["sampler/generate_s"].append(seconds)
         metrics["sampler/tokens_per_s"].append(tokens / seconds if seconds > 0 else 0.0)
+        # The mean negative log-probability of the sampled tokens: sampling at temperature 1 without top-k / top-p, an
+        # unbiased estimate of the policy's per-token entropy over the states it visits (else a cross-entropy).
+        logprobs = [lp for _, sample in rows for lp in sample.logprobs]
+        if logprobs:
+            metrics["sampler/token_nll"].append(-sum(logprobs) / len(logprobs))
         return rows
 
 

@@ -64,9 +64,11 @@ def teacher_prompt(config: SSBConfig) -> str:
     return IDENTITY_TEACHER_TEMPLATE if config.onpolicy.context == "none" else teacher_template(config.prompts.onpolicy_teacher)
 
 
-def ssb_trainer(base: type, chat, rollouts=None) -> type:
+def ssb_trainer(base: type, chat, rollouts=None, golds: dict | None = None) -> type:
     """``base`` (TRL's ``SDFTTrainer``) with prompts tokenized by ssb's chat format, an epoch's order drawn from its
-    number and, given ``rollouts`` (an ``EngineRollouts``), the student's completions sampled by ssb's engine."""
+    number and, given ``rollouts`` (an ``EngineRollouts``), the student's completions sampled by ssb's engine. Given
+    ``golds`` (``prompt_golds``), each step also logs ``student/correct``, the share of its completions whose last boxed
+    answer is the question's: what GRPO's reward would be, watched here and never trained on."""
 
     from ssb.trl_order import epoch_seeded
 
@@ -76,11 +78,35 @@ def ssb_trainer(base: type, chat, rollouts=None) -> type:
 
         def _generate(self, prompt_ids: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
             if rollouts is None:
-                return super()._generate(prompt_ids)
-            rows = rollouts.sample(prompt_ids, self)  # TRL repeats each prompt num_generations times in a row
-            return [ids for ids, _ in rows], [sample.token_ids for _, sample in rows]
+                prompts, completions = super()._generate(prompt_ids)
+            else:
+                rows = rollouts.sample(prompt_ids, self)  # TRL repeats each prompt num_generations times in a row
+                prompts, completions = [ids for ids, _ in rows], [sample.token_ids for _, sample in rows]
+            if golds:
+                share = student_correct(chat, golds, prompts, completions)
+                if share is not None:
+                    self._metrics["train"]["student/correct"].append(share)
+            return prompts, completions
 
     return SSBSDFTTrainer
+
+
+def prompt_golds(config: SSBConfig, chat, rows: list[dict]) -> dict[tuple[int, ...], str]:
+    """Each training row's student prompt ids (as ``_tokenize_prompts`` renders them) -> its question's gold answer."""
+    from ssb.data import load_problems
+
+    gold = {p.id: p.gold for p in load_problems(config.data).problems}
+    return {tuple(chat.prompt_ids(row["prompt"])): gold[row["id"]] for row in rows if row["id"] in gold}
+
+
+def student_correct(chat, golds: dict[tuple[int, ...], str], prompts: list[list[int]], completions: list[list[int]]) -> float | None:
+    """The share of ``completions`` whose last boxed answer is the gold answer of their prompt (``ssb.grading``, as
+    every evaluation grades); None when no prompt has a known gold."""
+    from ssb.grading import is_correct
+
+    graded = [is_correct(chat.tokenizer.decode(completion, skip_special_tokens=True), golds[tuple(prompt)])
+              for prompt, completion in zip(prompts, completions) if tuple(prompt) in golds]
+    return sum(graded) / len(graded) if graded else None
 
 
 def training_seed(config: SSBConfig) -> int:
@@ -140,7 +166,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     rollouts = engine_rollouts(config, chat, peft_config) if sampler == "engine" else None
     model = load_model(config.model)
     model.generation_config.eos_token_id = list(chat.stop_ids)  # TRL's generation stops (and masks) on these
-    trainer = ssb_trainer(sdft.SDFTTrainer, chat, rollouts)(
+    trainer = ssb_trainer(sdft.SDFTTrainer, chat, rollouts, prompt_golds(config, chat, rows))(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=chat.tokenizer, peft_config=peft_config,
         callbacks=[budget] if budget else None)
     start = time.monotonic()

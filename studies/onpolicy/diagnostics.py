@@ -15,8 +15,11 @@ pass@1, the mean response length in tokens (the engine's count), and the share o
 Where the arm's training log is committed (``<arm>/onpolicy/metrics.jsonl.gz``, TRL's log, one entry per optimiser
 step), also the teacher-student divergence (TRL's distillation loss: the divergence over the student's own samples, so
 lower is closer agreement) and the student's sampled length, over the first and the last five steps, the share of
-completions that hit the cap, and the budget (steps, generated tokens, wall-clock) from ``training-stats.json``.
-TRL's SDFT trainer logs no entropy, so none is shown. Writes ``diagnostics-<benchmark>.json`` next to the arms.
+completions that hit the cap, and the budget (steps, generated tokens, wall-clock) from ``training-stats.json``. Where
+the log has them (runs since they were added): the share of the student's completions with the gold answer
+(``student/correct``, GRPO's reward watched, never trained on) and the sampled tokens' mean negative log-probability
+(``sampler/token_nll``: at temperature 1, an estimate of the student's per-token entropy; TRL's SDFT trainer logs none).
+Writes ``diagnostics-<benchmark>.json`` next to the arms.
 """
 
 from __future__ import annotations
@@ -80,7 +83,10 @@ def training(directory: Path) -> dict | None:
     length = [e["completions/mean_length"] for e in steps if "completions/mean_length" in e]
     capped = [e["completions/clipped_ratio"] for e in steps if "completions/clipped_ratio" in e]
     stats = json.loads((directory / "training-stats.json").read_text())["onpolicy"]
-    return {"steps": stats["steps"], "generated_tokens": stats["generated_tokens"], "wall_s": stats["this_invocation"]["wall_s"],
+    watched = {f"{name}_{end}": mean(values[:EDGE] if end == "first" else values[-EDGE:])
+               for name, key in (("student_correct", "student/correct"), ("token_nll", "sampler/token_nll"))
+               for values in [[e[key] for e in steps if key in e]] for end in ("first", "last")}
+    return {**watched, "steps": stats["steps"], "generated_tokens": stats["generated_tokens"], "wall_s": stats["this_invocation"]["wall_s"],
             "distillation_loss_first": mean(loss[:EDGE]), "distillation_loss_last": mean(loss[-EDGE:]),
             "student_tokens_first": mean(length[:EDGE]), "student_tokens_last": mean(length[-EDGE:]),
             "student_capped": mean(capped)}
@@ -88,6 +94,12 @@ def training(directory: Path) -> dict | None:
 
 def percent(value: float) -> str:
     return f"{100 * value:.1f}%"
+
+
+def pair(row: dict, name: str, show) -> str:
+    """``first / last`` of a watched value, or a dash where the log does not have it."""
+    first, last = row[f"{name}_first"], row[f"{name}_last"]
+    return "-" if first is None else f"{show(first)} / {show(last)}"
 
 
 def main() -> None:
@@ -111,12 +123,13 @@ def main() -> None:
     trained = {arm: row["training"] for arm, row in rows.items() if row["training"]}
     if trained:
         print(f"\n| arm | steps | generated tokens | wall-clock | divergence, first / last {EDGE} steps | "
-              f"student tokens, first / last {EDGE} | student capped |")
-        print("|---|---|---|---|---|---|---|")
+              f"student tokens, first / last {EDGE} | student capped | student correct, first / last {EDGE} | "
+              f"token NLL, first / last {EDGE} |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for arm, t in trained.items():
             print(f"| {arm} | {t['steps']} | {t['generated_tokens']:,} | {t['wall_s']:,.0f} s | {t['distillation_loss_first']:.4f} / "
                   f"{t['distillation_loss_last']:.4f} | {t['student_tokens_first']:.0f} / {t['student_tokens_last']:.0f} | "
-                  f"{percent(t['student_capped'])} |")
+                  f"{percent(t['student_capped'])} | {pair(t, 'student_correct', percent)} | {pair(t, 'token_nll', '{:.3f}'.format)} |")
     print(f"\n(written to {out})")
 
 
