@@ -2,7 +2,8 @@
 # The on-policy study: on-policy self-distillation with privileged context (ssb onpolicy, TRL's SDFT trainer)
 # beside SSB, SFT-clean and GRPO, on the evidence study's model, questions and evaluation.
 #
-#   bash studies/onpolicy/onpolicy.sh [PART ...]     PART: data, pilot, main (default: data main), seeds, report
+#   bash studies/onpolicy/onpolicy.sh [PART ...]
+#   PART: data, pilot, main_gold, main_hint, main (both), seed_1, seed_2, seeds (both), report; default: data main
 #
 # pilot: the short runs that set the arm's defaults (pilot.yaml, declared before they run): the gold-solution context,
 #        30 optimiser steps each, the defaults against forward KL, reverse KL and SSB's learning rate, greedy on SVAMP
@@ -13,8 +14,9 @@
 #        engine's inference precision `auto` has since resolved to f32 instead of bf16).
 # main:  one seed each of the two declared contexts, gold-solution (every question trains) and hint-pair (SSB's
 #        hinted pair: mixed questions only), at SSB's 90 optimiser steps; GSM8K test[:500] greedy and MATH500[:200].
-# seeds: training seeds 1 and 2 of the context plan.yaml's rule selects (the higher GSM8K pass@1 of seed 0),
-#        GSM8K test[:500]; plan-seeds.yaml must be committed before this part runs.
+#        main_gold and main_hint are its two halves, each with the same-engine check first.
+# seeds: training seeds 1 and 2 (seed_1, seed_2) of the context plan.yaml's rule selects (the higher GSM8K pass@1 of
+#        seed 0), GSM8K test[:500]; plan-seeds.yaml must be committed before this part runs.
 #
 # Every step is a resumable ssb stage. After each arm its samples, summaries and training stats are exported to
 # studies/onpolicy/results/<arm>/ (studies/common/evidence_export.py); with EVIDENCE_COMMIT=1 they are committed.
@@ -78,21 +80,33 @@ same_engine_check() {  # the base model again on the first 40 GSM8K questions: t
   python3 studies/common/same_evaluation.py "$runs-eval-check/eval/base/gsm8k.samples.jsonl" studies/evidence/results/base/gsm8k.samples.jsonl.gz
 }
 
-main() {
+# Each part below takes about two hours on a 2-core CPU, so that each fits in one sitting of the machine: a run folder
+# is not kept between sittings here, and an arm's results are committed as soon as it is evaluated.
+main_gold() {
   same_engine_check  # the committed arms are met only if this engine grades as theirs did
   arm onpolicy-gold gold-solution 0 "${gsm8k[*]}" "${math[*]}"
+}
+
+main_hint() {
+  same_engine_check
   arm onpolicy-hint hint-pair 0 "${gsm8k[*]}" "${math[*]}"
 }
 
-seeds() {
+main() { main_gold; main_hint; }
+
+seed() {  # seed N: training seed N of the context plan.yaml's rule selects (the higher GSM8K pass@1 of seed 0)
   [ -f studies/onpolicy/plan-seeds.yaml ] || { echo "declare plan-seeds.yaml (the selected context's seeds) first" >&2; exit 1; }
   local best context
   best=$(python3 -c 'import json, sys
 score = {a: json.load(open(f"studies/onpolicy/results/{a}/gsm8k.summary.json"))["pass@1"]["mean"] for a in ("onpolicy-gold", "onpolicy-hint")}
 print(max(score, key=score.get))')
+  [ -n "$best" ] || { echo "no seed-0 GSM8K summary to select a context from" >&2; exit 1; }
   context=$([ "$best" = onpolicy-gold ] && echo gold-solution || echo hint-pair)
-  for seed in 1 2; do arm "$best-s$seed" "$context" "$seed" "${gsm8k[*]}"; done
+  arm "$best-s$1" "$context" "$1" "${gsm8k[*]}"
 }
+seed_1() { seed 1; }
+seed_2() { seed 2; }
+seeds() { seed_1; seed_2; }
 
 report() {
   local plan=studies/onpolicy/plan.yaml
