@@ -40,6 +40,7 @@ def test_training_reads_the_first_and_last_steps(tmp_path):
     arm = tmp_path / "arm"
     log = [{"self_distillation/distillation_loss": 0.01 * (i + 1), "completions/mean_length": 100.0 + i,
             "completions/clipped_ratio": 0.5 if i == 0 else 0.0, "sampler/token_nll": 1.0 - 0.05 * i,
+            "sampler/generate_s": 20.0, "sampler/push_s": 1.0 if i == 0 else 0.0,
             **({"student/correct": 0.25 * (i % 2)} if i < 10 else {})} for i in range(12)]
     log.append({"train_runtime": 99.0})  # TRL's closing entry: not a step
     write_gz(arm / "onpolicy" / "metrics.jsonl.gz", log)
@@ -51,6 +52,7 @@ def test_training_reads_the_first_and_last_steps(tmp_path):
     assert t["student_tokens_first"] == pytest.approx(102.0) and t["student_tokens_last"] == pytest.approx(109.0)
     assert t["student_capped"] == pytest.approx(0.5 / 12, abs=1e-5)
     assert (t["steps"], t["generated_tokens"], t["wall_s"]) == (12, 5000, 700.0)
+    assert t["sampling_share"] == pytest.approx((12 * 20.0 + 1.0) / 700.0, abs=1e-4)
     assert t["token_nll_first"] == pytest.approx(0.9) and t["token_nll_last"] == pytest.approx(1.0 - 0.05 * 9)
     assert t["student_correct_first"] == pytest.approx(0.1) and t["student_correct_last"] == pytest.approx(0.15)  # steps 0-4, 5-9
     assert diagnostics.training(tmp_path / "no-log") is None
@@ -61,5 +63,5 @@ def test_training_without_the_watched_values_shows_none(tmp_path):
     write_gz(arm / "onpolicy" / "metrics.jsonl.gz", [{"self_distillation/distillation_loss": 0.1, "completions/mean_length": 9.0}])
     (arm / "training-stats.json").write_text(json.dumps({"onpolicy": {"steps": 1, "generated_tokens": 9, "this_invocation": {"wall_s": 1.0}}}))
     t = diagnostics.training(arm)
-    assert t["student_correct_first"] is None and t["token_nll_last"] is None
+    assert t["student_correct_first"] is None and t["token_nll_last"] is None and t["sampling_share"] is None
     assert diagnostics.pair(t, "student_correct", diagnostics.percent) == "-"

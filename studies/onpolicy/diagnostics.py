@@ -13,7 +13,8 @@ pass@1, the mean response length in tokens (the engine's count), and the share o
 - speak of what only a teacher was shown (``ssb.training_data.PROMPT_TERMS`` and the on-policy teacher prompt's own
   phrases, ``CONTEXT_TERMS``): a student that learned to mention privileged context it never sees.
 Where the arm's training log is committed (``<arm>/onpolicy/metrics.jsonl.gz``, TRL's log, one entry per optimiser
-step), also the teacher-student divergence (TRL's distillation loss: the divergence over the student's own samples, so
+step), also the share of the training wall-clock spent sampling (the engine sampler's logged generation and weight-push
+seconds), the teacher-student divergence (TRL's distillation loss: the divergence over the student's own samples, so
 lower is closer agreement) and the student's sampled length, over the first and the last five steps, the share of
 completions that hit the cap, and the budget (steps, generated tokens, wall-clock) from ``training-stats.json``. Where
 the log has them (runs since they were added): the share of the student's completions with the gold answer
@@ -86,7 +87,10 @@ def training(directory: Path) -> dict | None:
     watched = {f"{name}_{end}": mean(values[:EDGE] if end == "first" else values[-EDGE:])
                for name, key in (("student_correct", "student/correct"), ("token_nll", "sampler/token_nll"))
                for values in [[e[key] for e in steps if key in e]] for end in ("first", "last")}
-    return {**watched, "steps": stats["steps"], "generated_tokens": stats["generated_tokens"], "wall_s": stats["this_invocation"]["wall_s"],
+    sampling = sum(e.get("sampler/generate_s", 0.0) + e.get("sampler/push_s", 0.0) for e in steps)
+    wall = stats["this_invocation"]["wall_s"]
+    return {**watched, "sampling_share": round(sampling / wall, 4) if sampling and wall else None,
+            "steps": stats["steps"], "generated_tokens": stats["generated_tokens"], "wall_s": wall,
             "distillation_loss_first": mean(loss[:EDGE]), "distillation_loss_last": mean(loss[-EDGE:]),
             "student_tokens_first": mean(length[:EDGE]), "student_tokens_last": mean(length[-EDGE:]),
             "student_capped": mean(capped)}
@@ -124,12 +128,13 @@ def main() -> None:
     if trained:
         print(f"\n| arm | steps | generated tokens | wall-clock | divergence, first / last {EDGE} steps | "
               f"student tokens, first / last {EDGE} | student capped | student correct, first / last {EDGE} | "
-              f"token NLL, first / last {EDGE} |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              f"token NLL, first / last {EDGE} | sampling share |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for arm, t in trained.items():
             print(f"| {arm} | {t['steps']} | {t['generated_tokens']:,} | {t['wall_s']:,.0f} s | {t['distillation_loss_first']:.4f} / "
                   f"{t['distillation_loss_last']:.4f} | {t['student_tokens_first']:.0f} / {t['student_tokens_last']:.0f} | "
-                  f"{percent(t['student_capped'])} | {pair(t, 'student_correct', percent)} | {pair(t, 'token_nll', '{:.3f}'.format)} |")
+                  f"{percent(t['student_capped'])} | {pair(t, 'student_correct', percent)} | {pair(t, 'token_nll', '{:.3f}'.format)} | "
+                  f"{'-' if t['sampling_share'] is None else percent(t['sampling_share'])} |")
     print(f"\n(written to {out})")
 
 
