@@ -14,7 +14,8 @@ pass@1, the mean response length in tokens (the engine's count), and the share o
   phrases, ``CONTEXT_TERMS``): a student that learned to mention privileged context it never sees.
 Where the arm's training log is committed (``<arm>/onpolicy/metrics.jsonl.gz``, TRL's log, one entry per optimiser
 step), also the share of the training wall-clock spent sampling (the engine sampler's logged generation and weight-push
-seconds), the teacher-student divergence (TRL's distillation loss: the divergence over the student's own samples, so
+seconds over the stats' wall-clock, which times the last invocation: meaningful for an uninterrupted run), the
+teacher-student divergence (TRL's distillation loss: the divergence over the student's own samples, so
 lower is closer agreement) and the student's sampled length, over the first and the last five steps, the share of
 completions that hit the cap, and the budget (steps, generated tokens, wall-clock) from ``training-stats.json``. Where
 the log has them (runs since they were added): the share of the student's completions with the gold answer
