@@ -3,7 +3,8 @@
 # beside SSB, SFT-clean and GRPO, on the evidence study's model, questions and evaluation.
 #
 #   bash studies/onpolicy/onpolicy.sh [PART ...]
-#   PART: data, pilot, main_gold, main_hint, main (both), seed_1, seed_2, seeds (both), report; default: data main
+#   PART: data, pilot (pilot_lr2: its last setting alone), main_gold, main_hint, main (both), seed_1, seed_2,
+#         seeds (both), report; default: data main
 #
 # pilot: the short runs that set the arm's defaults (pilot.yaml, declared before they run): the gold-solution context,
 #        30 optimiser steps each, the defaults against forward KL, reverse KL and SSB's learning rate, greedy on SVAMP
@@ -71,6 +72,11 @@ pilot() {
   ARM_STEPS=30 arm pilot-jsd gold-solution 0 "${svamp[*]}"
   ARM_STEPS=30 ARM_OPTIONS="--onpolicy.alpha 0" arm pilot-fkl gold-solution 0 "${svamp[*]}"
   ARM_STEPS=30 ARM_OPTIONS="--onpolicy.alpha 1" arm pilot-rkl gold-solution 0 "${svamp[*]}"
+  pilot_lr2
+}
+
+pilot_lr2() {  # the pilot's last setting alone (the others' results are committed)
+  local svamp=(--eval.benchmarks "[svamp]" --eval.limit 200)
   # Micro-steps of one completion: the same update in a quarter of the memory (pilot.yaml's amendment: with 4 per
   # micro-step this run passed 24 GB at step 25).
   ARM_STEPS=30 ARM_OPTIONS="--onpolicy.lr 2e-4 --onpolicy.batch_size 1 --onpolicy.gradient_accumulation_steps 4" \
