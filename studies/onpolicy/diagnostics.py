@@ -27,12 +27,14 @@ Writes ``diagnostics-<benchmark>.json`` next to the arms.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
 from ssb.training_data import PROMPT_TERMS, answer_only, answers_first, uses_terms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+from committed_views import read_gz  # noqa: E402
 
 RESULTS = (Path(__file__).resolve().parent / "results", Path(__file__).resolve().parents[1] / "evidence" / "results")
 CONTEXT_TERMS = PROMPT_TERMS + ("information above", "meant to help you", "reference solution")
@@ -45,11 +47,6 @@ def arm_dir(arm: str) -> Path:
         if (results / arm).is_dir():
             return results / arm
     raise SystemExit(f"{arm}: no such arm in {' or '.join(str(r) for r in RESULTS)}")
-
-
-def read_jsonl_gz(path: Path) -> list[dict]:
-    with gzip.open(path, "rt") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def share(flags: list[bool]) -> float:
@@ -80,14 +77,15 @@ def training(directory: Path) -> dict | None:
     log = directory / "onpolicy" / "metrics.jsonl.gz"
     if not log.exists():
         return None
-    steps = [e for e in read_jsonl_gz(log) if "self_distillation/distillation_loss" in e]
+    steps = [e for e in read_gz(log) if "self_distillation/distillation_loss" in e]
     loss = [e["self_distillation/distillation_loss"] for e in steps]
     length = [e["completions/mean_length"] for e in steps if "completions/mean_length" in e]
     capped = [e["completions/clipped_ratio"] for e in steps if "completions/clipped_ratio" in e]
     stats = json.loads((directory / "training-stats.json").read_text())["onpolicy"]
-    watched = {f"{name}_{end}": mean(values[:EDGE] if end == "first" else values[-EDGE:])
-               for name, key in (("student_correct", "student/correct"), ("token_nll", "sampler/token_nll"))
-               for values in [[e[key] for e in steps if key in e]] for end in ("first", "last")}
+    watched = {}
+    for name, key in (("student_correct", "student/correct"), ("token_nll", "sampler/token_nll")):
+        values = [e[key] for e in steps if key in e]
+        watched[f"{name}_first"], watched[f"{name}_last"] = mean(values[:EDGE]), mean(values[-EDGE:])
     sampling = sum(e.get("sampler/generate_s", 0.0) + e.get("sampler/push_s", 0.0) for e in steps)
     wall = stats["this_invocation"]["wall_s"]
     return {**watched, "sampling_share": round(sampling / wall, 4) if sampling and wall else None,
@@ -115,7 +113,7 @@ def main() -> None:
     rows = {}
     for arm in args.arms:
         directory = arm_dir(arm)
-        rows[arm] = {"responses": responses(read_jsonl_gz(directory / f"{args.benchmark}.samples.jsonl.gz")),
+        rows[arm] = {"responses": responses(read_gz(directory / f"{args.benchmark}.samples.jsonl.gz")),
                      "training": training(directory)}
     out = RESULTS[0] / f"diagnostics-{args.benchmark}.json"
     out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "benchmark": args.benchmark, "arms": rows}, indent=2) + "\n")
