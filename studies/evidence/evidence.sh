@@ -138,10 +138,7 @@ precision() {
   python3 studies/evidence/precision_effect.py && commit "int8 against exact weights: SSB - base in each precision"
 }
 
-same_engine_check() {  # the base model again on the first 40 GSM8K questions: its committed samples, grade for grade?
-  step eval --config $config --run_dir "$runs-eval-check" "${eval_engine[@]}" --eval.benchmarks "[gsm8k]" --eval.limit 40
-  python3 studies/common/same_evaluation.py "$runs-eval-check/eval/base/gsm8k.samples.jsonl" studies/evidence/results/base/gsm8k.samples.jsonl.gz
-}
+. studies/common/same_engine_check.sh  # same_engine_check
 
 grpo_budget() {
   # GRPO at a fair budget (plan-grpo-budget.yaml, declared before this run): the first arm's sampling ran through TRL's

@@ -84,10 +84,7 @@ pilot_lr2() {  # the pilot's last setting alone (the others' results are committ
   python3 studies/evidence/evidence_recompute.py --plan studies/onpolicy/pilot.yaml --also "$results"
 }
 
-same_engine_check() {  # the base model again on the first 40 GSM8K questions: the committed base samples, grade for grade?
-  step eval --config $config --run_dir "$runs-eval-check" "${eval_engine[@]}" --eval.benchmarks "[gsm8k]" --eval.limit 40
-  python3 studies/common/same_evaluation.py "$runs-eval-check/eval/base/gsm8k.samples.jsonl" studies/evidence/results/base/gsm8k.samples.jsonl.gz
-}
+. studies/common/same_engine_check.sh  # same_engine_check
 
 # Each part below takes about two hours on a 2-core CPU, so that each fits in one sitting of the machine: a run folder
 # is not kept between sittings here, and an arm's results are committed as soon as it is evaluated.
