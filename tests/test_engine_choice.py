@@ -22,6 +22,21 @@ def test_cpu_bf16_unit_reads_the_flags():
     assert models.cpu_bf16_unit("no flags line") is None
 
 
+def test_cpu_record_keeps_the_model_and_the_kernel_deciding_flags_only():
+    xeon = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 aes avx2 fma avx512f avx512_bf16 amx_bf16 avx_vnni\n"
+    assert models.cpu_record(xeon) == {"model": "Intel(R) Xeon(R) Processor",
+                                       "kernel_flags": ["amx_bf16", "avx2", "avx512_bf16", "avx512f", "avx_vnni", "fma"]}
+    assert models.cpu_record("no cpuinfo here") == {"model": None, "kernel_flags": []}
+
+
+def test_every_manifest_entry_records_the_machine_it_was_computed_on(monkeypatch, tokenizer):
+    read = models.cpu_flags
+    monkeypatch.setattr(models, "cpu_flags", lambda cpuinfo=None: read(cpuinfo if cpuinfo is not None else AMD_ZEN4))
+    recorded = model_provenance(load_config(None, {"model.device": "cpu"}), tokenizer)
+    assert recorded["device"] == "cpu"
+    assert recorded["cpu"] == {"model": None, "kernel_flags": ["avx2", "avx512_bf16", "avx512_vnni", "avx512f"]}
+
+
 @pytest.mark.parametrize("cpuinfo, expected", [(AMD_AVX2, torch.float32), (AMD_ZEN4, torch.bfloat16), (XEON_AMX, torch.bfloat16)])
 def test_auto_dtype_on_cpu_follows_the_bf16_units(monkeypatch, cpuinfo, expected):
     read_flags = models.cpu_bf16_unit

@@ -128,7 +128,7 @@ def test_cli_eval_on_a_tiny_model_with_an_adapter(tmp_path, tiny_model_dir):
     from peft import LoraConfig, PeftModel, get_peft_model
 
     from ssb.config import ModelConfig
-    from ssb.models import load_model, load_tokenizer
+    from ssb.models import cpu_record, load_model, load_tokenizer
     from ssb.prompts import load_prompts
     from tiny import greedy_reference, perturb_lora, recorded
 
@@ -147,6 +147,8 @@ def test_cli_eval_on_a_tiny_model_with_an_adapter(tmp_path, tiny_model_dir):
         summary = json.loads((tmp_path / f"out/eval/{model}/gsm8k.summary.json").read_text())
         assert summary["n_questions"] == 2 and summary["pass@1"]["mean"] == 0.0
         assert summary["mean_completion_tokens"] <= 6
+        # What generated it: the backend as resolved, the device, this CPU (the report warns where compared ones differ).
+        assert summary["engine"] == {"backend": {"name": "hf", "dtype": "float32"}, "device": "cpu", "cpu": cpu_record()}
         samples[model] = read_jsonl(tmp_path / f"out/eval/{model}/gsm8k.samples.jsonl")
 
     # Each variant's completions are those of a plain greedy loop over that variant's model: the base

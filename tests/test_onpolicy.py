@@ -20,6 +20,7 @@ def settings(tmp_path, tiny_model_dir, questions=4, **more):
     data = write_questions(tmp_path / "q.jsonl", questions)
     return {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "model.dtype": "float32", "data.source": "jsonl",
             "data.path": str(data), "onpolicy.context": "gold-answer", "onpolicy.num_generations": 2, "onpolicy.batch_size": 4,
+            "onpolicy.gradient_accumulation_steps": 1,
             "onpolicy.max_steps": 2, "onpolicy.max_completion_length": 6, "distill.lora.r": 4, "progress": False, "backend.name": "hf", **more}
 
 

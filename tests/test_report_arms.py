@@ -408,3 +408,25 @@ def test_the_plots_draw_the_numbers_the_tables_print(runs, tmp_path, monkeypatch
         runs_text = "—, one run each" if r.ci_runs is None else f"[{r.ci_runs[0]:+.1f}, {r.ci_runs[1]:+.1f}]"
         assert f"| {r.name} | gsm8k | {r.mean:+.1f} | [{r.ci[0]:+.1f}, {r.ci[1]:+.1f}] | {runs_text} | " in text
     assert rows[1].ci_runs is None and rows[0].ci_runs is not None
+
+
+def with_engine(folder: Path, model: str, engine: dict) -> None:
+    path = folder / "eval" / model / "gsm8k.summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "engine": engine}))
+
+
+def test_evaluations_on_different_engines_are_named_at_the_top(runs):
+    a, b = runs
+    amd = {"backend": {"name": "openvino", "weight_format": "int8", "inference_precision": "bf16"}, "device": "cpu",
+           "cpu": {"model": "AMD EPYC", "kernel_flags": ["avx2", "avx512_bf16", "avx512f"]}}
+    for model in GRADES["a"]:
+        with_engine(a, model, amd)
+    assert "different engines" not in write_report(a).read_text()  # one engine throughout
+    with_engine(b, "base", amd)
+    assert "different engines" not in write_report(a, b).read_text()  # b/ssb-s2 records none: nothing known to differ
+    xeon = {**amd, "cpu": {"model": "Intel Xeon", "kernel_flags": ["amx_bf16", "avx2", "avx512_bf16", "avx512f"]}}
+    with_engine(b, "ssb-s2", xeon)
+    lines = write_report(a, b).read_text().splitlines()
+    note = next(line for line in lines if line.startswith("**Evaluated on different engines**"))
+    assert ("a/base/gsm8k, b/base/gsm8k, sft/gsm8k, ssb-s0/gsm8k, ssb-s1/gsm8k: openvino int8 bf16 on cpu, AMD EPYC (avx512_bf16); "
+            "ssb-s2/gsm8k: openvino int8 bf16 on cpu, Intel Xeon (amx_bf16).") in note

@@ -5,7 +5,8 @@ question as its chunk finishes (``ssb.chunked_generation``: prompt, every comple
 grade, gold, grader version); an interrupted evaluation resumes where it stopped, regenerating only
 unfinished chunks with their own seeds. ``<benchmark>.summary.json`` then holds pass@1 with its
 standard error and 95% CI, pass@k and maj@k, the strict exact-string pass@1 (to set beside the
-paper's strict-format numbers), truncation and no-box rates, completion lengths and timings.
+paper's strict-format numbers), truncation and no-box rates, completion lengths, timings, and the engine that generated
+it (backend, device, CPU: ``evaluation_engine``).
 
 The model under evaluation is the base model itself ("base") or the base with a PEFT adapter on
 top; both go through the same generation backend.
@@ -65,6 +66,15 @@ def summarize(records: list[dict], config: SSBConfig) -> dict:
     }
 
 
+def evaluation_engine(config: SSBConfig) -> dict:
+    """What generated an evaluation besides the model: the backend as configured and resolved, the device, and the CPU's
+    model and kernel flags. Greedy text depends on all three (``ssb.models.cpu_record``), so ``ssb report`` warns where
+    compared evaluations differ in them."""
+    from ssb.models import cpu_record, resolve_device
+
+    return {"backend": backend_spec(config), "device": resolve_device(config.model).type, "cpu": cpu_record()}
+
+
 def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_spec: dict, benchmark: str,
                  open_backend: Callable[[], GenerationBackend], force: bool) -> dict:
     """One (model, benchmark) stage; ``open_backend`` is called only when it has something to generate."""
@@ -98,7 +108,8 @@ def evaluate_one(config: SSBConfig, folder: RunFolder, model_name: str, model_sp
         seed=config.seed, seed_key=stage.name, progress=config.progress, description=f"{model_name}/{benchmark}",
     ).run(backend)
     records = sorted(read_jsonl(samples_path), key=lambda r: r["index"])
-    summary = {"model": model_name, "benchmark": benchmark, **summarize(records, config), "this_invocation": invocation}
+    summary = {"model": model_name, "benchmark": benchmark, **summarize(records, config), "engine": evaluation_engine(config),
+               "this_invocation": invocation}
     write_json_atomic(folder.file(f"eval/{model_name}/{benchmark}.summary.json"), summary)
     stage.finish({"model_spec": model_spec}, summary, reads=adapter_files(model_spec["adapter"]))
     return summary

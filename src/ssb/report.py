@@ -223,6 +223,31 @@ def small_run_note(summaries: dict[str, dict[str, dict]], stats: dict[str, dict]
             "the ssb repository (studies/evidence/README.md).")
 
 
+def engines_note(summaries: dict[str, dict[str, dict]]) -> str | None:
+    """A warning where the evaluations shown ran on different engines (backend, device or CPU class, as each summary records
+    it: ``ssb.evaluation.evaluation_engine``); None where they agree or at most one is recorded."""
+    import json
+
+    engines: dict[str, list[str]] = {}
+    for label in base_first(summaries):
+        for benchmark, summary in sorted(summaries[label].items()):
+            if "engine" in summary:
+                engines.setdefault(json.dumps(summary["engine"], sort_keys=True), []).append(f"{label}/{benchmark}")
+    if len(engines) < 2:
+        return None
+    described = "; ".join(f"{', '.join(evaluations)}: {engine_words(json.loads(key))}" for key, evaluations in engines.items())
+    return (f"**Evaluated on different engines**: {described}. The same model and settings generate other text on another "
+            "engine or CPU class, so a difference between evaluations of different engines includes the engines' own.")
+
+
+def engine_words(engine: dict) -> str:
+    backend = engine.get("backend", {})
+    settings = " ".join(str(backend[k]) for k in ("name", "weight_format", "inference_precision", "dtype") if backend.get(k) is not None)
+    cpu = engine.get("cpu") or {}
+    unit = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in cpu.get("kernel_flags", [])), "no AVX2")
+    return f"{settings} on {engine.get('device')}, {cpu.get('model') or 'unknown CPU'} ({unit})"
+
+
 def compute_section(stats: dict) -> list[str]:
     """The "Compute" section: each training-side stage's generated tokens, optimiser steps and wall time."""
     stage_stats = {k: v for k, v in stats.items() if not k.startswith("eval/")}
@@ -288,8 +313,9 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     first = records[folders[0]]
     if stopped is None and first.rounds() is None:  # an iterated run says where it stopped in its rounds section
         stopped = first.stopped()
-    note = small_run_note(summaries, first.stats)
+    note, engines = small_run_note(summaries, first.stats), engines_note(summaries)
     lines = [f"# SSB report: {', '.join(folder.name for folder in folders)}", "", *([note, ""] if note else []),
+             *([engines, ""] if engines else []),
              *([f"**Stopped**: {stopped}.", ""] if stopped else []), *rounds, *(section.lines if section else [])]
     if summaries:
         benchmarks, markdown = table(summaries)

@@ -72,16 +72,19 @@ def config_part(config, name: str):
 
 
 def model_provenance(config, tokenizer) -> dict:
-    """What a stage's outputs depend on besides its config: model, tokenizer, grader, seed."""
+    """What a stage's outputs depend on besides its config: model, tokenizer, grader, seed, and the machine (device, and
+    the CPU's model and kernel flags: the same engine settings generate other text on another CPU class)."""
     from ssb.chat import tokenizer_hash
     from ssb.generation import backend_spec
     from ssb.grading import GRADER_VERSION
-    from ssb.models import dtype_choice, resolve_device
+    from ssb.models import cpu_record, dtype_choice, resolve_device
 
-    dtype, why = dtype_choice(config.model, resolve_device(config.model))
+    device = resolve_device(config.model)
+    dtype, why = dtype_choice(config.model, device)
     return {"model": config.model.name_or_path, "model_revision": config.model.revision,
             "tokenizer_hash": tokenizer_hash(tokenizer), "seed": config.seed, "grader": GRADER_VERSION,
-            "torch_dtype": str(dtype).removeprefix("torch."), "torch_dtype_reason": why, "generation_backend": backend_spec(config)}
+            "torch_dtype": str(dtype).removeprefix("torch."), "torch_dtype_reason": why, "generation_backend": backend_spec(config),
+            "device": device.type, "cpu": cpu_record()}
 
 
 def invocation_stats(wall_s: float, generated_tokens: int | None = None) -> dict:

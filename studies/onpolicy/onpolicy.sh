@@ -77,6 +77,7 @@ pilot() {
 
 pilot_lr2() {  # the pilot's last setting alone (the others' results are committed)
   local svamp=(--eval.benchmarks "[svamp]" --eval.limit 200)
+  same_engine_check svamp "$results/pilot-base/svamp.samples.jsonl.gz"  # it meets the committed pilot arms
   # Micro-steps of one completion: the same update in a quarter of the memory (pilot.yaml's amendment: with 4 per
   # micro-step this run passed 24 GB at step 25).
   ARM_STEPS=30 ARM_OPTIONS="--onpolicy.lr 2e-4 --onpolicy.batch_size 1 --onpolicy.gradient_accumulation_steps 4" \
@@ -108,6 +109,7 @@ score = {a: json.load(open(f"studies/onpolicy/results/{a}/gsm8k.summary.json"))[
 print(max(score, key=score.get))')
   [ -n "$best" ] || { echo "no seed-0 GSM8K summary to select a context from" >&2; exit 1; }
   context=$([ "$best" = onpolicy-gold ] && echo gold-solution || echo hint-pair)
+  same_engine_check
   arm "$best-s$1" "$context" "$1" "${gsm8k[*]}"
 }
 seed_1() { seed 1; }
