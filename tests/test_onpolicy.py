@@ -322,19 +322,27 @@ def test_a_training_seed_retrains_on_the_same_rows_and_leaves_the_run_seed_alone
     assert not all(torch.equal(adapters["default"][k], adapters["seed-1"][k]) for k in adapters["default"])
 
 
-def test_micro_steps_of_one_completion_train_the_same_update_as_one_batch(tmp_path, tiny_model_dir):
+def test_micro_steps_of_one_completion_train_the_same_update_as_one_batch(tmp_path, tiny_model_dir, monkeypatch):
     """batch_size 1 x gradient_accumulation_steps 4 (a quarter of the memory) against batch_size 4: TRL's loss is the mean
     over completions of each one's token mean and the trainer divides a micro-step's loss by the accumulation steps,
     so the same draws give the same adapter."""
     import torch
     from safetensors.torch import load_file
 
-    adapters = {}
+    batches, losses = [], []
+    recording_trainer(monkeypatch, batches, losses)
+    adapters, stats = {}, {}
     for name, shape in (("batch", {"onpolicy.batch_size": 4}), ("micro", {"onpolicy.batch_size": 1, "onpolicy.gradient_accumulation_steps": 4})):
-        run_onpolicy(load_config(None, settings(tmp_path / name, tiny_model_dir, **{"onpolicy.lr": 1e-2, "onpolicy.max_steps": 1, **shape})))
+        config = load_config(None, settings(tmp_path / name, tiny_model_dir, **{"onpolicy.lr": 1e-2, "onpolicy.max_steps": 1, **shape}))
+        stats[name] = run_onpolicy(config)
         adapters[name] = load_file(tmp_path / name / "run" / "onpolicy" / "adapter" / "adapter_model.safetensors")
     run_onpolicy(load_config(None, settings(tmp_path / "zero", tiny_model_dir, **{"onpolicy.lr": 1e-12, "onpolicy.max_steps": 1})))
     initial = load_file(tmp_path / "zero" / "run" / "onpolicy" / "adapter" / "adapter_model.safetensors")
     moved = [k for k in initial if "lora_B" in k and not torch.allclose(adapters["batch"][k], initial[k], atol=1e-6)]
     assert moved  # the step moved the adapter, so the comparison below can fail
     assert all(torch.allclose(adapters["batch"][k], adapters["micro"][k], rtol=1e-4, atol=1e-6) for k in adapters["batch"])
+    # The compute accounting counts the optimiser step's completions either way: generated once, trained in four parts.
+    assert [len(b["completion_mask"]) for b in batches[:5]] == [4, 1, 1, 1, 1]  # the batch run's one micro-step, then micro's four
+    tokens = [int(b["completion_mask"].sum()) for b in batches[:5]]
+    assert stats["micro"]["generated_completions"] == stats["batch"]["generated_completions"] == 4
+    assert stats["batch"]["generated_tokens"] == tokens[0] and stats["micro"]["generated_tokens"] == sum(tokens[1:])

@@ -25,7 +25,8 @@ clip, checkpoints). What ssb adds is what TRL cannot express:
   uninterrupted run does (TRL's sampler carries one generator over the epochs, which a resume rebuilds);
 - TRL's CPU-hostile defaults are overridden: bf16 only on a GPU, gradient checkpointing off by default.
 
-The defaults (``onpolicy`` in ``ssb.config``) are TRL's, OPSD's or SSB's and await a pilot on this task.
+The defaults (``onpolicy`` in ``ssb.config``) are TRL's, OPSD's or SSB's; ``OnPolicyConfig`` gives what the pilot on
+this task found of them.
 """
 
 from __future__ import annotations
