@@ -6,7 +6,7 @@ int4, fp16 and fp32 weights at each inference precision that applies. Every answ
 ``ssb eval`` grades it; each configuration's accuracy is paired with openvino int8 at precision
 ``auto`` on the same questions. ``auto`` here is OpenVINO's own choice (no precision hint: bf16 where
 the CPU has bf16 units, else f32), ssb's default before this benchmark; ssb's ``auto`` now resolves
-by CPU flags (``ssb.generation.openvino.precision_choice``: bf16 with AMX, else f32), the ``f32`` rows.
+to f32 on every CPU class (``ssb.generation.openvino.precision_choice``), the ``f32`` rows.
 
 CPU classes: ``native`` (this CPU as it is) and ``avx2``: an AVX2-only CPU (no AVX-512, VNNI or
 bf16) emulated on a bigger one by capping the ISA of the libraries, which each measurement reads

@@ -51,11 +51,12 @@ def test_explicit_dtype_and_gpu():
     assert models.dtype_choice(ModelConfig(dtype="auto"), torch.device("cuda"))[0] == torch.bfloat16
 
 
-@pytest.mark.parametrize("cpuinfo, expected", [(AMD_AVX2, "f32"), (AMD_ZEN4, "f32"), (XEON_AMX, "bf16")])
-def test_auto_openvino_precision_follows_the_cpu_flags_and_is_recorded_resolved(monkeypatch, tokenizer, cpuinfo, expected):
+@pytest.mark.parametrize("cpuinfo, expected, why", [(AMD_AVX2, "f32", "no bf16 units"), (AMD_ZEN4, "f32", "avx512_bf16"),
+                                                     (XEON_AMX, "f32", "amx_bf16")])
+def test_auto_openvino_precision_is_the_measured_one_on_each_cpu_class_and_is_recorded_resolved(monkeypatch, tokenizer, cpuinfo, expected, why):
     read_flags = models.cpu_bf16_unit
     monkeypatch.setattr(models, "cpu_bf16_unit", lambda: read_flags(cpuinfo))
-    assert precision_choice("auto")[0] == expected
+    assert precision_choice("auto")[0] == expected and why in precision_choice("auto")[1]
     config = load_config(None, {"backend.name": "openvino"})
     assert generation.backend_spec(config)["inference_precision"] == expected  # an evaluation's recorded model spec
     recorded = model_provenance(config, tokenizer)["generation_backend"]  # every other stage's manifest entry

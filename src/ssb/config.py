@@ -131,7 +131,7 @@ class SamplingConfig:
 @dataclass
 class OpenVINOConfig:
     weight_format: Literal["int8", "int4", "fp16", "fp32"] = doc("int8", "Weight compression of the exported model (int8: per-channel, measured to keep greedy accuracy; fp32: exact weights, slower).")
-    inference_precision: Literal["auto", "f32", "bf16"] = doc("auto", "Activation precision; auto = bf16 on a CPU with AMX (amx_bf16), else f32 (measured faster with int8 weights than bf16 on a CPU with avx512_bf16 but no AMX; benchmarks/engine_formats.py). A run folder records the resolved precision.")
+    inference_precision: Literal["auto", "f32", "bf16"] = doc("auto", "Activation precision; auto = f32 (with int8 weights measured faster than bf16, OpenVINO's own choice on CPUs with bf16 units, at the same greedy accuracy, on CPUs with avx512_bf16 with and without AMX; benchmarks/engine_formats.py). A run folder records the resolved precision.")
     kv_cache_gb: int = doc(4, "KV cache shared by all running sequences, in GB.")
 
     def __post_init__(self) -> None:

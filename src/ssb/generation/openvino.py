@@ -1,8 +1,8 @@
 """OpenVINO GenAI backend: continuous batching on the CPU, with int8-compressed weights by default.
 
-Inference precision ``auto`` is resolved by ssb from the CPU's flags (``precision_choice``), not left
-to OpenVINO, whose own choice (bf16 wherever the CPU has bf16 units) was measured slower than f32
-with int8 weights on a CPU with avx512_bf16 but no AMX; the resolved precision is what a run folder records.
+Inference precision ``auto`` is resolved by ssb (``precision_choice``: f32), not left to OpenVINO, whose own
+choice (bf16 wherever the CPU has bf16 units) was measured slower than f32 with int8 weights on CPUs with
+avx512_bf16, with AMX and without; the resolved precision is what a run folder records.
 
 ``ContinuousBatchingPipeline`` schedules every sequence of a call together: a row that ends frees
 its slot for the next waiting one, so no step is spent decoding padding after a row has stopped
@@ -35,13 +35,12 @@ def precision_choice(setting: str) -> tuple[str, str]:
         return setting, "set by backend.openvino.inference_precision"
     from ssb.models import cpu_bf16_unit
 
+    # Measured with int8 weights (benchmarks/README.md, "Engine settings per CPU class"): f32 activations, which the CPU
+    # plugin quantises to int8 for VNNI / AMX-int8 dot products (it never does so for bf16 ones), ran faster than bf16
+    # with greedy GSM8K accuracy unchanged on a CPU with avx512_bf16 but no AMX (1.47x) and on one with AMX (1.58x at 256
+    # new tokens, 1.06x in a whole `ssb eval`); without bf16 units f32 is OpenVINO's own choice.
     unit = cpu_bf16_unit()
-    if unit == "amx_bf16":  # not measured against f32 here; bf16 on AMX is OpenVINO's own choice
-        return "bf16", "auto: this CPU has amx_bf16"
-    # Measured (benchmarks/results/engine_formats.json): with int8 weights, f32 activations (which the CPU plugin
-    # quantises to int8 for VNNI; it never does so for bf16 ones) ran 1.47x faster than bf16 on a CPU with avx512_bf16
-    # but no AMX, with greedy GSM8K accuracy unchanged; without bf16 units f32 is OpenVINO's own choice.
-    return "f32", f"auto: {'this CPU has avx512_bf16 but no amx_bf16' if unit else 'no bf16 units on this CPU'}"
+    return "f32", f"auto: {f'f32 measured faster than bf16 on CPUs with {unit}' if unit else 'no bf16 units on this CPU'}"
 
 
 class OpenVINOBackend:
