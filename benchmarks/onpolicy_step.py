@@ -46,6 +46,7 @@ def train_worker(arm: str, overrides: dict) -> dict:
     from transformers import TrainerCallback
 
     from ssb.config import load_config
+    from ssb.generation import backend_spec
     from ssb.onpolicy import run_onpolicy
 
     plain, steps, state = sdft.SDFTTrainer, [], {"trainer": None, "in_rollout_logps": False}
@@ -111,7 +112,7 @@ def train_worker(arm: str, overrides: dict) -> dict:
                  {**s, "rest_s": s["step_s"] - sum(s[f"{p}_s"] for p in PHASES)}.items()} for s in steps]
     result = {"arm": arm, "overrides": ARMS[arm], "sampler": stats["sampler"], "steps": stats["steps"], "wall_s": round(wall, 1),
               "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-              "torch_dtype": str(next(state["trainer"].model.parameters()).dtype), "per_step": per_step,
+              "torch_dtype": str(next(state["trainer"].model.parameters()).dtype), "generation_backend": backend_spec(config), "per_step": per_step,
               "all_steps": summary(per_step), "steady": summary(per_step[1:]) if len(per_step) > 1 else None}
     for key in ("sampler/push_s", "sampler/tokens_per_s", "self_distillation/distillation_loss"):
         values = [e[key] for e in history if key in e]
