@@ -229,15 +229,25 @@ def engines_note(summaries: dict[str, dict[str, dict]]) -> str | None:
     import json
 
     engines: dict[str, list[str]] = {}
+    shown: dict[str, dict] = {}
     for label in base_first(summaries):
         for benchmark, summary in sorted(summaries[label].items()):
             if "engine" in summary:
-                engines.setdefault(json.dumps(summary["engine"], sort_keys=True), []).append(f"{label}/{benchmark}")
+                key = json.dumps(numerics(summary["engine"]), sort_keys=True)
+                engines.setdefault(key, []).append(f"{label}/{benchmark}")
+                shown.setdefault(key, summary["engine"])
     if len(engines) < 2:
         return None
-    described = "; ".join(f"{', '.join(evaluations)}: {engine_words(json.loads(key))}" for key, evaluations in engines.items())
+    described = "; ".join(f"{', '.join(evaluations)}: {engine_words(shown[key])}" for key, evaluations in engines.items())
     return (f"**Evaluated on different engines**: {described}. The same model and settings generate other text on another "
             "engine or CPU class, so a difference between evaluations of different engines includes the engines' own.")
+
+
+def numerics(engine: dict) -> dict:
+    """What of an evaluation's engine decides its numerics: the backend's format and precision, the device, the CPU's
+    kernel flags (not the KV cache's size, nor the CPU's model name where its flags are the same)."""
+    backend = {k: v for k, v in engine.get("backend", {}).items() if k != "kv_cache_gb"}
+    return {"backend": backend, "device": engine.get("device"), "kernel_flags": (engine.get("cpu") or {}).get("kernel_flags")}
 
 
 def engine_words(engine: dict) -> str:
