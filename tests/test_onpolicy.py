@@ -24,12 +24,13 @@ def settings(tmp_path, tiny_model_dir, questions=4, **more):
             "onpolicy.max_steps": 2, "onpolicy.max_completion_length": 6, "distill.lora.r": 4, "progress": False, "backend.name": "hf", **more}
 
 
-def recording_trainer(monkeypatch, batches: list, losses: list, initial: dict | None = None, trainers: list | None = None):
-    """TRL's SDFT trainer, as ssb subclasses it, recording each training batch and the loss it computed on it (and,
-    given ``initial``, every parameter before the first step)."""
-    import trl.experimental.sdft as sdft
+def recording_trainer(monkeypatch, batches: list, losses: list, initial: dict | None = None, trainers: list | None = None, kind: str = "sdft"):
+    """TRL's SDFT (or SDPO) trainer, as ssb subclasses it, recording each training batch and the loss it computed on it
+    (and, given ``initial``, every parameter before the first step)."""
+    import importlib
 
-    plain = sdft.SDFTTrainer
+    module = importlib.import_module(f"trl.experimental.{kind}")
+    plain = getattr(module, f"{kind.upper()}Trainer")
 
     class Recording(plain):
         def __init__(self, *args, **kwargs):
@@ -45,7 +46,7 @@ def recording_trainer(monkeypatch, batches: list, losses: list, initial: dict | 
             losses.append(loss.item())
             return loss
 
-    monkeypatch.setattr(sdft, "SDFTTrainer", Recording)
+    monkeypatch.setattr(module, f"{kind.upper()}Trainer", Recording)
 
 
 def unpadded(batch: dict, i: int) -> tuple[list[int], list[int], list[int]]:
@@ -346,3 +347,66 @@ def test_micro_steps_of_one_completion_train_the_same_update_as_one_batch(tmp_pa
     tokens = [int(b["completion_mask"].sum()) for b in batches[:5]]
     assert stats["micro"]["generated_completions"] == stats["batch"]["generated_completions"] == 4
     assert stats["batch"]["generated_tokens"] == tokens[0] and stats["micro"]["generated_tokens"] == sum(tokens[1:])
+
+
+def test_sdpo_shows_the_teacher_a_correct_sibling_and_distils_only_where_there_is_one(tmp_path, tiny_model_dir, monkeypatch):
+    """context successful-rollout (TRL's SDPO trainer): a stand-in grader (right when the text has an even length) marks
+    the successful completions. Each completion's teacher prompt is then, recomputed here, ssb's rendering of the system
+    prompt and the teacher prompt file around the first *other* successful completion of its question's group, or the
+    student's own prompt where there is none, and only the former are distilled; the student never sees a sibling."""
+    import torch
+    from safetensors.torch import load_file
+
+    import ssb.grading
+    from ssb.models import load_chat_format
+    from ssb.prompts import load_prompts, teacher_template
+
+    monkeypatch.setattr(ssb.grading, "is_correct", lambda text, gold: len(text) % 2 == 0)
+    batches, losses = [], []
+    recording_trainer(monkeypatch, batches, losses, kind="sdpo")
+    config = load_config(None, settings(tmp_path, tiny_model_dir, **{"onpolicy.context": "successful-rollout", "onpolicy.lr": 1e-2,
+                                                                      "onpolicy.max_completion_length": 12}))
+    stats = run_onpolicy(config)
+    assert stats["steps"] == 2 and stats["context"] == "successful-rollout" and stats["generated_completions"] == 8
+    logged = [m["self_distillation/distillation_loss"] for m in read_jsonl(tmp_path / "run" / "onpolicy" / "metrics.jsonl")
+              if "self_distillation/distillation_loss" in m]
+    assert [stats["first_distillation_loss"], stats["last_distillation_loss"]] == [logged[0], logged[-1]]
+    chat = load_chat_format(config.model)
+    system = load_prompts().system
+    template = teacher_template()  # literal braces doubled, as TRL's str.format reads it
+    distilled = 0
+    for batch in batches:
+        rows = [unpadded(batch, i) for i in range(4)]
+        texts = [chat.tokenizer.decode(completion, skip_special_tokens=True) for _, _, completion in rows]
+        for i, (prompt, teacher, _) in enumerate(rows):
+            group = range(i // 2 * 2, i // 2 * 2 + 2)  # num_generations 2
+            siblings = [j for j in group if j != i and len(texts[j]) % 2 == 0]
+            question = chat.tokenizer.decode(prompt).split("<|im_start|>user\n")[1].split("<|im_end|>")[0]
+            if siblings:
+                context = f"A correct solution:\n{texts[siblings[0]]}"
+                user = template.format(prompt=question, privileged_context=context)
+                assert teacher == chat.prompt_ids([{"role": "system", "content": system}, {"role": "user", "content": user}])
+                assert texts[siblings[0]] not in chat.tokenizer.decode(prompt)
+            else:
+                assert teacher == prompt
+            assert batch["self_distillation_mask"][i].item() == float(bool(siblings))
+            distilled += bool(siblings)
+    assert 0 < distilled < 8  # both cases met (the stand-in grader's split of these draws)
+    # Step 1's trained loss, recomputed with a fresh base model as teacher and student (a fresh LoRA computes the base's
+    # function): each completion's mean divergence over its tokens where it has a correct sibling, 0 where it has none,
+    # averaged over the step's completions.
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    per_sequence = []
+    with torch.no_grad():
+        for i in range(4):
+            prompt, teacher, completion = unpadded(batches[0], i)
+            student, teacher_logits = (base(torch.tensor([context + completion])).logits[0, len(context) - 1: len(context) + len(completion) - 1]
+                                       for context in (prompt, teacher))
+            per_sequence.append(batches[0]["self_distillation_mask"][i] * divergence(student, teacher_logits, 0.5, "topk", k=100).mean())
+    assert losses[0] == pytest.approx(torch.stack(per_sequence).mean().item(), rel=1e-4, abs=1e-7) and losses[0] > 0
+    adapter = load_file(tmp_path / "run" / "onpolicy" / "adapter" / "adapter_model.safetensors")
+    assert any(k for k in adapter if "lora_B" in k and adapter[k].abs().sum() > 0)  # it trained (PEFT starts B at 0)
+    with pytest.raises(Exception, match="num_generations"):
+        load_config(None, settings(tmp_path / "one", tiny_model_dir, **{"onpolicy.context": "successful-rollout", "onpolicy.num_generations": 1}))

@@ -312,14 +312,15 @@ CONTEXT_UPSTREAM = {"hint-pair": "rollouts", "refined": "refine"}  # onpolicy.co
 
 @dataclass
 class OnPolicyConfig:
-    """The on-policy arm (``ssb onpolicy``), run by TRL's SDFT trainer; each field says which of its settings it sets.
+    """The on-policy arm (``ssb onpolicy``), run by TRL's SDFT trainer (its SDPO trainer for context successful-rollout);
+    each field says which of their settings it sets.
 
     The defaults are TRL's, OPSD's or SSB's. A pilot on this task (studies/onpolicy/pilot.yaml, declared first: 30 steps,
     gold-solution context, greedy SVAMP test[:200], n=200) kept the divergence: JSD alpha 0.5 scored 52.0% [45.1, 58.8],
     forward KL (alpha 0) 53.0% (+1.0 [-5.1, +7.1] paired), reverse KL (alpha 1) 45.0% (-7.0 [-14.8, +0.8]), the base model
     47.0%; no setting beat the defaults. Its learning-rate setting (2e-4) is still to run, so lr 1e-4 is untested."""
 
-    context: Literal["gold-solution", "hint-pair", "refined", "gold-answer", "none"] = doc("gold-solution", "What the teacher sees that the student does not: gold-solution (the dataset's worked solution, GSM8K's <<...>> calculator annotations removed and its '#### X' line written as \\boxed{X}; every question trains), hint-pair (the correct and the most common wrong rollout SSB's hinted prompt shows, from the run folder's rollouts; mixed questions only), refined (SSB's kept refinement, from the run folder's refine stage), gold-answer (the final answer only), none (no context and the teacher prompt is the student's: an identity control whose first-step loss must be 0).")
+    context: Literal["gold-solution", "hint-pair", "refined", "gold-answer", "successful-rollout", "none"] = doc("gold-solution", "What the teacher sees that the student does not: gold-solution (the dataset's worked solution, GSM8K's <<...>> calculator annotations removed and its '#### X' line written as \\boxed{X}; every question trains), hint-pair (the correct and the most common wrong rollout SSB's hinted prompt shows, from the run folder's rollouts; mixed questions only), refined (SSB's kept refinement, from the run folder's refine stage), gold-answer (the final answer only), successful-rollout (SDPO, through TRL's SDPO trainer: another of the student's own completions of the same question that ssb's grader finds correct; a completion with no such sibling is not distilled), none (no context and the teacher prompt is the student's: an identity control whose first-step loss must be 0).")
     alpha: float = doc(0.5, "Divergence (TRL's distillation_alpha): 0 = forward KL(teacher || student), 1 = reverse KL(student || teacher), between = the generalised Jensen-Shannon divergence with weight alpha on the teacher (0.5: symmetric, as OPSD).")
     distillation: Literal["topk", "full", "sampled-token"] = doc("topk", "TRL's distillation_mode: topk (the divergence over the student's top_k tokens), full (over the whole vocabulary), sampled-token (the sampled token's log-ratio as a reward-like term; reverse KL only, alpha 1).")
     top_k_tokens: int = doc(100, "Tokens of distillation topk (TRL's distillation_topk).")
@@ -357,6 +358,8 @@ class OnPolicyConfig:
                      warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1")
         if self.distillation == "sampled-token" and self.alpha != 1.0:
             raise FieldError(f"alpha: distillation sampled-token is reverse KL only, so alpha must be 1 (got {self.alpha})")
+        if self.context == "successful-rollout" and self.num_generations < 2:
+            raise FieldError(f"num_generations: context successful-rollout shows a completion another of its group, so it needs >= 2 (got {self.num_generations})")
         if (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
             raise FieldError(f"num_generations: must divide batch_size x gradient_accumulation_steps = "
                              f"{self.batch_size * self.gradient_accumulation_steps} (got {self.num_generations})")

@@ -1,4 +1,5 @@
-"""``ssb onpolicy``: on-policy self-distillation with privileged context, through TRL's SDFT trainer, under SSB's conditions.
+"""``ssb onpolicy``: on-policy self-distillation with privileged context, through TRL's SDFT trainer (its SDPO trainer
+for ``onpolicy.context: successful-rollout``), under SSB's conditions.
 
 The student samples a completion of the bare question; the teacher, by default the same frozen base
 model (``onpolicy.teacher: base``: the PEFT model with its adapter disabled, as SSB's teacher), reads
@@ -11,7 +12,10 @@ next-token distributions on the student's own tokens (OPSD, SDFT). Same base mod
 and TRL checkpoints, from the newest complete one of which an interrupted run resumes.
 
 TRL runs the method (``trl.experimental.sdft``: sampling, teacher prompt, divergences, importance-sampling
-clip, checkpoints). What ssb adds is what TRL cannot express:
+clip, checkpoints). SDPO (``trl.experimental.sdpo``, context ``successful-rollout``) is the same with the teacher's
+context mined from the student's own group: a sibling completion that ssb's grader finds correct (``success_reward``),
+shown in the same teacher prompt file; a completion without one is not distilled, and a correct completion is never its
+own demonstration. What ssb adds is what TRL cannot express:
 - the prompts are tokenized by ssb's one ``ChatFormat`` (``_tokenize_prompts``), so the student's and the
   teacher's prompts are rendered as every other stage renders them (system folding, template override,
   end-of-turn and generation prompt), and are never truncated (TRL cuts long prompts from the left, which
@@ -60,13 +64,31 @@ def sampler_name(config: SSBConfig) -> str:
     return "engine"
 
 
+SDPO = "successful-rollout"  # the context TRL's SDPO trainer builds from the student's own group
+SOLUTION_TEMPLATE = "A correct solution:\n{successful_previous_attempt}"  # SDPO's demonstration, worded as hint-pair's
+
+
 def teacher_prompt(config: SSBConfig) -> str:
-    """TRL's ``teacher_prompt_template``: the identity for context none, else the teacher prompt file."""
-    return IDENTITY_TEACHER_TEMPLATE if config.onpolicy.context == "none" else teacher_template(config.prompts.onpolicy_teacher)
+    """The teacher's prompt as TRL fills it: the identity for context none; else the teacher prompt file, as SDFT's
+    ``teacher_prompt_template`` or, for SDPO, as its ``reprompt_template`` (the demonstration where the file says
+    ``{privileged_context}``; SDPO's environment feedback is off, so ``{feedback}`` is always empty)."""
+    if config.onpolicy.context == "none":
+        return IDENTITY_TEACHER_TEMPLATE
+    template = teacher_template(config.prompts.onpolicy_teacher)
+    return template.replace("{privileged_context}", "{solution}{feedback}") if config.onpolicy.context == SDPO else template
+
+
+def success_reward(completions: list, gold: list[str], **kwargs) -> list[float]:
+    """SDPO's reward (TRL reward function): 1.0 where a completion's last boxed answer is its question's ``gold`` (ssb's
+    grader, as evaluation grades), else 0.0; a completion scoring 1.0 is a demonstration for its siblings."""
+    from ssb import grading
+
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [1.0 if grading.is_correct(text, answer) else 0.0 for text, answer in zip(texts, gold)]
 
 
 def ssb_trainer(base: type, chat, rollouts=None, golds: dict | None = None) -> type:
-    """``base`` (TRL's ``SDFTTrainer``) with prompts tokenized by ssb's chat format, an epoch's order drawn from its
+    """``base`` (TRL's ``SDFTTrainer`` or ``SDPOTrainer``) with prompts tokenized by ssb's chat format, an epoch's order drawn from its
     number and, given ``rollouts`` (an ``EngineRollouts``), the student's completions sampled by ssb's engine. Given
     ``golds`` (``prompt_golds``), each step also logs ``student/correct``, the share of its completions whose last boxed
     answer is the question's: what GRPO's reward would be, watched here and never trained on."""
@@ -76,6 +98,9 @@ def ssb_trainer(base: type, chat, rollouts=None, golds: dict | None = None) -> t
     class SSBSDFTTrainer(epoch_seeded(base)):
         def _tokenize_prompts(self, prompts: list) -> list[list[int]]:
             return [chat.prompt_ids(conversation) for conversation in prompts]
+
+        def _tokenize_prompts_untruncated(self, prompts: list) -> list[list[int]]:  # SDPO's teacher prompts
+            return self._tokenize_prompts(prompts)
 
         def _generate(self, prompt_ids: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
             if rollouts is None:
@@ -116,21 +141,30 @@ def training_seed(config: SSBConfig) -> int:
 
 
 def trainer_args(config: SSBConfig, output_dir: str, template: str, on_gpu: bool):
-    """``config.onpolicy`` as TRL's ``SDFTConfig``."""
-    from trl.experimental.sdft import SDFTConfig
-
+    """``config.onpolicy`` as TRL's ``SDFTConfig``, or its ``SDPOConfig`` for context successful-rollout."""
     o = config.onpolicy
-    return SDFTConfig(
+    common = dict(
         output_dir=output_dir, seed=training_seed(config), use_cpu=not on_gpu, bf16=on_gpu and config.model.dtype in ("auto", "bfloat16"),
         gradient_checkpointing=o.gradient_checkpointing, learning_rate=o.lr, num_train_epochs=o.epochs,
         max_steps=o.max_steps if o.max_steps is not None else -1, per_device_train_batch_size=o.batch_size,
         gradient_accumulation_steps=o.gradient_accumulation_steps, num_generations=o.num_generations, num_iterations=o.num_iterations,
         max_prompt_length=None, max_completion_length=o.max_completion_length, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
-        distillation_alpha=o.alpha, distillation_mode=MODES[o.distillation], distillation_topk=o.top_k_tokens,
-        distillation_add_tail=o.tail, distillation_is_clip=o.is_clip, teacher_model_kind=o.teacher, teacher_update_rate=o.ema_rate,
-        teacher_prompt_template=template, max_grad_norm=o.max_grad_norm, warmup_steps=o.warmup_steps, logging_steps=1,
-        save_steps=o.save_every, save_total_limit=2, report_to=[], use_vllm=False, disable_tqdm=not config.progress,
+        distillation_alpha=o.alpha, distillation_mode=MODES[o.distillation], distillation_add_tail=o.tail, distillation_is_clip=o.is_clip,
+        teacher_model_kind=o.teacher, teacher_update_rate=o.ema_rate, max_grad_norm=o.max_grad_norm, warmup_steps=o.warmup_steps,
+        logging_steps=1, save_steps=o.save_every, save_total_limit=2, report_to=[], use_vllm=False, disable_tqdm=not config.progress,
     )
+    if o.context != SDPO:
+        from trl.experimental.sdft import SDFTConfig
+
+        return SDFTConfig(**common, distillation_topk=o.top_k_tokens, teacher_prompt_template=template)
+    from trl.experimental.sdpo import SDPOConfig
+
+    # Pure self-distillation (no policy-gradient term), a correct sibling as the only context, never a completion as its
+    # own demonstration; the teacher's prompt is never cut (ssb renders it whole, as every other prompt).
+    return SDPOConfig(**common, distillation_topk=o.top_k_tokens if o.distillation == "topk" else None, distillation_weight=1.0,
+                      use_successful_as_teacher=True, success_reward_threshold=1.0, dont_reprompt_on_self_success=True,
+                      include_environment_feedback=False, reprompt_template=template, solution_template=SOLUTION_TEMPLATE,
+                      max_reprompt_len=2**31 - 1)
 
 
 def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
@@ -139,6 +173,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental: ssb pins TRL's version
     import trl.experimental.sdft as sdft
+    import trl.experimental.sdpo as sdpo
 
     from ssb.models import load_chat_format, load_model, resolve_device
     from ssb.trl_arm import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save
@@ -167,9 +202,10 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     rollouts = engine_rollouts(config, chat, peft_config) if sampler == "engine" else None
     model = load_model(config.model)
     model.generation_config.eos_token_id = list(chat.stop_ids)  # TRL's generation stops (and masks) on these
-    trainer = ssb_trainer(sdft.SDFTTrainer, chat, rollouts, prompt_golds(config, chat, rows))(
+    sdpo_only = {"reward_funcs": [success_reward]} if o.context == SDPO else {}
+    trainer = ssb_trainer(sdpo.SDPOTrainer if o.context == SDPO else sdft.SDFTTrainer, chat, rollouts, prompt_golds(config, chat, rows))(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=chat.tokenizer, peft_config=peft_config,
-        callbacks=[budget] if budget else None)
+        callbacks=[budget] if budget else None, **sdpo_only)
     start = time.monotonic()
     history = train_and_save(trainer, checkpoint, rollouts, out)
     stage.finish({**model_provenance(config, chat.tokenizer), "adapter": str(out / "adapter")},

@@ -8,6 +8,9 @@
   seed per question, so the same pair SSB's refinement saw), from ``rollouts.jsonl``; mixed questions only.
 - ``refined``: SSB's kept refinement (``student.jsonl``), as a demonstration; the questions refine kept.
 - ``gold-answer``: the final answer alone.
+- ``successful-rollout`` (SDPO): nothing from the data; the trainer shows the teacher another completion of the same
+  question from the student's own group that the grader finds correct, so each row carries its question's ``gold``
+  answer for the grader, never for the teacher.
 - ``none``: nothing, with the identity teacher prompt (``ssb.prompts.IDENTITY_TEACHER_TEMPLATE``): the teacher's
   prompt is then the student's, the identity control.
 
@@ -80,6 +83,8 @@ def training_rows(config, chat: ChatFormat, folder) -> list[dict]:
             raise DataError(f"{where}: onpolicy.context gold-solution needs a worked solution for every question"
                             + ("" if name is not None else " (this layout has none; source jsonl with data.solution_field names one)"))
         return [_row(chat, system, p.question, reference_text(gold_solution_text(p.solution)), p.id) for p in problems]
+    if context == "successful-rollout":  # the context comes from the student's own group, graded against the gold answer
+        return [{**_row(chat, system, p.question, "", p.id), "gold": p.gold} for p in problems]
     text = gold_answer_text if context == "gold-answer" else (lambda gold: "")
     return [_row(chat, system, p.question, text(p.gold), p.id) for p in problems]
 
