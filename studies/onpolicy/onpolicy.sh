@@ -3,7 +3,8 @@
 # beside SSB, SFT-clean and GRPO, on the evidence study's model, questions and evaluation.
 #
 #   bash studies/onpolicy/onpolicy.sh [PART ...]
-#   PART: data, pilot (pilot_lr2: its last setting alone), main_gold, main_hint, main (both), seed_1, seed_2,
+#   PART: data, pilot (pilot_lr2: its last setting alone; pilot_amx: that setting beside the defaults and the base
+#         model again, all graded on one machine, pilot-amx.yaml), main_gold, main_hint, main (both), seed_1, seed_2,
 #         seeds (both), report; default: data main
 #
 # pilot: the short runs that set the arm's defaults (pilot.yaml, declared before they run): the gold-solution context,
@@ -83,6 +84,16 @@ pilot_lr2() {  # the pilot's last setting alone (the others' results are committ
   ARM_STEPS=30 ARM_OPTIONS="--onpolicy.lr 2e-4 --onpolicy.batch_size 1 --onpolicy.gradient_accumulation_steps 4" \
     arm pilot-lr2 gold-solution 0 "${svamp[*]}"
   python3 studies/evidence/evidence_recompute.py --plan studies/onpolicy/pilot.yaml --also "$results"
+}
+
+pilot_amx() {  # pilot-amx.yaml: the learning-rate question on one machine's engine, with the defaults and the base again
+  local svamp=(--eval.benchmarks "[svamp]" --eval.limit 200)
+  step eval --config $config --run_dir "$runs-pilot-amx-base" "${eval_engine[@]}" "${svamp[@]}"
+  python3 studies/common/evidence_export.py arm pilot-amx-base --eval-dir "$runs-pilot-amx-base" --model base --results "$results"
+  commit "pilot-amx: the base model on SVAMP"
+  ARM_STEPS=30 arm pilot-amx-jsd gold-solution 0 "${svamp[*]}"
+  ARM_STEPS=30 ARM_OPTIONS="--onpolicy.lr 2e-4" arm pilot-amx-lr2 gold-solution 0 "${svamp[*]}"
+  python3 studies/evidence/evidence_recompute.py --plan studies/onpolicy/pilot-amx.yaml --also "$results"
 }
 
 . studies/common/same_engine_check.sh  # same_engine_check
