@@ -315,10 +315,11 @@ class OnPolicyConfig:
     """The on-policy arm (``ssb onpolicy``), run by TRL's SDFT trainer (its SDPO trainer for context successful-rollout);
     each field says which of their settings it sets.
 
-    The defaults are TRL's, OPSD's or SSB's. A pilot on this task (studies/onpolicy/pilot.yaml, declared first: 30 steps,
-    gold-solution context, greedy SVAMP test[:200], n=200) kept the divergence: JSD alpha 0.5 scored 52.0% [45.1, 58.8],
-    forward KL (alpha 0) 53.0% (+1.0 [-5.1, +7.1] paired), reverse KL (alpha 1) 45.0% (-7.0 [-14.8, +0.8]), the base model
-    47.0%; no setting beat the defaults. Its learning-rate setting (2e-4) is still to run, so lr 1e-4 is untested."""
+    The defaults are TRL's, OPSD's or SSB's, kept by a pilot on this task (studies/onpolicy/pilot.yaml and pilot-amx.yaml,
+    declared first: 30 steps, gold-solution context, greedy SVAMP test[:200], n=200, paired against the defaults): JSD alpha
+    0.5 at lr 1e-4 scored 52.0% [45.1, 58.8] (and 52.0% again, trained and graded on another CPU class), forward KL (alpha
+    0) 53.0% (+1.0 [-5.1, +7.1]), reverse KL (alpha 1) 45.0% (-7.0 [-14.8, +0.8]), lr 2e-4 52.5% (+0.5 [-6.4, +7.4]), the
+    base model 47.0% (46.0%); none beat the defaults after Holm's correction."""
 
     context: Literal["gold-solution", "hint-pair", "refined", "gold-answer", "successful-rollout", "none"] = doc("gold-solution", "What the teacher sees that the student does not: gold-solution (the dataset's worked solution, GSM8K's <<...>> calculator annotations removed and its '#### X' line written as \\boxed{X}; every question trains), hint-pair (the correct and the most common wrong rollout SSB's hinted prompt shows, from the run folder's rollouts; mixed questions only), refined (SSB's kept refinement, from the run folder's refine stage), gold-answer (the final answer only), successful-rollout (SDPO, through TRL's SDPO trainer: another of the student's own completions of the same question that ssb's grader finds correct; a completion with no such sibling is not distilled), none (no context and the teacher prompt is the student's: an identity control whose first-step loss must be 0).")
     alpha: float = doc(0.5, "Divergence (TRL's distillation_alpha): 0 = forward KL(teacher || student), 1 = reverse KL(student || teacher), between = the generalised Jensen-Shannon divergence with weight alpha on the teacher (0.5: symmetric, as OPSD).")
