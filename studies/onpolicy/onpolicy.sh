@@ -4,8 +4,8 @@
 #
 #   bash studies/onpolicy/onpolicy.sh [PART ...]
 #   PART: data, pilot (pilot_lr2: its last setting alone; pilot_amx: that setting beside the defaults and the base
-#         model again, all graded on one machine, pilot-amx.yaml), main_gold, main_hint, main (both), seed_1, seed_2,
-#         seeds (both), report; default: data main
+#         model again, all graded on one machine, pilot-amx.yaml, which answered it: the pilot is done), main_gold,
+#         main_hint, main (both), seed_1, seed_2, seeds (both), report; default: data main
 #
 # pilot: the short runs that set the arm's defaults (pilot.yaml, declared before they run): the gold-solution context,
 #        30 optimiser steps each, the defaults against forward KL, reverse KL and SSB's learning rate, greedy on SVAMP
