@@ -354,14 +354,16 @@ def test_sdpo_shows_the_teacher_a_correct_sibling_and_distils_only_where_there_i
     the successful completions. Each completion's teacher prompt is then, recomputed here, ssb's rendering of the system
     prompt and the teacher prompt file around the first *other* successful completion of its question's group, or the
     student's own prompt where there is none, and only the former are distilled; the student never sees a sibling."""
+    from types import SimpleNamespace
+
     import torch
     from safetensors.torch import load_file
 
-    import ssb.grading
+    import ssb.grpo
     from ssb.models import load_chat_format
     from ssb.prompts import load_prompts, teacher_template
 
-    monkeypatch.setattr(ssb.grading, "is_correct", lambda text, gold: len(text) % 2 == 0)
+    monkeypatch.setattr(ssb.grpo, "grade", lambda text, gold, timeout_s: SimpleNamespace(correct=len(text) % 2 == 0))
     batches, losses = [], []
     recording_trainer(monkeypatch, batches, losses, kind="sdpo")
     config = load_config(None, settings(tmp_path, tiny_model_dir, **{"onpolicy.context": "successful-rollout", "onpolicy.lr": 1e-2,

@@ -13,7 +13,8 @@ and TRL checkpoints, from the newest complete one of which an interrupted run re
 
 TRL runs the method (``trl.experimental.sdft``: sampling, teacher prompt, divergences, importance-sampling
 clip, checkpoints). SDPO (``trl.experimental.sdpo``, context ``successful-rollout``) is the same with the teacher's
-context mined from the student's own group: a sibling completion that ssb's grader finds correct (``success_reward``),
+context mined from the student's own group: a sibling completion that ssb's grader finds correct (GRPO's
+``correctness_reward``),
 shown in the same teacher prompt file; a completion without one is not distilled, and a correct completion is never its
 own demonstration. What ssb adds is what TRL cannot express:
 - the prompts are tokenized by ssb's one ``ChatFormat`` (``_tokenize_prompts``), so the student's and the
@@ -78,15 +79,6 @@ def teacher_prompt(config: SSBConfig) -> str:
     return template.replace("{privileged_context}", "{solution}{feedback}") if config.onpolicy.context == SDPO else template
 
 
-def success_reward(completions: list, gold: list[str], **kwargs) -> list[float]:
-    """SDPO's reward (TRL reward function): 1.0 where a completion's last boxed answer is its question's ``gold`` (ssb's
-    grader, as evaluation grades), else 0.0; a completion scoring 1.0 is a demonstration for its siblings."""
-    from ssb import grading
-
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [1.0 if grading.is_correct(text, answer) else 0.0 for text, answer in zip(texts, gold)]
-
-
 def ssb_trainer(base: type, chat, rollouts=None, golds: dict | None = None) -> type:
     """``base`` (TRL's ``SDFTTrainer`` or ``SDPOTrainer``) with prompts tokenized by ssb's chat format, an epoch's order drawn from its
     number and, given ``rollouts`` (an ``EngineRollouts``), the student's completions sampled by ssb's engine. Given
@@ -95,7 +87,7 @@ def ssb_trainer(base: type, chat, rollouts=None, golds: dict | None = None) -> t
 
     from ssb.trl_order import epoch_seeded
 
-    class SSBSDFTTrainer(epoch_seeded(base)):
+    class SSBSelfDistillationTrainer(epoch_seeded(base)):
         def _tokenize_prompts(self, prompts: list) -> list[list[int]]:
             return [chat.prompt_ids(conversation) for conversation in prompts]
 
@@ -114,7 +106,7 @@ def ssb_trainer(base: type, chat, rollouts=None, golds: dict | None = None) -> t
                     self._metrics["train"]["student/correct"].append(share)
             return prompts, completions
 
-    return SSBSDFTTrainer
+    return SSBSelfDistillationTrainer
 
 
 def prompt_golds(config: SSBConfig, chat, rows: list[dict]) -> dict[tuple[int, ...], str]:
@@ -175,6 +167,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     import trl.experimental.sdft as sdft
     import trl.experimental.sdpo as sdpo
 
+    from ssb.grpo import correctness_reward
     from ssb.models import load_chat_format, load_model, resolve_device
     from ssb.trl_arm import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save
 
@@ -202,7 +195,10 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     rollouts = engine_rollouts(config, chat, peft_config) if sampler == "engine" else None
     model = load_model(config.model)
     model.generation_config.eos_token_id = list(chat.stop_ids)  # TRL's generation stops (and masks) on these
-    sdpo_only = {"reward_funcs": [success_reward]} if o.context == SDPO else {}
+    def success(completions: list, gold: list[str], **kwargs) -> list[float]:  # SDPO's reward: GRPO's, a correct sibling scoring 1
+        return correctness_reward(completions, gold, config.grading.timeout_s)
+
+    sdpo_only = {"reward_funcs": [success]} if o.context == SDPO else {}
     trainer = ssb_trainer(sdpo.SDPOTrainer if o.context == SDPO else sdft.SDFTTrainer, chat, rollouts, prompt_golds(config, chat, rows))(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=chat.tokenizer, peft_config=peft_config,
         callbacks=[budget] if budget else None, **sdpo_only)
