@@ -33,6 +33,8 @@ def test_a_valid_plan_and_its_defaults(tmp_path):
     assert plan.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     plan = load_plan(write(tmp_path, VALID + "secondary: ['sft:base']\nalpha: 0.01\nbootstrap: {resamples: 500, seed: 3}\nbenchmarks: [gsm8k]\n"))
     assert (plan.secondary, plan.alpha, plan.resamples, plan.seed, plan.benchmarks) == ([("sft", "base")], 0.01, 500, 3, ["gsm8k"])
+    assert plan.engine_anchors == ()
+    assert load_plan(write(tmp_path, VALID + "engine_anchors: [base, base-amx]\n")).engine_anchors == ("base", "base-amx")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -50,6 +52,8 @@ def test_a_valid_plan_and_its_defaults(tmp_path):
     (("\"ssb:base\"]", "\"ssb-base\"]"), "primary: 'ssb-base': expected 'A:B'"),
     (("test: sign", "test: sign\nsecondary: ['base:ssb']"), "secondary: 'base:ssb' is declared twice (or both ways)"),
     (("test: sign", "test: sign\ntest: z"), "'test' is given twice"),
+    (("test: sign", "test: sign\nengine_anchors: [base, base]"), "engine_anchors: a model is listed twice"),
+    (("test: sign", "test: sign\nengine_anchors: base"), "engine_anchors: expected a non-empty list of names"),
 ])
 def test_each_mistake_is_named_with_the_file_and_the_field(tmp_path, change, message):
     path = write(tmp_path, VALID.replace(*change))

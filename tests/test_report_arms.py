@@ -430,3 +430,55 @@ def test_evaluations_on_different_engines_are_named_at_the_top(runs):
     note = next(line for line in lines if line.startswith("**Evaluated on different engines**"))
     assert ("a/base/gsm8k, b/base/gsm8k, sft/gsm8k, ssb-s0/gsm8k, ssb-s1/gsm8k: openvino int8 bf16 on cpu, AMD EPYC (avx512_bf16); "
             "ssb-s2/gsm8k: openvino int8 bf16 on cpu, Intel Xeon (amx_bf16).") in note
+
+
+AMD = {"backend": {"name": "openvino", "weight_format": "int8", "inference_precision": "bf16"}, "device": "cpu",
+       "cpu": {"model": "AMD EPYC", "kernel_flags": ["avx2", "avx512_bf16", "avx512f"]}}
+XEON = {**AMD, "cpu": {"model": "Intel Xeon", "kernel_flags": ["amx_bf16", "avx2", "avx512_bf16", "avx512f"]}}
+ANCHORED_PLAN = """arms:
+  ssb: [ssb-s0, ssb-s1, ssb-s2]
+  sft: [sft]
+  base-a: [a/base]
+primary: ["ssb:sft", "sft:base-a"]
+test: z
+engine_anchors: [a/base, b/base]
+"""
+
+
+def test_comparisons_across_engines_are_repeated_anchored_on_each_engines_base(runs, tmp_path):
+    a, b = runs
+    for model in GRADES["a"]:
+        with_engine(a, model, AMD)
+    for model in GRADES["b"]:
+        with_engine(b, model, XEON)
+    text = write_report(a, b, plan=plan_file(tmp_path, ANCHORED_PLAN)).read_text()
+    base_a, base_b = scores_of(GRADES["a"]["base"]), scores_of(GRADES["b"]["base"])
+    minus = lambda run, anchor: [s - t for s, t in zip(run, anchor)]  # noqa: E731
+    ssb_runs = [minus(SSB_RUNS[0], base_a), minus(SSB_RUNS[1], base_a), minus(SSB_RUNS[2], base_b)]  # ssb-s2 graded on the Xeon
+    sft = [minus(ONE["sft"][0], base_a)]
+    diffs = [sum(run[q] for run in ssb_runs) / 3 - sft[0][q] for q in range(6)]
+    better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    section = text[text.index("### Primary, engine-anchored"):]
+    assert (f"| ssb - sft | gsm8k | {ci_row(diffs)} | {runs_cell(ssb_runs, sft)} | {better} / {worse} (n=6) | {z_p(diffs).removesuffix(' (z)')} |"
+            in section.splitlines())
+    assert "sft - base-a" not in section.split("\n\n**Engine-anchored")[0]  # one engine: anchoring would change nothing
+    assert section.index("**Engine-anchored, by the plan's rule** (Holm p over the 1 primary row below alpha = 0.05)") \
+        < section.index("Engine-anchored: the comparisons above")
+    # The plain primary row is still there and differs: b's base scored 0 everywhere, a's did not.
+    plain = [sum(run[q] for run in SSB_RUNS) / 3 - ONE["sft"][0][q] for q in range(6)]
+    assert f"| ssb - sft | gsm8k | {ci_row(plain)} | " in text and plain != diffs
+
+
+def test_a_model_on_an_engine_without_an_anchor_is_refused(runs, tmp_path):
+    a, b = runs
+    with_engine(b, "ssb-s2", XEON)
+    for anchors, message in [("[a/base]", "no anchor was graded on gsm8k by the engine that graded ssb-s2 (engine "),
+                             ("[a/base, b/base]", "a/base and b/base were both graded on gsm8k by one engine; an engine has one anchor"),
+                             ("[a/base, nothing]", "engine_anchors: no evaluated model 'nothing'")]:
+        plan = plan_file(tmp_path, ANCHORED_PLAN.replace("[a/base, b/base]", anchors))
+        with pytest.raises(ValueError) as error:
+            write_report(a, b, plan=plan, out=tmp_path / "out")
+        assert str(error.value).startswith(f"{plan}: engine_anchors: ") and message in str(error.value)
+    assert not (tmp_path / "out").exists()
+    with_engine(b, "base", XEON)  # now b's base anchors the Xeon; the other models record no engine and share a's base
+    assert "### Primary, engine-anchored" in write_report(a, b, plan=plan_file(tmp_path, ANCHORED_PLAN)).read_text()

@@ -12,12 +12,22 @@ A plan declares them first, and the report applies them as written. The file is 
     alpha: 0.05                # a primary comparison is significant when its Holm p is below alpha
     bootstrap: {resamples: 2000, seed: 0}
     benchmarks: [gsm8k]        # optional: the benchmarks compared; default every one both arms were evaluated on
+    engine_anchors: [base, base-amx]  # optional: the base model as graded on each engine (below)
 
 ``test``: ``sign``, the exact sign test over the questions where the two scores differ (McNemar's test for single models
 with one sample per question); ``z``, the normal test of the mean difference; ``bootstrap``, the two-sided p-value of the
 two-level bootstrap over runs and questions (``ssb.bootstrap``), which inverts its percentile interval. Each comparison is
 made on every benchmark of ``benchmarks`` (or every benchmark both arms were evaluated on), and each such row is one
 member of its family. Every error names the file and the field.
+
+``engine_anchors``: models (not arms), each the same reference model (the base) as graded on one evaluation engine. The same
+model and settings generate other text on another CPU class, so where the two arms of a comparison were graded on different
+engines, their difference includes the engines' own. For every such comparison the report repeats it anchored: each model's
+per-question score minus that of the anchor graded on its engine (the same recorded engine numerics, ``report.numerics``;
+a model whose summary records no engine is anchored on the anchor that records none), so that an engine's effect on the
+reference model is subtracted from every model it graded: (A - anchor of A) - (B - anchor of B). It is the declared
+sensitivity analysis of those comparisons, in a family of its own; where both arms share one anchor it equals the plain
+comparison and is not repeated. A compared model whose engine has no anchor is refused, naming the model and its engine.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from ssb.bootstrap import RESAMPLES, SEED
 from ssb.config import ConfigError, UniqueKeyLoader
 
 TESTS = ("sign", "z", "bootstrap")
-FIELDS = ("arms", "primary", "secondary", "test", "alpha", "bootstrap", "benchmarks")
+FIELDS = ("arms", "primary", "secondary", "test", "alpha", "bootstrap", "benchmarks", "engine_anchors")
 MIN_RESAMPLES = 100  # fewer leave the bootstrap p-value's floor, 2 / (resamples + 1), above any alpha worth declaring
 
 
@@ -52,6 +62,7 @@ class AnalysisPlan:
     resamples: int
     seed: int
     benchmarks: list[str] | None  # None: every benchmark both arms were evaluated on
+    engine_anchors: tuple[str, ...] = ()  # models: the reference model as graded on each engine
 
 
 def _strings(value, where: str, path: Path) -> list[str]:
@@ -139,5 +150,9 @@ def load_plan(path: str | Path) -> AnalysisPlan:
         raise PlanError(f"{path}: alpha: expected a number between 0 and 1, got {alpha!r}")
     resamples, seed = _bootstrap(tree.get("bootstrap"), path)
     benchmarks = _strings(tree["benchmarks"], "benchmarks", path) if "benchmarks" in tree else None
+    anchors = _strings(tree["engine_anchors"], "engine_anchors", path) if "engine_anchors" in tree else []
+    if len(set(anchors)) != len(anchors):
+        raise PlanError(f"{path}: engine_anchors: a model is listed twice")
     return AnalysisPlan(path=path, sha256=hashlib.sha256(raw).hexdigest(), arms=arms, primary=primary, secondary=secondary,
-                        test=tree["test"], alpha=float(alpha), resamples=resamples, seed=seed, benchmarks=benchmarks)
+                        test=tree["test"], alpha=float(alpha), resamples=resamples, seed=seed, benchmarks=benchmarks,
+                        engine_anchors=tuple(anchors))

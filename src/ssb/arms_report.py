@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ssb.analysis_plan import AnalysisPlan, PlanError
 from ssb.bootstrap import RESAMPLES, SEED
 from ssb.comparison import arm_pass_at_1, compare_arms, holm, parse_arms, parse_comparisons, resolve
+from ssb.engine_anchors import anchor_of, anchored
 from ssb.report_plots import COMPARISONS_FIGURE
 from ssb.report_tables import difference_table, runs_interval
 
@@ -44,6 +45,13 @@ PLAN_TESTS = {
                  "plus one), the p that the interval over runs and questions inverts; for two single models, the bootstrap over questions",
 }
 COUNTS = "questions A better / B better"
+ANCHORED_NOTE = ("Engine-anchored: the comparisons above whose models were graded on more than one evaluation engine (the same "
+                 "model and settings give other text on another CPU class), again with each model's per-question score minus that "
+                 "of the plan's engine anchor graded on its engine (the reference model, graded by the same engine on the same "
+                 "questions): (A - anchor of A) - (B - anchor of B). It takes each engine's effect on the reference model out of "
+                 "every model that engine graded, at the price of the anchors' own question-level noise; Holm's adjustment runs "
+                 "within each of these families. Comparisons whose models share one engine are not repeated: anchoring would not "
+                 "change them.")
 FIGURE = f"![comparisons: A - B with both intervals]({COMPARISONS_FIGURE})"
 
 
@@ -140,6 +148,7 @@ def plan_section(models, summaries, scores, plan: AnalysisPlan) -> ArmsSection:
                                plan.resamples, plan.seed)
 
     primary, secondary = rows(plan.primary), rows(plan.secondary)
+    anchored_families = engine_anchored(plan, arms, benchmarks, summaries, scores, labels)
     lines = ["## Arms and comparisons (declared analysis plan)", "",
              f"Plan: `{plan.path}`, sha256 `{plan.sha256}`. Applied as declared: the {plan.test} test for every comparison "
              f"(p: {PLAN_TESTS[plan.test]}); alpha {plan.alpha:g}; bootstrap {plan.resamples} resamples, seed {plan.seed}"
@@ -152,6 +161,14 @@ def plan_section(models, summaries, scores, plan: AnalysisPlan) -> ArmsSection:
                   f"Exploratory: Holm's adjustment here runs over these {len(secondary)} rows only, apart from the primary family, so "
                   "that they neither dilute it nor borrow from it; a small p here suggests what a later plan might declare, it settles "
                   "nothing.", ""]
+    for title, family in anchored_families:
+        lines += [f"### {title} (declared in {plan.path}: engine_anchors)", "",
+                  *difference_table(family, "A - B, anchored", COUNTS, f"p ({plan.test})", mark_test=False), ""]
+    if anchored_families:
+        anchored_primary = dict(anchored_families).get("Primary, engine-anchored", [])
+        if anchored_primary:
+            lines += [verdict(anchored_primary, plan.alpha, "Engine-anchored, by the plan's rule"), ""]
+        lines += [ANCHORED_NOTE, ""]
     lines += [FIGURE, ""]
     if plan.test == "sign":
         unlike = [f"{a} - {b} ({benchmark})" for a, b in plan.primary + plan.secondary for benchmark in sorted(benchmarks[a] & benchmarks[b])
@@ -160,15 +177,46 @@ def plan_section(models, summaries, scores, plan: AnalysisPlan) -> ArmsSection:
             lines += [f"The declared sign test is biased towards the side that averages more samples per question (three seeds against "
                       f"one model) in: {', '.join(unlike)}; its p there is applied as declared, not corrected.", ""]
     lines += [DIFFERENCE_NOTE.format(resamples=plan.resamples, seed=plan.seed), ""]
-    families = [("Primary", primary), *([("Secondary, exploratory", secondary)] if secondary else [])]
+    families = [("Primary", primary), *([("Secondary, exploratory", secondary)] if secondary else []), *anchored_families]
     return ArmsSection([*lines, *arm_table(arms, list(arms), benchmarks, summaries, scores, plan.resamples, plan.seed), ""],
                        arms, families)
 
 
-def verdict(primary: list[tuple[str, str, dict]], alpha: float) -> str:
+def engine_anchored(plan: AnalysisPlan, arms, benchmarks, summaries, scores, labels) -> list[tuple[str, list[tuple[str, str, dict]]]]:
+    """The plan's comparisons whose models were graded on more than one engine, again on scores anchored on each engine's
+    reference model (``ssb.engine_anchors``): (title, rows) for the primary and the secondary ones that have any."""
+    if not plan.engine_anchors:
+        return []
+    where = f"{plan.path}: engine_anchors"
+    try:
+        anchors = [resolve(name, labels) for name in plan.engine_anchors]
+    except ValueError as exc:
+        raise PlanError(f"{where}: {exc}") from None
+    try:
+        anchor = anchor_of(anchors, summaries, where)
+
+        def of(arm: str, benchmark: str) -> set[str]:
+            return {anchor(m, benchmark) for m in arms[arm]}
+
+        families = []
+        for title, pairs in (("Primary, engine-anchored", plan.primary), ("Secondary, engine-anchored", plan.secondary)):
+            rows = [(f"{a} - {b}", benchmark, compare_arms(
+                        {m: anchored(scores(m, benchmark), scores(anchor(m, benchmark), benchmark)) for m in arms[a]},
+                        {m: anchored(scores(m, benchmark), scores(anchor(m, benchmark), benchmark)) for m in arms[b]},
+                        (samples(arms[a], benchmark, summaries), samples(arms[b], benchmark, summaries)),
+                        test=plan.test, resamples=plan.resamples, seed=plan.seed))
+                    for a, b in pairs for benchmark in sorted(benchmarks[a] & benchmarks[b]) if len(of(a, benchmark) | of(b, benchmark)) > 1]
+            if rows:
+                families.append((title, rows))
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    return families
+
+
+def verdict(primary: list[tuple[str, str, dict]], alpha: float, rule: str = "By the plan's rule") -> str:
     """The plan's rule applied: which primary rows have a Holm p below alpha over the primary family."""
     adjusted = holm([d["p_value"] for _, _, d in primary])
     significant = [f"{name} ({benchmark})" for (name, benchmark, _), p in zip(primary, adjusted) if p < alpha]
-    return (f"**By the plan's rule** (Holm p over the {len(primary)} primary row{'s' if len(primary) != 1 else ''} below alpha = "
+    return (f"**{rule}** (Holm p over the {len(primary)} primary row{'s' if len(primary) != 1 else ''} below alpha = "
             f"{alpha:g}): {'significant: ' + ', '.join(significant) if significant else 'none is significant'}.")
 

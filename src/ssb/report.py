@@ -33,6 +33,7 @@ from ssb.arms_report import arms_section, plan_section
 from ssb.artifacts import write_text_atomic
 from ssb.bootstrap import RESAMPLES, SEED
 from ssb.comparison import compare, model_labels
+from ssb.engine_anchors import engine_key
 from ssb.objectives import DIAGNOSTICS
 from ssb.report_plots import COMPARISONS_FIGURE, accuracy_bars, forest_rows, plot_accuracy, plot_comparisons, with_models
 from ssb.report_tables import cell, difference_table, pyplot, save_figure
@@ -226,14 +227,12 @@ def small_run_note(summaries: dict[str, dict[str, dict]], stats: dict[str, dict]
 def engines_note(summaries: dict[str, dict[str, dict]]) -> str | None:
     """A warning where the evaluations shown ran on different engines (backend, device or CPU class, as each summary records
     it: ``ssb.evaluation.evaluation_engine``); None where they agree or at most one is recorded."""
-    import json
-
     engines: dict[str, list[str]] = {}
     shown: dict[str, dict] = {}
     for label in base_first(summaries):
         for benchmark, summary in sorted(summaries[label].items()):
             if "engine" in summary:
-                key = json.dumps(numerics(summary["engine"]), sort_keys=True)
+                key = engine_key(summary)
                 engines.setdefault(key, []).append(f"{label}/{benchmark}")
                 shown.setdefault(key, summary["engine"])
     if len(engines) < 2:
@@ -241,13 +240,6 @@ def engines_note(summaries: dict[str, dict[str, dict]]) -> str | None:
     described = "; ".join(f"{', '.join(evaluations)}: {engine_words(shown[key])}" for key, evaluations in engines.items())
     return (f"**Evaluated on different engines**: {described}. The same model and settings generate other text on another "
             "engine or CPU class, so a difference between evaluations of different engines includes the engines' own.")
-
-
-def numerics(engine: dict) -> dict:
-    """What of an evaluation's engine decides its numerics: the backend's format and precision, the device, the CPU's
-    kernel flags (not the KV cache's size, nor the CPU's model name where its flags are the same)."""
-    backend = {k: v for k, v in engine.get("backend", {}).items() if k != "kv_cache_gb"}
-    return {"backend": backend, "device": engine.get("device"), "kernel_flags": (engine.get("cpu") or {}).get("kernel_flags")}
 
 
 def engine_words(engine: dict) -> str:
