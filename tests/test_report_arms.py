@@ -439,7 +439,9 @@ ANCHORED_PLAN = """arms:
   ssb: [ssb-s0, ssb-s1, ssb-s2]
   sft: [sft]
   base-a: [a/base]
+  base-b: [b/base]
 primary: ["ssb:sft", "sft:base-a"]
+secondary: ["base-b:base-a"]
 test: z
 engine_anchors: [a/base, b/base]
 """
@@ -461,7 +463,8 @@ def test_comparisons_across_engines_are_repeated_anchored_on_each_engines_base(r
     section = text[text.index("### Primary, engine-anchored"):]
     assert (f"| ssb - sft | gsm8k | {ci_row(diffs)} | {runs_cell(ssb_runs, sft)} | {better} / {worse} (n=6) | {z_p(diffs).removesuffix(' (z)')} |"
             in section.splitlines())
-    assert "sft - base-a" not in section.split("\n\n**Engine-anchored")[0]  # one engine: anchoring would change nothing
+    assert "sft - base-a" not in section and "base-b - base-a" not in section  # one engine; anchors alone
+    assert "### Secondary, engine-anchored" not in text and "| base-b - base-a | gsm8k | " in text
     assert section.index("**Engine-anchored, by the plan's rule** (Holm p over the 1 primary row below alpha = 0.05)") \
         < section.index("Engine-anchored: the comparisons above")
     # The plain primary row is still there and differs: b's base scored 0 everywhere, a's did not.

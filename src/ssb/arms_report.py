@@ -50,8 +50,8 @@ ANCHORED_NOTE = ("Engine-anchored: the comparisons above whose models were grade
                  "of the plan's engine anchor graded on its engine (the reference model, graded by the same engine on the same "
                  "questions): (A - anchor of A) - (B - anchor of B). It takes each engine's effect on the reference model out of "
                  "every model that engine graded, at the price of the anchors' own question-level noise; Holm's adjustment runs "
-                 "within each of these families. Comparisons whose models share one engine are not repeated: anchoring would not "
-                 "change them.")
+                 "within each of these families. Comparisons whose models share one engine are not repeated (anchoring would not "
+                 "change them), nor those of anchors alone (anchored, each is 0).")
 FIGURE = f"![comparisons: A - B with both intervals]({COMPARISONS_FIGURE})"
 
 
@@ -205,7 +205,8 @@ def engine_anchored(plan: AnalysisPlan, arms, benchmarks, summaries, scores, lab
                         {m: anchored(scores(m, benchmark), scores(anchor(m, benchmark), benchmark)) for m in arms[b]},
                         (samples(arms[a], benchmark, summaries), samples(arms[b], benchmark, summaries)),
                         test=plan.test, resamples=plan.resamples, seed=plan.seed))
-                    for a, b in pairs for benchmark in sorted(benchmarks[a] & benchmarks[b]) if len(of(a, benchmark) | of(b, benchmark)) > 1]
+                    for a, b in pairs if not set(arms[a] + arms[b]) <= set(anchors)  # anchors against anchors: 0 by construction
+                    for benchmark in sorted(benchmarks[a] & benchmarks[b]) if len(of(a, benchmark) | of(b, benchmark)) > 1]
             if rows:
                 families.append((title, rows))
     except ValueError as exc:
