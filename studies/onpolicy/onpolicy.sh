@@ -16,13 +16,15 @@
 #        engine's inference precision `auto` has since resolved to f32 instead of bf16).
 # main:  one seed each of the two declared contexts, gold-solution (every question trains) and hint-pair (SSB's
 #        hinted pair: mixed questions only), at SSB's 90 optimiser steps; GSM8K test[:500] greedy and MATH500[:200].
-#        main_gold and main_hint are its two halves, each with the same-engine check first.
+#        main_gold and main_hint are its two halves, each after base_here (the base model graded by this engine, once
+#        per engine: the anchor of the arms it grades, plan.yaml's amendment of 2026-12-05).
 # seeds: training seeds 1 and 2 (seed_1, seed_2) of the context plan.yaml's rule selects (the higher GSM8K pass@1 of
 #        seed 0), GSM8K test[:500]; plan-seeds.yaml must be committed before this part runs.
 #
 # Every step is a resumable ssb stage. After each arm its samples, summaries and training stats are exported to
 # studies/onpolicy/results/<arm>/ (studies/common/evidence_export.py); with EVIDENCE_COMMIT=1 they are committed.
-# SSB, SFT-clean, base and GRPO are the evidence study's committed arms (same questions, same greedy evaluation).
+# SSB, SFT-clean, base and GRPO are the evidence study's committed arms (same questions, same greedy evaluation, graded
+# on an AMD EPYC with avx512_bf16; an arm graded on another CPU class is anchored on that engine's base, base_here).
 set -euo pipefail
 set -f  # no globbing: "[gsm8k]" is an argument, not a pattern
 config=evidence
@@ -100,13 +102,32 @@ pilot_amx() {  # pilot-amx.yaml: the learning-rate question on one machine's eng
 
 # Each part below takes about two hours on a 2-core CPU, so that each fits in one sitting of the machine: a run folder
 # is not kept between sittings here, and an arm's results are committed as soon as it is evaluated.
+# base_here: the base model graded by this machine's engine on the study's questions, the anchor of every arm this
+# engine grades (plan.yaml's amendment of 2026-12-05: the same settings grade differently on another CPU class, and the
+# committed arms' adapters cannot be graded again). Committed once per engine; a committed anchor is reused only where
+# it records this CPU's kernel flags. Its name must be in plan.yaml's engine_anchors for the report to use it.
+base_here() {
+  local name
+  name=$(python3 studies/common/engine_anchor.py name)
+  if [ -d "$results/$name" ]; then
+    python3 studies/common/engine_anchor.py check "$results/$name"
+    return
+  fi
+  step eval --config $config --run_dir "$runs-$name" "${eval_engine[@]}" "${gsm8k[@]}"
+  step eval --config $config --run_dir "$runs-$name" "${eval_engine[@]}" "${math[@]}"
+  python3 studies/common/evidence_export.py arm "$name" --eval-dir "$runs-$name" --model base --results "$results"
+  commit "$name: the base model graded by this engine (the anchor of its arms)"
+  grep -q "engine_anchors:.*\b$name\b" studies/onpolicy/plan.yaml ||
+    echo "note: $name is not yet in plan.yaml's engine_anchors; append it (the amendment's rule) before the report" >&2
+}
+
 main_gold() {
-  same_engine_check  # the committed arms are met only if this engine grades as theirs did
+  base_here
   arm onpolicy-gold gold-solution 0 "${gsm8k[*]}" "${math[*]}"
 }
 
 main_hint() {
-  same_engine_check
+  base_here
   arm onpolicy-hint hint-pair 0 "${gsm8k[*]}" "${math[*]}"
 }
 
@@ -120,7 +141,7 @@ score = {a: json.load(open(f"studies/onpolicy/results/{a}/gsm8k.summary.json"))[
 print(max(score, key=score.get))')
   [ -n "$best" ] || { echo "no seed-0 GSM8K summary to select a context from" >&2; exit 1; }
   context=$([ "$best" = onpolicy-gold ] && echo gold-solution || echo hint-pair)
-  same_engine_check
+  base_here
   arm "$best-s$1" "$context" "$1" "${gsm8k[*]}"
 }
 seed_1() { seed 1; }

@@ -1,0 +1,50 @@
+"""This machine's engine anchor (the base model graded by its engine; ``engine_anchors`` in ``ssb.analysis_plan``).
+
+    python3 studies/common/engine_anchor.py name
+        prints base-<matrix unit> for this CPU: base-amx, base-avx512bf16, base-avx2 (base-cpu without AVX2)
+    python3 studies/common/engine_anchor.py check FOLDER
+        exits 0 if every summary in FOLDER (an exported arm) records this CPU's kernel flags, else 1, saying which differ:
+        an anchor graded on another engine cannot anchor this one's arms
+
+The name is the unit that decides the engine's bf16 kernels; two CPUs of one unit with other kernel flags are told
+apart by ``check``, which the study drivers run before reusing a committed anchor.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+UNITS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx2", "avx2"))
+
+
+def name(flags: list[str]) -> str:
+    return "base-" + next((short for flag, short in UNITS if flag in flags), "cpu")
+
+
+def main(argv: list[str]) -> int:
+    from ssb.models import cpu_record
+
+    flags = cpu_record()["kernel_flags"]
+    if argv[:1] == ["name"] and len(argv) == 1:
+        print(name(flags))
+        return 0
+    if argv[:1] == ["check"] and len(argv) == 2:
+        summaries = sorted(Path(argv[1]).glob("*.summary.json"))
+        if not summaries:
+            print(f"{argv[1]}: no evaluation summary to check", file=sys.stderr)
+            return 1
+        for path in summaries:
+            recorded = (json.loads(path.read_text()).get("engine", {}).get("cpu") or {}).get("kernel_flags")
+            if recorded != flags:
+                print(f"{path}: graded on kernel flags {recorded}, this CPU has {flags}: it cannot anchor this engine's arms "
+                      "(grade the base model here under another name and declare it)", file=sys.stderr)
+                return 1
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
