@@ -466,7 +466,8 @@ def test_comparisons_across_engines_are_repeated_anchored_on_each_engines_base(r
     assert "sft - base-a" not in section and "base-b - base-a" not in section  # one engine; anchors alone
     assert "### Secondary, engine-anchored" not in text and "| base-b - base-a | gsm8k | " in text
     assert section.index("**Engine-anchored, by the plan's rule** (Holm p over the 1 primary row below alpha = 0.05)") \
-        < section.index("Engine-anchored: the comparisons above")
+        < section.index("**By the plan's rule, across engines**") < section.index("Engine-anchored: the comparisons above")
+    assert "no `engine_anchors`" not in text
     # The plain primary row is still there and differs: b's base scored 0 everywhere, a's did not.
     plain = [sum(run[q] for run in SSB_RUNS) / 3 - ONE["sft"][0][q] for q in range(6)]
     assert f"| ssb - sft | gsm8k | {ci_row(plain)} | " in text and plain != diffs
@@ -485,3 +486,42 @@ def test_a_model_on_an_engine_without_an_anchor_is_refused(runs, tmp_path):
     assert not (tmp_path / "out").exists()
     with_engine(b, "base", XEON)  # now b's base anchors the Xeon; the other models record no engine and share a's base
     assert "### Primary, engine-anchored" in write_report(a, b, plan=plan_file(tmp_path, ANCHORED_PLAN)).read_text()
+
+
+def test_across_engines_a_repeated_primary_comparison_counts_only_where_plain_and_anchored_agree():
+    from ssb.arms_report import across_engines
+
+    def row(name, p, mean):
+        return (name, "gsm8k", {"p_value": p, "mean": mean})
+
+    sure = 1e-6  # small enough to stay below alpha after Holm over five rows
+    plain = [row("both", sure, 0.1), row("plain only", sure, 0.1), row("one engine", sure, -0.1), row("anchored only", 0.5, 0.0),
+             row("signs differ", sure, 0.1)]
+    anchored_rows = [row("both", sure, 0.2), row("plain only", 0.5, 0.05), row("anchored only", sure, 0.1), row("signs differ", sure, -0.1)]
+    assert across_engines(plain, anchored_rows, 0.05).endswith(
+        "established: both (gsm8k), one engine (gsm8k); not robust to the engine: plain only (gsm8k), anchored only (gsm8k), "
+        "signs differ (gsm8k).")
+    # Holm within each family: three anchored rows at p 0.02 are each 0.06 after it, so none stands anchored.
+    assert across_engines([row("a", sure, 0.1)], [row("a", 0.02, 0.1), row("b", 0.02, 0.1), row("c", 0.02, 0.1)], 0.05).endswith(
+        "none is established; not robust to the engine: a (gsm8k).")
+
+
+def test_an_anchor_without_every_question_of_its_models_is_refused(runs, tmp_path):
+    a, b = runs
+    write_eval(tmp_path / "c", "base", GRADES["b"]["base"][:5])  # graded on five of the six questions
+    with_engine(b, "ssb-s2", XEON)
+    with_engine(tmp_path / "c", "base", XEON)
+    plan = plan_file(tmp_path, ANCHORED_PLAN.replace("[a/base, b/base]", "[a/base, c/base]"))
+    with pytest.raises(ValueError) as error:
+        write_report(a, b, tmp_path / "c", plan=plan, out=tmp_path / "out")
+    assert str(error.value) == (f"{plan}: engine_anchors: c/base, the anchor of ssb-s2 on gsm8k, was not graded on 1 of its 6 questions "
+                                "(e.g. q5); an anchor is graded on every question its models were")
+
+
+def test_a_plan_without_anchors_says_when_its_models_were_graded_on_several_engines(runs, tmp_path):
+    a, b = runs
+    plan = plan_file(tmp_path, ANCHORED_PLAN.replace("engine_anchors: [a/base, b/base]\n", ""))
+    assert "no `engine_anchors`" not in write_report(a, b, plan=plan).read_text()  # nothing recorded: one engine as far as known
+    with_engine(b, "ssb-s2", XEON)
+    assert ("The compared models were graded on 2 engines (or some record none) and this plan names no `engine_anchors`"
+            in write_report(a, b, plan=plan).read_text())

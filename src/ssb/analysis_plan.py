@@ -25,9 +25,12 @@ model and settings generate other text on another CPU class, so where the two ar
 engines, their difference includes the engines' own. For every such comparison the report repeats it anchored: each model's
 per-question score minus that of the anchor graded on its engine (the same recorded engine numerics, ``report.numerics``;
 a model whose summary records no engine is anchored on the anchor that records none), so that an engine's effect on the
-reference model is subtracted from every model it graded: (A - anchor of A) - (B - anchor of B). It is the declared
-sensitivity analysis of those comparisons, in a family of its own; where both arms share one anchor it equals the plain
-comparison and is not repeated. A compared model whose engine has no anchor is refused, naming the model and its engine.
+reference model is subtracted from every model it graded: (A - anchor of A) - (B - anchor of B), which assumes the engine
+moves every model's answers as it moved the reference model's. It is the declared sensitivity analysis of those
+comparisons, in families of their own (Holm within each); where both arms share one anchor it equals the plain comparison
+and is not repeated. A primary comparison that is repeated then counts only where its plain and its anchored row are both
+significant with the same sign (the report's "across engines" line). A compared model whose engine has no anchor, two
+anchors on one engine, or an anchor not graded on every question of its models is refused, naming what is missing.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ssb.analysis_plan import AnalysisPlan, PlanError
 from ssb.bootstrap import RESAMPLES, SEED
 from ssb.comparison import arm_pass_at_1, compare_arms, holm, parse_arms, parse_comparisons, resolve
-from ssb.engine_anchors import anchor_of, anchored
+from ssb.engine_anchors import UNRECORDED, anchor_of, anchored, engine_key
 from ssb.report_plots import COMPARISONS_FIGURE
 from ssb.report_tables import difference_table, runs_interval
 
@@ -45,12 +45,16 @@ PLAN_TESTS = {
                  "plus one), the p that the interval over runs and questions inverts; for two single models, the bootstrap over questions",
 }
 COUNTS = "questions A better / B better"
+ANCHORED_PRIMARY = "Primary, engine-anchored"
 ANCHORED_NOTE = ("Engine-anchored: the comparisons above whose models were graded on more than one evaluation engine (the same "
                  "model and settings give other text on another CPU class), again with each model's per-question score minus that "
                  "of the plan's engine anchor graded on its engine (the reference model, graded by the same engine on the same "
                  "questions): (A - anchor of A) - (B - anchor of B). It takes each engine's effect on the reference model out of "
-                 "every model that engine graded, at the price of the anchors' own question-level noise; Holm's adjustment runs "
-                 "within each of these families. Comparisons whose models share one engine are not repeated (anchoring would not "
+                 "every model that engine graded, assuming the engine moves every model's answers as it moved the reference "
+                 "model's (it moves individual answers, so at best on average), at the price of the noise of the questions where "
+                 "the anchors disagree; Holm's adjustment runs within each of these families. A sign test on anchored scores "
+                 "counts a question where the two anchors disagree as a win or a loss even where A and B tie: prefer the "
+                 "bootstrap. Comparisons whose models share one engine are not repeated (anchoring would not "
                  "change them), nor those of anchors alone (anchored, each is 0).")
 FIGURE = f"![comparisons: A - B with both intervals]({COMPARISONS_FIGURE})"
 
@@ -165,10 +169,14 @@ def plan_section(models, summaries, scores, plan: AnalysisPlan) -> ArmsSection:
         lines += [f"### {title} (declared in {plan.path}: engine_anchors)", "",
                   *difference_table(family, "A - B, anchored", COUNTS, f"p ({plan.test})", mark_test=False), ""]
     if anchored_families:
-        anchored_primary = dict(anchored_families).get("Primary, engine-anchored", [])
+        anchored_primary = dict(anchored_families).get(ANCHORED_PRIMARY, [])
         if anchored_primary:
-            lines += [verdict(anchored_primary, plan.alpha, "Engine-anchored, by the plan's rule"), ""]
+            lines += [verdict(anchored_primary, plan.alpha, "Engine-anchored, by the plan's rule"), "",
+                      across_engines(primary, anchored_primary, plan.alpha), ""]
         lines += [ANCHORED_NOTE, ""]
+    unanchored = engines_unanchored(plan, arms, benchmarks, summaries)
+    if unanchored:
+        lines += [unanchored, ""]
     lines += [FIGURE, ""]
     if plan.test == "sign":
         unlike = [f"{a} - {b} ({benchmark})" for a, b in plan.primary + plan.secondary for benchmark in sorted(benchmarks[a] & benchmarks[b])
@@ -187,31 +195,65 @@ def engine_anchored(plan: AnalysisPlan, arms, benchmarks, summaries, scores, lab
     reference model (``ssb.engine_anchors``): (title, rows) for the primary and the secondary ones that have any."""
     if not plan.engine_anchors:
         return []
-    where = f"{plan.path}: engine_anchors"
     try:
         anchors = [resolve(name, labels) for name in plan.engine_anchors]
-    except ValueError as exc:
-        raise PlanError(f"{where}: {exc}") from None
-    try:
-        anchor = anchor_of(anchors, summaries, where)
+        anchor = anchor_of(anchors, summaries)
 
         def of(arm: str, benchmark: str) -> set[str]:
             return {anchor(m, benchmark) for m in arms[arm]}
 
+        def side(arm: str, benchmark: str) -> dict[str, dict[str, float]]:
+            return {m: anchored(scores(m, benchmark), scores(anchor(m, benchmark), benchmark), m, anchor(m, benchmark), benchmark)
+                    for m in arms[arm]}
+
         families = []
-        for title, pairs in (("Primary, engine-anchored", plan.primary), ("Secondary, engine-anchored", plan.secondary)):
-            rows = [(f"{a} - {b}", benchmark, compare_arms(
-                        {m: anchored(scores(m, benchmark), scores(anchor(m, benchmark), benchmark)) for m in arms[a]},
-                        {m: anchored(scores(m, benchmark), scores(anchor(m, benchmark), benchmark)) for m in arms[b]},
-                        (samples(arms[a], benchmark, summaries), samples(arms[b], benchmark, summaries)),
-                        test=plan.test, resamples=plan.resamples, seed=plan.seed))
+        for title, pairs in ((ANCHORED_PRIMARY, plan.primary), ("Secondary, engine-anchored", plan.secondary)):
+            rows = [(f"{a} - {b}", benchmark, compare_arms(side(a, benchmark), side(b, benchmark),
+                                                           (samples(arms[a], benchmark, summaries), samples(arms[b], benchmark, summaries)),
+                                                           test=plan.test, resamples=plan.resamples, seed=plan.seed))
                     for a, b in pairs if not set(arms[a] + arms[b]) <= set(anchors)  # anchors against anchors: 0 by construction
                     for benchmark in sorted(benchmarks[a] & benchmarks[b]) if len(of(a, benchmark) | of(b, benchmark)) > 1]
             if rows:
                 families.append((title, rows))
     except ValueError as exc:
-        raise PlanError(str(exc)) from None
+        raise PlanError(f"{plan.path}: engine_anchors: {exc}") from None
     return families
+
+
+def across_engines(primary: list[tuple[str, str, dict]], anchored_primary: list[tuple[str, str, dict]], alpha: float) -> str:
+    """The plan's rule where primary comparisons were repeated anchored: a repeated one counts only where its plain and its
+    anchored row are both significant (Holm within each family) with the same sign; one whose models share an engine is
+    decided by its plain row."""
+    plain = {(name, benchmark): (p < alpha, d["mean"]) for (name, benchmark, d), p in zip(primary, holm([d["p_value"] for _, _, d in primary]))}
+    again = {(name, benchmark): (p < alpha, d["mean"])
+             for (name, benchmark, d), p in zip(anchored_primary, holm([d["p_value"] for _, _, d in anchored_primary]))}
+    established, fragile = [], []
+    for key, (significant, mean) in plain.items():
+        if key not in again:
+            established += [key] if significant else []
+        elif significant and again[key][0] and (mean > 0) == (again[key][1] > 0):
+            established.append(key)
+        elif significant or again[key][0]:
+            fragile.append(key)
+    named = lambda keys: ", ".join(f"{name} ({benchmark})" for name, benchmark in keys)  # noqa: E731
+    return (f"**By the plan's rule, across engines** (a primary comparison repeated anchored counts only where its plain and its "
+            f"anchored row are both significant, with the same sign): "
+            f"{'established: ' + named(established) if established else 'none is established'}"
+            f"{'; not robust to the engine: ' + named(fragile) if fragile else ''}.")
+
+
+def engines_unanchored(plan: AnalysisPlan, arms, benchmarks, summaries) -> str | None:
+    """A line where the compared models were graded on more than one engine (or some record none) and the plan names no
+    engine anchors: their differences then include the engines' own, unmeasured."""
+    if plan.engine_anchors:
+        return None
+    compared = {arm for pair in plan.primary + plan.secondary for arm in pair}
+    keys = {engine_key(summaries[m][benchmark]) for arm in compared for m in arms[arm] for benchmark in benchmarks[arm] if benchmark in summaries[m]}
+    if len(keys) < 2:
+        return None
+    unrecorded = " (or some record none)" if UNRECORDED in keys else ""
+    return (f"The compared models were graded on {len(keys)} engines{unrecorded} and this plan names no `engine_anchors`: a difference "
+            "between models of different engines includes the engines' own, and nothing here measures it.")
 
 
 def verdict(primary: list[tuple[str, str, dict]], alpha: float, rule: str = "By the plan's rule") -> str:

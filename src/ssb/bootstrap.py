@@ -44,7 +44,8 @@ def resample(a_RQ: Sequence[Sequence[float]], b_RQ: Sequence[Sequence[float]] | 
              seed: int = SEED) -> np.ndarray:
     """The statistic in each of ``resamples`` two-level resamples, shape (resamples,).
 
-    ``a_RQ``: one row per run of arm A, one column per question (each run's score on it, in [0, 1]); ``b_RQ``: the same
+    ``a_RQ``: one row per run of arm A, one column per question (each run's score on it: in [0, 1], or in [-1, 1]
+    anchored on an engine's reference model, ``ssb.engine_anchors``); ``b_RQ``: the same
     for arm B, on the same questions in the same order. The statistic is A's pass@1, or A's minus B's when ``b_RQ`` is
     given. No questions: every resample is 0 (as ``paired_difference`` gives on empty input).
     """

@@ -38,8 +38,9 @@ def main(argv: list[str]) -> int:
         for path in summaries:
             recorded = (json.loads(path.read_text()).get("engine", {}).get("cpu") or {}).get("kernel_flags")
             if recorded != flags:
-                print(f"{path}: graded on kernel flags {recorded}, this CPU has {flags}: it cannot anchor this engine's arms "
-                      "(grade the base model here under another name and declare it)", file=sys.stderr)
+                print(f"{path}: graded on kernel flags {recorded}, this CPU has {flags}: it cannot anchor this engine's arms, "
+                      "and its name is taken; stopping (an anchor of another name, graded by hand and appended to the plan's "
+                      "engine_anchors, would)", file=sys.stderr)
                 return 1
         return 0
     print(__doc__, file=sys.stderr)

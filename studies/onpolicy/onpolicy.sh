@@ -105,9 +105,10 @@ pilot_amx() {  # pilot-amx.yaml: the learning-rate question on one machine's eng
 # base_here: the base model graded by this machine's engine on the study's questions, the anchor of every arm this
 # engine grades (plan.yaml's amendment of 2026-12-05: the same settings grade differently on another CPU class, and the
 # committed arms' adapters cannot be graded again). Committed once per engine; a committed anchor is reused only where
-# it records this CPU's kernel flags. Its name must be in plan.yaml's engine_anchors for the report to use it.
+# it records this CPU's kernel flags. Its name must be in the engine_anchors of plan.yaml (and of plan-seeds.yaml, which
+# repeats them) for the report to use it.
 base_here() {
-  local name
+  local name plan
   name=$(python3 studies/common/engine_anchor.py name)
   if [ -d "$results/$name" ]; then
     python3 studies/common/engine_anchor.py check "$results/$name"
@@ -117,8 +118,10 @@ base_here() {
   step eval --config $config --run_dir "$runs-$name" "${eval_engine[@]}" "${math[@]}"
   python3 studies/common/evidence_export.py arm "$name" --eval-dir "$runs-$name" --model base --results "$results"
   commit "$name: the base model graded by this engine (the anchor of its arms)"
-  grep -q "engine_anchors:.*\b$name\b" studies/onpolicy/plan.yaml ||
-    echo "note: $name is not yet in plan.yaml's engine_anchors; append it (the amendment's rule) before the report" >&2
+  for plan in studies/onpolicy/plan.yaml studies/onpolicy/plan-seeds.yaml; do
+    [ ! -f "$plan" ] || grep -q "engine_anchors:.*\b$name\b" "$plan" ||
+      echo "note: $name is not yet in $plan's engine_anchors; append it (plan.yaml's amendment of 2026-12-05) before the report" >&2
+  done
 }
 
 main_gold() {
