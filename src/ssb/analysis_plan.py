@@ -23,7 +23,7 @@ member of its family. Every error names the file and the field.
 ``engine_anchors``: models (not arms), each the same reference model (the base) as graded on one evaluation engine. The same
 model and settings generate other text on another CPU class, so where the two arms of a comparison were graded on different
 engines, their difference includes the engines' own. For every such comparison the report repeats it anchored: each model's
-per-question score minus that of the anchor graded on its engine (the same recorded engine numerics, ``report.numerics``;
+per-question score minus that of the anchor graded on its engine (the same recorded engine numerics, ``engine_anchors.numerics``;
 a model whose summary records no engine is anchored on the anchor that records none), so that an engine's effect on the
 reference model is subtracted from every model it graded: (A - anchor of A) - (B - anchor of B), which assumes the engine
 moves every model's answers as it moved the reference model's. It is the declared sensitivity analysis of those
