@@ -202,17 +202,18 @@ def engine_anchored(plan: AnalysisPlan, arms, benchmarks, summaries, scores, lab
         def of(arm: str, benchmark: str) -> set[str]:
             return {anchor(m, benchmark) for m in arms[arm]}
 
-        def side(arm: str, benchmark: str) -> dict[str, dict[str, float]]:
-            return {m: anchored(scores(m, benchmark), scores(anchor(m, benchmark), benchmark), m, anchor(m, benchmark), benchmark)
-                    for m in arms[arm]}
+        def anchored_scores(model: str, benchmark: str) -> dict[str, float]:
+            base = anchor(model, benchmark)
+            return anchored(scores(model, benchmark), scores(base, benchmark), model, base, benchmark)
+
+        def repeated(a: str, b: str) -> list[str]:  # the benchmarks where A's and B's models met more than one engine
+            if set(arms[a] + arms[b]) <= set(anchors):  # anchors against anchors: 0 by construction
+                return []
+            return [benchmark for benchmark in sorted(benchmarks[a] & benchmarks[b]) if len(of(a, benchmark) | of(b, benchmark)) > 1]
 
         families = []
         for title, pairs in ((ANCHORED_PRIMARY, plan.primary), ("Secondary, engine-anchored", plan.secondary)):
-            rows = [(f"{a} - {b}", benchmark, compare_arms(side(a, benchmark), side(b, benchmark),
-                                                           (samples(arms[a], benchmark, summaries), samples(arms[b], benchmark, summaries)),
-                                                           test=plan.test, resamples=plan.resamples, seed=plan.seed))
-                    for a, b in pairs if not set(arms[a] + arms[b]) <= set(anchors)  # anchors against anchors: 0 by construction
-                    for benchmark in sorted(benchmarks[a] & benchmarks[b]) if len(of(a, benchmark) | of(b, benchmark)) > 1]
+            rows = difference_rows(pairs, arms, repeated, summaries, anchored_scores, plan.test, plan.resamples, plan.seed)
             if rows:
                 families.append((title, rows))
     except ValueError as exc:
