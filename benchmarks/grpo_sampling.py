@@ -8,7 +8,8 @@ and syncing weights, the sampling's useful tokens/s (every generated token, the 
 and peak RSS. The first step also builds the engine (or warms transformers), so the steady numbers
 are those of the later steps. The engine arm also scores its last batch with the trainer's weights:
 the mean gap between the engine's log-probabilities of the sampled tokens and the trainer's own
-(temperature 1), the distribution mismatch nothing corrects.
+(temperature 1), the distribution mismatch that ``grpo.importance_sampling`` corrects where the engine
+samples at temperature 1 (the evidence config samples at 0.8 with top-k 50, where it goes uncorrected).
 
 ``standalone`` arms run ssb's evaluation engine (``make_backend``, OpenVINO, prefix caching on) on the
 same questions with the same sampling and the same number of sequences in flight, for the in-loop

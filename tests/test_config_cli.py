@@ -59,7 +59,7 @@ OUT_OF_RANGE = [
     ("grpo.num_generations", 1), ("grpo.batch_size", 0), ("grpo.batch_size", 6), ("grpo.gradient_accumulation_steps", 0), ("grpo.epochs", 0),
     ("grpo.max_steps", 0), ("grpo.max_wall_s", 0), ("grpo.lr", 0), ("grpo.max_completion_length", 0), ("grpo.temperature", 0),
     ("grpo.top_k", -1), ("grpo.top_p", 0), ("grpo.beta", -1), ("grpo.format_reward", -1), ("grpo.warmup_steps", -1),
-    ("grpo.max_grad_norm", -1), ("grpo.save_every", 0), ("grpo.policy_lag", -1), ("grpo.steps_per_generation", 0), ("grpo.max_generated_tokens", 0),
+    ("grpo.max_grad_norm", -1), ("grpo.save_every", 0), ("grpo.policy_lag", -1), ("grpo.steps_per_generation", 0), ("grpo.max_generated_tokens", 0), ("grpo.importance_sampling_clip", 0),
     ("onpolicy.alpha", -0.1), ("onpolicy.alpha", 1.1), ("onpolicy.top_k_tokens", 0), ("onpolicy.ema_rate", 0), ("onpolicy.ema_rate", 1.5),
     ("onpolicy.is_clip", 0), ("onpolicy.num_iterations", 0), ("onpolicy.num_generations", 0), ("onpolicy.batch_size", 0),
     ("onpolicy.gradient_accumulation_steps", 0), ("onpolicy.epochs", 0), ("onpolicy.max_steps", 0), ("onpolicy.max_wall_s", 0),

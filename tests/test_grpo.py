@@ -312,6 +312,50 @@ def test_a_killed_lagged_engine_run_resumes_with_the_same_completions(tmp_path, 
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
+def test_lagged_engine_samples_are_importance_corrected_by_trls_own_code(tmp_path, tiny_model_dir, monkeypatch):
+    """With grpo.importance_sampling and a policy lag of 1, the ratio TRL's loss is given for each sampled token is
+    exp(trainer's log-probability - engine's), truncated at the clip: the trainer's computed here by an independent
+    forward of the weights that train, the engine's as the rollouts returned them. It is 1 at step 0 (the same weights,
+    exact fp32 engine) and moves once the sampler lags."""
+    import torch
+    import trl
+
+    from ssb import grpo_rollouts
+
+    rollouts, ratios = [], []
+    plain_call = grpo_rollouts.EngineRollouts.__call__
+
+    def recording_call(self, prompts, trainer):
+        rollouts.append(plain_call(self, prompts, trainer))
+        return rollouts[-1]
+
+    class Recording(trl.GRPOTrainer):
+        def _generate_and_score_completions(self, inputs):
+            output = super()._generate_and_score_completions(inputs)
+            model, rollout = self.accelerator.unwrap_model(self.model), rollouts[-1]
+            with torch.no_grad():
+                for row, (prompt, completion, engine) in enumerate(zip(rollout["prompt_ids"], rollout["completion_ids"], rollout["logprobs"])):
+                    logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1].float()
+                    own = torch.log_softmax(logits, -1).gather(1, torch.tensor(completion)[:, None])[:, 0]
+                    expected = torch.clamp(torch.exp(own - torch.tensor(engine)), max=1.5)
+                    ratios.append((self.state.global_step, output["importance_sampling_ratio"][row, : len(completion)], expected))
+            return output
+
+    monkeypatch.setattr(grpo_rollouts.EngineRollouts, "__call__", recording_call)
+    monkeypatch.setattr(trl, "GRPOTrainer", Recording)
+    settings = engine_settings(tmp_path, tiny_model_dir, **{"grpo.policy_lag": 1, "grpo.importance_sampling": "token_truncate",
+                                                            "grpo.importance_sampling_clip": 1.5, "grpo.temperature": 1.0, "grpo.top_k": 0})
+    run_grpo(load_config(None, settings), reward_funcs=recording_rewards([]))
+    assert len(ratios) == 3 * 4  # three steps of four completions
+    for step, given, expected in ratios:
+        assert torch.allclose(given, expected, rtol=1e-3, atol=1e-4), (step, given, expected)
+    assert all(torch.allclose(given, torch.ones_like(given), atol=5e-3) for step, given, _ in ratios if step == 0)
+    assert max((given - 1).abs().max().item() for step, given, _ in ratios if step > 0) > 0.01
+    logged = [m for m in read_jsonl(tmp_path / "run" / "grpo" / "metrics.jsonl") if "sampler/lag" in m]
+    assert len(logged) == 3 and all("sampling/importance_sampling_ratio/mean" in m for m in logged)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
 def test_micro_steps_of_one_completion_give_the_update_of_one_padded_micro_step(tmp_path, tiny_model_dir):
     """An update of 4 completions trained as one padded micro-step or as 4 unpadded ones (batch 1, 4 accumulated, all 4
     generated together) samples the same completions and has the same loss and gradient: TRL's dapo loss normalises
@@ -348,8 +392,13 @@ def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tm
     if importlib.util.find_spec("openvino_genai"):
         assert name(**{"backend.name": "openvino"}) == "engine"
         assert name(**{"backend.name": "openvino", "grpo.sampler": "trl"}) == "trl"
+        with pytest.raises(ValueError, match="grpo.importance_sampling: the engine reports the temperature-1 .* \\(got 0.8, 50, 1.0\\)"):
+            name(**{"grpo.sampler": "engine", "grpo.importance_sampling": "sequence_mask"})
+        assert name(**{"grpo.sampler": "engine", "grpo.importance_sampling": "token_mask", "grpo.temperature": 1.0, "grpo.top_k": 0}) == "engine"
     with pytest.raises(ValueError, match="grpo.sampler: engine and grpo.use_vllm"):
         name(**{"grpo.sampler": "engine", "grpo.use_vllm": True})
+    with pytest.raises(ValueError, match="grpo.importance_sampling: TRL's transformers generation samples the current weights exactly"):
+        name(**{"grpo.sampler": "trl", "grpo.importance_sampling": "token_mask"})
     with pytest.raises(ValueError, match="grpo.policy_lag: only the engine sampler"):
         name(**{"backend.name": "hf", "grpo.policy_lag": 2})
 

@@ -293,7 +293,11 @@ class GRPOConfig:
     save_every: int = doc(50, "Checkpoint every this many steps (resume point).")
     use_vllm: bool = doc(False, "Generate with TRL's vLLM mode (needs vllm installed).")
     sampler: Literal["auto", "engine", "trl"] = doc("auto", "What samples the completions: engine (ssb's OpenVINO engine on the CPU, serving the trainer's current LoRA at run time: ssb.generation.policy_sampler), trl (TRL's own generation: transformers, or vLLM with use_vllm); auto = engine where backend.name resolves to openvino and use_vllm is off, else trl.")
-    policy_lag: int = doc(0, added_later=True, help="Optimiser steps between the weights that sample (sampler engine) and the weights that train: 0 samples the current weights. Recorded per step as sampler/lag in grpo/metrics.jsonl; uncorrected (TRL's importance-sampling correction takes vLLM's processed log-probabilities only).")
+    policy_lag: int = doc(0, added_later=True, help="Optimiser steps between the weights that sample (sampler engine) and the weights that train: 0 samples the current weights. Recorded per step as sampler/lag in grpo/metrics.jsonl; corrected where importance_sampling is on.")
+    importance_sampling: Literal["auto", "off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = doc(
+        "auto", added_later=True,
+        help="TRL's importance-sampling correction of the sampler's distribution (the policy lag, and the engine's int8 numerics against the trainer's) in one of TRL's modes (GRPOConfig.vllm_importance_sampling_mode): the loss is weighted by the ratio of the trainer's probability of each sampled token (or sequence) to the sampler's, truncated or masked beyond importance_sampling_clip. With the engine it needs temperature 1, top_k 0 and top_p 1 (the engine reports the temperature-1 log-probabilities, the distribution it samples only then); with TRL's transformers generation there is nothing to correct. auto: TRL's default with vLLM (sequence_mask), off otherwise. Per-step ratios and log-probability gaps in grpo/metrics.jsonl (sampling/importance_sampling_ratio/*, sampling/sampling_logp_difference/*).")
+    importance_sampling_clip: float = doc(3.0, added_later=True, help="The ratio's upper bound (TRL's vllm_importance_sampling_clip_max): truncated to it, or masked beyond it, as importance_sampling says.")
     steps_per_generation: int = doc(1, added_later=True, help="Micro-steps whose completions are generated together (TRL's steps_per_generation): more sequences in flight for the sampler. Equal to gradient_accumulation_steps, one optimiser step's completions come from its own weights; otherwise TRL computes the old policy's log-probabilities for its clipped ratio.")
     gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory.")
 
@@ -301,7 +305,7 @@ class GRPOConfig:
         check_ranges(self, num_generations=">= 2", batch_size=">= 1", gradient_accumulation_steps=">= 1", epochs="> 0", max_steps=">= 1",
                      max_wall_s="> 0", lr="> 0", max_completion_length=">= 1", temperature="> 0", top_k=">= 0", top_p="in (0, 1]",
                      beta=">= 0", format_reward=">= 0", warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1",
-                     policy_lag=">= 0", steps_per_generation=">= 1", max_generated_tokens=">= 1")
+                     policy_lag=">= 0", steps_per_generation=">= 1", max_generated_tokens=">= 1", importance_sampling_clip="> 0")
         if (self.batch_size * self.steps_per_generation) % self.num_generations:
             raise FieldError(f"batch_size: batch_size x steps_per_generation = {self.batch_size * self.steps_per_generation} must be a "
                              f"multiple of num_generations={self.num_generations}: each generation holds whole groups")

@@ -69,10 +69,27 @@ def sampler_name(config: SSBConfig) -> str:
     if g.sampler == "trl" or g.use_vllm or (g.sampler == "auto" and backend_name(config) != "openvino"):
         if g.policy_lag:
             raise ValueError("grpo.policy_lag: only the engine sampler samples from older weights; TRL's generation uses the current ones")
+        if g.importance_sampling not in ("auto", "off") and not g.use_vllm:
+            raise ValueError("grpo.importance_sampling: TRL's transformers generation samples the current weights exactly; there is "
+                             "nothing to correct (it corrects the engine sampler or vLLM)")
         return "trl-vllm" if g.use_vllm else "trl"
     if importlib.util.find_spec("openvino_genai") is None:
         raise ValueError("grpo.sampler: engine needs openvino-genai (pip install -c constraints-cpu.txt -e '.[openvino]')")
+    if g.importance_sampling not in ("auto", "off") and (g.temperature != 1 or g.top_k != 0 or g.top_p != 1):
+        raise ValueError(f"grpo.importance_sampling: the engine reports the temperature-1 log-probabilities of its tokens, the "
+                         f"distribution it samples only with grpo.temperature 1, grpo.top_k 0 and grpo.top_p 1 (got {g.temperature}, "
+                         f"{g.top_k}, {g.top_p})")
     return "engine"
+
+
+def importance_sampling_args(g) -> dict:
+    """TRL's importance-sampling arguments for ``grpo.importance_sampling`` (``auto``: TRL's own defaults)."""
+    if g.importance_sampling == "auto":
+        return {} if g.use_vllm else {"vllm_importance_sampling_correction": False}
+    if g.importance_sampling == "off":
+        return {"vllm_importance_sampling_correction": False}
+    return {"vllm_importance_sampling_correction": True, "vllm_importance_sampling_mode": g.importance_sampling,
+            "vllm_importance_sampling_clip_max": g.importance_sampling_clip}
 
 
 def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None = None) -> dict:
@@ -109,7 +126,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
         temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, beta=g.beta, reward_weights=weights,
         max_grad_norm=g.max_grad_norm, warmup_steps=g.warmup_steps, logging_steps=1, save_steps=g.save_every,
         save_total_limit=2, report_to=[], use_vllm=g.use_vllm, gradient_checkpointing=g.gradient_checkpointing,
-        disable_tqdm=not config.progress,
+        disable_tqdm=not config.progress, **importance_sampling_args(g),
     )
     peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
     torch.manual_seed(config.seed)
@@ -124,6 +141,10 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
         callbacks.append(checkpoints)
     trainer = epoch_seeded(GRPOTrainer)(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or None, rollout_func=rollouts)
+    if sampler == "engine" and args.vllm_importance_sampling_correction:
+        from ssb.grpo_rollouts import correct_with_engine_logprobs
+
+        correct_with_engine_logprobs(trainer)
     start = time.monotonic()
     history = train_and_save(trainer, checkpoint, rollouts, out)
     stats = {"steps": trainer.state.global_step, "questions": len(dataset), "this_invocation": invocation_stats(time.monotonic() - start),

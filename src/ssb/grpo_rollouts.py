@@ -8,10 +8,12 @@ one engine request. The trainer's prompts arrive repeated ``num_generations`` ti
 block of equal prompts is one request with that many samples.
 
 The completions come from the weights of ``grpo.policy_lag`` optimiser steps back (0: the current
-ones). TRL corrects a sampler's distribution only for vLLM's processed log-probabilities; the engine's
-are of the temperature-1 distribution, so the lag and the int8 engine's numerics go uncorrected: the
-lag is recorded per step (``sampler/lag`` in ``grpo/metrics.jsonl``) and the engine-trainer gap is
-measured by ``benchmarks/grpo_sampling.py``.
+ones); the lag is recorded per step (``sampler/lag`` in ``grpo/metrics.jsonl``). The rollouts carry the
+engine's log-probabilities, of the temperature-1 distribution: where the engine samples that
+distribution (temperature 1, no top-k or top-p), ``grpo.importance_sampling`` has TRL's own
+importance-sampling code correct both the lag and the int8 engine's numerics against the trainer's
+(``correct_with_engine_logprobs``); otherwise they go uncorrected, and ``benchmarks/grpo_sampling.py``
+measures the engine-trainer gap.
 
 Seeds: the call ``c`` of optimiser step ``s`` samples with ``derive_seed(seed, "grpo", s, c)``, so a run
 resumed from a checkpoint redraws the completions an uninterrupted one drew, for the same weights.
@@ -75,6 +77,29 @@ class EngineRollouts:
         if logprobs:
             metrics["sampler/token_nll"].append(-sum(logprobs) / len(logprobs))
         return rows
+
+
+class _WeightsPushedByRollouts:
+    """What GRPOTrainer calls to sync vLLM's weights before a ``rollout_func`` call: nothing to do, since
+    ``EngineRollouts`` pushes the trainer's weights to the engine itself."""
+
+    def sync_weights(self) -> None:
+        pass
+
+
+def correct_with_engine_logprobs(trainer) -> None:
+    """Have TRL's importance-sampling correction weight GRPO's loss by the trainer's over the engine's probability of
+    each sampled token (in ``trainer.vllm_importance_sampling_mode``, clipped as TRL's arguments say).
+
+    TRL 1.16 computes the correction from any rollout's log-probabilities (a ``rollout_func`` returns them) but gates it
+    on ``use_vllm``, in the trainer's five checks of ``use_vllm and vllm_importance_sampling_correction``. With a
+    ``rollout_func`` (and no tools, which ssb never passes) the trainer reads ``use_vllm`` elsewhere only to sync vLLM's
+    weights before calling it, which here is ``_WeightsPushedByRollouts``; so setting it after construction opens the
+    correction and nothing else. TRL is pinned, and tests/test_grpo.py holds the ratio the loss receives to one
+    computed independently, so a TRL that moved the gate fails there rather than silently training uncorrected."""
+    trainer.use_vllm = True
+    trainer.vllm_generation = _WeightsPushedByRollouts()
+    trainer._last_loaded_step = -1
 
 
 def _blocks(prompts: list, size: int) -> bool:
