@@ -316,13 +316,14 @@ def test_lagged_engine_samples_are_importance_corrected_by_trls_own_code(tmp_pat
     """With grpo.importance_sampling and a policy lag of 1, the ratio TRL's loss is given for each sampled token is
     exp(trainer's log-probability - engine's), truncated at the clip: the trainer's computed here by an independent
     forward of the weights that train, the engine's as the rollouts returned them. It is 1 at step 0 (the same weights,
-    exact fp32 engine) and moves once the sampler lags."""
+    exact fp32 engine) and moves once the sampler lags, and the loss TRL trains on is weighted by it (it differs from
+    the loss the same micro-step gives with every ratio set to 1)."""
     import torch
     import trl
 
     from ssb import grpo_rollouts
 
-    rollouts, ratios = [], []
+    rollouts, ratios, losses = [], [], []
     plain_call = grpo_rollouts.EngineRollouts.__call__
 
     def recording_call(self, prompts, trainer):
@@ -341,16 +342,28 @@ def test_lagged_engine_samples_are_importance_corrected_by_trls_own_code(tmp_pat
                     ratios.append((self.state.global_step, output["importance_sampling_ratio"][row, : len(completion)], expected))
             return output
 
+        def _compute_loss(self, model, inputs):
+            loss = super()._compute_loss(model, inputs)
+            with torch.no_grad():
+                ones = torch.ones_like(inputs["importance_sampling_ratio"])
+                unweighted = super()._compute_loss(model, {**inputs, "importance_sampling_ratio": ones})
+            losses.append((self.state.global_step, loss.item(), unweighted.item()))
+            return loss
+
     monkeypatch.setattr(grpo_rollouts.EngineRollouts, "__call__", recording_call)
     monkeypatch.setattr(trl, "GRPOTrainer", Recording)
     settings = engine_settings(tmp_path, tiny_model_dir, **{"grpo.policy_lag": 1, "grpo.importance_sampling": "token_truncate",
                                                             "grpo.importance_sampling_clip": 1.5, "grpo.temperature": 1.0, "grpo.top_k": 0})
-    run_grpo(load_config(None, settings), reward_funcs=recording_rewards([]))
+    def varied(completions, **kwargs):  # rewards that differ within a group, so that every step has advantages
+        return [float(sum(map(ord, c[-1]["content"] if not isinstance(c, str) else c)) % 13) for c in completions]
+
+    run_grpo(load_config(None, settings), reward_funcs=[varied])
     assert len(ratios) == 3 * 4  # three steps of four completions
     for step, given, expected in ratios:
         assert torch.allclose(given, expected, rtol=1e-3, atol=1e-4), (step, given, expected)
     assert all(torch.allclose(given, torch.ones_like(given), atol=5e-3) for step, given, _ in ratios if step == 0)
     assert max((given - 1).abs().max().item() for step, given, _ in ratios if step > 0) > 0.01
+    assert len(losses) == 3 and all(abs(loss - unweighted) > 1e-3 for step, loss, unweighted in losses if step > 0)
     logged = [m for m in read_jsonl(tmp_path / "run" / "grpo" / "metrics.jsonl") if "sampler/lag" in m]
     assert len(logged) == 3 and all("sampling/importance_sampling_ratio/mean" in m for m in logged)
 
@@ -394,7 +407,12 @@ def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tm
         assert name(**{"backend.name": "openvino", "grpo.sampler": "trl"}) == "trl"
         with pytest.raises(ValueError, match="grpo.importance_sampling: the engine reports the temperature-1 .* \\(got 0.8, 50, 1.0\\)"):
             name(**{"grpo.sampler": "engine", "grpo.importance_sampling": "sequence_mask"})
-        assert name(**{"grpo.sampler": "engine", "grpo.importance_sampling": "token_mask", "grpo.temperature": 1.0, "grpo.top_k": 0}) == "engine"
+        corrected = {"grpo.sampler": "engine", "grpo.importance_sampling": "token_mask", "grpo.temperature": 1.0, "grpo.top_k": 0}
+        assert name(**corrected) == "engine"
+        with pytest.raises(ValueError, match="grpo.importance_sampling: with distill.lora.dropout 0.1 .* set the dropout to 0"):
+            name(**corrected, **{"distill.lora.dropout": 0.1})
+        with pytest.raises(ValueError, match="grpo.importance_sampling_clip: set to 5.0, but no correction runs .*auto with the engine"):
+            name(**{"grpo.sampler": "engine", "grpo.importance_sampling_clip": 5.0})
     with pytest.raises(ValueError, match="grpo.sampler: engine and grpo.use_vllm"):
         name(**{"grpo.sampler": "engine", "grpo.use_vllm": True})
     with pytest.raises(ValueError, match="grpo.importance_sampling: TRL's transformers generation samples the current weights exactly"):

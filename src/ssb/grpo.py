@@ -69,23 +69,42 @@ def sampler_name(config: SSBConfig) -> str:
     if g.sampler == "trl" or g.use_vllm or (g.sampler == "auto" and backend_name(config) != "openvino"):
         if g.policy_lag:
             raise ValueError("grpo.policy_lag: only the engine sampler samples from older weights; TRL's generation uses the current ones")
-        if g.importance_sampling not in ("auto", "off") and not g.use_vllm:
-            raise ValueError("grpo.importance_sampling: TRL's transformers generation samples the current weights exactly; there is "
-                             "nothing to correct (it corrects the engine sampler or vLLM)")
-        return "trl-vllm" if g.use_vllm else "trl"
-    if importlib.util.find_spec("openvino_genai") is None:
+        sampler = "trl-vllm" if g.use_vllm else "trl"
+    elif importlib.util.find_spec("openvino_genai") is None:
         raise ValueError("grpo.sampler: engine needs openvino-genai (pip install -c constraints-cpu.txt -e '.[openvino]')")
-    if g.importance_sampling not in ("auto", "off") and (g.temperature != 1 or g.top_k != 0 or g.top_p != 1):
-        raise ValueError(f"grpo.importance_sampling: the engine reports the temperature-1 log-probabilities of its tokens, the "
-                         f"distribution it samples only with grpo.temperature 1, grpo.top_k 0 and grpo.top_p 1 (got {g.temperature}, "
-                         f"{g.top_k}, {g.top_p})")
-    return "engine"
+    else:
+        sampler = "engine"
+    check_importance_sampling(config, sampler)
+    return sampler
+
+
+def check_importance_sampling(config: SSBConfig, sampler: str) -> None:
+    """Refuse an importance-sampling setting that would correct wrongly, or that nothing would apply."""
+    g = config.grpo
+    mode = g.importance_sampling
+    if mode not in ("auto", "off") and sampler == "trl":
+        raise ValueError("grpo.importance_sampling: TRL's transformers generation samples the current weights exactly; there is "
+                         "nothing to correct (it corrects the engine sampler or vLLM)")
+    if mode not in ("auto", "off") and sampler == "engine":
+        if g.temperature != 1 or g.top_k != 0 or g.top_p != 1:
+            raise ValueError(f"grpo.importance_sampling: the engine reports the temperature-1 log-probabilities of its tokens, the "
+                             f"distribution it samples only with grpo.temperature 1, grpo.top_k 0 and grpo.top_p 1 (got {g.temperature}, "
+                             f"{g.top_k}, {g.top_p})")
+        if config.distill.lora.dropout > 0:
+            raise ValueError(f"grpo.importance_sampling: with distill.lora.dropout {config.distill.lora.dropout} the trainer's "
+                             "log-probabilities of the samples carry dropout's noise and the engine's do not, so the ratio would be "
+                             "biased; set the dropout to 0")
+    corrected = mode not in ("auto", "off") or (mode == "auto" and sampler == "trl-vllm")
+    default_clip = type(g)().importance_sampling_clip
+    if not corrected and g.importance_sampling_clip != default_clip:
+        raise ValueError(f"grpo.importance_sampling_clip: set to {g.importance_sampling_clip}, but no correction runs "
+                         f"(grpo.importance_sampling {mode} with the {sampler} sampler)")
 
 
 def importance_sampling_args(g) -> dict:
-    """TRL's importance-sampling arguments for ``grpo.importance_sampling`` (``auto``: TRL's own defaults)."""
+    """TRL's importance-sampling arguments for ``grpo.importance_sampling`` (``auto``: TRL's own mode with vLLM)."""
     if g.importance_sampling == "auto":
-        return {} if g.use_vllm else {"vllm_importance_sampling_correction": False}
+        return {"vllm_importance_sampling_clip_max": g.importance_sampling_clip} if g.use_vllm else {"vllm_importance_sampling_correction": False}
     if g.importance_sampling == "off":
         return {"vllm_importance_sampling_correction": False}
     return {"vllm_importance_sampling_correction": True, "vllm_importance_sampling_mode": g.importance_sampling,
