@@ -130,7 +130,9 @@ class PolicySampler:
         config.max_new_tokens = params.max_new_tokens
         config.stop_token_ids = set(self.chat.stop_ids)
         config.eos_token_id = self.chat.stop_ids[-1]
-        config.repetition_penalty = 1.0
+        # No logit processor beyond temperature / top-k / top-p: the reported log-probabilities are then those of the
+        # distribution sampled at temperature 1 without top-k / top-p, which grpo.importance_sampling relies on.
+        config.repetition_penalty, config.presence_penalty, config.frequency_penalty, config.min_new_tokens = 1.0, 0.0, 0.0, 0
         config.logprobs = 1
         config.adapters = self._og.AdapterConfig(adapter, self.scaling)
         if params.temperature == 0:
