@@ -15,7 +15,7 @@ samples at temperature 1 (the evidence config samples at 0.8 with top-k 50, wher
 same questions with the same sampling and the same number of sequences in flight, for the in-loop
 sampler's goal: within 2x of the standalone engine's useful tokens/s.
 
-    python benchmarks/grpo_sampling.py [--steps 3] [--arms trl,engine,engine-spg2,engine-mb1,standalone-4,standalone-8]
+    python benchmarks/grpo_sampling.py [--steps 3] [--arms trl,engine,engine-spg2,engine-mb1,engine-t1,engine-t1-is,standalone-4,standalone-8]
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ ARMS = {  # name -> config overrides on top of the evidence config
     # the same 8 at once, trained one completion per micro-step: no micro-step is padded to its longest completion
     "engine-mb1": {"grpo.sampler": "engine", "grpo.batch_size": 1, "grpo.gradient_accumulation_steps": 8, "grpo.steps_per_generation": 8},
 }
+# The importance-sampling correction's cost: engine-mb1 at the sampling it needs (temperature 1, no top-k), without and
+# with it (one more forward pass of the trainer per generation, for the old log-probabilities).
+ARMS["engine-t1"] = {**ARMS["engine-mb1"], "grpo.temperature": 1.0, "grpo.top_k": 0}
+ARMS["engine-t1-is"] = {**ARMS["engine-t1"], "grpo.importance_sampling": "token_truncate"}
 
 
 def overrides(run_dir: str, steps: int, data_dir: str, extra: dict) -> dict:
@@ -86,7 +90,8 @@ def train_worker(arm: str, steps: int, data_dir: str) -> dict:
               "torch_dtype": str(next(timing["trainer"].model.parameters()).dtype)}
     if stats["sampler"] == "engine" and timing["last"] is not None:
         result["engine_vs_trainer_logprob_gap"] = logprob_gap(timing["trainer"], *timing["last"])
-    for key in ("sampler/push_s", "sampler/tokens_per_s"):
+    for key in ("sampler/push_s", "sampler/tokens_per_s", "sampling/importance_sampling_ratio/mean", "sampling/importance_sampling_ratio/min",
+                "sampling/sampling_logp_difference/mean"):
         values = [e[key] for e in history if key in e]
         if values:
             result[key] = [round(v, 3) for v in values]
