@@ -1,7 +1,7 @@
 """Recompute the evidence study's accuracies and paired comparisons from the committed samples alone.
 
     python studies/evidence/evidence_recompute.py [--out DIR] [--arm NAME=M1,M2 ...] [--compare A:B ...]
-    python studies/evidence/evidence_recompute.py --plan studies/evidence/plan.yaml [--out DIR]
+    python studies/evidence/evidence_recompute.py --plan studies/evidence/plan.yaml [--plan-models-only] [--out DIR]
     python studies/evidence/evidence_recompute.py --plan studies/evidence/plan.yaml --figures studies/evidence/results
 
 Unpacks every committed arm of studies/evidence/results/ (``<arm>/<benchmark>.samples.jsonl.gz``
@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--arm", action="append", default=[])
     parser.add_argument("--compare", action="append", default=[])
     parser.add_argument("--plan", type=Path, help="an analysis plan for ssb report --plan (studies/evidence/plan.yaml), instead of --arm/--compare")
+    parser.add_argument("--plan-models-only", action="store_true",
+                        help="with --plan: report (and draw) only the models of the plan's arms, not every committed arm")
     parser.add_argument("--figures", type=Path, help="write only accuracy.png and comparisons.png, of the study's evaluation folder, here")
     parser.add_argument("--also", type=Path, action="append", default=[],
                         help="another study's results folder whose committed arms join the evidence study's (studies/onpolicy/results)")
@@ -83,6 +85,15 @@ def main() -> None:
     models = unpack(RESULTS, eval_dir, PRECISION_ARMS if args.figures else ())
     for more in args.also:
         models += unpack(more, eval_dir)
+    if args.plan_models_only:
+        if args.plan is None:
+            parser.error("--plan-models-only needs --plan")
+        from ssb.analysis_plan import load_plan
+
+        keep = {m for members in load_plan(args.plan).arms.values() for m in members}
+        for model in set(models) - keep:
+            shutil.rmtree(eval_dir / "eval" / model)
+        models = [m for m in models if m in keep]
     arms = args.arm or [f"{name}={','.join(ms)}" for name, ms in SEED_ARMS.items() if all(m in models for m in ms)]
     pooled = {spec.partition("=")[0] for spec in arms}
     named = {m for spec in arms for m in spec.partition("=")[2].split(",")}

@@ -20,6 +20,7 @@
 #        per engine: the anchor of the arms it grades, plan.yaml's amendment of 2026-12-05).
 # seeds: training seeds 1 and 2 (seed_1, seed_2) of the context plan.yaml's rule selects (the higher GSM8K pass@1 of
 #        seed 0), GSM8K test[:500]; plan-seeds.yaml must be committed before this part runs.
+# report: the declared plan's report (plan-seeds.yaml where committed) with its plots, and the diagnostics, into results/.
 #
 # Every step is a resumable ssb stage. After each arm its samples, summaries and training stats are exported to
 # studies/onpolicy/results/<arm>/ (studies/common/evidence_export.py); with EVIDENCE_COMMIT=1 they are committed.
@@ -151,10 +152,17 @@ seed_1() { seed 1; }
 seed_2() { seed 2; }
 seeds() { seed_1; seed_2; }
 
-report() {
-  local plan=studies/onpolicy/plan.yaml
+report() {  # the plan's report and its two plots into results/ (report.md, accuracy.png, comparisons.png), the diagnostics
+  local plan=studies/onpolicy/plan.yaml out arms
   [ -f studies/onpolicy/plan-seeds.yaml ] && plan=studies/onpolicy/plan-seeds.yaml
-  python3 studies/evidence/evidence_recompute.py --plan "$plan" --also "$results"
+  out=$(mktemp -d)
+  python3 studies/evidence/evidence_recompute.py --plan "$plan" --plan-models-only --also "$results" --out "$out"
+  cp "$out/report.md" "$results/report.md"
+  for figure in accuracy.png comparisons.png; do [ ! -f "$out/$figure" ] || cp "$out/$figure" "$results/$figure"; done
+  arms=$(ls "$results" | grep "^onpolicy-" | tr "\n" " ")  # no glob: the script runs with set -f
+  # shellcheck disable=SC2086  # the arms are words
+  python3 studies/onpolicy/diagnostics.py --benchmark gsm8k base base-amx ssb sft-min32 grpo grpo-wall $arms
+  commit "report"
 }
 
 for part in "${@:-data main}"; do for p in $part; do "$p"; done; done
