@@ -88,6 +88,8 @@ def train_worker(arm: str, steps: int, data_dir: str) -> dict:
               "sampling_tokens_per_s": round(timing["tokens"] / timing["generate_s"], 1),
               "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
               "torch_dtype": str(next(timing["trainer"].model.parameters()).dtype)}
+    if result["train_runtime_s"] is not None and timing["tokens"]:  # the trainer's own time per token, sampling taken out
+        result["training_s_per_1k_tokens"] = round(1000 * (result["train_runtime_s"] - timing["generate_s"]) / timing["tokens"], 1)
     if stats["sampler"] == "engine" and timing["last"] is not None:
         result["engine_vs_trainer_logprob_gap"] = logprob_gap(timing["trainer"], *timing["last"])
     for key in ("sampler/push_s", "sampler/tokens_per_s", "sampling/importance_sampling_ratio/mean", "sampling/importance_sampling_ratio/min",

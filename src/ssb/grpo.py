@@ -82,10 +82,11 @@ def check_importance_sampling(config: SSBConfig, sampler: str) -> None:
     """Refuse an importance-sampling setting that would correct wrongly, or that nothing would apply."""
     g = config.grpo
     mode = g.importance_sampling
-    if mode not in ("auto", "off") and sampler == "trl":
+    chosen = mode not in ("auto", "off")  # one of TRL's modes, named
+    if chosen and sampler == "trl":
         raise ValueError("grpo.importance_sampling: TRL's transformers generation samples the current weights exactly; there is "
                          "nothing to correct (it corrects the engine sampler or vLLM)")
-    if mode not in ("auto", "off") and sampler == "engine":
+    if chosen and sampler == "engine":
         if g.temperature != 1 or g.top_k != 0 or g.top_p != 1:
             raise ValueError(f"grpo.importance_sampling: the engine reports the temperature-1 log-probabilities of its tokens, the "
                              f"distribution it samples only with grpo.temperature 1, grpo.top_k 0 and grpo.top_p 1 (got {g.temperature}, "
@@ -94,9 +95,8 @@ def check_importance_sampling(config: SSBConfig, sampler: str) -> None:
             raise ValueError(f"grpo.importance_sampling: with distill.lora.dropout {config.distill.lora.dropout} the trainer's "
                              "log-probabilities of the samples carry dropout's noise and the engine's do not, so the ratio would be "
                              "biased; set the dropout to 0")
-    corrected = mode not in ("auto", "off") or (mode == "auto" and sampler == "trl-vllm")
-    default_clip = type(g)().importance_sampling_clip
-    if not corrected and g.importance_sampling_clip != default_clip:
+    corrected = chosen or (mode == "auto" and sampler == "trl-vllm")
+    if not corrected and g.importance_sampling_clip != type(g).importance_sampling_clip:  # the field's default
         raise ValueError(f"grpo.importance_sampling_clip: set to {g.importance_sampling_clip}, but no correction runs "
                          f"(grpo.importance_sampling {mode} with the {sampler} sampler)")
 
