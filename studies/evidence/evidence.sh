@@ -3,7 +3,7 @@
 # random teacher hint? Packaged Qwen2.5-Coder-0.5B-Instruct, GSM8K train (config `evidence`),
 # greedy evaluation on GSM8K test (first 500) for every arm and MATH500 (first 200) for the main ones.
 #
-#   bash studies/evidence/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, grpo_budget, report
+#   bash studies/evidence/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, grpo_budget, grpo_tokens, report
 #
 # Every step is a resumable ssb stage: re-running continues where it stopped and skips what is
 # finished. After each arm, its evaluation samples, summaries and training stats are exported to
@@ -158,6 +158,39 @@ print(round(sum(stage_compute(k, s[k])[2] for k in ("rollouts", "refine", "teach
   python3 studies/common/evidence_export.py arm grpo-wall --eval-dir "$runs-eval-grpo-wall" --model grpo-wall --train-dir "$runs-grpo-wall" \
     && commit "GRPO at SSB's wall-clock, sampled by the engine"
   python3 studies/evidence/evidence_recompute.py --plan studies/evidence/plan-grpo-budget.yaml
+}
+
+grpo_tokens() {
+  # GRPO at SSB's generated-token budget (plan-grpo-tokens.yaml, declared before this run): grpo-wall's engine sampling
+  # and micro-steps, lr 1e-5 (the plan says why), stopped at SSB's generated tokens or 8 hours of training wall-clock,
+  # whichever comes first. Resumable: run the part again after an interruption (a checkpoint every 5 updates).
+  local tokens
+  tokens=$(python3 -c 'import json; s = json.load(open("studies/evidence/results/ssb/training-stats.json"))
+print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
+  local fast=(--grpo.sampler engine --grpo.batch_size 1 --grpo.gradient_accumulation_steps 8 --grpo.steps_per_generation 8)
+  step grpo --config $config --run_dir "$runs-grpo-tokens" "${fast[@]}" --grpo.lr 1e-5 \
+    --grpo.max_generated_tokens "$tokens" --grpo.max_wall_s 28800
+  grpo_anchor
+  step eval --config $config --run_dir "$runs-eval-grpo-tokens" --eval.skip_base true \
+    --eval.adapters "[grpo-tokens=$runs-grpo-tokens/grpo/adapter]" "${eval_engine[@]}" "${gsm8k[@]}"
+  python3 studies/common/evidence_export.py arm grpo-tokens --eval-dir "$runs-eval-grpo-tokens" --model grpo-tokens \
+    --train-dir "$runs-grpo-tokens" && commit "GRPO at SSB's generated tokens, sampled by the engine"
+  python3 studies/evidence/evidence_recompute.py --plan studies/evidence/plan-grpo-tokens.yaml --also studies/onpolicy/results
+}
+
+grpo_anchor() {
+  # The base model graded by this machine's engine, the anchor of the arm it grades (plan-grpo-tokens.yaml): the
+  # committed one where it records this CPU's kernel flags (studies/onpolicy/results holds base-amx), else graded here.
+  local name found=""
+  name=$(python3 studies/common/engine_anchor.py name)
+  for results in studies/onpolicy/results studies/evidence/results; do
+    if [ -d "$results/$name" ]; then python3 studies/common/engine_anchor.py check "$results/$name"; found=1; fi
+  done
+  [ -z "$found" ] || return 0
+  step eval --config $config --run_dir "$runs-$name" "${eval_engine[@]}" "${gsm8k[@]}"
+  python3 studies/common/evidence_export.py arm "$name" --eval-dir "$runs-$name" --model base && commit "$name: the base model graded by this engine"
+  grep -q "engine_anchors:.*\b$name\b" studies/evidence/plan-grpo-tokens.yaml ||
+    echo "note: append $name to plan-grpo-tokens.yaml's engine_anchors (its arms list too) before reading the comparison" >&2
 }
 
 report() {
