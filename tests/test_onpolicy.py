@@ -150,7 +150,8 @@ def test_onpolicy_trains_the_lora_only_records_its_compute_and_is_skipped_when_f
     # The report's compute: every completion the student sampled (an EOS-ended one counts its EOS), and the steps.
     lengths = [int(b["completion_mask"].sum()) for b in batches]
     assert stats["generated_tokens"] == sum(lengths) and stats["generated_completions"] == 8
-    assert stats["this_invocation"]["wall_s"] > 0
+    assert stats["this_invocation"]["wall_s"] > 0 and stats["resumed_from_step"] is None
+    assert stats["training_wall_s"] >= stats["this_invocation"]["wall_s"] and stats["stopped_by_wall_clock_budget"] is False
     trained = dict(trainers[0].model.named_parameters())
     lora = [name for name in initial if "lora_" in name]
     assert len(lora) == 2 * 7 * 2  # A and B of the 7 projections in both layers
@@ -204,6 +205,10 @@ def test_a_killed_onpolicy_run_resumes_from_its_newest_complete_checkpoint(tmp_p
     stats = run_onpolicy(config)
     checkpoints = tmp_path / "b" / "run" / "onpolicy" / "checkpoints"
     assert resumed_from == [str(checkpoints / "checkpoint-2")] and stats["steps"] == 3
+    # The whole run's wall-clock: the time up to checkpoint 2 (kept there without any budget) plus this invocation's.
+    at_two = json.loads((checkpoints / "checkpoint-2" / "ssb_wall_s.json").read_text())
+    assert at_two["step"] == 2 and at_two["wall_s"] > 0 and stats["resumed_from_step"] == 2
+    assert stats["training_wall_s"] >= at_two["wall_s"] + stats["this_invocation"]["wall_s"] - 0.02  # each rounded to 0.01 s
     resumed = [m for m in read_jsonl(tmp_path / "b" / "run" / "onpolicy" / "metrics.jsonl") if "loss" in m]
     assert [m["step"] for m in resumed] == [1, 2, 3]
     keys = ("loss", "completions/mean_length", "self_distillation/distillation_loss")

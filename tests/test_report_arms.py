@@ -516,3 +516,16 @@ def test_a_plan_without_anchors_says_when_its_models_were_graded_on_several_engi
     with_engine(b, "ssb-s2", XEON)
     assert ("The compared models were graded on 2 engines (or some record none) and this plan names no `engine_anchors`"
             in write_report(a, b, plan=plan).read_text())
+
+
+def test_the_compute_of_a_trl_arm_counts_every_invocation_and_marks_a_lower_bound():
+    """An arm trained by TRL gives its wall-clock over every invocation (training_wall_s); resumed from a checkpoint that
+    recorded no time, only its last invocation's is known, and the compute section says it is a lower bound."""
+    from ssb.report import compute_section, stage_compute
+
+    whole = {"steps": 90, "generated_tokens": 1000, "this_invocation": {"wall_s": 1731.0}, "training_wall_s": 4004.5, "resumed_from_step": 50}
+    assert stage_compute("onpolicy", whole) == (1000, 90, 4004.5)
+    partial = {**whole, "training_wall_s": None}
+    assert stage_compute("onpolicy", partial) == (1000, 90, 1731.0)
+    rows = {line.split(" | ")[0]: line for line in compute_section({"onpolicy": partial, "grpo": {**whole, "resumed_from_step": None}})}
+    assert rows["| onpolicy"].endswith("| ≥1731.0 |") and rows["| grpo"].endswith("| 4004.5 |")

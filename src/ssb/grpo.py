@@ -23,7 +23,7 @@ from ssb.grading import extract_boxed_answer, grade
 from ssb.lora import peft_lora_config
 from ssb.prompts import load_prompts
 from ssb.run_folder import RunFolder, invocation_stats, model_provenance
-from ssb.trl_arm import GenerationBudget, WallClockBudget, generated_tokens, last_complete_checkpoint, sampler_inputs, train_and_save
+from ssb.trl_arm import GenerationBudget, WallClockBudget, generated_tokens, last_complete_checkpoint, sampler_inputs, train_and_save, wall_stats
 
 _log = logging.getLogger(__name__)
 
@@ -150,16 +150,16 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
     torch.manual_seed(config.seed)
     checkpoint = last_complete_checkpoint(out / "checkpoints")
-    budget = None if g.max_wall_s is None else WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
+    clock = WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
     per_step = g.batch_size * g.gradient_accumulation_steps
     tokens = None if g.max_generated_tokens is None else GenerationBudget(g.max_generated_tokens, per_step)
-    callbacks = [c for c in (budget, tokens) if c is not None]
+    callbacks = [c for c in (clock, tokens) if c is not None]
     rollouts = None
     if sampler == "engine":
         rollouts, checkpoints = engine_rollouts(config, chat, peft_config, checkpoint)
         callbacks.append(checkpoints)
     trainer = epoch_seeded(GRPOTrainer)(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks or None, rollout_func=rollouts)
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks, rollout_func=rollouts)
     if sampler == "engine" and args.vllm_importance_sampling_correction:
         from ssb.grpo_rollouts import correct_with_engine_logprobs
 
@@ -171,7 +171,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
              "generated_tokens": generated_tokens(history, per_step),
              "sampler": sampler,
              "last_reward": next((e["reward"] for e in reversed(history) if "reward" in e), None),
-             "stopped_by_wall_clock_budget": budget is not None and budget.spent() >= g.max_wall_s,
+             **wall_stats(clock),
              "stopped_by_generation_budget": tokens is not None and generated_tokens(history, per_step) >= g.max_generated_tokens}
     stage.finish({**model_provenance(config, tokenizer), "adapter": str(out / "adapter")}, stats)
     return stats

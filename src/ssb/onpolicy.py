@@ -169,7 +169,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
 
     from ssb.grpo import correctness_reward
     from ssb.models import load_chat_format, load_model, resolve_device
-    from ssb.trl_arm import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save
+    from ssb.trl_arm import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save, wall_stats
 
     o = config.onpolicy
     folder = RunFolder(config.run_dir)
@@ -191,7 +191,7 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     checkpoint = last_complete_checkpoint(out / "checkpoints")
     if checkpoint is not None and o.teacher == "ema":
         _log.warning("onpolicy: TRL does not checkpoint the ema teacher; resuming from %s, it restarts from the base model", checkpoint)
-    budget = None if o.max_wall_s is None else WallClockBudget(o.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
+    clock = WallClockBudget(o.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
     rollouts = engine_rollouts(config, chat, peft_config) if sampler == "engine" else None
     model = load_model(config.model)
     model.generation_config.eos_token_id = list(chat.stop_ids)  # TRL's generation stops (and masks) on these
@@ -201,16 +201,16 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     sdpo_only = {"reward_funcs": [success]} if o.context == SDPO else {}
     trainer = ssb_trainer(sdpo.SDPOTrainer if o.context == SDPO else sdft.SDFTTrainer, chat, rollouts, prompt_golds(config, chat, rows))(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=chat.tokenizer, peft_config=peft_config,
-        callbacks=[budget] if budget else None, **sdpo_only)
+        callbacks=[clock], **sdpo_only)
     start = time.monotonic()
     history = train_and_save(trainer, checkpoint, rollouts, out)
     stage.finish({**model_provenance(config, chat.tokenizer), "adapter": str(out / "adapter")},
-                 onpolicy_stats(history, trainer.state.global_step, len(rows), config, sampler, time.monotonic() - start,
-                                budget is not None and budget.spent() >= o.max_wall_s))
+                 {**onpolicy_stats(history, trainer.state.global_step, len(rows), config, sampler, time.monotonic() - start),
+                  **wall_stats(clock)})
     return folder.stats()["onpolicy"]
 
 
-def onpolicy_stats(history: list[dict], steps: int, questions: int, config: SSBConfig, sampler: str, wall_s: float, budget_hit: bool) -> dict:
+def onpolicy_stats(history: list[dict], steps: int, questions: int, config: SSBConfig, sampler: str, wall_s: float) -> dict:
     """The stage's stats from TRL's log history (one entry per optimiser step): its compute (generated completions and
     tokens, optimiser steps, wall-clock) for ``ssb report``, and its first and last distillation loss."""
     o = config.onpolicy
@@ -222,8 +222,7 @@ def onpolicy_stats(history: list[dict], steps: int, questions: int, config: SSBC
             "this_invocation": invocation_stats(wall_s),
             "generated_completions": len(generated) * per_generation,
             "generated_tokens": round(sum(generated) * per_generation),
-            "first_distillation_loss": losses[0] if losses else None, "last_distillation_loss": losses[-1] if losses else None,
-            "stopped_by_wall_clock_budget": budget_hit}
+            "first_distillation_loss": losses[0] if losses else None, "last_distillation_loss": losses[-1] if losses else None}
 
 
 def engine_rollouts(config: SSBConfig, chat, peft_config):

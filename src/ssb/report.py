@@ -96,13 +96,24 @@ def base_differences(models: dict[str, tuple[Path, str]], summaries: dict[str, d
 def stage_compute(stage: str, stats: dict) -> tuple[int | None, int | None, float | None]:
     """(generated tokens, optimiser steps, wall seconds) of one stage's stats.
 
-    The wall time is the last invocation's. A generating stage that was resumed made only part of
+    The wall time is the whole stage's where its stats count it over every invocation (the TRL arms'
+    ``training_wall_s``), else the last invocation's. A generating stage that was resumed made only part of
     its tokens in that invocation: its wall time is then all of its tokens at the rate that
     invocation measured (an estimate; ``stage_wall_is_estimated`` tells which)."""
+    if stats.get("training_wall_s") is not None:
+        return stats.get("generated_tokens"), stats.get("steps"), stats["training_wall_s"]
     wall = stats.get("this_invocation", {}).get("wall_s")  # absent: an older ssb
     if stage_wall_is_estimated(stats):
         wall = round(stats["generated_tokens"] / stats["this_invocation"]["tokens_per_s"], 2)
     return stats.get("generated_tokens"), stats.get("steps"), wall
+
+
+def stage_wall_mark(stats: dict) -> str:
+    """How far a stage's wall time (``stage_compute``) is measured: "≈" estimated (``stage_wall_is_estimated``), "≥" a
+    TRL arm resumed from a checkpoint that recorded no time (its last invocation's only: a lower bound), else ""."""
+    if stage_wall_is_estimated(stats):
+        return "≈"
+    return "≥" if stats.get("training_wall_s") is None and stats.get("resumed_from_step") is not None else ""
 
 
 def stage_wall_is_estimated(stats: dict) -> bool:
@@ -133,8 +144,9 @@ def compute_table(models: dict[str, tuple[Path, str]], trained_in: dict[str, Pat
         used = [stage for stage in TRAINING_STAGES if stage in stats]
         numbers = [stage_compute(stage, stats[stage]) for stage in used]
         tokens, steps, wall = (sum(n[i] or 0 for n in numbers) for i in range(3))
-        estimated = "≈" if any(stage_wall_is_estimated(stats[stage]) for stage in used) else ""
-        lines.append(f"| {label} | {folder.name} | {', '.join(used)} | {tokens} | {steps} | {estimated}{wall:.0f} |")
+        marks = {stage_wall_mark(stats[stage]) for stage in used} - {""}
+        mark = "≥" if "≥" in marks else "".join(marks)  # a lower bound in any stage bounds the sum from below
+        lines.append(f"| {label} | {folder.name} | {', '.join(used)} | {tokens} | {steps} | {mark}{wall:.0f} |")
     return "\n".join(lines)
 
 
@@ -258,10 +270,11 @@ def compute_section(stats: dict) -> list[str]:
     lines = ["## Compute", "", "| stage | generated tokens | optimiser steps | wall s |", "|---|---|---|---|"]
     for stage, s in stage_stats.items():
         cells = ["" if v is None else str(v) for v in stage_compute(stage, s)]
-        cells[2] = ("≈" if stage_wall_is_estimated(s) else "") + cells[2]
+        cells[2] = stage_wall_mark(s) + cells[2]
         lines.append("| " + " | ".join([stage, *cells]) + " |")
-    return [*lines, "", "wall s: the stage's last invocation; ≈: the stage was resumed, and all its tokens are costed at the rate its last "
-            "invocation measured.", ""]
+    return [*lines, "", "wall s: the stage's wall-clock over every invocation where it counts one (the arms trained by TRL), else its "
+            "last invocation's; ≈: the stage was resumed, and all its tokens are costed at the rate its last invocation measured; "
+            "≥: resumed from a checkpoint that recorded no time, so only the last invocation's (a lower bound).", ""]
 
 
 def provenance_sections(folders: list[Path], records: dict[Path, RunRecord]) -> list[str]:
@@ -336,8 +349,10 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
                           *difference_table(paired, "model", "questions gained / lost", "p"), ""]
         if any(a is not None for a in adapters.values()):
             lines += ["## Training compute per model", "",
-                      "Summed over the training stages of the run folder that produced each adapter: the wall time of each stage's last "
-                      "invocation; ≈: a generating stage was resumed, and all its tokens are costed at the rate its last invocation measured.", "",
+                      "Summed over the training stages of the run folder that produced each adapter: each stage's wall time over every "
+                      "invocation where it counts one (the arms trained by TRL), else its last invocation's; ≈: a generating stage was "
+                      "resumed, and all its tokens are costed at the rate its last invocation measured; ≥: a stage resumed from a "
+                      "checkpoint that recorded no time, so only its last invocation's (a lower bound).", "",
                       compute_table(models, trained_in), ""]
         diagnostics_markdown = diagnostics_table(trained_in)
         if diagnostics_markdown:

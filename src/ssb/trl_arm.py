@@ -17,31 +17,39 @@ _log = logging.getLogger(__name__)
 
 
 class WallClockBudget(TrainerCallback):
-    """TRL callback: stop training once the wall-clock spent, over every invocation, reaches the budget.
+    """TRL callback: the training wall-clock spent over every invocation, and a stop once it reaches the budget (if any).
 
     A resumed run continues the count from the checkpoint it resumes from: every checkpoint saves
     the time spent up to its step (``BUDGET_FILE`` inside it). Steps taken after the last checkpoint
     are redone on resume, so the time they took is not counted; only the time up to the checkpoint
-    is, plus the new invocation's. Without a checkpoint a run starts at 0. ``grpo/wall_s.json`` shows
-    the time spent after each step (for progress; not read back).
+    is, plus the new invocation's. Without a checkpoint a run starts at 0. ``<stage>/wall_s.json`` shows
+    the time spent after each step (for progress; not read back). Every TRL arm keeps one, budget or not,
+    so that its stats can give the whole run's wall-clock (``wall_stats``), not only the last invocation's.
     """
 
     BUDGET_FILE = "ssb_wall_s.json"
 
-    def __init__(self, budget_s: float, ledger: Path, resume_from: str | None = None):
+    def __init__(self, budget_s: float | None, ledger: Path, resume_from: str | None = None):
         self.budget_s, self.ledger = budget_s, ledger
         saved = Path(resume_from) / self.BUDGET_FILE if resume_from else None
+        # A checkpoint written before every arm kept a ledger records nothing: the time before it is then unknown.
+        self.counts_every_step = saved is None or saved.exists()
         self.spent_before = json.loads(saved.read_text())["wall_s"] if saved is not None and saved.exists() else 0.0
-        if saved is not None and not saved.exists():
-            _log.warning("%s records no wall-clock spent; the budget counts from 0 again", resume_from)
+        if not self.counts_every_step:
+            _log.warning("%s records no wall-clock spent; the count starts from 0 again (the stats will give only this "
+                         "invocation's)", resume_from)
+        self.resumed_from_step = int(Path(resume_from).name.split("-", 1)[1]) if resume_from else None
         self.started = time.monotonic()
 
     def spent(self) -> float:
         return self.spent_before + time.monotonic() - self.started
 
+    def exhausted(self) -> bool:
+        return self.budget_s is not None and self.spent() >= self.budget_s
+
     def on_step_end(self, args, state, control, **kwargs):
         write_json_atomic(self.ledger, {"wall_s": round(self.spent(), 2), "step": state.global_step})
-        if self.spent() >= self.budget_s:
+        if self.exhausted() and not control.should_training_stop:
             _log.info("wall-clock budget of %.0f s reached after step %d", self.budget_s, state.global_step)
             control.should_training_stop = True
         return control
@@ -51,6 +59,13 @@ class WallClockBudget(TrainerCallback):
         if checkpoint.is_dir():
             write_json_atomic(checkpoint / self.BUDGET_FILE, {"wall_s": round(self.spent(), 2), "step": state.global_step})
         return control
+
+
+def wall_stats(clock: WallClockBudget) -> dict:
+    """A TRL arm's wall-clock in its stats: ``training_wall_s``, over every invocation (None where a resumed checkpoint
+    recorded no time: only ``this_invocation`` is then known), the step it resumed from, and whether the budget stopped it."""
+    return {"training_wall_s": round(clock.spent(), 2) if clock.counts_every_step else None,
+            "resumed_from_step": clock.resumed_from_step, "stopped_by_wall_clock_budget": clock.exhausted()}
 
 
 def generated_tokens(log_history: list[dict], completions_per_step: int) -> int:

@@ -14,7 +14,8 @@ pass@1, the mean response length in tokens (the engine's count), and the share o
   phrases, ``CONTEXT_TERMS``): a student that learned to mention privileged context it never sees.
 Where the arm's training log is committed (``<arm>/onpolicy/metrics.jsonl.gz``, TRL's log, one entry per optimiser
 step), also the share of the training wall-clock spent sampling (the engine sampler's logged generation and weight-push
-seconds over the stats' wall-clock, which times the last invocation: meaningful for an uninterrupted run), the
+seconds over the stats' wall-clock: ``training_wall_s``, over every invocation, where the stats have it; else the last
+invocation's, which covers a resumed run's last steps only, so no share is given where the logged sampling exceeds it), the
 teacher-student divergence (TRL's distillation loss: the divergence over the student's own samples, so
 lower is closer agreement) and the student's sampled length, over the first and the last five steps, the share of
 completions that hit the cap, and the budget (steps, generated tokens, wall-clock) from ``training-stats.json``. Where
@@ -87,9 +88,10 @@ def training(directory: Path) -> dict | None:
         values = [e[key] for e in steps if key in e]
         watched[f"{name}_first"], watched[f"{name}_last"] = mean(values[:EDGE]), mean(values[-EDGE:])
     sampling = sum(e.get("sampler/generate_s", 0.0) + e.get("sampler/push_s", 0.0) for e in steps)
-    wall = stats["this_invocation"]["wall_s"]
-    return {**watched, "sampling_share": round(sampling / wall, 4) if sampling and wall else None,
-            "steps": stats["steps"], "generated_tokens": stats["generated_tokens"], "wall_s": wall,
+    wall = stats.get("training_wall_s") or stats["this_invocation"]["wall_s"]
+    whole = stats.get("training_wall_s") is not None or (stats.get("resumed_from_step") is None and sampling <= wall)
+    return {**watched, "sampling_share": round(sampling / wall, 4) if sampling and wall and whole else None,
+            "steps": stats["steps"], "generated_tokens": stats["generated_tokens"], "wall_s": wall, "wall_covers_every_step": whole,
             "distillation_loss_first": mean(loss[:EDGE]), "distillation_loss_last": mean(loss[-EDGE:]),
             "student_tokens_first": mean(length[:EDGE]), "student_tokens_last": mean(length[-EDGE:]),
             "student_capped": mean(capped)}
@@ -130,7 +132,8 @@ def main() -> None:
               f"token NLL, first / last {EDGE} | sampling share |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for arm, t in trained.items():
-            print(f"| {arm} | {t['steps']} | {t['generated_tokens']:,} | {t['wall_s']:,.0f} s | {t['distillation_loss_first']:.4f} / "
+            wall = f"{t['wall_s']:,.0f} s" + ("" if t["wall_covers_every_step"] else " (last invocation)")
+            print(f"| {arm} | {t['steps']} | {t['generated_tokens']:,} | {wall} | {t['distillation_loss_first']:.4f} / "
                   f"{t['distillation_loss_last']:.4f} | {t['student_tokens_first']:.0f} / {t['student_tokens_last']:.0f} | "
                   f"{percent(t['student_capped'])} | {pair(t, 'student_correct', percent)} | {pair(t, 'token_nll', '{:.3f}'.format)} | "
                   f"{'-' if t['sampling_share'] is None else percent(t['sampling_share'])} |")
