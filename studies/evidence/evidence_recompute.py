@@ -111,7 +111,8 @@ def main() -> None:
                 shutil.copyfile(out / name, args.figures / name)
                 print(args.figures / name)
         return
-    diagnostics = diagnostics_table(unpack_metrics(RESULTS, eval_dir.parent / "training"))
+    trained = unpack_metrics(RESULTS, eval_dir.parent / "training")
+    diagnostics = diagnostics_table({arm: folder for arm, folder in trained.items() if arm in models})  # --plan-models-only
     if diagnostics:
         with open(report, "a", encoding="utf-8") as f:
             f.write("\n## Distillation diagnostics of the committed arms\n\nMean of the first 3 -> mean of the last 3 steps that logged "
