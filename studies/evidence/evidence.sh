@@ -190,7 +190,7 @@ grpo_anchor() {
   step eval --config $config --run_dir "$runs-$name" "${eval_engine[@]}" "${gsm8k[@]}"
   python3 studies/common/evidence_export.py arm "$name" --eval-dir "$runs-$name" --model base && commit "$name: the base model graded by this engine"
   grep -q "engine_anchors:.*\b$name\b" studies/evidence/plan-grpo-tokens.yaml ||
-    echo "note: append $name to plan-grpo-tokens.yaml's engine_anchors (its arms list too) before reading the comparison" >&2
+    echo "note: append $name to plan-grpo-tokens.yaml's engine_anchors before reading the comparison" >&2
 }
 
 report() {
