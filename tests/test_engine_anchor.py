@@ -2,6 +2,9 @@
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[1] / "studies" / "common" / "engine_anchor.py"
@@ -31,3 +34,72 @@ def test_check_accepts_only_an_anchor_graded_on_this_cpus_flags(tmp_path, monkey
     assert f"{anchor / 'math500.summary.json'}: graded on kernel flags" in capsys.readouterr().err
     (anchor / "math500.summary.json").write_text(json.dumps({"model": "base"}))  # graded before engines were recorded
     assert engine_anchor.main(["check", str(anchor)]) == 1
+
+
+def summary(flags):
+    return json.dumps({"engine": {"cpu": {"model": "a CPU", "kernel_flags": flags}}})
+
+
+def test_committed_lists_this_cpus_anchors_in_any_study_after_checking_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("ssb.models.cpu_record", lambda: {"model": "Intel Xeon", "kernel_flags": XEON})
+    assert engine_anchor.main(["committed", str(tmp_path)]) == 0 and capsys.readouterr().out == ""
+    (tmp_path / "evidence" / "results" / "base-avx512bf16").mkdir(parents=True)  # another unit's anchor: not this one's
+    anchor = tmp_path / "onpolicy" / "results" / "base-amx"
+    anchor.mkdir(parents=True)
+    (anchor / "gsm8k.summary.json").write_text(summary(XEON))
+    assert engine_anchor.main(["committed", str(tmp_path)]) == 0 and capsys.readouterr().out == f"{anchor}\n"
+    (anchor / "gsm8k.summary.json").write_text(summary(EPYC))
+    assert engine_anchor.main(["committed", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith(f"{anchor / 'gsm8k.summary.json'}: graded on kernel flags")
+
+
+def run_anchor_here(root, plan_text):
+    """engine_anchor_here as a driver calls it, with ssb's stages, the export and git replaced by a log of their calls."""
+    common = root / "studies" / "common"
+    common.mkdir(parents=True, exist_ok=True)
+    for script in ("engine_anchor.py", "engine_anchor.sh"):
+        (common / script).write_text((SCRIPT.parent / script).read_text())
+    (root / "plan.yaml").write_text(plan_text)
+    driver = """set -euo pipefail
+config=evidence runs=runs/study eval_engine=(--backend.openvino.inference_precision bf16)
+gsm8k=(--eval.benchmarks "[gsm8k]" --eval.limit 500)
+math=(--eval.benchmarks "[math500]" --eval.limit 200)
+step() { echo "step $*" >> calls; }
+commit() { echo "commit $1" >> calls; }
+python3() { if [[ $1 == */evidence_export.py ]]; then echo "export ${*:2}" >> calls; else "$PYTHON" "$@"; fi; }
+. studies/common/engine_anchor.sh
+engine_anchor_here studies/study/results plan.yaml gsm8k math
+"""
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["bash", "-c", driver], cwd=root, env=env, capture_output=True, text=True)
+    calls = (root / "calls").read_text().splitlines() if (root / "calls").exists() else []
+    return done, calls
+
+
+def test_engine_anchor_here_grades_the_base_model_once_per_engine(tmp_path):
+    from ssb.models import cpu_record
+
+    flags = cpu_record()["kernel_flags"]
+    name = engine_anchor.name(flags)
+    done, calls = run_anchor_here(tmp_path, "engine_anchors: [base]\n")
+    engine = "--backend.openvino.inference_precision bf16"
+    assert done.returncode == 0, done.stderr
+    assert calls == [
+        f"step eval --config evidence --run_dir runs/study-{name} {engine} --eval.benchmarks [gsm8k] --eval.limit 500",
+        f"step eval --config evidence --run_dir runs/study-{name} {engine} --eval.benchmarks [math500] --eval.limit 200",
+        f"export arm {name} --eval-dir runs/study-{name} --model base --results studies/study/results",
+        f"commit {name}: the base model graded by this engine (the anchor of its arms)",
+    ]
+    assert f"note: {name} is not yet in plan.yaml's engine_anchors" in done.stderr
+
+    (tmp_path / "calls").unlink()
+    anchor = tmp_path / "studies" / "other" / "results" / name  # committed by another study, on this engine
+    anchor.mkdir(parents=True)
+    (anchor / "gsm8k.summary.json").write_text(summary(flags))
+    done, calls = run_anchor_here(tmp_path, f"engine_anchors: [base, {name}]\n")
+    assert done.returncode == 0 and calls == [] and "note:" not in done.stderr
+
+    (anchor / "gsm8k.summary.json").write_text(summary(flags + ["another_flag"]))
+    done, calls = run_anchor_here(tmp_path, f"engine_anchors: [base, {name}]\n")
+    assert done.returncode != 0 and calls == []
+    assert "it cannot anchor this engine's arms" in done.stderr

@@ -5,6 +5,9 @@
     python3 studies/common/engine_anchor.py check FOLDER
         exits 0 if every summary in FOLDER (an exported arm) records this CPU's kernel flags, else 1, saying which differ:
         an anchor graded on another engine cannot anchor this one's arms
+    python3 studies/common/engine_anchor.py committed [STUDIES]
+        prints each committed anchor of this CPU's name (STUDIES/*/results/base-<unit>, STUDIES defaulting to the
+        studies/ folder of the working directory, where the drivers run) after checking it; exits 1 if one fails the check
 
 The name is the unit that decides the engine's bf16 kernels; two CPUs of one unit with other kernel flags are told
 apart by ``check``, which the study drivers run before reusing a committed anchor.
@@ -23,6 +26,21 @@ def name(flags: list[str]) -> str:
     return "base-" + next((short for flag, short in UNITS if flag in flags), "cpu")
 
 
+def check(folder: Path, flags: list[str]) -> bool:
+    summaries = sorted(folder.glob("*.summary.json"))
+    if not summaries:
+        print(f"{folder}: no evaluation summary to check", file=sys.stderr)
+        return False
+    for path in summaries:
+        recorded = (json.loads(path.read_text()).get("engine", {}).get("cpu") or {}).get("kernel_flags")
+        if recorded != flags:
+            print(f"{path}: graded on kernel flags {recorded}, this CPU has {flags}: it cannot anchor this engine's arms, "
+                  "and its name is taken; stopping (an anchor of another name, graded by hand and appended to the plan's "
+                  "engine_anchors, would)", file=sys.stderr)
+            return False
+    return True
+
+
 def main(argv: list[str]) -> int:
     from ssb.models import cpu_record
 
@@ -31,17 +49,13 @@ def main(argv: list[str]) -> int:
         print(name(flags))
         return 0
     if argv[:1] == ["check"] and len(argv) == 2:
-        summaries = sorted(Path(argv[1]).glob("*.summary.json"))
-        if not summaries:
-            print(f"{argv[1]}: no evaluation summary to check", file=sys.stderr)
-            return 1
-        for path in summaries:
-            recorded = (json.loads(path.read_text()).get("engine", {}).get("cpu") or {}).get("kernel_flags")
-            if recorded != flags:
-                print(f"{path}: graded on kernel flags {recorded}, this CPU has {flags}: it cannot anchor this engine's arms, "
-                      "and its name is taken; stopping (an anchor of another name, graded by hand and appended to the plan's "
-                      "engine_anchors, would)", file=sys.stderr)
+        return 0 if check(Path(argv[1]), flags) else 1
+    if argv[:1] == ["committed"] and len(argv) <= 2:
+        studies = Path(argv[1] if len(argv) == 2 else "studies")
+        for folder in sorted(studies.glob(f"*/results/{name(flags)}")):
+            if not check(folder, flags):
                 return 1
+            print(folder)
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -139,6 +139,7 @@ precision() {
 }
 
 . studies/common/same_engine_check.sh  # same_engine_check
+. studies/common/engine_anchor.sh  # engine_anchor_here
 
 grpo_budget() {
   # GRPO at a fair budget (plan-grpo-budget.yaml, declared before this run): the first arm's sampling ran through TRL's
@@ -179,18 +180,9 @@ print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
 }
 
 grpo_anchor() {
-  # The base model graded by this machine's engine, the anchor of the arm it grades (plan-grpo-tokens.yaml): the
-  # committed one where it records this CPU's kernel flags (studies/onpolicy/results holds base-amx), else graded here.
-  local name found=""
-  name=$(python3 studies/common/engine_anchor.py name)
-  for results in studies/onpolicy/results studies/evidence/results; do
-    if [ -d "$results/$name" ]; then python3 studies/common/engine_anchor.py check "$results/$name"; found=1; fi
-  done
-  [ -z "$found" ] || return 0
-  step eval --config $config --run_dir "$runs-$name" "${eval_engine[@]}" "${gsm8k[@]}"
-  python3 studies/common/evidence_export.py arm "$name" --eval-dir "$runs-$name" --model base && commit "$name: the base model graded by this engine"
-  grep -q "engine_anchors:.*\b$name\b" studies/evidence/plan-grpo-tokens.yaml ||
-    echo "note: append $name to plan-grpo-tokens.yaml's engine_anchors before reading the comparison" >&2
+  # The base model graded by this machine's engine, the anchor of the arm it grades (plan-grpo-tokens.yaml): a committed
+  # one where it records this CPU's kernel flags (studies/onpolicy/results holds base-amx), else graded here on GSM8K.
+  engine_anchor_here studies/evidence/results studies/evidence/plan-grpo-tokens.yaml gsm8k
 }
 
 report() {

@@ -100,6 +100,7 @@ pilot_amx() {  # pilot-amx.yaml: the learning-rate question on one machine's eng
 }
 
 . studies/common/same_engine_check.sh  # same_engine_check
+. studies/common/engine_anchor.sh  # engine_anchor_here
 
 # Each part below takes about two hours on a 2-core CPU, so that each fits in one sitting of the machine: a run folder
 # is not kept between sittings here, and an arm's results are committed as soon as it is evaluated.
@@ -108,22 +109,7 @@ pilot_amx() {  # pilot-amx.yaml: the learning-rate question on one machine's eng
 # committed arms' adapters cannot be graded again). Committed once per engine; a committed anchor is reused only where
 # it records this CPU's kernel flags. Its name must be in the engine_anchors of plan.yaml (and of plan-seeds.yaml, which
 # repeats them) for the report to use it.
-base_here() {
-  local name plan
-  name=$(python3 studies/common/engine_anchor.py name)
-  if [ -d "$results/$name" ]; then
-    python3 studies/common/engine_anchor.py check "$results/$name"
-    return
-  fi
-  step eval --config $config --run_dir "$runs-$name" "${eval_engine[@]}" "${gsm8k[@]}"
-  step eval --config $config --run_dir "$runs-$name" "${eval_engine[@]}" "${math[@]}"
-  python3 studies/common/evidence_export.py arm "$name" --eval-dir "$runs-$name" --model base --results "$results"
-  commit "$name: the base model graded by this engine (the anchor of its arms)"
-  for plan in studies/onpolicy/plan.yaml studies/onpolicy/plan-seeds.yaml; do
-    [ ! -f "$plan" ] || grep -q "engine_anchors:.*\b$name\b" "$plan" ||
-      echo "note: $name is not yet in $plan's engine_anchors; append it (plan.yaml's amendment of 2026-12-05) before the report" >&2
-  done
-}
+base_here() { engine_anchor_here "$results" "studies/onpolicy/plan.yaml studies/onpolicy/plan-seeds.yaml" gsm8k math; }
 
 main_gold() {
   base_here
