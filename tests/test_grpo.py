@@ -276,9 +276,13 @@ def test_grpo_on_the_engine_sampler_trains_on_its_completions_and_records_the_la
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
-def test_a_killed_lagged_engine_run_resumes_with_the_same_completions(tmp_path, tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize("saved_lagged_weights", [True, False])
+def test_a_killed_lagged_engine_run_resumes_with_the_same_completions(tmp_path, tiny_model_dir, monkeypatch, saved_lagged_weights):
     """Killed after checkpoint 2, a run with policy lag 1 resumes sampling from the step-1 weights the checkpoint saved:
-    its third step's completions equal those of an uninterrupted run."""
+    its third step's completions equal those of an uninterrupted run. Killed between the trainer's save of checkpoint 2
+    and ssb's save of the lagged weights into it, it resumes from checkpoint 1 instead, with the same completions."""
+    import shutil
+
     import trl
     from transformers import TrainerCallback
 
@@ -302,13 +306,29 @@ def test_a_killed_lagged_engine_run_resumes_with_the_same_completions(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         run_grpo(load_config(None, settings), reward_funcs=recording_rewards(parts))
     checkpoint = tmp_path / "b" / "run" / "grpo" / "checkpoints" / "checkpoint-2"
-    assert sorted(p.name for p in (checkpoint / "ssb_sampler").iterdir()) == ["step-0.safetensors", "step-1.safetensors"]
+    assert sorted(p.name for p in (checkpoint / "ssb_sampler").iterdir()) == ["step-1.safetensors", "step-2.safetensors"]
+    if not saved_lagged_weights:
+        shutil.rmtree(checkpoint / "ssb_sampler")
     monkeypatch.setattr(trl, "GRPOTrainer", plain)
-    stats = run_grpo(load_config(None, settings), reward_funcs=recording_rewards(parts))
-    assert stats["steps"] == 3
-    assert parts == whole and len({str(c) for c in whole}) == 3  # the same completions, and each step's differ
+    resumed = []
+    stats = run_grpo(load_config(None, settings), reward_funcs=recording_rewards(resumed))
+    assert stats["steps"] == 3 and stats["resumed_from_step"] == (2 if saved_lagged_weights else 1)
+    assert parts == whole[:2] and len({str(c) for c in whole}) == 3  # each step's completions differ
+    assert resumed == whole[stats["resumed_from_step"]:]  # the same completions as the uninterrupted run
     metrics = [m for m in read_jsonl(tmp_path / "b" / "run" / "grpo" / "metrics.jsonl") if "sampler/lag" in m]
     assert [m["sampler/lag"] for m in metrics] == [0, 1, 1]
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
+def test_the_lag_holds_when_completions_are_generated_every_other_step(tmp_path, tiny_model_dir):
+    """Completions generated for two optimiser steps at a time (steps_per_generation 2, no accumulation) with lag 1
+    come from the weights one step back: every step's weights are pushed, not only those of the steps that sample."""
+    config = load_config(None, engine_settings(tmp_path, tiny_model_dir, **{"grpo.policy_lag": 1, "grpo.steps_per_generation": 2,
+                                                                            "grpo.batch_size": 2, "grpo.max_steps": 4}))
+    stats = run_grpo(config, reward_funcs=recording_rewards([]))
+    assert stats["steps"] == 4
+    metrics = [m for m in read_jsonl(tmp_path / "run" / "grpo" / "metrics.jsonl") if "sampler/lag" in m]
+    assert [m["step"] for m in metrics] == [1, 3] and [m["sampler/lag"] for m in metrics] == [0, 1]
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")

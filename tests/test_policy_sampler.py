@@ -107,8 +107,28 @@ def test_with_lag_n_the_samples_are_those_of_the_weights_n_steps_back(setup):
     assert sorted(sampler.states) == [1, 2, 3]  # weights no later sampling can use are dropped
     got, sampled = sampled_ids(sampler, chat, GREEDY, step=3)
     assert sampled == 1 and got == [[row, row] for row in expected[1]]
-    got, sampled = sampled_ids(sampler, chat, GREEDY, step=2)  # a run younger than the lag: its oldest weights
+    got, sampled = sampled_ids(sampler, chat, GREEDY, step=2)  # step 0's weights were dropped: the oldest kept
     assert sampled == 1
+
+
+def test_weights_pushed_steps_apart_keep_the_newest_at_or_before_the_lag(setup):
+    """Completions generated every second optimiser step push every second step's weights: with lag 1, step 4 samples
+    step 2's (the newest at least one step back), which the push of step 4 must not drop."""
+    from ssb.generation.policy_sampler import lora_state
+
+    model, chat, sampler = setup
+    sampler.close()
+    sampler.lag = 1
+    expected = {}
+    for step in (0, 2, 4):
+        if step:
+            optimiser_step(model, seed=20 + step)
+        sampler.push(step, lora_state(model))
+        expected[step] = reference(model, chat)
+    assert expected[2] != expected[4]
+    assert sorted(sampler.states) == [2, 4]
+    got, sampled = sampled_ids(sampler, chat, GREEDY, step=4)
+    assert sampled == 2 and got == [[row, row] for row in expected[2]]
 
 
 def fresh(sampler, model) -> int:

@@ -12,6 +12,7 @@ which an interrupted run resumes.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import time
@@ -149,15 +150,20 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     )
     peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
     torch.manual_seed(config.seed)
-    checkpoint = last_complete_checkpoint(out / "checkpoints")
+    lagged_weights_saved = None
+    if sampler == "engine":
+        from ssb.grpo_rollouts import sampler_checkpoint_is_complete
+
+        lagged_weights_saved = functools.partial(sampler_checkpoint_is_complete, lag=g.policy_lag)
+    checkpoint = last_complete_checkpoint(out / "checkpoints", lagged_weights_saved)
     clock = WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
     per_step = g.batch_size * g.gradient_accumulation_steps
     tokens = None if g.max_generated_tokens is None else GenerationBudget(g.max_generated_tokens, per_step)
     callbacks = [c for c in (clock, tokens) if c is not None]
     rollouts = None
     if sampler == "engine":
-        rollouts, checkpoints = engine_rollouts(config, chat, peft_config, checkpoint)
-        callbacks.append(checkpoints)
+        rollouts, lagged_weights = engine_rollouts(config, chat, peft_config, checkpoint)
+        callbacks.append(lagged_weights)
     trainer = epoch_seeded(GRPOTrainer)(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks, rollout_func=rollouts)
     if sampler == "engine" and args.vllm_importance_sampling_correction:
@@ -179,12 +185,12 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
 
 def engine_rollouts(config: SSBConfig, chat: ChatFormat, peft_config, checkpoint: str | None):
     """The engine's ``rollout_func`` for the trainer, with the lagged weights a checkpoint saved pushed back, and the
-    callback that saves them into later checkpoints."""
+    callback that pushes each step's weights where the sampler lags and saves them into later checkpoints."""
     import os
 
     from ssb.generation import SamplingParams
     from ssb.generation.policy_sampler import PolicySampler, lora_scaling
-    from ssb.grpo_rollouts import EngineRollouts, SamplerCheckpoints, restore
+    from ssb.grpo_rollouts import EngineRollouts, LaggedWeights, restore
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; ssb pins TRL's version
     g = config.grpo
@@ -194,4 +200,4 @@ def engine_rollouts(config: SSBConfig, chat: ChatFormat, peft_config, checkpoint
         _log.info("grpo: the sampler resumes with the weights of steps %s from %s", restored, checkpoint)
     params = SamplingParams(n=g.num_generations, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
                             max_new_tokens=g.max_completion_length)
-    return EngineRollouts(sampler, chat, params, config.seed), SamplerCheckpoints(sampler)
+    return EngineRollouts(sampler, chat, params, config.seed), LaggedWeights(sampler)

@@ -3,9 +3,10 @@
 TRL's ``GRPOTrainer`` calls ``rollout_func(prompts, trainer)`` where it would otherwise generate with
 transformers (on a CPU, a static batch at a time). This one renders each prompt with ssb's one
 ``ChatFormat`` (the template and stop tokens of every other stage), pushes the trainer's LoRA to the
-``PolicySampler`` once per optimiser step, and samples each group's ``num_generations`` completions as
-one engine request. The trainer's prompts arrive repeated ``num_generations`` times in a row; a
-block of equal prompts is one request with that many samples.
+``PolicySampler`` once per optimiser step (``LaggedWeights`` pushes every step's where the sampler
+lags), and samples each group's ``num_generations`` completions as one engine request. The trainer's
+prompts arrive repeated ``num_generations`` times in a row; a block of equal prompts is one request
+with that many samples.
 
 The completions come from the weights of ``grpo.policy_lag`` optimiser steps back (0: the current
 ones); the lag is recorded per step (``sampler/lag`` in ``grpo/metrics.jsonl``). The rollouts carry the
@@ -55,7 +56,8 @@ class EngineRollouts:
             self._step, self._calls = step, 0
         if step not in self.sampler.states:
             self.sampler.push(step, lora_state(trainer.accelerator.unwrap_model(trainer.model)))
-            trainer._metrics["train"]["sampler/push_s"].append(self.sampler.last_push_s)
+        trainer._metrics["train"]["sampler/push_s"].extend(self.sampler.pushes_s)
+        self.sampler.pushes_s.clear()
         blocks = _blocks(prompt_ids, trainer.num_generations)
         params = SamplingParams(n=trainer.num_generations if blocks else 1, temperature=self.params.temperature, top_p=self.params.top_p,
                                 top_k=self.params.top_k, max_new_tokens=self.params.max_new_tokens,
@@ -108,12 +110,20 @@ def _blocks(prompts: list, size: int) -> bool:
         prompts[i] == prompts[j] for i in range(0, len(prompts), size) for j in range(i + 1, i + size))
 
 
-class SamplerCheckpoints(TrainerCallback):
-    """Saves the sampler's pushed weights into each TRL checkpoint, so a run resumed with a policy lag samples from
-    the same older weights an uninterrupted one would (``restore`` reads them back)."""
+class LaggedWeights(TrainerCallback):
+    """Where the sampler lags, keeps the older weights it samples from: pushes each optimiser step's weights as the step
+    ends (completions generated every few steps would otherwise leave no weights exactly ``lag`` steps back), and saves
+    the pushed weights into each TRL checkpoint, so a resumed run samples from the same older weights an uninterrupted
+    one would (``restore`` reads them back; ``sampler_checkpoint_is_complete`` refuses a checkpoint whose save was cut
+    short before them)."""
 
     def __init__(self, sampler: PolicySampler):
         self.sampler = sampler
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.sampler.lag and model is not None:
+            self.sampler.push(state.global_step, lora_state(model))
+        return control
 
     def on_save(self, args, state, control, **kwargs):
         from safetensors.torch import save_file
@@ -122,11 +132,18 @@ class SamplerCheckpoints(TrainerCallback):
         if self.sampler.lag == 0 or not folder.parent.is_dir():
             return control  # with no lag the next step samples the checkpoint's own weights
         folder.mkdir(exist_ok=True)
-        for step, lora in self.sampler.states.items():
+        for step, lora in sorted(self.sampler.states.items()):  # the checkpoint's own step last
             partial = folder / f".step-{step}.partial"
             save_file(lora, str(partial))
             partial.replace(folder / f"step-{step}.safetensors")  # a kill mid-write leaves no half file under the name
         return control
+
+
+def sampler_checkpoint_is_complete(checkpoint: Path, lag: int) -> bool:
+    """Whether a TRL checkpoint holds the weights a resume with ``lag`` samples from: the trainer writes its checkpoint
+    before ``LaggedWeights.on_save`` runs, and that writes the checkpoint's own step last."""
+    step = checkpoint.name.split("-", 1)[1]
+    return lag == 0 or (checkpoint / SAMPLER_FOLDER / f"step-{step}.safetensors").is_file()
 
 
 def restore(sampler: PolicySampler, checkpoint: str | None) -> list[int]:

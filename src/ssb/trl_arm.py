@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -110,12 +111,13 @@ def checkpoint_is_complete(checkpoint: Path) -> bool:
     return True
 
 
-def last_complete_checkpoint(checkpoints: Path) -> str | None:
-    """The newest complete ``checkpoint-N`` in ``checkpoints`` (None when there is none), logging each newer one skipped."""
+def last_complete_checkpoint(checkpoints: Path, also_complete: Callable[[Path], bool] | None = None) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``checkpoints`` (None when there is none), logging each newer one skipped;
+    ``also_complete`` checks what an arm's own callbacks save into a checkpoint after the trainer wrote it."""
     found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()),
                    key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
     for checkpoint in found:
-        if checkpoint_is_complete(checkpoint):
+        if checkpoint_is_complete(checkpoint) and (also_complete is None or also_complete(checkpoint)):
             return str(checkpoint)
         _log.warning("skipping %s: incomplete (interrupted while being saved or removed); resuming from an older one", checkpoint)
     return None

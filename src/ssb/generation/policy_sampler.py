@@ -9,8 +9,9 @@ matrices and an ``Adapter`` load: 0.04-0.09 s for the packaged model's rank-32 a
 time (it builds the pipeline; benchmarks/grpo_sampling.py), against a minute for a merged export.
 
 Each optimiser step's weights are pushed with ``push(step, lora)``; ``generate(..., step)`` samples with
-those of ``step - lag`` (the *policy lag*; fewer steps back while the run is younger than ``lag``) and
-returns which step sampled, so the trainer can record the lag it actually ran with.
+the newest pushed at or before ``step - lag`` (the *policy lag*: exactly ``lag`` steps back where every step's
+weights were pushed; fewer while the run is younger than ``lag``) and returns which step sampled, so the
+trainer can record the lag it actually ran with.
 
 OpenVINO GenAI's rules this module keeps, each silent when broken:
 - the pipeline must be built with an ``AdapterConfig`` holding an adapter of the trained shape (an
@@ -79,7 +80,7 @@ class PolicySampler:
         self._pipeline = None
         self._adapters: dict[int, object] = {}  # step -> openvino_genai.Adapter
         self.states: dict[int, dict] = {}  # step -> LoRA matrices, for checkpoints (a lagged resume needs them)
-        self.last_push_s = 0.0
+        self.pushes_s: list[float] = []  # seconds of each push not yet reported (the trainer's metrics take them)
 
     @classmethod
     def from_config(cls, config, chat: ChatFormat, scaling: float, lag: int) -> PolicySampler:
@@ -97,7 +98,7 @@ class PolicySampler:
 
     def push(self, step: int, lora: dict) -> None:
         """Make ``lora`` (``lora_state``'s matrices) the weights of optimiser step ``step``; weights no later sampling
-        can use (older than ``step - lag``) are dropped."""
+        can use (older than the newest at or before ``step - lag``) are dropped."""
         from safetensors.torch import save_file
 
         start = time.monotonic()
@@ -106,12 +107,15 @@ class PolicySampler:
             save_file(lora, str(path))
             adapter = self._og.Adapter(str(path))  # read into memory: the file may go
         self._adapters[step], self.states[step] = adapter, lora
-        for old in [s for s in self._adapters if s < step - self.lag]:
+        # Sampling at ``step`` or later never uses weights older than the newest at or before ``step - lag``, which
+        # stays even when pushes are more than one step apart.
+        reachable = [s for s in self._adapters if s <= step - self.lag]
+        for old in [s for s in self._adapters if s < max(reachable, default=min(self._adapters))]:
             del self._adapters[old], self.states[old]
         if self._pipeline is None:
             self._pipeline = self._og.ContinuousBatchingPipeline(
                 str(self.ir_dir), self._scheduler, "CPU", {**self._properties, "adapters": self._og.AdapterConfig(adapter, self.scaling)})
-        self.last_push_s = time.monotonic() - start
+        self.pushes_s.append(time.monotonic() - start)
 
     def sampling_step(self, step: int) -> int:
         """The step whose weights sample at ``step``: ``step - lag``, or the oldest pushed one while the run is younger."""
