@@ -414,7 +414,7 @@ def test_micro_steps_of_one_completion_give_the_update_of_one_padded_micro_step(
     assert loss_1 == pytest.approx(loss, rel=1e-4, abs=1e-7)
 
 
-def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tmp_path, tiny_model_dir):
+def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tmp_path, tiny_model_dir, caplog):
     from ssb.grpo import sampler_name
 
     def name(**settings):
@@ -433,6 +433,12 @@ def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tm
             name(**corrected, **{"distill.lora.dropout": 0.1})
         with pytest.raises(ValueError, match="grpo.importance_sampling_clip: set to 5.0, but no correction runs .*auto with the engine"):
             name(**{"grpo.sampler": "engine", "grpo.importance_sampling_clip": 5.0})
+        with caplog.at_level("WARNING", logger="ssb.grpo"):
+            assert name(**corrected, **{"grpo.policy_lag": 2}) == "engine" and not caplog.records
+            assert name(**{"grpo.sampler": "engine", "grpo.policy_lag": 2}) == "engine"
+        assert [r.getMessage() for r in caplog.records] == [
+            "grpo.policy_lag 2 with no importance-sampling correction (grpo.importance_sampling auto): the loss treats completions "
+            "of the weights 2 steps back as the current policy's"]
     with pytest.raises(ValueError, match="grpo.sampler: engine and grpo.use_vllm"):
         name(**{"grpo.sampler": "engine", "grpo.use_vllm": True})
     with pytest.raises(ValueError, match="grpo.importance_sampling: TRL's transformers generation samples the current weights exactly"):

@@ -100,6 +100,9 @@ def check_importance_sampling(config: SSBConfig, sampler: str) -> None:
     if not corrected and g.importance_sampling_clip != type(g).importance_sampling_clip:  # the field's default
         raise ValueError(f"grpo.importance_sampling_clip: set to {g.importance_sampling_clip}, but no correction runs "
                          f"(grpo.importance_sampling {mode} with the {sampler} sampler)")
+    if sampler == "engine" and g.policy_lag and not corrected:  # allowed (a lag's effect is worth measuring), but said
+        _log.warning("grpo.policy_lag %d with no importance-sampling correction (grpo.importance_sampling %s): the loss treats "
+                     "completions of the weights %d steps back as the current policy's", g.policy_lag, mode, g.policy_lag)
 
 
 def importance_sampling_args(g) -> dict:
