@@ -168,3 +168,28 @@ def test_sampled_logprobs_are_the_models_temperature_one_logprobs(setup):
         logits = model(torch.tensor([ids + sample.token_ids])).logits[0, len(ids) - 1 : -1]
     expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(sample.token_ids)[:, None])[:, 0]
     assert torch.allclose(torch.tensor(sample.logprobs), expected, atol=1e-2)
+
+
+def test_a_long_prompt_sampled_again_after_a_swap_is_the_new_weights_own(setup):
+    """The same long prompt before and after a weight push: the second answer is the new weights' (with prefix caching,
+    the engine would reuse the prompt's KV cached under the previous adapter)."""
+    from ssb.generation.policy_sampler import lora_state
+
+    model, chat, sampler = setup
+    step = fresh(sampler, model)
+    conversation = messages("sys", " ".join(f"word{i % 97} plus {i}" for i in range(700)))
+    prompt = [chat.prompt_ids(conversation)]
+    assert len(prompt[0]) > 2000
+    params = SamplingParams(n=1, temperature=0, max_new_tokens=6)
+
+    def expected():
+        done = greedy_reference(model, chat.tokenizer, conversation, 6)
+        return done["token_ids"] + ([chat.stop_ids[0]] if done["finish_reason"] == "stop" else [])
+
+    before = expected()
+    assert [s.token_ids for s in sampler.generate(prompt, params, step)[0][0]] == [before]
+    optimiser_step(model, seed=40)
+    sampler.push(step + 1, lora_state(model))
+    after = expected()
+    assert after != before
+    assert [s.token_ids for s in sampler.generate(prompt, params, step + 1)[0][0]] == [after]
