@@ -3,10 +3,12 @@
 A trainer (GRPO's, an on-policy distiller's) samples from its own LoRA policy. Exporting a merged
 model after every optimiser step would cost about a minute each; instead the base model is exported
 once and the engine applies the trainer's current LoRA matrices at run time
-(``openvino_genai.Adapter``), which measures token-identical to PEFT's model in fp32 and to the merged
-int8 export in int8 (tests/test_policy_sampler.py). A weight push is a safetensors write of the LoRA
-matrices and an ``Adapter`` load: 0.04-0.09 s for the packaged model's rank-32 adapter, 3-4 s the first
-time (it builds the pipeline; benchmarks/grpo_sampling.py), against a minute for a merged export.
+(``openvino_genai.Adapter``), which is token-identical to PEFT's model in fp32 (tests/test_policy_sampler.py).
+In int8 it is not the merged export's arithmetic (int8 base weights plus the LoRA product, against quantised
+merged weights): on the packaged model the two part after a median 21 greedy tokens (benchmarks/runtime_lora.py).
+A weight push is a safetensors write of the LoRA matrices and an ``Adapter`` load: 0.04-0.09 s for the packaged
+model's rank-32 adapter, 3-4 s the first time (it builds the pipeline; benchmarks/grpo_sampling.py), against a
+minute for a merged export.
 
 Each optimiser step's weights are pushed with ``push(step, lora)``; ``generate(..., step)`` samples with
 the newest pushed at or before ``step - lag`` (the *policy lag*: exactly ``lag`` steps back where every step's
