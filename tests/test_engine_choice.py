@@ -60,7 +60,10 @@ def test_auto_openvino_precision_is_the_measured_one_on_each_cpu_class_and_is_re
     config = load_config(None, {"backend.name": "openvino"})
     assert generation.backend_spec(config)["inference_precision"] == expected  # an evaluation's recorded model spec
     recorded = model_provenance(config, tokenizer)["generation_backend"]  # every other stage's manifest entry
-    assert recorded == {"name": "openvino", "weight_format": "int8", "inference_precision": expected, "kv_cache_gb": 4}
+    assert recorded == {"name": "openvino", "weight_format": "int8", "inference_precision": expected, "kv_cache_gb": 4,
+                        "inference_precision_reason": precision_choice("auto")[1]}
+    set_here = model_provenance(load_config(None, {"backend.name": "openvino", "backend.openvino.inference_precision": "bf16"}), tokenizer)
+    assert set_here["generation_backend"]["inference_precision_reason"] == "set by backend.openvino.inference_precision"
 
 
 @pytest.mark.parametrize("cpuinfo", [AMD_AVX2, XEON_AMX])

@@ -81,9 +81,14 @@ def model_provenance(config, tokenizer) -> dict:
 
     device = resolve_device(config.model)
     dtype, why = dtype_choice(config.model, device)
+    engine = backend_spec(config)
+    if engine["name"] == "openvino":  # why the precision that ran was chosen, as for the torch dtype
+        from ssb.generation.openvino import precision_choice
+
+        engine = {**engine, "inference_precision_reason": precision_choice(config.backend.openvino.inference_precision)[1]}
     return {"model": config.model.name_or_path, "model_revision": config.model.revision,
             "tokenizer_hash": tokenizer_hash(tokenizer), "seed": config.seed, "grader": GRADER_VERSION,
-            "torch_dtype": str(dtype).removeprefix("torch."), "torch_dtype_reason": why, "generation_backend": backend_spec(config),
+            "torch_dtype": str(dtype).removeprefix("torch."), "torch_dtype_reason": why, "generation_backend": engine,
             "device": device.type, "cpu": cpu_record()}
 
 
