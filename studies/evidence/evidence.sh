@@ -158,7 +158,7 @@ print(round(sum(stage_compute(k, s[k])[2] for k in ("rollouts", "refine", "teach
     "${eval_engine[@]}" "${gsm8k[@]}"
   python3 studies/common/evidence_export.py arm grpo-wall --eval-dir "$runs-eval-grpo-wall" --model grpo-wall --train-dir "$runs-grpo-wall" \
     && commit "GRPO at SSB's wall-clock, sampled by the engine"
-  python3 studies/evidence/evidence_recompute.py --plan studies/evidence/plan-grpo-budget.yaml
+  plan_report grpo-budget
 }
 
 grpo_tokens() {
@@ -176,7 +176,16 @@ print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
     --eval.adapters "[grpo-tokens=$runs-grpo-tokens/grpo/adapter]" "${eval_engine[@]}" "${gsm8k[@]}"
   python3 studies/common/evidence_export.py arm grpo-tokens --eval-dir "$runs-eval-grpo-tokens" --model grpo-tokens \
     --train-dir "$runs-grpo-tokens" && commit "GRPO at SSB's generated tokens, sampled by the engine"
-  python3 studies/evidence/evidence_recompute.py --plan studies/evidence/plan-grpo-tokens.yaml --also studies/onpolicy/results
+  plan_report grpo-tokens --also studies/onpolicy/results
+}
+
+plan_report() {  # plan_report NAME [--also RESULTS]: plan-NAME.yaml's report into results/report-plan-NAME.md, printed
+  local out
+  out=$(mktemp -d)
+  python3 studies/evidence/evidence_recompute.py --plan "studies/evidence/plan-$1.yaml" "${@:2}" --out "$out"
+  cp "$out/report.md" "studies/evidence/results/report-plan-$1.md"
+  cat "$out/report.md"
+  commit "plan-$1.yaml's report"
 }
 
 grpo_anchor() {
