@@ -329,6 +329,14 @@ def test_the_lag_holds_when_completions_are_generated_every_other_step(tmp_path,
     assert stats["steps"] == 4
     metrics = [m for m in read_jsonl(tmp_path / "run" / "grpo" / "metrics.jsonl") if "sampler/lag" in m]
     assert [m["step"] for m in metrics] == [1, 3] and [m["sampler/lag"] for m in metrics] == [0, 1]
+    # What was pushed at the end of step 4 is the trainer's own step-4 weights, as its checkpoint saved them.
+    import torch
+    from safetensors.torch import load_file
+
+    checkpoint = tmp_path / "run" / "grpo" / "checkpoints" / "checkpoint-4"
+    pushed, saved = load_file(str(checkpoint / "ssb_sampler" / "step-4.safetensors")), load_file(str(checkpoint / "adapter_model.safetensors"))
+    assert pushed.keys() == saved.keys() and all(torch.equal(pushed[k], saved[k].float()) for k in saved)
+    assert any(saved[k].abs().sum() > 0 for k in saved if "lora_B" in k)  # trained away from the zero initialisation
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
