@@ -176,6 +176,14 @@ print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
     --eval.adapters "[grpo-tokens=$runs-grpo-tokens/grpo/adapter]" "${eval_engine[@]}" "${gsm8k[@]}"
   python3 studies/common/evidence_export.py arm grpo-tokens --eval-dir "$runs-eval-grpo-tokens" --model grpo-tokens \
     --train-dir "$runs-grpo-tokens" && commit "GRPO at SSB's generated tokens, sampled by the engine"
+  # The run's checkpoint at update 100 (plan-grpo-tokens.yaml's amendment), copied to $runs-grpo-tokens-u100/adapter
+  # before the trainer rotated it away; a new run folder must copy it again from checkpoint-100 while that exists.
+  [ -f "$runs-grpo-tokens-u100/adapter/adapter_model.safetensors" ] ||
+    { echo "no $runs-grpo-tokens-u100/adapter: copy checkpoint-100's adapter files there while the run keeps it" >&2; exit 1; }
+  step eval --config $config --run_dir "$runs-eval-grpo-tokens-u100" --eval.skip_base true \
+    --eval.adapters "[grpo-tokens-u100=$runs-grpo-tokens-u100/adapter]" "${eval_engine[@]}" "${gsm8k[@]}"
+  python3 studies/common/evidence_export.py arm grpo-tokens-u100 --eval-dir "$runs-eval-grpo-tokens-u100" --model grpo-tokens-u100 \
+    && commit "GRPO at SSB's generated tokens: its checkpoint at update 100"
   plan_report grpo-tokens --also studies/onpolicy/results
 }
 
