@@ -1,14 +1,15 @@
 """The in-loop sampler's runtime LoRA against the evaluation engine's merged export, on the packaged model.
 
 Evaluation serves an adapter by merging it into the base weights and exporting the result (int8: the merged weights
-quantised); the in-loop sampler (``ssb.generation.policy_sampler``, GRPO's and the on-policy arm's) applies the adapter's
-matrices at run time on the base model's export (int8 base weights, the LoRA product in floating point). The two are not
-the same arithmetic, so this measures how close they come on one trained adapter: greedy completions of the same GSM8K
-test questions, per question whether they are token-identical, where they first part, whether the final answers agree
-and are right. The base model's completions beside them show that the adapter is applied at all: the runtime-LoRA
-completions must follow the merged export's, not the base's. Both engines run at the same inference precision.
-With ``--exact-tokens N``, the first N greedy tokens of the exact model (transformers, float32, the PEFT adapter
-injected) are the reference both int8 routes are held to: which of them stays closer to the policy that trains.
+quantised); the in-loop sampler (``ssb.generation.policy_sampler``, GRPO's and the on-policy arm's) applies the
+adapter's matrices at run time on the base model's export (int8 base weights, the LoRA product in floating point). The
+two are not the same arithmetic, so this measures how close they come on one trained adapter: greedy completions of the
+same GSM8K test questions, per question whether they are token-identical, where they first part, whether the final
+answers agree and are right. The base model's completions beside them show that the adapter is applied at all: the
+runtime-LoRA completions must follow the merged export's, not the base's. Both engines run at the config's own
+inference precision (``auto``; the studies' evaluations pin bf16). With ``--exact-tokens N``, the first N greedy tokens
+of the exact model (transformers, float32, the PEFT adapter injected) are the reference both int8 routes are held to:
+which of them stays closer to the policy that trains.
 
     python benchmarks/runtime_lora.py --adapter runs/onpolicy-onpolicy-gold/onpolicy/adapter [--questions 32]
         [--max-new-tokens 256] [--exact-tokens 64] [--out benchmarks/results/runtime_lora.json]
@@ -34,8 +35,9 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
 
 
 def agreement(name: str, ids: list[list[int]], reference: list[list[int]], answers: list, reference_answers: list) -> dict:
-    """How many completions equal the reference token for token, how many end on the same boxed answer (None: none or
-    cut off), and the median position of the first difference among those that differ."""
+    """How many completions equal the reference token for token; how many end on the same boxed answer, a pair where
+    neither has one (cut off) counting as the same; and the median index (from 0: the number of equal leading tokens)
+    of the first difference among those that differ."""
     parts = [first_difference(a, b) for a, b in zip(ids, reference)]
     parted = sorted(p for p in parts if p is not None)
     return {"pair": name, "identical": sum(p is None for p in parts), "of": len(parts),

@@ -40,16 +40,22 @@ def summary(flags):
     return json.dumps({"engine": {"cpu": {"model": "a CPU", "kernel_flags": flags}}})
 
 
-def test_committed_lists_this_cpus_anchors_in_any_study_after_checking_them(tmp_path, monkeypatch, capsys):
+def test_committed_lists_this_cpus_anchors_after_checking_their_flags_and_benchmarks(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("ssb.models.cpu_record", lambda: {"model": "Intel Xeon", "kernel_flags": XEON})
-    assert engine_anchor.main(["committed", str(tmp_path)]) == 0 and capsys.readouterr().out == ""
-    (tmp_path / "evidence" / "results" / "base-avx512bf16").mkdir(parents=True)  # another unit's anchor: not this one's
-    anchor = tmp_path / "onpolicy" / "results" / "base-amx"
+    evidence, onpolicy = tmp_path / "evidence" / "results", tmp_path / "onpolicy" / "results"
+    assert engine_anchor.main(["committed", str(evidence), str(onpolicy)]) == 0 and capsys.readouterr().out == ""
+    (evidence / "base-avx512bf16").mkdir(parents=True)  # another unit's anchor: not this one's
+    anchor = onpolicy / "base-amx"
     anchor.mkdir(parents=True)
     (anchor / "gsm8k.summary.json").write_text(summary(XEON))
-    assert engine_anchor.main(["committed", str(tmp_path)]) == 0 and capsys.readouterr().out == f"{anchor}\n"
+    assert engine_anchor.main(["committed", "--needs", "gsm8k", str(evidence), str(onpolicy)]) == 0
+    assert capsys.readouterr().out == f"{anchor}\n"
+    assert engine_anchor.main(["committed", "--needs", "gsm8k,math500", str(evidence), str(onpolicy)]) == 1
+    assert capsys.readouterr().err.startswith(f"{anchor}: no math500 evaluation: it cannot anchor those arms")
+    assert engine_anchor.main(["committed", "--needs", "gsm8k", str(evidence)]) == 0  # a folder not searched
+    assert capsys.readouterr().out == ""
     (anchor / "gsm8k.summary.json").write_text(summary(EPYC))
-    assert engine_anchor.main(["committed", str(tmp_path)]) == 1
+    assert engine_anchor.main(["committed", str(evidence), str(onpolicy)]) == 1
     assert capsys.readouterr().err.startswith(f"{anchor / 'gsm8k.summary.json'}: graded on kernel flags")
 
 
@@ -93,13 +99,17 @@ def test_engine_anchor_here_grades_the_base_model_once_per_engine(tmp_path):
     assert f"note: {name} is not yet in plan.yaml's engine_anchors" in done.stderr
 
     (tmp_path / "calls").unlink()
-    anchor = tmp_path / "studies" / "other" / "results" / name  # committed by another study, on this engine
+    anchor = tmp_path / "studies" / "onpolicy" / "results" / name  # committed by another study, on this engine
     anchor.mkdir(parents=True)
     (anchor / "gsm8k.summary.json").write_text(summary(flags))
     done, calls = run_anchor_here(tmp_path, f"engine_anchors: [base, {name}]\n")
+    assert done.returncode != 0 and calls == []  # it never graded math500, which this driver's arms need
+    assert f"{Path('studies') / 'onpolicy' / 'results' / name}: no math500 evaluation" in done.stderr
+    (anchor / "math500.summary.json").write_text(summary(flags))
+    done, calls = run_anchor_here(tmp_path, f"engine_anchors: [base, {name}]\n")
     assert done.returncode == 0 and calls == [] and "note:" not in done.stderr
 
-    (anchor / "gsm8k.summary.json").write_text(summary(flags + ["another_flag"]))
+    (anchor / "math500.summary.json").write_text(summary(flags + ["another_flag"]))
     done, calls = run_anchor_here(tmp_path, f"engine_anchors: [base, {name}]\n")
     assert done.returncode != 0 and calls == []
     assert "it cannot anchor this engine's arms" in done.stderr

@@ -177,9 +177,9 @@ def test_a_long_prompt_sampled_again_after_a_swap_is_the_new_weights_own(setup):
 
     model, chat, sampler = setup
     step = fresh(sampler, model)
-    conversation = messages("sys", " ".join(f"word{i % 97} plus {i}" for i in range(700)))
+    conversation = messages("sys", " ".join(f"word{i % 97} plus {i}" for i in range(200)))
     prompt = [chat.prompt_ids(conversation)]
-    assert len(prompt[0]) > 2000
+    assert 2000 < len(prompt[0]) < model.config.max_position_embeddings - 8
     params = SamplingParams(n=1, temperature=0, max_new_tokens=6)
 
     def expected():

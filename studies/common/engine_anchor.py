@@ -5,9 +5,9 @@
     python3 studies/common/engine_anchor.py check FOLDER
         exits 0 if every summary in FOLDER (an exported arm) records this CPU's kernel flags, else 1, saying which differ:
         an anchor graded on another engine cannot anchor this one's arms
-    python3 studies/common/engine_anchor.py committed [STUDIES]
-        prints each committed anchor of this CPU's name (STUDIES/*/results/base-<unit>, STUDIES defaulting to the
-        studies/ folder of the working directory, where the drivers run) after checking it; exits 1 if one fails the check
+    python3 studies/common/engine_anchor.py committed [--needs BENCHMARK,...] RESULTS...
+        prints each committed anchor of this CPU's name (RESULTS/base-<unit>) after checking it and that it graded each
+        benchmark it needs; exits 1 if one fails (an anchor without a benchmark cannot anchor that benchmark's arms)
 
 The name is the unit that decides the engine's bf16 kernels; two CPUs of one unit with other kernel flags are told
 apart by ``check``, which the study drivers run before reusing a committed anchor.
@@ -50,9 +50,18 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[:1] == ["check"] and len(argv) == 2:
         return 0 if check(Path(argv[1]), flags) else 1
-    if argv[:1] == ["committed"] and len(argv) <= 2:
-        studies = Path(argv[1] if len(argv) == 2 else "studies")
-        for folder in sorted(studies.glob(f"*/results/{name(flags)}")):
+    if argv[:1] == ["committed"]:
+        needs, folders = [], argv[1:]
+        if folders[:1] == ["--needs"] and len(folders) >= 2:
+            needs, folders = [b for b in folders[1].split(",") if b], folders[2:]
+        for folder in (Path(results) / name(flags) for results in folders):
+            if not folder.is_dir():
+                continue
+            missing = [b for b in needs if not (folder / f"{b}.summary.json").is_file()]
+            if missing:
+                print(f"{folder}: no {', '.join(missing)} evaluation: it cannot anchor those arms, and its name is taken; "
+                      "grade the base model on them into that folder first", file=sys.stderr)
+                return 1
             if not check(folder, flags):
                 return 1
             print(folder)

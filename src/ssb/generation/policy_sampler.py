@@ -120,7 +120,8 @@ class PolicySampler:
         self.pushes_s.append(time.monotonic() - start)
 
     def sampling_step(self, step: int) -> int:
-        """The step whose weights sample at ``step``: ``step - lag``, or the oldest pushed one while the run is younger."""
+        """The step whose weights sample at ``step``: the newest pushed at or before ``step - lag``, or the oldest pushed
+        one while the run is younger than the lag."""
         if not self._adapters:
             raise RuntimeError("no policy weights pushed yet (PolicySampler.push)")
         eligible = [s for s in self._adapters if s <= max(step - self.lag, min(self._adapters))]
