@@ -1,12 +1,14 @@
-"""Every GRPO run of the evidence study at SSB's wall-clock, summarised from its committed per-update log.
+"""Every GRPO run of the evidence study, summarised from its committed per-update log.
 
     python studies/evidence/grpo_training_logs.py
 
 Finished arms (``results/<arm>/grpo/metrics.jsonl.gz``, TRL's per-update log as its trainer printed it):
 ``grpo`` sampled through TRL's transformers generation; ``grpo-wall`` through ssb's engine, one completion per
-micro-step. Unfinished attempts (``results/grpo-wall-attempts/<attempt>.metrics.jsonl.gz``): ``shared-cores``, the
-first engine-sampled one, shared the cores with other work and ended with its session; ``micro-steps-of-4``, rerun on
-a quiet machine, was killed for memory at update 65. Neither reached its evaluation.
+micro-step, both at SSB's wall-clock; ``grpo-tokens`` as grpo-wall at lr 1e-5, stopped at SSB's generated tokens or
+8 hours (plan-grpo-tokens.yaml), once committed. Unfinished attempts
+(``results/grpo-wall-attempts/<attempt>.metrics.jsonl.gz``): ``shared-cores``, the first engine-sampled one, shared
+the cores with other work and ended with its session; ``micro-steps-of-4``, rerun on a quiet machine, was killed for
+memory at update 65. Neither reached its evaluation.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ARMS = ("grpo", "grpo-wall")
+ARMS = ("grpo", "grpo-wall", "grpo-tokens")
 COMPLETIONS_PER_UPDATE = 8
 
 
@@ -30,6 +32,7 @@ def summary(rows: list[dict]) -> dict:
             "capped_share": mean("completions/clipped_ratio", rows), "capped_share_last_7": mean("completions/clipped_ratio", rows[-7:]),
             "capped_share_max": max(r["completions/clipped_ratio"] for r in rows), "entropy_last_7": mean("entropy", rows[-7:]),
             "reward_updates_1_17": mean("reward", rows[:17]),  # a window every run reached, for comparing their samplers
+            "reward_by_50_updates": [mean("reward", rows[i:i + 50]) for i in range(0, len(rows), 50)],
             **sampler(rows)}
 
 
