@@ -5,7 +5,7 @@
 Finished arms (``results/<arm>/grpo/metrics.jsonl.gz``, TRL's per-update log as its trainer printed it):
 ``grpo`` sampled through TRL's transformers generation; ``grpo-wall`` through ssb's engine, one completion per
 micro-step, both at SSB's wall-clock; ``grpo-tokens`` as grpo-wall at lr 1e-5, stopped at SSB's generated tokens or
-8 hours (plan-grpo-tokens.yaml), once committed. Unfinished attempts
+8 hours (plan-grpo-tokens.yaml; the 8 hours stopped it at update 398). Unfinished attempts
 (``results/grpo-wall-attempts/<attempt>.metrics.jsonl.gz``): ``shared-cores``, the first engine-sampled one, shared
 the cores with other work and ended with its session; ``micro-steps-of-4``, rerun on a quiet machine, was killed for
 memory at update 65. Neither reached its evaluation.
