@@ -3,7 +3,8 @@
 # random teacher hint? Packaged Qwen2.5-Coder-0.5B-Instruct, GSM8K train (config `evidence`),
 # greedy evaluation on GSM8K test (first 500) for every arm and MATH500 (first 200) for the main ones.
 #
-#   bash studies/evidence/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, grpo_budget, grpo_tokens, report
+#   bash studies/evidence/evidence.sh [PART ...]     PART: main (default), seeds, ablations, min32_seeds, t4, precision, grpo_budget, grpo_tokens, report,
+#                                                    plan_reports (the GRPO plans' reports again, from the committed samples)
 #
 # Every step is a resumable ssb stage: re-running continues where it stopped and skips what is
 # finished. After each arm, its evaluation samples, summaries and training stats are exported to
@@ -188,12 +189,23 @@ print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
 }
 
 plan_report() {  # plan_report NAME [--also RESULTS]: plan-NAME.yaml's report into results/report-plan-NAME.md, printed
-  local out
+  local out name="report-plan-$1" figure
   out=$(mktemp -d)
   python3 studies/evidence/evidence_recompute.py --plan "studies/evidence/plan-$1.yaml" "${@:2}" --out "$out"
-  cp "$out/report.md" "studies/evidence/results/report-plan-$1.md"
-  cat "$out/report.md"
+  # The report links its plots by bare name, and results/ holds plan.yaml's under those names: this plan's plots are
+  # kept under the report's own name, and its links point at them.
+  for figure in accuracy comparisons; do
+    cp "$out/$figure.png" "studies/evidence/results/$name.$figure.png"
+  done
+  sed -e "s/](accuracy\.png)/]($name.accuracy.png)/" -e "s/](comparisons\.png)/]($name.comparisons.png)/" "$out/report.md" \
+    > "studies/evidence/results/$name.md"
+  cat "studies/evidence/results/$name.md"
   commit "plan-$1.yaml's report"
+}
+
+plan_reports() {  # both GRPO plans' reports, recomputed from the committed samples
+  plan_report grpo-budget
+  plan_report grpo-tokens --also studies/onpolicy/results
 }
 
 grpo_anchor() {
