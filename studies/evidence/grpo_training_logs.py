@@ -1,6 +1,10 @@
 """Every GRPO run of the evidence study, summarised from its committed per-update log.
 
-    python studies/evidence/grpo_training_logs.py
+    python studies/evidence/grpo_training_logs.py [--split-at 80,225,375]
+
+``--split-at`` also prints, for one run's updates cut after the given ones (where a resumed run's invocations began:
+grpo-tokens resumed after updates 80, 225 and 375), each segment's pace: median update seconds, completion length,
+generated tokens per second of update time and the engine sampler's median tokens/s.
 
 Finished arms (``results/<arm>/grpo/metrics.jsonl.gz``, TRL's per-update log as its trainer printed it):
 ``grpo`` sampled through TRL's transformers generation; ``grpo-wall`` through ssb's engine, one completion per
@@ -13,8 +17,10 @@ memory at update 65. Neither reached its evaluation.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
+import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,6 +50,23 @@ def sampler(rows: list[dict]) -> dict:
             "sampler_tokens_per_s": [round(min(r["sampler/tokens_per_s"] for r in rows), 1), round(max(r["sampler/tokens_per_s"] for r in rows), 1)]}
 
 
+def segments(rows: list[dict], split_at: list[int]) -> list[dict]:
+    """The pace of each stretch of updates between the cuts (update numbers count from 1; a cut ends its segment)."""
+    bounds = [0, *split_at, len(rows)]
+    out = []
+    for start, end in zip(bounds, bounds[1:]):
+        part = rows[start:end]
+        tokens = sum(r["completions/mean_length"] for r in part) * COMPLETIONS_PER_UPDATE
+        seconds = sum(r["step_time"] for r in part)
+        out.append({"updates": f"{start + 1}-{end}", "seconds": round(seconds), "generated_tokens": round(tokens),
+                    "median_update_s": round(statistics.median(r["step_time"] for r in part), 1),
+                    "mean_completion_length": round(tokens / COMPLETIONS_PER_UPDATE / len(part), 1),
+                    "tokens_per_update_second": round(tokens / seconds, 1),
+                    **({"sampler_median_tokens_per_s": round(statistics.median(r["sampler/tokens_per_s"] for r in part), 1)}
+                       if "sampler/tokens_per_s" in part[0] else {})})
+    return out
+
+
 def logs() -> dict[str, Path]:
     found = {arm: RESULTS / arm / "grpo" / "metrics.jsonl.gz" for arm in ARMS}
     found = {arm: path for arm, path in found.items() if path.exists()}
@@ -53,10 +76,18 @@ def logs() -> dict[str, Path]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--split-at", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                        help="updates after which to cut each run into segments, e.g. 80,225,375")
+    parser.add_argument("--arm", default="grpo-tokens", help="the run --split-at applies to")
+    args = parser.parse_args()
     for name, path in logs().items():
         with gzip.open(path, "rt") as f:
             rows = [row for row in map(json.loads, f) if "step_time" in row]  # not the trainer's closing summary
         print(name, json.dumps(summary(rows)))
+        if args.split_at and name == args.arm:
+            for segment in segments(rows, args.split_at):
+                print("  ", json.dumps(segment))
 
 
 if __name__ == "__main__":
