@@ -191,7 +191,8 @@ print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
 plan_report() {  # plan_report NAME [--also RESULTS]: plan-NAME.yaml's report into results/report-plan-NAME.md, printed
   local out name="report-plan-$1" figure
   out=$(mktemp -d)
-  python3 studies/evidence/evidence_recompute.py --plan "studies/evidence/plan-$1.yaml" "${@:2}" --out "$out"
+  # Only the plan's own arms, so that its report does not grow with every arm committed after it.
+  python3 studies/evidence/evidence_recompute.py --plan "studies/evidence/plan-$1.yaml" --plan-models-only "${@:2}" --out "$out"
   # The report links its plots by bare name, and results/ holds plan.yaml's under those names: this plan's plots are
   # kept under the report's own name, and its links point at them.
   for figure in accuracy comparisons; do
