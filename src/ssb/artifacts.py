@@ -6,10 +6,17 @@ appended to, one flushed and fsynced line per record; a crash can tear at most t
 ``read_jsonl`` drops such a tail (``repair_jsonl_tail`` cuts it off before new appends) instead of
 parsing it as data. A malformed line anywhere else is corruption and an error naming file and line.
 A write that fails (a full disk) is an OSError naming the file, whichever library wrote it (``writing``).
+
+Every write goes through this module, and none goes through a link: a journal or lock is opened with ``O_NOFOLLOW``,
+a document is renamed into place, and a link where ssb would write is a ``RunFolderError`` naming it, so a link left
+in a run folder (by mistake or on purpose) never makes ssb overwrite a file outside it (``check_no_links``).
+Reading is bounded the same way for every JSON file ssb reads back (``read_json_file``): a damaged, non-UTF-8 or
+absurdly nested file is one error naming it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -60,11 +67,49 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def refuse_link(path: Path) -> None:
+    """A ``RunFolderError`` naming ``path`` when it is a link: ssb writes only plain files and folders it made."""
+    if path.is_symlink():
+        raise RunFolderError(f"{path}: a link (to {os.readlink(path)}); ssb does not write through links. Remove the link "
+                             "(or replace it by the file itself), then run the command again")
+
+
+def check_no_links(root: Path) -> None:
+    """Refuse a link anywhere inside the folder ``root`` (``root`` itself may be one: a run folder on another disk).
+
+    The files a stage writes are opened without following a link, but a linked *folder* on the way (``eval/`` pointing
+    elsewhere) would still lead outside; a run folder has no business holding links, so a stage looks once, before it
+    writes, rather than at every path it builds."""
+    for parent, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            refuse_link(Path(parent, name))
+
+
+def umask_mode(base: int = 0o666) -> int:
+    """The mode a plain ``open`` would give a new file under the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
+def open_for_writing(path: Path, append: bool = False, exclusive: bool = False) -> int:
+    """A descriptor for writing ``path`` (created with the umask's mode, truncated unless ``append``), never through a
+    link at ``path``: the one way ssb opens a file it writes in place (journals, locks, staging files)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        return os.open(path, flags | (os.O_EXCL if exclusive else 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(path)
+        raise
+
+
 def _write_atomic(path: Path, text_chunks: Iterable[str]) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over ``path``; a failed write names ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would make run folders unreadable to collaborators
+    os.fchmod(fd, umask_mode())  # mkstemp's 0600 would make run folders unreadable to collaborators
     try:
         with writing(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             for chunk in text_chunks:
@@ -97,13 +142,38 @@ def _complete_prefix_length(data: bytes, path: Path) -> int:
     for number, line in enumerate(lines, start=1):
         try:
             json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting past the parser's depth
             if number == len(lines) and end == len(data):
                 # The last complete line is garbage and nothing follows it: a torn write whose
                 # newline made it to disk. Treat it as the tail.
                 return len(data) - len(line) - 1
-            raise RunFolderError(f"{path}:{number}: not valid JSON ({exc.msg}); the file is corrupt") from exc
+            raise RunFolderError(f"{path}:{number}: not valid JSON ({_json_problem(exc)}); the file is corrupt") from None
     return end
+
+
+def _json_problem(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 at byte {exc.start}"
+    if isinstance(exc, RecursionError):
+        return "nested too deep"
+    return str(exc)
+
+
+def read_json_file(path: Path, kind: type | None = dict) -> Any:
+    """The JSON document in ``path`` (which must exist), of type ``kind`` when given; a ``RunFolderError`` naming the file
+    when it is not UTF-8, not JSON, nested past the parser's depth, or of another type: what ssb reads back from a run
+    folder, an export or the cache (manifests, stats, recorded inputs, summaries) is checked as it is read."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:
+        raise RunFolderError(f"{path}: not a valid JSON file ({_json_problem(exc)}); put back the file ssb wrote, or redo the "
+                             "stage that wrote it") from None
+    if kind is not None and not isinstance(value, kind):
+        raise RunFolderError(f"{path}: holds a JSON {type(value).__name__}, not the {kind.__name__} ssb writes there; put back the file "
+                             "ssb wrote, or redo the stage that wrote it")
+    return value
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -124,10 +194,12 @@ def repair_jsonl_tail(path: Path) -> None:
     data = path.read_bytes()
     keep = _complete_prefix_length(data, path)
     if keep < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = open_for_writing(path, append=True)
+        try:
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class JsonlAppender:
@@ -136,7 +208,7 @@ class JsonlAppender:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         repair_jsonl_tail(path)
-        self.path, self._file = path, open(path, "a", encoding="utf-8")
+        self.path, self._file = path, os.fdopen(open_for_writing(path, append=True), "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
         with writing(self.path):
@@ -187,6 +259,17 @@ def file_digest(path: Path) -> dict:
         while block := f.read(1 << 22):
             digest.update(block)
     return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def digest_problem(path: Path, digest: dict) -> str | None:
+    """What is wrong with ``path`` against its recorded ``digest`` ({"bytes", "sha256"}), or None when it matches."""
+    if not path.is_file():
+        return "is missing"
+    if path.stat().st_size != digest["bytes"]:
+        return f"has {path.stat().st_size} bytes, not the {digest['bytes']} it had"
+    if (now := file_digest(path)["sha256"]) != digest["sha256"]:
+        return f"has changed (sha256 {now[:16]}, not {digest['sha256'][:16]})"
+    return None
 
 
 def text_sha256(text: str) -> str:

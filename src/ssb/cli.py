@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import pickle
 import sys
+import traceback
 from typing import Any
 
 import yaml
+from jinja2 import TemplateError
 
 from ssb.artifacts import RunFolderError
 from ssb.config import ConfigError, leaf_fields, load_config
@@ -57,6 +60,9 @@ EVAL_ALIASES = {
 }
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
 def _config_options(whole_pipeline: bool) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--config", help="YAML config file; options below override its values.")
@@ -66,7 +72,7 @@ def _config_options(whole_pipeline: bool) -> argparse.ArgumentParser:
     else:
         parent.add_argument("--force", action="store_true",
                             help="Restart the stage from scratch when its inputs changed since it was started (its outputs are discarded).")
-    parent.add_argument("--log-level", default="INFO", help="Logging level (DEBUG, INFO, WARNING).")
+    parent.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS, help="Logging level.")
     group = parent.add_argument_group("config options (dotted names, see the config dataclasses)")
     for dotted, field, default in leaf_fields():
         group.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", type=_scalar, default=argparse.SUPPRESS,
@@ -128,20 +134,13 @@ def _add_export_commands(sub) -> None:
     restore.add_argument("run_dir", metavar="RUN_DIR", help="The run folder to rebuild: the one the export was made from, not existing yet.")
 
 
-def _export_or_restore(args) -> int:
-    from ssb.run_export import RunExportError, export_run, restore_run
+def _export_or_restore(args) -> dict:
+    from ssb.run_export import export_run, restore_run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "export":
-            result = {"export": export_run(args.run_dir, args.out_dir), "export_dir": args.out_dir}
-        else:
-            result = {"restore": restore_run(args.export_dir, args.run_dir), "run_dir": args.run_dir}
-    except (RunExportError, OSError) as exc:
-        print(f"ssb {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    print(yaml.safe_dump(result, sort_keys=False).rstrip())
-    return 0
+    if args.command == "export":
+        return {"export": export_run(args.run_dir, args.out_dir), "export_dir": args.out_dir}
+    return {"restore": restore_run(args.export_dir, args.run_dir), "run_dir": args.run_dir}
 
 
 def list_configs() -> str:
@@ -150,45 +149,71 @@ def list_configs() -> str:
     return "\n".join(f"{name}: {summary(path)}\n  {path}" for name, path in shipped_configs().items())
 
 
-def _one_line(exc: Exception) -> str:
+# ssb's own errors carry a message written for the user (a file, what is wrong, what to do), at times over several lines
+# (the inputs that changed); a library's is cut to its first line and bounded.
+OWN_ERRORS = (ConfigError, DataError, RunFolderError)
+# What a user's input, files or machine can cause: one line, exit 2. Anything else is a bug in ssb: its traceback.
+USER_ERRORS = (*OWN_ERRORS, ValueError, OSError, FloatingPointError, MemoryError, pickle.UnpicklingError)
+MESSAGE_CHARS = 2000
+
+
+def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # ssb.artifacts.writing names the file being written
         return f"{exc}: the disk is full; free space, then run the command again (what was finished is kept)"
-    return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory; free memory or lower the batch sizes, then run the command again (what was finished is kept)"
+    if isinstance(exc, pickle.UnpicklingError):
+        return f"refused a file that is not plain tensors and values (it could run code): {str(exc).splitlines()[0] if str(exc) else ''}"
+    text = str(exc) if isinstance(exc, OWN_ERRORS) else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + f"... ({len(text) - MESSAGE_CHARS} more characters)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        result = _dispatch(args)
+    except KeyboardInterrupt:
+        print(f"ssb {args.command}: interrupted; run the same command to resume (what was finished is kept)", file=sys.stderr)
+        return 130
+    except TemplateError as exc:  # transformers renders chat templates in jinja's sandbox, which refuses escapes
+        print(f"ssb {args.command}: error: the chat template was refused: {_one_line(exc)} (model.chat_template, or the tokenizer's own)",
+              file=sys.stderr)
+        return 2
+    except USER_ERRORS as exc:
+        print(f"ssb {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        print(f"ssb {args.command}: this is a bug in ssb, not a problem with your input; please report it with the traceback above",
+              file=sys.stderr)
+        return 1
+    if result is not None:
+        print(result)
+    return 0
+
+
+def _dispatch(args) -> str | None:
+    """Run the command ``args`` names; what to print (None: nothing)."""
     if args.command == "report":
         from ssb.report import write_report
 
-        try:
-            print(write_report(*args.run_dirs, arms=args.arm, comparisons=args.compare, out=args.out, plan=args.plan))
-        except ValueError as exc:
-            print(f"ssb report: error: {exc}", file=sys.stderr)
-            return 2
-        return 0
+        return write_report(*args.run_dirs, arms=args.arm, comparisons=args.compare, out=args.out, plan=args.plan)
     if args.command in ("export", "restore"):
-        return _export_or_restore(args)
+        return yaml.safe_dump(_export_or_restore(args), sort_keys=False).rstrip()
     if args.command == "configs":
-        print(list_configs())
-        return 0
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return list_configs()
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg:")}
     overrides.update({key[6:]: value for key, value in vars(args).items() if key.startswith("alias:")})
     if args.command == "demo" and args.config is None:
         args.config = str(shipped_configs()["demo"])  # the shipped one, whatever the working directory holds
-    try:
-        config = load_config(args.config, overrides)
-        with hold_run_folder(config.run_dir):  # before the stage's import, so a second process stops at once
-            run = run_all if args.command in PIPELINE_COMMANDS else stage_named(args.command).runner()
-            stats = run(config, force=args.force)
-    except (ConfigError, DataError, RunFolderError, FloatingPointError, OSError, ValueError) as exc:
-        # OSError covers a model or file that cannot be found or fetched (transformers raises it offline).
-        print(f"ssb {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    if stats:  # other processes of a multi-process run return nothing to report
-        print(yaml.safe_dump({args.command: stats, "run_dir": config.run_dir}, sort_keys=False).rstrip())
-    return 0
+    config = load_config(args.config, overrides)
+    with hold_run_folder(config.run_dir):  # before the stage's import, so a second process stops at once
+        run = run_all if args.command in PIPELINE_COMMANDS else stage_named(args.command).runner()
+        stats = run(config, force=args.force)
+    if not stats:  # other processes of a multi-process run return nothing to report
+        return None
+    return yaml.safe_dump({args.command: stats, "run_dir": config.run_dir}, sort_keys=False).rstrip()
 
 
 if __name__ == "__main__":

@@ -33,12 +33,17 @@ folder, a stage's name) is checked to stay inside it.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
 import logging
 import os
 import shutil
+import tempfile
+import zlib
 from pathlib import Path
 
+from ssb.artifacts import check_no_links, open_for_writing, refuse_link, umask_mode, writing
 from ssb.evaluation import adapter_fingerprint
 from ssb.run_record import ROUNDS_FILE
 from ssb.stages import BY_NAME
@@ -55,37 +60,54 @@ class RunExportError(ValueError):
     """A run folder that cannot be exported, or an export that cannot be restored; the message names the file at fault."""
 
 
-def gzip_copy(source: Path, target_dir: Path) -> None:
-    target_dir.mkdir(parents=True, exist_ok=True)
+def checked_bytes(source: Path, digest: dict | None) -> bytes:
+    """The bytes of ``source``, which must be those its finished stage recorded (``digest``) when it recorded them: an
+    export carries what the run's numbers rest on, not a file edited since."""
+    data = source.read_bytes()
+    if digest is not None and (len(data) != digest["bytes"] or hashlib.sha256(data).hexdigest() != digest["sha256"]):
+        raise RunExportError(f"{source}: has changed since the stage that wrote it finished (its size or sha256 is not the one "
+                             "manifest.json records); put the file back, or redo the stage (ssb STAGE --force), then export again")
+    return data
+
+
+def gzip_copy(source: Path, target_dir: Path, digest: dict | None = None) -> None:
     target = target_dir / f"{source.name}.gz"
-    partial = target.with_name(target.name + ".partial")
+    buffer = io.BytesIO()
     # The header names the target (as gzip.open(target) would): the same bytes for the same content, export after export.
-    with open(source, "rb") as f, open(partial, "wb") as raw, gzip.GzipFile(str(target), "wb", 9, raw, mtime=0) as g:
-        shutil.copyfileobj(f, g)
-    os.replace(partial, target)  # a killed export leaves no cut-off file
+    with gzip.GzipFile(str(target), "wb", 9, buffer, mtime=0) as g:
+        g.write(checked_bytes(source, digest))
+    write_bytes(target, buffer.getvalue())
 
 
-def plain_copy(source: Path, target_dir: Path, name: str | None = None) -> None:
-    write_bytes(target_dir / (name or source.name), source.read_bytes())
+def plain_copy(source: Path, target_dir: Path, name: str | None = None, digest: dict | None = None) -> None:
+    write_bytes(target_dir / (name or source.name), checked_bytes(source, digest))
 
 
 def write_bytes(target: Path, data: bytes) -> None:
+    """Write ``target`` under a staging name, then rename it into place (a killed export or restore leaves no cut-off
+    file); never through a link."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.with_name(target.name + ".partial").write_bytes(data)
-    os.replace(target.with_name(target.name + ".partial"), target)
+    refuse_link(target)
+    partial = target.with_name(target.name + ".partial")
+    with writing(target), os.fdopen(open_for_writing(partial), "wb") as f:
+        f.write(data)
+    os.replace(partial, target)
 
 
 def gunzip(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(source, "rb") as f, open(target, "wb") as g:
-        shutil.copyfileobj(f, g)
+    try:
+        with gzip.open(source, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut-off file an EOFError
+        raise RunExportError(f"{source}: not a whole gzip file ({exc or type(exc).__name__}); export the run again") from None
+    write_bytes(target, data)
 
 
 def read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunExportError(f"{path}: not a JSON file ({exc})") from None
+        value = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting past the parser's depth
+        raise RunExportError(f"{path}: not a JSON file ({'nested too deep' if isinstance(exc, RecursionError) else exc})") from None
     if not isinstance(value, dict):
         raise RunExportError(f"{path}: not a JSON object")
     return value
@@ -126,8 +148,40 @@ def check_stage_name(stage: str, where: Path) -> None:
 # Export
 
 
-def stages_of(manifest: bytes | None) -> dict:
-    return json.loads(manifest)["stages"] if manifest else {}
+def stages_of(manifest: bytes | None, path: Path) -> dict:
+    """The stage entries of ``manifest`` (the bytes of ``path``, None when there is none)."""
+    if not manifest:
+        return {}
+    try:
+        stages = json.loads(manifest).get("stages")
+    except (ValueError, RecursionError, AttributeError):
+        stages = None
+    if not isinstance(stages, dict) or not all(isinstance(entry, dict) for entry in stages.values()):
+        raise RunExportError(f"{path}: not a manifest ssb wrote (a JSON object whose stages are objects); put it back, or redo the run")
+    return stages
+
+
+def recorded_digests(stages: dict) -> dict[str, dict]:
+    """{file inside the folder: its size and sha256} as the finished stages of a manifest recorded them."""
+    return {rel: digest for entry in stages.values() for rel, digest in (entry.get("outputs") or {}).items()}
+
+
+def run_identity(stages: dict, states: dict[str, bytes], where: Path) -> dict:
+    """What tells one run from another, from round 1's manifest entries and recorded stage starts: the first stage
+    started (name and time) and the folder its trained adapter was made in (None where nothing records them)."""
+    started = []
+    for name, data in states.items():
+        try:
+            started.append((json.loads(data)["started"], name))
+        except (ValueError, RecursionError, KeyError, TypeError):
+            raise RunExportError(f"{where / name}: not a stage state ssb wrote (JSON with its start time)") from None
+    adapters = sorted(entry["adapter"] for stage, entry in stages.items() if stage in NOT_EXPORTED and isinstance(entry.get("adapter"), str))
+    return {"first stage started": min(started) if started else None, "trained in": adapters[0] if adapters else None}
+
+
+def stage_states(folder: Path) -> dict[str, bytes]:
+    """{stage name with .json: what it was started with} of a folder of stage states (``.ssb/`` or an export's ``state/``)."""
+    return {state.relative_to(folder).as_posix(): state.read_bytes() for state in sorted(folder.glob("**/*.json"))}
 
 
 def read_if_there(path: Path) -> bytes | None:
@@ -154,28 +208,31 @@ def export_round(folder: Path, out: Path) -> str | None:
     journals ahead of the manifest, never behind (journals only grow).
     """
     manifest, stats = read_if_there(folder / "manifest.json"), read_if_there(folder / "stats.json")
-    exported = stages_of(read_if_there(out / "manifest.json"))
+    exported = stages_of(read_if_there(out / "manifest.json"), out / "manifest.json")
+    finished = stages_of(manifest, folder / "manifest.json")
     # A run rebuilt from this export retrains what the export finished: until it has, the folder holds less than the
     # export, which keeps what it has (an export never goes back). Nor does it take a retraining that came out
     # otherwise than the adapter the exported evaluations were made with.
-    missing = sorted(set(exported) - set(stages_of(manifest)))
-    stale = stale_evaluations(folder, stages_of(manifest))
+    missing = sorted(set(exported) - set(finished))
+    stale = stale_evaluations(folder, finished)
     if missing or stale:
         return f"not finished (again) yet: {', '.join(missing)}" if missing else f"the adapter is not the one of {', '.join(stale)}"
     # What each stage was started with (finished or not): the restore gives it back, so that a stage exported
     # mid-way resumes from its exported journal instead of starting again.
-    states = {state.relative_to(folder / ".ssb"): state.read_bytes() for state in sorted((folder / ".ssb").glob("**/*.json"))}
+    states = stage_states(folder / ".ssb")
+    # A finished stage's files go out only as it recorded them (a journal under way has no digest yet).
+    digests = recorded_digests(finished)
     for file in TRAINING_DATA:
         if (folder / file).exists():
-            gzip_copy(folder / file, out)
+            gzip_copy(folder / file, out, digests.get(file))
     for metrics in METRICS:
         if (folder / metrics).exists():
-            gzip_copy(folder / metrics, (out / metrics).parent)
+            gzip_copy(folder / metrics, (out / metrics).parent, digests.get(metrics))
     for samples in sorted((folder / "eval").glob("*/*.samples.jsonl")):
-        gzip_copy(samples, out / "eval" / samples.parent.name)
+        gzip_copy(samples, out / "eval" / samples.parent.name, digests.get(samples.relative_to(folder).as_posix()))
         summary = samples.with_name(samples.name.replace(".samples.jsonl", ".summary.json"))
         if summary.exists():  # an evaluation under way has its samples so far and no summary yet
-            plain_copy(summary, out / "eval" / samples.parent.name)
+            plain_copy(summary, out / "eval" / samples.parent.name, digest=digests.get(summary.relative_to(folder).as_posix()))
     for path, data in states.items():
         write_bytes(out / "state" / path, data)
     for name, data in (("stats.json", stats), ("manifest.json", manifest)):
@@ -200,6 +257,25 @@ def check_export_target(run_dir: Path, out_dir: Path) -> None:
     if foreign:
         raise RunExportError(f"{out_dir}: holds {', '.join(foreign)}, which no export writes; export into a new folder "
                              "or into an earlier export of this run")
+    check_no_links(run_dir)  # an export carries the run folder's own files, nothing a link leads to
+    if out_dir.exists():
+        check_no_links(out_dir)
+    check_same_run(run_dir, out_dir / "round-1")
+
+
+def check_same_run(run_dir: Path, exported: Path) -> None:
+    """Refuse an ``exported`` round 1 made from another run than ``run_dir``'s (an export would replace its files)."""
+    if not (exported / "manifest.json").exists() and not (exported / "state").is_dir():
+        return
+    ours = run_identity(stages_of(read_if_there(run_dir / "manifest.json"), run_dir / "manifest.json"), stage_states(run_dir / ".ssb"),
+                        run_dir / ".ssb")
+    theirs = run_identity(stages_of(read_if_there(exported / "manifest.json"), exported / "manifest.json"), stage_states(exported / "state"),
+                          exported / "state")
+    differ = [f"{what}: {theirs[what]} there, {ours[what]} here" for what in ours
+              if ours[what] is not None and theirs[what] is not None and ours[what] != theirs[what]]
+    if differ:
+        raise RunExportError(f"{exported.parent}: holds the export of another run ({'; '.join(differ)}); export into a new folder, "
+                             "or into an earlier export of this run")
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, list[str]]:
@@ -218,7 +294,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, list[str]]
         target = out_dir / f"round-{r}"
         why_not = export_round(run_dir / folder, target)
         if why_not is None:
-            exported[target.name] = sorted(stages_of(read_if_there(target / "manifest.json")))
+            exported[target.name] = sorted(stages_of(read_if_there(target / "manifest.json"), target / "manifest.json"))
         else:
             _log.warning("%s: not exported to %s; %s", run_dir / folder, target, why_not)
     return exported
@@ -232,8 +308,7 @@ def restored_stage(stage: str) -> bool:
 
 
 def write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2) + "\n")
+    write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
 def recorded_run_dir(export_dir: Path, rounds: list[tuple[int, str]]) -> str | None:
@@ -294,8 +369,7 @@ def restore_round(source: Path, target: Path) -> list[str]:
         elif path.name.endswith(".gz"):
             gunzip(path, target / output)
         else:
-            (target / output).parent.mkdir(parents=True, exist_ok=True)
-            (target / output).write_bytes(path.read_bytes())
+            write_bytes(target / output, path.read_bytes())
     return kept
 
 
@@ -328,8 +402,11 @@ def restore_run(export_dir: str | Path, run_dir: str | Path) -> dict[str, list[s
                              f"restore it there (as the run's run_dir spelled it), not to {run_dir}")
     if run_dir.exists() or run_dir.is_symlink():
         raise RunExportError(f"{run_dir} exists: the restore writes only a new folder (remove it, or resume the run there)")
-    staging = run_dir.with_name(run_dir.name + ".restoring")
-    shutil.rmtree(staging, ignore_errors=True)
+    # A staging folder of its own (never one that was there: it may hold a user's files, or be a link), renamed into place
+    # at the end; a killed restore leaves it behind under a hidden name, to be removed by hand.
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.restoring-"))
+    staging.chmod(umask_mode(0o777))
     restored = {}
     try:
         for r, folder in rounds:

@@ -14,14 +14,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import ssb
-from ssb.artifacts import RunFolderError, command_line, file_digest, fingerprint, package_versions, text_sha256, utc_now, write_json_atomic
+from ssb.artifacts import (
+    RunFolderError,
+    check_no_links,
+    command_line,
+    digest_problem,
+    file_digest,
+    fingerprint,
+    package_versions,
+    read_json_file,
+    text_sha256,
+    utc_now,
+    write_json_atomic,
+)
 from ssb.stages import Stage, stage_named
 
 _log = logging.getLogger(__name__)
@@ -199,16 +210,24 @@ class RunFolder:
 
     def stats(self) -> dict:
         path = self.file("stats.json")
-        return json.loads(path.read_text()) if path.exists() else {}
+        return read_json_file(path) if path.exists() else {}
 
     def _state_file(self, stage: str) -> Path:
         return self.path / ".ssb" / f"{stage}.json"
+
+    def _state(self, stage: str) -> dict:
+        """What ``stage`` was started with (``.ssb/<stage>.json``), checked as it is read."""
+        state = read_json_file(self._state_file(stage))
+        if not isinstance(state.get("inputs"), dict) or not isinstance(state.get("started"), str):
+            raise RunFolderError(f"{self._state_file(stage)}: records no inputs and start time; remove it and redo the stage: "
+                                 f"ssb {stage.split('/')[0]} --force")
+        return state
 
     def manifest(self) -> dict:
         path = self.file("manifest.json")
         if not path.exists():
             return {"run_folder_version": RUN_FOLDER_VERSION, "stages": {}}
-        manifest = json.loads(path.read_text())
+        manifest = read_json_file(path)
         found = manifest.get("run_folder_version")
         if found != RUN_FOLDER_VERSION:
             raise RunFolderError(f"{self.path}: made by ssb {manifest.get('ssb_version', '?')} with run-folder format {found}; "
@@ -222,12 +241,13 @@ class RunFolder:
         """Prepare ``stage`` with ``inputs``; returns False when it already completed with them.
         ``outputs`` are the files a forced restart removes. (Stages go through ``StageRun``.)"""
         self.manifest()  # refuses a folder written by an incompatible version before touching it
+        check_no_links(self.path)  # before the stage writes anything
         state_file = self._state_file(stage)
         if force:
             _log.warning("--force: stage '%s' starts again from scratch", stage)
             self._discard(stage, outputs)
         elif state_file.exists():
-            recorded = json.loads(state_file.read_text())["inputs"]
+            recorded = self._state(stage)["inputs"]
             if recorded != inputs:
                 changes = describe_changes(recorded, inputs)
                 raise RunFolderError(
@@ -244,7 +264,7 @@ class RunFolder:
     def _finished_with(self, stage: str, inputs: dict) -> bool:
         """Whether ``stage`` completed with exactly ``inputs`` (what ``_begin`` skips), touching nothing."""
         state_file = self._state_file(stage)
-        return (state_file.exists() and json.loads(state_file.read_text())["inputs"] == inputs
+        return (state_file.exists() and self._state(stage)["inputs"] == inputs
                 and (self.stage_entry(stage) or {}).get("inputs_fingerprint") == fingerprint(inputs))
 
     def _discard(self, stage: str, outputs: list[str]) -> None:
@@ -260,7 +280,7 @@ class RunFolder:
             write_json_atomic(self.file("manifest.json"), manifest)
 
     def started_at(self, stage: str) -> str:
-        return json.loads(self._state_file(stage).read_text())["started"]
+        return self._state(stage)["started"]
 
     def record_stop(self, reason: str | None) -> None:
         """Keep why the method stopped after refine in refine's stats ("stopped"), so that a report made from
@@ -302,20 +322,19 @@ class RunFolder:
         recorded = [(self.file(rel), d, "wrote") for rel, d in entry.get("outputs", {}).items()]
         recorded += [(Path(path), d, "read") for path, d in entry.get("reads", {}).items()]
         for path, digest, how in recorded:
-            if not path.is_file():
-                problem = "is missing"
-            elif path.stat().st_size != digest["bytes"]:
-                problem = f"has {path.stat().st_size} bytes, not the {digest['bytes']} it had"
-            elif (now := file_digest(path)["sha256"]) != digest["sha256"]:
-                problem = f"has changed (sha256 {now[:16]}, not {digest['sha256'][:16]})"
-            else:
-                continue
-            command = stage.split("/")[0]
-            raise RunFolderError(f"{path}: {problem} since stage '{stage}' {how} it in {self.path}, so what it computed cannot be trusted. "
-                                 f"Put the file back, or redo the stage: ssb {command} --force (ssb run: --force {command})")
+            problem = digest_problem(path, digest)
+            if problem is not None:
+                raise RunFolderError(changed_since(path, problem, stage, how, self.path))
 
     def require_finished(self, stage: str, needed_by: str) -> dict:
         entry = self.stage_entry(stage)
         if entry is None:
             raise RunFolderError(f"{self.path}: stage '{needed_by}' needs '{stage}' to have finished first (no manifest entry); run `ssb {stage}`")
         return entry
+
+
+def changed_since(path: Path, problem: str, stage: str, how: str, run_dir: Path) -> str:
+    """The one message for a file that is not as the finished stage ``stage`` left (``how``: "wrote") or read it."""
+    command = stage.split("/")[0]
+    return (f"{path}: {problem} since stage '{stage}' {how} it in {run_dir}, so what it computed cannot be trusted. "
+            f"Put the file back, or redo the stage: ssb {command} --force (ssb run: --force {command})")

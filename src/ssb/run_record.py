@@ -5,23 +5,23 @@ manifest entries (``manifest.json``), the evaluations' summaries and per-questio
 distillation metrics, the training data (with what refine recorded about each kept solution) and an
 iterated run's ``rounds.json``. It imports no orchestration: the stages write these files, the report
 reads them. Folders made by earlier ssb versions are read as they are (no format check: a report of
-an old folder is still a report).
+an old folder is still a report). Every file a finished stage recorded the digest of is checked against it as it is
+read, as a stage checks what it reads, so an edited journal or summary is named instead of reported.
 """
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 
-from ssb.artifacts import read_jsonl
+from ssb.artifacts import RunFolderError, digest_problem, read_json_file, read_jsonl
 from ssb.training_data import KeptSolution
 
 ROUNDS_FILE = "rounds.json"  # an iterated run's list of rounds (ssb.rounds writes it)
 
 
 def _json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json_file(path) if path.exists() else None
 
 
 class RunRecord:
@@ -29,6 +29,25 @@ class RunRecord:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    @cached_property
+    def recorded_digests(self) -> dict[str, tuple[str, dict]]:
+        """{file inside the folder: (the finished stage that wrote it, its size and sha256)} from ``manifest.json``."""
+        return {rel: (stage, digest) for stage, entry in (self.stage_entries or {}).items()
+                for rel, digest in (entry.get("outputs") or {}).items()}
+
+    def checked(self, path: Path) -> Path:
+        """``path`` (inside the folder), after checking it against the digest its stage recorded, if one did."""
+        from ssb.run_folder import changed_since
+
+        recorded = self.recorded_digests.get(path.relative_to(self.path).as_posix())
+        if recorded is not None and (problem := digest_problem(path, recorded[1])) is not None:
+            raise RunFolderError(changed_since(path, problem, recorded[0], "wrote", self.path))
+        return path
+
+    def _journal(self, *parts: str) -> list[dict]:
+        path = self.path.joinpath(*parts)
+        return read_jsonl(self.checked(path)) if path.exists() else []
 
     @cached_property
     def stats(self) -> dict[str, dict]:
@@ -43,6 +62,8 @@ class RunRecord:
     def stage_entries(self) -> dict[str, dict] | None:
         """{stage: its manifest entry} (``manifest.json``); None without a manifest."""
         manifest = _json(self.path / "manifest.json")
+        if manifest is not None and not isinstance(manifest.get("stages"), dict):
+            raise RunFolderError(f"{self.path / 'manifest.json'}: lists no stages; put back the manifest ssb wrote")
         return None if manifest is None else manifest["stages"]
 
     def evaluated_adapters(self) -> dict[str, str | None] | None:
@@ -56,28 +77,29 @@ class RunRecord:
         """{model: {benchmark: summary}} from ``eval/<model>/<benchmark>.summary.json``."""
         out: dict[str, dict[str, dict]] = {}
         for path in sorted((self.path / "eval").glob("*/*.summary.json")):
-            summary = json.loads(path.read_text())
+            summary = read_json_file(self.checked(path))
             out.setdefault(summary["model"], {})[summary["benchmark"]] = summary
         return out
 
     def summary(self, model: str, benchmark: str) -> dict | None:
-        return _json(self.path / "eval" / model / f"{benchmark}.summary.json")
+        path = self.path / "eval" / model / f"{benchmark}.summary.json"
+        return _json(self.checked(path)) if path.exists() else None
 
     def benchmarks_of(self, model: str) -> list[str]:
         return sorted(p.name.removesuffix(".summary.json") for p in (self.path / "eval" / model).glob("*.summary.json"))
 
     def per_question_scores(self, model: str, benchmark: str) -> dict[str, float]:
         """{question id: fraction of its samples graded correct} from the evaluation journal."""
-        records = read_jsonl(self.path / "eval" / model / f"{benchmark}.samples.jsonl")
+        records = self._journal("eval", model, f"{benchmark}.samples.jsonl")
         return {r["id"]: sum(c["correct"] for c in r["completions"]) / len(r["completions"]) for r in records}
 
     def distill_metrics(self) -> list[dict]:
         """One line per optimiser step of ``distill/metrics.jsonl``; empty when the folder trained nothing."""
-        return read_jsonl(self.path / "distill" / "metrics.jsonl")
+        return self._journal("distill", "metrics.jsonl")
 
     def training_solutions(self) -> list[str]:
         """The solutions of the training data (the student view's last message)."""
-        return [r["messages"][-1]["content"] for r in read_jsonl(self.path / "student.jsonl")]
+        return [r["messages"][-1]["content"] for r in self._journal("student.jsonl")]
 
     def training_solution_length(self) -> str | None:
         """Mean solution length of the training data: tokens from the distill stats, else characters of student.jsonl."""
@@ -95,10 +117,10 @@ class RunRecord:
         """The kept solutions (``student.jsonl``), each with the tokens the refiner generated for it and the correct
         rollout its hinted prompt showed (its own question's, or with ``refine.hint random`` the donor's), from
         ``refinements.jsonl`` and ``rollouts.jsonl`` where the folder has them."""
-        refined = {e["id"]: e for e in read_jsonl(self.path / "refinements.jsonl") if "refinement" in e}
-        rollouts = {r["id"]: r["rollouts"] for r in read_jsonl(self.path / "rollouts.jsonl")}
+        refined = {e["id"]: e for e in self._journal("refinements.jsonl") if "refinement" in e}
+        rollouts = {r["id"]: r["rollouts"] for r in self._journal("rollouts.jsonl")}
         solutions = []
-        for record in read_jsonl(self.path / "student.jsonl"):
+        for record in self._journal("student.jsonl"):
             entry = refined.get(record["id"])
             donor = None if entry is None else entry.get("hint_from", entry["id"])  # hint_from: absent before refine.hint existed
             shown = rollouts[donor][entry["selection"]["correct_index"]]["text"] if donor in rollouts else None
