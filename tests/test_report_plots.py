@@ -66,3 +66,22 @@ def test_the_plots_write_pngs(tmp_path):
     plot_comparisons(rows, tmp_path / "comparisons.png")
     for name in ("accuracy.png", "comparisons.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / name).stat().st_size > 1000
+
+
+def test_two_reports_writing_one_plot_at_once_each_finish(tmp_path):
+    """Two ``ssb report`` runs on one folder save the same plot at once: each writes a temporary file of its own, so the
+    one that renames its file into place second does not find it taken away by the first."""
+    from ssb.report_tables import pyplot, save_figure
+
+    plt = pyplot()
+    inner, outer = plt.figure(), plt.figure()
+    path = tmp_path / "training.png"
+    save = outer.savefig
+
+    def savefig_while_another_report_saves(*args, **kwargs):
+        save(*args, **kwargs)
+        save_figure(inner, path)  # the other process, between this one's write and its rename
+
+    outer.savefig = savefig_while_another_report_saves
+    save_figure(outer, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["training.png"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
+from ssb.artifacts import refuse_link, umask_mode
 from ssb.comparison import format_p, holm
 from ssb.packaged_models import default_cache_dir
 
@@ -51,10 +53,18 @@ def difference_table(rows: list[tuple[str, str, dict]], first: str, counts: str,
 
 
 def save_figure(fig, path: Path) -> None:
-    """Save a plot under a temporary name beside ``path``, then rename it into place: a reader never sees half a PNG."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    """Save a plot under a temporary name beside ``path``, then rename it into place: a reader never sees half a PNG. The
+    name is this write's own, so two reports of one folder at once do not write into each other's file."""
+    refuse_link(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), umask_mode())
+            fig.savefig(f, dpi=110, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def pyplot():
