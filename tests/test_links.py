@@ -54,7 +54,8 @@ def test_a_linked_folder_inside_a_run_folder_stops_a_stage_before_it_writes(tmp_
     outside.mkdir()
     (Path(config.run_dir) / "eval").symlink_to(outside)
     write_benchmark(tmp_path / "bench", "gsm8k", 2)
-    assert main(["eval", *cli_args(config), "--eval.limit=1", "--benchmarks=gsm8k", "--max-new-tokens=4", f"--data.data_dir={tmp_path / 'bench'}"]) == 2
+    flags = ["--eval.limit=1", "--benchmarks=gsm8k", "--max-new-tokens=4", f"--data.data_dir={tmp_path / 'bench'}"]
+    assert main(["eval", *cli_args(config), *flags]) == 2
     assert f"{Path(config.run_dir) / 'eval'}: a link (to {outside})" in one_error_line(capsys, "eval")
     assert list(outside.iterdir()) == []
 

@@ -24,6 +24,17 @@ def _json(path: Path) -> dict | None:
     return read_json_file(path) if path.exists() else None
 
 
+def checked_summary(summary: dict, path: Path) -> dict:
+    """An evaluation's summary, with the fields every report reads; a RunFolderError naming the file otherwise."""
+    p = summary.get("pass@1")
+    if not (isinstance(summary.get("model"), str) and isinstance(summary.get("benchmark"), str) and isinstance(p, dict)
+            and isinstance(summary.get("samples_per_question"), int) and isinstance(p.get("mean"), (int, float))
+            and isinstance(p.get("n_questions"), int) and isinstance(p.get("ci95"), list) and len(p["ci95"]) == 2):
+        raise RunFolderError(f"{path}: not an evaluation summary ssb wrote (model, benchmark, samples_per_question, pass@1 with mean, "
+                             "ci95 and n_questions); put it back, or redo the evaluation (ssb eval --force)")
+    return summary
+
+
 class RunRecord:
     """One run folder (or ``ssb eval --out`` folder), as the report reads it."""
 
@@ -52,7 +63,11 @@ class RunRecord:
     @cached_property
     def stats(self) -> dict[str, dict]:
         """{stage: its stats} (``stats.json``); empty when no stage has finished."""
-        return _json(self.path / "stats.json") or {}
+        path = self.path / "stats.json"
+        stats = _json(path) or {}
+        if not all(isinstance(value, dict) for value in stats.values()):
+            raise RunFolderError(f"{path}: not the stats ssb writes (an object of stages, each an object); put it back, or redo the stages")
+        return stats
 
     def stage_stats(self, stage: str) -> dict:
         """One stage's stats; empty when it has not finished."""
@@ -77,13 +92,13 @@ class RunRecord:
         """{model: {benchmark: summary}} from ``eval/<model>/<benchmark>.summary.json``."""
         out: dict[str, dict[str, dict]] = {}
         for path in sorted((self.path / "eval").glob("*/*.summary.json")):
-            summary = read_json_file(self.checked(path))
+            summary = checked_summary(read_json_file(self.checked(path)), path)
             out.setdefault(summary["model"], {})[summary["benchmark"]] = summary
         return out
 
     def summary(self, model: str, benchmark: str) -> dict | None:
         path = self.path / "eval" / model / f"{benchmark}.summary.json"
-        return _json(self.checked(path)) if path.exists() else None
+        return checked_summary(read_json_file(self.checked(path)), path) if path.exists() else None
 
     def benchmarks_of(self, model: str) -> list[str]:
         return sorted(p.name.removesuffix(".summary.json") for p in (self.path / "eval" / model).glob("*.summary.json"))
