@@ -104,7 +104,7 @@ def test_a_key_given_twice_is_refused_with_file_and_line(tmp_path, text, line, k
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=rf"c\.yaml: line {line}: '{key}' is given twice \(first at line {first}\)"):
         load_config(str(cfg))
-    (tmp_path / "merge.yaml").write_text("rollouts:\n  sampling: &s {temperature: 0.5, top_k: 5}\nrefine:\n  sampling:\n    <<: *s\n    top_k: 7\n")
+    (tmp_path / "merge.yaml").write_text("refine:\n  sampling:\n    <<: {temperature: 0.5, top_k: 5}\n    top_k: 7\n")
     assert load_config(str(tmp_path / "merge.yaml")).refine.sampling.top_k == 7  # a merge key may override what it merges in
 
 

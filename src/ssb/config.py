@@ -3,11 +3,16 @@
 Every field carries its documentation in ``metadata["help"]``; the CLI turns each leaf field into a
 ``--section.field`` option whose help is that text. Values are type-checked when a config is built,
 and an unknown or ill-typed key is an error that names the file (or flag) and the key.
+
+Config files refuse YAML aliases (``*name``): a few lines of nested aliases expand into gigabytes
+once anything walks the value, and ``base: FILE`` already shares settings between configs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Hashable
@@ -32,6 +37,20 @@ class FieldError(ConfigError):
     """A field's value refused by its section, the message starting with the field's name; ``from_dict`` prefixes its dotted section."""
 
 
+# A value from YAML or a flag can be huge (a long string, a deep nest of shared lists), and the full repr of a deep
+# nest takes time and memory exponential in its depth: an error shows at most this much of it.
+SHOWN_CHARS = 200
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 3, 80, 80, 40
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = _SHOWN.maxfrozenset = 6
+
+
+def shown(value: Any) -> str:
+    """The repr of a user's ``value`` for an error message: at most ``SHOWN_CHARS`` characters, in bounded time whatever its size."""
+    text = _SHOWN.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+
 # Range rules by name: the name is also what the error says the value must be.
 RANGES = {
     ">= 0": lambda v: v >= 0,
@@ -47,11 +66,20 @@ RANGES = {
 
 
 def check_ranges(section: Any, **rules: str) -> None:
-    """Refuse the first field of ``section`` whose value breaks its rule (a name of ``RANGES``); unset (None) passes."""
+    """Refuse the first float field of ``section`` that is NaN or infinite, then the first field whose value breaks its rule (a
+    name of ``RANGES``); unset (None) passes.
+
+    Every float field is checked, ruled or not: inf passes ``> 0`` (an lr of inf trains NaN weights) and NaN fails every
+    comparison with a message about the wrong bound; no field means "unlimited" by inf (None says that).
+    """
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FieldError(f"{f.name}: must be a finite number (got {value!r})")
     for name, rule in rules.items():
         value = getattr(section, name)
         if value is not None and not RANGES[rule](value):
-            raise FieldError(f"{name}: must be {rule} (got {value!r})")
+            raise FieldError(f"{name}: must be {rule} (got {shown(value)})")
 
 
 def doc(default: Any, help: str, *, added_later: bool = False, stage_input: bool = True) -> Any:
@@ -69,9 +97,14 @@ def doc(default: Any, help: str, *, added_later: bool = False, stage_input: bool
     return field(default=default, metadata=metadata)
 
 
+NAME_MAX = 255  # bytes of one path component on common file systems; a name is ASCII (artifacts.IDENTIFIER)
+
+
 def names(field_name: str, *values: str) -> None:
     """Refuse a value of the section's field ``field_name`` that would not be a single path component (``artifacts.check_identifier``)."""
     for value in values:
+        if len(value) > NAME_MAX:  # also keeps the name out of the message: check_identifier shows it whole
+            raise FieldError(f"{field_name}: {shown(value)} is longer than a file name may be ({NAME_MAX} characters)")
         try:
             check_identifier(value, field_name)
         except ValueError as exc:
@@ -307,8 +340,8 @@ class GRPOConfig:
                      beta=">= 0", format_reward=">= 0", warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1",
                      policy_lag=">= 0", steps_per_generation=">= 1", max_generated_tokens=">= 1", importance_sampling_clip="> 0")
         if (self.batch_size * self.steps_per_generation) % self.num_generations:
-            raise FieldError(f"batch_size: batch_size x steps_per_generation = {self.batch_size * self.steps_per_generation} must be a "
-                             f"multiple of num_generations={self.num_generations}: each generation holds whole groups")
+            raise FieldError(f"batch_size: batch_size x steps_per_generation = {shown(self.batch_size * self.steps_per_generation)} must be "
+                             f"a multiple of num_generations={shown(self.num_generations)}: each generation holds whole groups")
 
 
 CONTEXT_UPSTREAM = {"hint-pair": "rollouts", "refined": "refine"}  # onpolicy.context -> the stage of the run folder it reads
@@ -362,12 +395,12 @@ class OnPolicyConfig:
                      max_wall_s="> 0", lr="> 0", max_completion_length=">= 1", temperature="> 0", top_k=">= 0", top_p="in (0, 1]",
                      warmup_steps=">= 0", max_grad_norm=">= 0", save_every=">= 1")
         if self.distillation == "sampled-token" and self.alpha != 1.0:
-            raise FieldError(f"alpha: distillation sampled-token is reverse KL only, so alpha must be 1 (got {self.alpha})")
+            raise FieldError(f"alpha: distillation sampled-token is reverse KL only, so alpha must be 1 (got {shown(self.alpha)})")
         if self.context == "successful-rollout" and self.num_generations < 2:
-            raise FieldError(f"num_generations: context successful-rollout shows a completion another of its group, so it needs >= 2 (got {self.num_generations})")
+            raise FieldError(f"num_generations: context successful-rollout shows a completion another of its group, so it needs >= 2 (got {shown(self.num_generations)})")
         if (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
             raise FieldError(f"num_generations: must divide batch_size x gradient_accumulation_steps = "
-                             f"{self.batch_size * self.gradient_accumulation_steps} (got {self.num_generations})")
+                             f"{shown(self.batch_size * self.gradient_accumulation_steps)} (got {shown(self.num_generations)})")
 
 
 @dataclass
@@ -386,7 +419,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_ranges(self, benchmarks="non-empty", split="non-empty", n=">= 1", limit=">= 1", chunk_questions=">= 1")
         if any(not 1 <= k <= self.n for k in self.k):
-            raise FieldError(f"k: every k must be in 1..n={self.n} (got {self.k})")
+            raise FieldError(f"k: every k must be in 1..n={shown(self.n)} (got {shown(self.k)})")
         names("benchmarks", *self.benchmarks)  # eval/<model>/<benchmark>.samples.jsonl
         names("split", self.split)
         self.named_adapters()  # refused when the config loads, not after training
@@ -399,7 +432,7 @@ class EvalConfig:
             name, _, path = spec.partition("=") if "=" in spec else (Path(spec).name or spec, "", spec)
             names("adapters", name)
             if name == "base" or name in {n for n, _ in out}:
-                raise FieldError(f"adapters: adapter name {name!r} is reserved or repeated; use NAME=DIR")
+                raise FieldError(f"adapters: adapter name {shown(name)} is reserved or repeated; use NAME=DIR")
             out.append((name, path))
         return out
 
@@ -459,21 +492,21 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(errors[0])
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {shown(value)}")
         (item_type,) = typing.get_args(tp)
         return [_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
+            raise ConfigError(f"{where}: {shown(value)} is not one of {', '.join(map(repr, typing.get_args(tp)))}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {shown(value)}")
         return from_dict(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {shown(value)}")
     return value
 
 
@@ -488,12 +521,12 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
     """
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
+    unknown = sorted(set(data) - set(known), key=str)  # YAML keys may be numbers too
     moved = [f"{where}.{name} is now {MOVED_FIELDS[f'{where}.{name}']}" for name in unknown if f"{where}.{name}" in MOVED_FIELDS]
     if moved:
         raise ConfigError("; ".join(moved))
     if unknown:
-        raise ConfigError(f"{where or 'top level'}: unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise ConfigError(f"{where or 'top level'}: unknown field(s) {', '.join(map(_key_name, unknown))}; known: {', '.join(known)}")
     kwargs = {}
     for name, value in data.items():
         item_where = f"{where}.{name}" if where else name
@@ -508,6 +541,11 @@ def from_dict(cls: type, data: dict, where: str = "") -> Any:
         raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+
+
+def _key_name(key: Any) -> str:
+    """A key of the user's mapping as an error names it: bare when it is a short printable string, else its bounded repr."""
+    return key if isinstance(key, str) and key.isprintable() and len(key) <= 80 else shown(key)
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
@@ -530,19 +568,32 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses a key given twice in one mapping, at any depth (plain YAML keeps the last, silently)."""
+    """A SafeLoader that refuses a key given twice in one mapping, at any depth (plain YAML keeps the last, silently), and
+    every alias (``*name``).
+
+    Aliases share one object, so a few nested lines stand for billions of values: loading stays small, but a walk of the
+    value (a repr in an error, a merge, a fingerprint) expands it. A config has ``base: FILE`` to share settings, and a
+    refused alias costs its author a copy of the value.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"line {event.start_mark.line + 1}: YAML alias {shown('*' + event.anchor)} refused (an alias can expand a few "
+                              "lines into gigabytes); write the value out")
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         first_line: dict[Any, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # "<<: *anchor" merges a mapping in; its keys may be overridden, as YAML intends
+                continue  # "<<: {...}" merges a mapping in; its keys may be overridden, as YAML intends
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, Hashable):
                 continue  # refused by the SafeLoader itself
             line = key_node.start_mark.line + 1
             if key in first_line:
-                raise ConfigError(f"line {line}: {key!r} is given twice (first at line {first_line[key]}); only one may stay")
+                raise ConfigError(f"line {line}: {shown(key)} is given twice (first at line {first_line[key]}); only one may stay")
             first_line[key] = line
         return super().construct_mapping(node, deep)
 
@@ -564,12 +615,16 @@ def _read_tree(path: str, seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except ValueError as exc:  # a scalar YAML's own resolver accepts that Python refuses: an int of 5000 digits, a date 2024-13-45
+        raise ConfigError(f"{path}: a value YAML cannot convert: {exc}") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     tree = loaded or {}
     base = tree.pop("base", None)
     if base is None:
         return tree
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected a config file name, got {shown(base)}")
     beside = Path(path).parent / base
     return _deep_merge(_read_tree(str(beside if beside.is_file() else shipped_configs().get(Path(base).stem, beside)), (*seen, resolved)), tree)
 
