@@ -4,18 +4,24 @@ Each known benchmark has a layout: where its question and gold answer live in a 
 is the text after ``#### `` in its worked answer; SVAMP's question is Body + Question; numeric golds
 stored as floats (SVAMP, MAWPS, AMC) are written back as the shortest exact decimal (``27.0`` -> ``27``).
 
-A bad record (bytes that are not UTF-8, invalid JSON, missing field, empty question or gold, duplicate
-id, a gold answer the grader cannot parse) stops loading with an error naming file, line and field, or,
-with ``on_bad_record="skip"``, is skipped and reported in ``LoadedProblems.skipped`` with that same
-message. A file, split or slice that leaves no question to use is an error naming it.
+A bad record (bytes that are not UTF-8, invalid JSON, JSON nested deeper than ``MAX_JSON_DEPTH``, a
+string that is not valid Unicode, an integer too long to read, missing field, empty question, a gold
+answer that is not text or a finite number, duplicate id, a gold answer the grader cannot parse) stops
+loading with an error naming file, line and field, or, with ``on_bad_record="skip"``, is skipped and
+reported in ``LoadedProblems.skipped`` with that same message. A line longer than ``MAX_LINE_BYTES``
+always stops loading: the rest of such a line may never end (``/dev/zero``), so it cannot be skipped.
+A file, split or slice that leaves no question to use is an error naming it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
-from collections.abc import Callable, Iterable
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,16 @@ from ssb.grading import gold_is_gradable
 from ssb.synthetic import synthetic_records
 
 _log = logging.getLogger(__name__)
+
+# Far above any benchmark record (the longest shared one, an AIME 2024 line with its solution, is 11 kB), and small
+# enough that one line always fits in memory.
+MAX_LINE_BYTES = 4 * 1024 * 1024
+# Benchmark records nest two or three levels; the bound keeps the JSON parser far from Python's recursion limit.
+MAX_JSON_DEPTH = 100
+# A string or bracket of a JSON line; strings are matched whole so that brackets inside them are not counted.
+_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_SHOWN_CHARS = 80  # of a value quoted in an error message: the value itself may be megabytes long
 
 
 class DataError(ValueError):
@@ -52,9 +68,24 @@ def _required(record: dict, name: str) -> Any:
     return record[name]
 
 
-def _number_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+def _shown(text: str) -> str:
+    """``repr(text)``, cut to a length an error message can carry."""
+    return repr(text) if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]!r}... ({len(text)} characters)"
+
+
+def _gold(record: dict, name: str) -> str:
+    """The gold answer in field ``name`` as text; numbers stored as floats are written back as the shortest exact decimal."""
+    value = _required(record, name)
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        raise DataError(f"{name}: empty gold answer")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(f"{name}: the gold answer must be text or a number, got {type(value).__name__}")
+    if isinstance(value, float):
+        # json reads NaN, Infinity and numbers out of a float's range (1e999999) as floats no answer can equal.
+        if not math.isfinite(value):
+            raise DataError(f"{name}: the gold answer is not a finite number (JSON reads it as {value!r})")
+        if value.is_integer():
+            return str(int(value))
     return str(value).strip()
 
 
@@ -62,22 +93,25 @@ def _gsm8k(record: dict) -> tuple[str, str]:
     answer = str(_required(record, "answer"))
     if "####" not in answer:
         raise DataError("answer: no '#### ' final-answer marker")
-    return _required(record, "question"), answer.rsplit("####", 1)[1].strip()
+    gold = answer.rsplit("####", 1)[1].strip()
+    if not gold:
+        raise DataError("answer: empty gold answer")
+    return _required(record, "question"), gold
 
 
 def _svamp(record: dict) -> tuple[str, str]:
     body, question = str(_required(record, "Body")).strip(), str(_required(record, "Question")).strip()
-    return f"{body} {question}".strip(), _number_text(_required(record, "Answer"))
+    return f"{body} {question}".strip(), _gold(record, "Answer")
 
 
 # layout name -> (record -> (question, gold), field holding a record id or None, hub id, hub config)
 LAYOUTS: dict[str, tuple[Callable[[dict], tuple[str, str]], str | None, str | None, str | None]] = {
     "gsm8k": (_gsm8k, None, "openai/gsm8k", "main"),
-    "math500": (lambda r: (_required(r, "problem"), _required(r, "answer")), "unique_id", "HuggingFaceH4/MATH-500", None),
-    "aime24": (lambda r: (_required(r, "problem"), _number_text(_required(r, "answer"))), "id", "HuggingFaceH4/aime_2024", None),
-    "amc23": (lambda r: (_required(r, "question"), _number_text(_required(r, "answer"))), "id", "math-ai/amc23", None),
+    "math500": (lambda r: (_required(r, "problem"), _gold(r, "answer")), "unique_id", "HuggingFaceH4/MATH-500", None),
+    "aime24": (lambda r: (_required(r, "problem"), _gold(r, "answer")), "id", "HuggingFaceH4/aime_2024", None),
+    "amc23": (lambda r: (_required(r, "question"), _gold(r, "answer")), "id", "math-ai/amc23", None),
     "svamp": (_svamp, "ID", "ChilleD/SVAMP", None),
-    "mawps": (lambda r: (_required(r, "input"), _number_text(_required(r, "target"))), None, "MU-NLPC/Calc-mawps", None),
+    "mawps": (lambda r: (_required(r, "input"), _gold(r, "target")), None, "MU-NLPC/Calc-mawps", None),
 }
 
 
@@ -91,30 +125,90 @@ def solution_field(config: DataConfig) -> str | None:
 
 
 def _jsonl_layout(config: DataConfig) -> Callable[[dict], tuple[str, str]]:
-    return lambda r: (_required(r, config.question_field), _number_text(_required(r, config.answer_field)))
+    return lambda r: (_required(r, config.question_field), _gold(r, config.answer_field))
 
 
-def _records_from_file(path: Path) -> Iterable[tuple[str, dict | Exception]]:
+class _LongInteger:
+    """Stands in for a JSON integer with more digits than Python converts (``sys.get_int_max_str_digits``)."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+def _read_int(text: str) -> int | _LongInteger:
+    # json's own conversion raises a bare ValueError naming neither line nor field; this keeps the value aside to name them.
+    digits, limit = len(text.lstrip("-")), sys.get_int_max_str_digits()
+    return _LongInteger(digits) if 0 < limit < digits else int(text)
+
+
+def _nested_deeper_than(line: str, limit: int) -> bool:
+    if line.count("[") + line.count("{") <= limit:  # the common case, without a scan
+        return False
+    depth = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(line):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def _unusable(value: Any) -> str | None:
+    """Why ``value`` (a parsed JSON value, nested at most ``MAX_JSON_DEPTH``) cannot be used, or None."""
+    if isinstance(value, str):  # decoded from UTF-8, a line can hold a lone surrogate only through a \u escape
+        match = _LONE_SURROGATE.search(value)
+        return None if match is None else f"not valid Unicode (a lone surrogate {match.group()!a})"
+    if isinstance(value, _LongInteger):
+        return f"an integer of {value.digits} digits, more than the {sys.get_int_max_str_digits()} Python reads"
+    children = [*value.keys(), *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next((why for why in map(_unusable, children) if why is not None), None)
+
+
+def _parse_line(line: str, where: str) -> dict | DataError:
+    if _nested_deeper_than(line, MAX_JSON_DEPTH):
+        return DataError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        record = json.loads(line, parse_int=_read_int)
+    except json.JSONDecodeError as exc:
+        return DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(record, dict):
+        return DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key, value in record.items():
+        why = _unusable(key) or _unusable(value)
+        if why is not None:
+            return DataError(f"{where}: {key.encode('utf-8', 'backslashreplace').decode()}: {why}")
+    return record
+
+
+def read_records(path: Path) -> Iterator[tuple[str, dict | DataError]]:
+    """The JSON objects of the JSONL file ``path``, each with its ``file:line``; a bad line gives a DataError instead.
+
+    Every JSONL file a user gives (questions, benchmarks) is read here, so the bounds hold for all of them:
+    a line is read with at most ``MAX_LINE_BYTES`` in memory, and a longer one raises a DataError (it is not
+    yielded: what follows it may never end); nesting is bounded by ``MAX_JSON_DEPTH``; bytes that are not
+    UTF-8, lone surrogates and integers too long to convert are bad lines naming the line and field.
+    """
     # Read as bytes and decode line by line, so that bytes that are not UTF-8 are one bad record with its line.
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            where = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield where, DataError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line is {raw[exc.start]:#04x})")
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield where, DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(record, dict):
-                yield where, DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                continue
-            yield where, record
+    try:
+        with open(path, "rb") as f:
+            number = 0
+            while raw := f.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                where = f"{path}:{number}"
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    raise DataError(f"{where}: line longer than {MAX_LINE_BYTES} bytes; a record is at most that long")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield where, DataError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line is {raw[exc.start]:#04x})")
+                    continue
+                if line.strip():
+                    yield where, _parse_line(line, where)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _records_from_hub(hub_id: str, hub_config: str | None, split: str) -> Iterable[tuple[str, dict]]:
@@ -144,7 +238,7 @@ def load_problems(config: DataConfig) -> LoadedProblems:
     if config.source == "jsonl":
         extract, id_field, hub_id, hub_config = _jsonl_layout(config), config.id_field, None, None
     elif config.source == "synthetic":
-        extract, id_field, hub_id, hub_config = (lambda r: (r["question"], r["answer"])), None, None, None
+        extract, id_field, hub_id, hub_config = (lambda r: (r["question"], _gold(r, "answer"))), None, None, None
     elif config.source in LAYOUTS:
         extract, id_field, hub_id, hub_config = LAYOUTS[config.source]
     else:
@@ -158,7 +252,7 @@ def load_problems(config: DataConfig) -> LoadedProblems:
     elif path is not None:
         if not path.exists():
             raise DataError(f"data file not found: {path}")
-        records = _records_from_file(path)
+        records = read_records(path)
     elif hub_id is not None:
         records = _records_from_hub(hub_id, hub_config, config.split)
     else:
@@ -172,7 +266,7 @@ def load_problems(config: DataConfig) -> LoadedProblems:
                 raise record
             problem = _make_problem(record, where, index, config, extract, id_field)
             if problem.id in seen:
-                raise DataError(f"{where}: id: duplicate id {problem.id!r} (first at {seen[problem.id]})")
+                raise DataError(f"{where}: id: duplicate id {_shown(problem.id)} (first at {seen[problem.id]})")
             seen[problem.id] = where
             loaded.problems.append(problem)
         except DataError as exc:
@@ -190,7 +284,7 @@ def load_problems(config: DataConfig) -> LoadedProblems:
         if gold_is_gradable(problem.gold):
             loaded.problems.append(problem)
             continue
-        message = f"{problem.source}: {answer_field}: gold answer {problem.gold!r} cannot be parsed by the grader"
+        message = f"{problem.source}: {answer_field}: gold answer {_shown(problem.gold)} cannot be parsed by the grader"
         if config.on_bad_record == "error":
             raise DataError(message)
         _log.warning("skipping record: %s", message)
@@ -210,10 +304,10 @@ def _make_problem(record: dict, where: str, index: int, config: DataConfig, extr
     except DataError as exc:
         raise DataError(f"{where}: {exc}") from None
     question_field = config.question_field if config.source == "jsonl" else "question"
-    if not isinstance(question, str) or not question.strip():
+    if not isinstance(question, str):
+        raise DataError(f"{where}: {question_field}: the question must be text, got {type(question).__name__}")
+    if not question.strip():
         raise DataError(f"{where}: {question_field}: empty question")
-    if gold is None or not str(gold).strip() or str(gold).strip() == "None":
-        raise DataError(f"{where}: {config.answer_field if config.source == 'jsonl' else 'answer'}: empty gold answer")
     if id_field is not None and record.get(id_field) not in (None, ""):
         problem_id = f"{config.source}-{record[id_field]}"
     else:
