@@ -161,3 +161,19 @@ def test_an_export_carries_only_files_as_their_stage_recorded_them(a_run, tmp_pa
     finally:
         samples.write_bytes(original)
     assert main(["report", str(a_run), "--out", str(tmp_path / "report")]) == 0
+
+
+def test_the_lock_is_never_taken_through_a_link(tmp_path, capsys):
+    from ssb.run_lock import hold_run_folder
+
+    target = outside_file(tmp_path)
+    for linked, link_to in ((".ssb/lock", target), (".ssb", target.parent)):
+        run = tmp_path / f"run-{linked.replace('/', '-')}"
+        (run / ".ssb").mkdir(parents=True, exist_ok=True)
+        if linked == ".ssb":
+            (run / ".ssb").rmdir()
+        (run / linked).symlink_to(link_to)
+        with pytest.raises(RunFolderError, match=f"^{run / linked}: a link"):
+            with hold_run_folder(run):
+                pass
+        assert target.read_text() == "the user's own file\n" and sorted(p.name for p in target.parent.iterdir()) == ["precious.txt"]

@@ -7,10 +7,13 @@ import os
 import sys
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from ssb.config import load_config
 from ssb.generation import openvino_export
+from ssb.generation.openvino import OpenVINOBackend
 from ssb.generation.openvino_export import (
     EXPORT_FILES,
     EXPORT_RECORD,
@@ -118,6 +121,7 @@ class FakeExporter:
             raise openvino_export.ExportError(f"{what} failed (exit 1)")
         (ir / "openvino_model.bin").write_bytes(b"ir" * 100)
         (ir / "openvino_tokenizer.xml").write_text("<tokenizer/>")
+        (ir / "config.json").write_text("{}")
 
 
 def test_concurrent_exports_of_one_key_export_once_and_share_the_complete_folder(tmp_path, monkeypatch):
@@ -136,7 +140,7 @@ def test_concurrent_exports_of_one_key_export_once_and_share_the_complete_folder
     assert exporter.runs == 1
     assert results == [target, target] and export_is_complete(target)
     record = json.loads((target / EXPORT_RECORD).read_text())
-    assert record["files"] == {"openvino_model.bin": 200, "openvino_model.xml": 6, "openvino_tokenizer.xml": 12}
+    assert record["files"] == {"config.json": 2, "openvino_model.bin": 200, "openvino_model.xml": 6, "openvino_tokenizer.xml": 12}
     assert [p.name for p in (cache / "openvino").iterdir() if p.is_dir()] == [target.name]  # no staging left
 
 
@@ -194,3 +198,54 @@ def test_prune_skips_an_export_another_process_is_using(tmp_path):
         assert held
         assert prune_exports(exports, keep=keep, limit_bytes=400, now=NOW) == [other]
     assert busy.exists()
+
+
+def test_users_of_one_export_do_not_wait_for_each_other(tmp_path, monkeypatch):
+    model, cache = tiny_model(tmp_path / "model"), tmp_path / "cache"
+    exporter = FakeExporter(monkeypatch)
+    held = openvino_export.use_export(model, cache, "int8")
+    results = []
+    second = threading.Thread(target=lambda: results.append(openvino_export.use_export(model, cache, "int8")), daemon=True)
+    second.start()
+    second.join(10)  # a shared lock beside a shared lock
+    assert [r.path for r in results] == [held.path] and exporter.runs == 1
+    with openvino_export._entry_lock(cache / "openvino", held.path.name) as free:
+        assert not free  # what a prune takes while either holds it
+    held.release()
+    results[0].release()
+    with openvino_export._entry_lock(cache / "openvino", held.path.name) as free:
+        assert free
+
+
+def test_an_export_a_backend_uses_is_not_pruned_until_the_backend_is_closed(tmp_path, monkeypatch):
+    """The backend compiles its IR after the export, and again after close(); a prune in between (another process's new
+    export over the limit) must not remove it while the backend may still compile it."""
+    compiled = []
+
+    def compile_ir(model_dir, scheduler, device, properties):  # stands in for openvino_genai, which reads the IR here
+        assert export_is_complete(Path(model_dir)), f"compiling {model_dir}, which the cache removed"
+        compiled.append(Path(model_dir))
+        return object()
+
+    monkeypatch.setitem(sys.modules, "openvino_genai", SimpleNamespace(SchedulerConfig=SimpleNamespace, ContinuousBatchingPipeline=compile_ir))
+    monkeypatch.setenv("SSB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SSB_OPENVINO_CACHE_GB", str(400 / 2**30))  # room for one export (about 330 bytes each)
+    exporter = FakeExporter(monkeypatch)
+    config = load_config(None, {"model.name_or_path": str(tiny_model(tmp_path / "model"))})
+    backend = OpenVINOBackend.from_config(config, chat=None)
+    in_use, exports = backend.model_dir, tmp_path / "cache" / "openvino"
+    os.utime(in_use, (NOW, NOW))  # the least recently used: the first a prune removes
+
+    other = tiny_model(tmp_path / "other")
+    (other / "model.safetensors").write_bytes(b"other weights")
+    newer = export_openvino(other, tmp_path / "cache", "int8")  # its prune finds the cache over the limit
+    assert in_use.exists() and export_is_complete(in_use)
+    assert backend.pipeline is not None and compiled == [in_use]
+
+    backend.close()  # the IR may go now
+    assert prune_exports(exports, keep=newer, limit_bytes=cache_limit_bytes()) == [in_use]
+    assert backend.pipeline is not None  # compiled again: held again, and exported again since it was removed
+    assert compiled == [in_use, in_use] and exporter.runs == 3 and export_is_complete(in_use)
+    assert prune_exports(exports, keep=newer, limit_bytes=cache_limit_bytes()) == []  # held again: not removed
+    del backend  # garbage: the lock goes with it
+    assert prune_exports(exports, keep=newer, limit_bytes=cache_limit_bytes()) == [in_use]

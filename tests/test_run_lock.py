@@ -35,18 +35,23 @@ except RunFolderError as exc:
 """
 
 
+# What torchrun's agent sets in each process it starts, beside RANK and LOCAL_RANK.
+LAUNCH = {"TORCHELASTIC_RUN_ID": "job-1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "2"}
+
+
 def _env(**extra) -> dict:
-    """The children import this checkout's ssb, offline, as rank 0 unless told otherwise."""
-    env = {key: value for key, value in os.environ.items() if key != "RANK"}
+    """The children import this checkout's ssb, offline, as a process of no launch unless told otherwise."""
+    launched = {"RANK", "LOCAL_RANK", *LAUNCH}
+    env = {key: value for key, value in os.environ.items() if key not in launched}
     src = str(Path(ssb.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, env["PYTHONPATH"]]) if env.get("PYTHONPATH") else src
     env.update(HF_HUB_OFFLINE="1", **extra)
     return env
 
 
-def _start_holder(run_dir: Path) -> subprocess.Popen:
+def _start_holder(run_dir: Path, **env) -> subprocess.Popen:
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, env=_env())
+                              stdout=subprocess.PIPE, text=True, env=_env(**env))
     line = holder.stdout.readline()
     if line != "held\n":
         holder.kill()
@@ -69,13 +74,15 @@ def _holder_pid(run_dir: Path) -> int:
     return json.loads((run_dir / ".ssb" / "lock").read_text())["pid"]
 
 
-def test_second_ssb_process_stops_naming_the_holder(tmp_path):
+# RANK and WORLD_SIZE left in a shell by a cluster launcher make no process a follower of the holder.
+@pytest.mark.parametrize("env", [{}, {"RANK": "1", "WORLD_SIZE": "2"}], ids=["plain", "rank-variables-left-over"])
+def test_second_ssb_process_stops_naming_the_holder(tmp_path, env):
     run_dir = tmp_path / "run"
     holder = _start_holder(run_dir)
     try:
         # Without the lock this child would get as far as loading data and fail on the missing file.
-        second = subprocess.run([sys.executable, "-m", "ssb", "rollouts", "--run_dir", str(run_dir), "--data.data_dir", str(tmp_path / "no-data")],
-                                check=False, capture_output=True, text=True, env=_env(), timeout=60)
+        second = subprocess.run([sys.executable, "-m", "ssb", "rollouts", "--force", "--run_dir", str(run_dir), "--data.data_dir",
+                                 str(tmp_path / "no-data")], check=False, capture_output=True, text=True, env=_env(**env), timeout=60)
     finally:
         _stop(holder)
     assert second.returncode == 2, second.stderr
@@ -118,19 +125,70 @@ def test_reentrant_within_a_process_and_released_after_the_outer_block(tmp_path,
     assert after.returncode == 0 and after.stdout == "acquired\n", after.stdout + after.stderr
 
 
-def test_other_folders_and_other_ranks_are_not_blocked(tmp_path):
+def test_other_folders_are_free_and_rank_variables_alone_exempt_no_one(tmp_path):
     holder = _start_holder(tmp_path / "a")
     try:
         other_folder = _try_once(tmp_path / "b")
-        other_rank = _try_once(tmp_path / "a", RANK="1", WORLD_SIZE="2")  # a torchrun rank whose rank 0 holds the folder
-        rank_zero = _try_once(tmp_path / "a", RANK="0", WORLD_SIZE="2")
-        lone = _try_once(tmp_path / "a", RANK="1")  # RANK without a multi-process launch: an ordinary process
+        # Each of these is a process of its own, whatever its environment says: no process group, no launch holds the folder.
+        tried = {"rank 1 of 2": _try_once(tmp_path / "a", RANK="1", WORLD_SIZE="2"),
+                 "rank 0 of 2": _try_once(tmp_path / "a", RANK="0", WORLD_SIZE="2"),
+                 "rank 1 alone": _try_once(tmp_path / "a", RANK="1"),
+                 "a launch's variables": _try_once(tmp_path / "a", RANK="1", LOCAL_RANK="1", **LAUNCH)}
     finally:
         _stop(holder)
     assert other_folder.returncode == 0, other_folder.stdout + other_folder.stderr
-    assert other_rank.returncode == 0, other_rank.stdout + other_rank.stderr
-    assert rank_zero.returncode == 3 and f"pid {holder.pid}" in rank_zero.stdout
-    assert lone.returncode == 3 and f"pid {holder.pid}" in lone.stdout
+    for what, result in tried.items():
+        assert result.returncode == 3 and f"in use by pid {holder.pid} " in result.stdout, (what, result.stdout + result.stderr)
+
+
+def test_a_rank_follows_only_the_rank_zero_of_its_own_launch(tmp_path):
+    """The holder is rank 0 of a launch whose launcher is this test (the parent of both children): its rank 1
+    takes no lock; the same variables in a process another parent started, or another launch's, are refused."""
+    run_dir = tmp_path / "run"
+    holder = _start_holder(run_dir, RANK="0", LOCAL_RANK="0", **LAUNCH)
+    try:
+        assert json.loads((run_dir / ".ssb" / "lock").read_text())["launch"]["launcher_pid"] == os.getpid()
+        rank_one = _try_once(run_dir, RANK="1", LOCAL_RANK="1", **LAUNCH)
+        via_shell = subprocess.run([sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
+                                    sys.executable, "-c", TRY_ONCE, str(run_dir)], check=False, capture_output=True, text=True,
+                                   env=_env(RANK="1", LOCAL_RANK="1", **LAUNCH), timeout=30)
+        other_launch = _try_once(run_dir, RANK="1", LOCAL_RANK="1", **{**LAUNCH, "MASTER_PORT": "29501"})
+    finally:
+        _stop(holder)
+    assert rank_one.returncode == 0 and rank_one.stdout == "acquired\n", rank_one.stdout + rank_one.stderr
+    assert via_shell.returncode == 3 and f"in use by pid {holder.pid} " in via_shell.stdout, via_shell.stdout + via_shell.stderr
+    assert other_launch.returncode == 3 and f"in use by pid {holder.pid} " in other_launch.stdout
+
+
+# Run by torchrun as 2 ranks on the folder argv[1]: each enters as the CLI does, before the process group exists; once the
+# group is up, rank 1 enters again with nothing but the group to say it is rank 0's (its launch no longer matches).
+LAUNCHED = """
+import os, sys
+import torch.distributed as dist
+from ssb.run_lock import hold_run_folder
+
+rank = int(os.environ["RANK"])
+with hold_run_folder(sys.argv[1]):
+    print(f"rank {rank}: in beside its rank 0", flush=True)
+    dist.init_process_group("gloo")
+    dist.barrier()  # rank 0 holds the folder until the second barrier
+    if rank == 1:
+        del os.environ["TORCHELASTIC_RUN_ID"]
+        with hold_run_folder(sys.argv[1]):
+            print("rank 1: in by its process group", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+"""
+
+
+def test_the_ranks_of_a_real_launch_share_the_folder_their_rank_zero_holds(tmp_path):
+    script = tmp_path / "launched.py"
+    script.write_text(LAUNCHED)
+    launch = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+                             str(tmp_path / "run")], check=False, capture_output=True, text=True, env=_env(), timeout=120)
+    assert launch.returncode == 0, launch.stdout + launch.stderr
+    assert sorted(launch.stdout.splitlines()) == ["rank 0: in beside its rank 0", "rank 1: in beside its rank 0",
+                                                  "rank 1: in by its process group"], launch.stdout
 
 
 def test_a_command_on_a_round_folder_stops_while_its_run_is_held(tmp_path):

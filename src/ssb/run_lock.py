@@ -13,6 +13,13 @@ Run folders nest: ``ssb run --rounds N`` keeps round r in ``RUN_DIR/round-r/``, 
 The rounds driver holds each round's folder while it runs that round, and a command on a folder inside
 a run folder another process holds is refused, so a command on ``round-2/`` stops while the run that
 owns it is at work, and the run stops at round 2 if such a command got there first.
+
+The ranks of one multi-process launch (``torchrun``, ``accelerate launch``) run the same command on one
+folder; rank 0 holds it for all of them. The other ranks take no lock only where they are known to be
+that launch's: a rank of an initialised ``torch.distributed`` group of several processes, or (before the
+group exists, when the CLI takes the lock) a process whose launcher variables, host and parent process
+(the launcher, which starts every rank of a host) equal those the folder's holder recorded as rank 0.
+``RANK`` and ``WORLD_SIZE`` alone, left in a shell by a cluster launcher, exempt nothing.
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, command_line, utc_now
+from ssb.artifacts import RunFolderError, command_line, refuse_link, utc_now
 
 _log = logging.getLogger(__name__)
 
@@ -38,12 +46,71 @@ _log = logging.getLogger(__name__)
 _held: dict[Path, list] = {}
 
 
-def _coordinates_run_folder() -> bool:
-    # Under torchrun or accelerate launch every rank runs the same command on the same run folder;
-    # rank 0 decides what gets written and the other ranks follow it, so rank 0 holds the lock for
-    # all of them (the others would only find it taken by their own rank 0).
-    # RANK alone (set by a cluster for other reasons) does not make a process a follower.
-    return os.environ.get("RANK", "0") == "0" or int(os.environ.get("WORLD_SIZE", "1")) <= 1
+# What torchrun's agent (which accelerate launch runs too) sets in every process it starts.
+_LAUNCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE")
+# How long a rank other than 0 waits for its rank 0 to take the folder: the ranks start together, in no set order.
+FOLLOWER_WAIT_SECONDS = 60.0
+
+
+def _launch() -> dict | None:
+    """The launch of several processes that started this one, as its holder records it; None where there is none."""
+    env = os.environ
+    if any(name not in env for name in (*_LAUNCH_VARIABLES, "RANK", "LOCAL_RANK")) or not env["WORLD_SIZE"].isdigit():
+        return None
+    if int(env["WORLD_SIZE"]) <= 1:
+        return None
+    # The parent is what no leftover variable can name: the launcher itself starts every rank of its host.
+    return {"host": socket.gethostname(), "launcher_pid": os.getppid(), **{name: env[name] for name in _LAUNCH_VARIABLES}}
+
+
+def _in_process_group() -> bool:
+    """Whether this process is a rank other than 0 of an initialised ``torch.distributed`` group of several processes."""
+    dist = sys.modules.get("torch.distributed")  # not imported here: a process with a group has imported it
+    return dist is not None and dist.is_available() and dist.is_initialized() and dist.get_rank() != 0 and dist.get_world_size() > 1
+
+
+def _held_by(lock_file: Path) -> dict | None:
+    """The description of the process holding ``lock_file``: None when no one holds it, {} when its holder has not
+    described itself (yet)."""
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # free; dropped at once by the close below
+        return None
+    except BlockingIOError:
+        try:
+            holder = json.loads(lock_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return holder if isinstance(holder, dict) else {}
+    finally:
+        os.close(fd)
+
+
+def _follows_its_rank_zero(run_dir: str | Path) -> bool:
+    """Whether this process is a rank other than 0 of a launch whose rank 0 holds ``run_dir``; waits for that rank 0
+    to take the folder while no one holds it."""
+    launch = _launch()
+    if launch is None or os.environ["RANK"] == "0":
+        return False
+    lock_file = Path(run_dir) / ".ssb" / "lock"
+    deadline = time.monotonic() + FOLLOWER_WAIT_SECONDS
+    while True:
+        try:
+            holder = _held_by(lock_file)
+        except OSError:  # no locks on this filesystem: nothing to follow
+            return False
+        if holder:
+            return holder.get("launch") == launch
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if holder is None:
+        _log.warning("%s: rank 0 of this launch did not take the run folder within %.0f s; this rank (RANK=%s) takes it instead",
+                     run_dir, FOLLOWER_WAIT_SECONDS, os.environ["RANK"])
+    return False
 
 
 def _describe_holder(lock_file: Path) -> str:
@@ -94,8 +161,14 @@ def _refuse_inside_held_folder(run_dir: str | Path) -> None:
 def _acquire(run_dir: str | Path) -> int | None:
     """Lock ``run_dir`` for this process; its descriptor, or None where the filesystem has no locks."""
     lock_file = Path(run_dir) / ".ssb" / "lock"
+    refuse_link(lock_file.parent)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)  # the holder's description goes nowhere else
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(lock_file)
+        raise
     try:
         _flock_soon(fd, fcntl.LOCK_EX)
     except BlockingIOError:
@@ -107,7 +180,9 @@ def _acquire(run_dir: str | Path) -> int | None:
             raise
         _log.warning("%s: this filesystem cannot lock files (%s); nothing stops a second ssb process from using the folder", run_dir, exc)
         return None
-    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(), "command": command_line()}
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(), "command": command_line(),
+              # what the other ranks of a launch compare with their own, to follow this one without a lock
+              "launch": _launch() if os.environ.get("RANK") == "0" else None}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
     return fd
@@ -118,9 +193,10 @@ def hold_run_folder(run_dir: str | Path) -> Iterator[None]:
     """Hold the run folder ``run_dir`` for the duration of the block; re-entrant within a process.
 
     Raises ``RunFolderError`` naming the holder (pid, host, start time, command) when another
-    process holds it or a run folder above it. Creates ``run_dir/.ssb`` if needed.
+    process holds it or a run folder above it. Creates ``run_dir/.ssb`` if needed. A rank other than 0 of a
+    multi-process launch whose rank 0 holds the folder takes no lock (the module's docstring says how it is known).
     """
-    if not _coordinates_run_folder():
+    if _in_process_group() or _follows_its_rank_zero(run_dir):
         yield
         return
     key = Path(run_dir).resolve()

@@ -14,10 +14,15 @@ Seeding: each prompt of a call is one request whose sampler is seeded from (call
 index); its ``n`` samples are that request's ``num_return_sequences``. The same call therefore
 reproduces the same completions, whatever else is scheduled beside it. Greedy decoding asks for one
 sequence per prompt and repeats it ``n`` times (all greedy samples are equal).
+
+A backend made by ``from_config`` holds its export in the shared cache in use (``use_export``) from the
+export until ``close``, so no other process prunes the IR before the pipeline is compiled from it; a
+generate after ``close`` holds it again, exporting it anew if it was pruned meanwhile.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -61,12 +66,17 @@ class OpenVINOBackend:
         self._properties = {**({} if inference_precision == "auto" else {"INFERENCE_PRECISION_HINT": inference_precision}),
                             **(properties or {})}
         self._pipeline = None
+        self._export = None  # the cache entry it compiles from, held in use (from_config)
+        self._use_export = None  # holds that entry again, exporting it if it is gone
 
     @property
     def pipeline(self):
         """The compiled pipeline, built on first use: an evaluation that only serves adapters never compiles the base
         model or reserves its KV cache (each adapter gets its own merged model)."""
         if self._pipeline is None:
+            if self._export is not None and not self._export.held:  # released by close()
+                self._export = self._use_export()
+                self.model_dir = self._export.path
             self._pipeline = self._og.ContinuousBatchingPipeline(str(self.model_dir), self._scheduler, "CPU", self._properties)
         return self._pipeline
 
@@ -75,19 +85,21 @@ class OpenVINOBackend:
         """The backend on the cached export of ``config.model`` (with ``adapter_dir`` merged in)."""
         import json
 
-        from ssb.generation.openvino_export import export_openvino
+        from ssb.generation.openvino_export import use_export
         from ssb.models import local_model_folder
         from ssb.packaged_models import default_cache_dir
 
         settings = config.backend.openvino
-        ir = export_openvino(local_model_folder(config.model), default_cache_dir(), settings.weight_format,
-                             Path(adapter_dir) if adapter_dir else None, config.model.trust_remote_code)
+        hold = functools.partial(use_export, local_model_folder(config.model), default_cache_dir(), settings.weight_format,
+                                 Path(adapter_dir) if adapter_dir else None, config.model.trust_remote_code)
+        export = hold()
+        ir = export.path
         context = json.loads((ir / "config.json").read_text()).get("max_position_embeddings")
         precision, why = precision_choice(settings.inference_precision)
         _log.info("openvino: %s weights, %s inference precision (%s)", settings.weight_format, precision, why)
         backend = cls(ir, chat, context, max_num_seqs=config.backend.batch_size, kv_cache_gb=settings.kv_cache_gb,
                       inference_precision=precision, progress=config.progress)
-        backend.config = config
+        backend.config, backend._export, backend._use_export = config, export, hold
         return backend
 
     def with_adapter(self, adapter_dir: str) -> OpenVINOBackend:
@@ -98,6 +110,8 @@ class OpenVINOBackend:
 
     def close(self) -> None:
         self._pipeline = None  # frees the compiled model and its KV cache (a later generate compiles it again)
+        if self._export is not None:
+            self._export.release()  # the cache may prune the IR from now on
 
     def _config(self, params: SamplingParams, prompt_index: int):
         config = self._og.GenerationConfig()

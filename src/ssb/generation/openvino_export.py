@@ -23,8 +23,11 @@ kept under ``SSB_OPENVINO_CACHE_GB`` (default 20) by removing the least recently
 each new one; a removed export is simply exported again when next needed.
 
 The cache is shared by every process of the machine (two run folders evaluating one adapter ask for one
-key), so each key has a lock (``flock`` on ``.KEY.lock`` beside its folder, held while a process checks,
-exports or removes that entry): one process exports, the others wait and then find it. An export is
+key), so each key has a lock (``flock`` on ``.KEY.lock`` beside its folder): a process exporting or
+removing an entry holds it exclusively, one using it holds it shared (``use_export``, for as long as the
+engine may compile the IR, which happens after the export and again after the backend's ``close``), and
+pruning only takes it without waiting, so it skips an entry in use. One process exports, the others wait
+and then find it. An export is
 written to a staging folder and published by renaming it into place, and pruning renames an entry
 away before deleting it, so a folder under a key's name is always a complete export; its
 ``ssb_export.json`` lists every file with its size, and a folder missing any is exported again.
@@ -45,6 +48,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -207,25 +211,38 @@ def export_is_complete(target: Path) -> bool:
     return True
 
 
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+
+
+def _flock(fd: int, operation: int, exports: Path, key: str) -> None:
+    """``flock`` an entry's lock file, waiting for a holder it conflicts with; where the filesystem has no locks, a warning."""
+    try:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log.info("OpenVINO cache: another process is exporting or using %s; waiting for it", exports / key)
+            fcntl.flock(fd, operation)
+    except OSError as exc:
+        if exc.errno not in _NO_LOCKS:
+            raise
+        _log.warning("%s: this filesystem cannot lock files (%s); concurrent exports of one model may collide", exports, exc)
+
+
 @contextmanager
-def _entry_lock(exports: Path, key: str, wait: bool = True) -> Iterator[bool]:
-    """Hold cache entry ``key``'s lock for the block (yields True), waiting for another holder; with ``wait``
-    False, yields False at once instead when another process (or thread) holds it. The lock file is never
-    removed: removing it would let one process lock the old file and another a new one at the same path."""
+def _entry_lock(exports: Path, key: str) -> Iterator[bool]:
+    """Hold cache entry ``key``'s lock exclusively for the block (yields True), or yield False at once when another
+    process (or thread) exports or uses it. The lock file is never removed: removing it would let one process lock
+    the old file and another a new one at the same path."""
     fd = os.open(exports / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if not wait:
-                yield False
-                return
-            _log.info("OpenVINO cache: another process is exporting or using %s; waiting for it", exports / key)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield False
+            return
         except OSError as exc:
-            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            if exc.errno not in _NO_LOCKS:
                 raise
-            _log.warning("%s: this filesystem cannot lock files (%s); concurrent exports of one model may collide", exports, exc)
         yield True
     finally:
         os.close(fd)  # releases the flock
@@ -238,20 +255,59 @@ def _remove_entry(folder: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", adapter: Path | None = None,
-                    trust_remote_code: bool = False) -> Path:
-    """The cached OpenVINO IR folder of ``source`` (a local model folder), with ``adapter`` merged in."""
+class ExportInUse:
+    """An export a process is using: ``path`` and a shared lock on its cache entry, which keeps any prune from removing
+    it. ``release`` drops the lock (as does garbage collection); the entry may be pruned after that."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path = path
+        self._release = weakref.finalize(self, os.close, fd)
+
+    @property
+    def held(self) -> bool:
+        return self._release.alive
+
+    def release(self) -> None:
+        self._release()
+
+
+def use_export(source: Path, cache_dir: Path, weight_format: str = "int8", adapter: Path | None = None,
+               trust_remote_code: bool = False) -> ExportInUse:
+    """The cached OpenVINO IR of ``source`` (a local model folder) with ``adapter`` merged in, exported if needed, held
+    in use until released."""
     key = export_key(source, adapter, weight_format)
     exports = cache_dir / "openvino"
     target = exports / key
     exports.mkdir(parents=True, exist_ok=True)
-    with _entry_lock(exports, key):
-        if export_is_complete(target):
-            os.utime(target)  # its last use, which decides what pruning removes first
-            return target
-        _export(source, exports, key, weight_format, adapter, trust_remote_code, exporter_python(cache_dir))
-    prune_exports(exports, keep=target, limit_bytes=cache_limit_bytes())
-    return target
+    fd = os.open(exports / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    exported = False
+    try:
+        _flock(fd, fcntl.LOCK_SH, exports, key)
+        # flock(2) converts a lock by dropping it and then waiting for the other kind, so between the two another process
+        # may export or prune this entry: what each lock finds is looked at again under it.
+        while not export_is_complete(target):
+            _flock(fd, fcntl.LOCK_EX, exports, key)
+            if not export_is_complete(target):
+                _export(source, exports, key, weight_format, adapter, trust_remote_code, exporter_python(cache_dir))
+                exported = True
+            _flock(fd, fcntl.LOCK_SH, exports, key)
+        os.utime(target)  # its last use, which decides what pruning removes first
+    except BaseException:
+        os.close(fd)
+        raise
+    in_use = ExportInUse(target, fd)
+    if exported:
+        prune_exports(exports, keep=target, limit_bytes=cache_limit_bytes())
+    return in_use
+
+
+def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", adapter: Path | None = None,
+                    trust_remote_code: bool = False) -> Path:
+    """The cached OpenVINO IR folder of ``source``, with ``adapter`` merged in, not held: a prune may remove it once this
+    returns, so an engine that compiles it later holds it with ``use_export``."""
+    in_use = use_export(source, cache_dir, weight_format, adapter, trust_remote_code)
+    in_use.release()
+    return in_use.path
 
 
 def _export(source: Path, exports: Path, key: str, weight_format: str, adapter: Path | None, trust_remote_code: bool,
@@ -308,16 +364,17 @@ def _folder_bytes(folder: Path) -> int:
 
 def prune_exports(exports: Path, keep: Path, limit_bytes: int, now: float | None = None) -> list[Path]:
     """Remove the least recently used exports in ``exports`` until they take at most ``limit_bytes``
-    (``keep``, the export in use, is never removed, nor one another process is exporting or using right
-    now), staging folders of exports interrupted over a day ago, and what an interrupted removal left.
-    Last use is a folder's mtime, which a cache hit refreshes. Returns what was removed."""
+    (``keep``, the export in use, is never removed, nor one any process is exporting or holds in use: an
+    entry is removed only under its lock, taken exclusively without waiting), staging folders of exports
+    interrupted over a day ago, and what an interrupted removal left. Last use is a folder's mtime, which a
+    cache hit refreshes. Returns what was removed."""
     now = time.time() if now is None else now
     removed = []
     for leftover in exports.glob(".*.removing-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     for staging in exports.glob(".*.exporting"):
         if now - staging.stat().st_mtime > STALE_STAGING_SECONDS:
-            with _entry_lock(exports, staging.name[1:-len(".exporting")], wait=False) as free:
+            with _entry_lock(exports, staging.name[1:-len(".exporting")]) as free:
                 if free:
                     shutil.rmtree(staging, ignore_errors=True)
                     removed.append(staging)
@@ -330,7 +387,7 @@ def prune_exports(exports: Path, keep: Path, limit_bytes: int, now: float | None
             break
         if folder == keep:
             continue
-        with _entry_lock(exports, folder.name, wait=False) as free:
+        with _entry_lock(exports, folder.name) as free:
             # Busy, or used since it was listed: the next least recently used goes instead.
             if not free or not folder.exists() or folder.stat().st_mtime != last_used[folder]:
                 continue

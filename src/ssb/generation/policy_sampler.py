@@ -31,6 +31,7 @@ own, of the raw (temperature 1) distribution, one per generated token.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ class PolicySampler:
         self._scheduler = scheduler
         self._properties = {} if inference_precision == "auto" else {"INFERENCE_PRECISION_HINT": inference_precision}
         self._pipeline = None
+        self._export, self._hold = None, None  # the cache entry it compiles from, held in use, and how to hold it again (from_config)
         self._adapters: dict[int, object] = {}  # step -> openvino_genai.Adapter
         self.states: dict[int, dict] = {}  # step -> LoRA matrices, for checkpoints (a lagged resume needs them)
         self.pushes_s: list[float] = []  # seconds of each push not yet reported (the trainer's metrics take them)
@@ -88,15 +90,19 @@ class PolicySampler:
     def from_config(cls, config, chat: ChatFormat, scaling: float, lag: int) -> PolicySampler:
         """The sampler on the cached OpenVINO export of ``config.model`` with ``config.backend``'s engine settings."""
         from ssb.generation.openvino import precision_choice
-        from ssb.generation.openvino_export import export_openvino
+        from ssb.generation.openvino_export import use_export
         from ssb.models import local_model_folder
         from ssb.packaged_models import default_cache_dir
 
         settings = config.backend.openvino
-        ir = export_openvino(local_model_folder(config.model), default_cache_dir(), settings.weight_format, None,
-                             config.model.trust_remote_code)
-        return cls(ir, chat, scaling, lag, max_num_seqs=config.backend.batch_size, kv_cache_gb=settings.kv_cache_gb,
-                   inference_precision=precision_choice(settings.inference_precision)[0])  # auto resolved as evaluation resolves it
+        # Held in use from here to close(): the IR is compiled at the first push, and a prune must not take it before.
+        hold = functools.partial(use_export, local_model_folder(config.model), default_cache_dir(), settings.weight_format, None,
+                                 config.model.trust_remote_code)
+        export = hold()
+        sampler = cls(export.path, chat, scaling, lag, max_num_seqs=config.backend.batch_size, kv_cache_gb=settings.kv_cache_gb,
+                      inference_precision=precision_choice(settings.inference_precision)[0])  # auto resolved as evaluation resolves it
+        sampler._export, sampler._hold = export, hold
+        return sampler
 
     def push(self, step: int, lora: dict) -> None:
         """Make ``lora`` (``lora_state``'s matrices) the weights of optimiser step ``step``; weights no later sampling
@@ -115,6 +121,9 @@ class PolicySampler:
         for old in [s for s in self._adapters if s < max(reachable, default=min(self._adapters))]:
             del self._adapters[old], self.states[old]
         if self._pipeline is None:
+            if self._export is not None and not self._export.held:  # released by close(): held (or exported) again
+                self._export = self._hold()
+                self.ir_dir = self._export.path
             self._pipeline = self._og.ContinuousBatchingPipeline(
                 str(self.ir_dir), self._scheduler, "CPU", {**self._properties, "adapters": self._og.AdapterConfig(adapter, self.scaling)})
         self.pushes_s.append(time.monotonic() - start)
@@ -131,6 +140,8 @@ class PolicySampler:
         self._pipeline = None
         self._adapters.clear()
         self.states.clear()
+        if self._export is not None:
+            self._export.release()  # the cache may prune the IR from now on
 
     def _config(self, params: SamplingParams, n: int, seed: int | None, adapter):
         config = self._og.GenerationConfig()
