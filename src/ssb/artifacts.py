@@ -272,6 +272,13 @@ def digest_problem(path: Path, digest: dict) -> str | None:
     return None
 
 
+def changed_since(path: Path, problem: str, stage: str, how: str, run_dir: Path) -> str:
+    """The one message for a file that is not as the finished stage ``stage`` left (``how``: "wrote") or read it."""
+    command = stage.split("/")[0]
+    return (f"{path}: {problem} since stage '{stage}' {how} it in {run_dir}, so what it computed cannot be trusted. "
+            f"Put the file back, or redo the stage: ssb {command} --force (ssb run: --force {command})")
+
+
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -22,6 +22,7 @@ from typing import Any
 import ssb
 from ssb.artifacts import (
     RunFolderError,
+    changed_since,
     check_no_links,
     command_line,
     digest_problem,
@@ -332,9 +333,3 @@ class RunFolder:
             raise RunFolderError(f"{self.path}: stage '{needed_by}' needs '{stage}' to have finished first (no manifest entry); run `ssb {stage}`")
         return entry
 
-
-def changed_since(path: Path, problem: str, stage: str, how: str, run_dir: Path) -> str:
-    """The one message for a file that is not as the finished stage ``stage`` left (``how``: "wrote") or read it."""
-    command = stage.split("/")[0]
-    return (f"{path}: {problem} since stage '{stage}' {how} it in {run_dir}, so what it computed cannot be trusted. "
-            f"Put the file back, or redo the stage: ssb {command} --force (ssb run: --force {command})")

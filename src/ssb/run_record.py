@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, digest_problem, read_json_file, read_jsonl
+from ssb.artifacts import RunFolderError, changed_since, digest_problem, read_json_file, read_jsonl
 from ssb.training_data import KeptSolution
 
 ROUNDS_FILE = "rounds.json"  # an iterated run's list of rounds (ssb.rounds writes it)
@@ -49,8 +49,6 @@ class RunRecord:
 
     def checked(self, path: Path) -> Path:
         """``path`` (inside the folder), after checking it against the digest its stage recorded, if one did."""
-        from ssb.run_folder import changed_since
-
         recorded = self.recorded_digests.get(path.relative_to(self.path).as_posix())
         if recorded is not None and (problem := digest_problem(path, recorded[1])) is not None:
             raise RunFolderError(changed_since(path, problem, recorded[0], "wrote", self.path))
