@@ -177,3 +177,13 @@ def test_the_lock_is_never_taken_through_a_link(tmp_path, capsys):
             with hold_run_folder(run):
                 pass
         assert target.read_text() == "the user's own file\n" and sorted(p.name for p in target.parent.iterdir()) == ["precious.txt"]
+
+
+def test_a_report_reads_nothing_a_link_in_the_run_folder_leads_to(a_run, tmp_path, capsys):
+    link = a_run / "eval" / "base" / "other.summary.json"
+    link.symlink_to(a_run / "eval" / "base" / "gsm8k.summary.json")
+    try:
+        assert main(["report", str(a_run), "--out", str(tmp_path / "report")]) == 2
+        assert one_error_line(capsys, "report").startswith(f"ssb report: error: {link}: a link")
+    finally:
+        link.unlink()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ssb.analysis_plan import load_plan
 from ssb.arms_report import arms_section, plan_section
-from ssb.artifacts import write_text_atomic
+from ssb.artifacts import check_no_links, write_text_atomic
 from ssb.bootstrap import RESAMPLES, SEED
 from ssb.comparison import compare, model_labels
 from ssb.engine_anchors import engine_key
@@ -311,6 +311,7 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
     for folder in folders:
         if not folder.is_dir():
             raise ValueError(f"{folder}: no such run folder")
+        check_no_links(folder)  # what the report reads (and writes there) is the folder's own
     if len({folder.resolve() for folder in folders}) < len(folders):
         raise ValueError("the same run folder is given twice")
     out_dir = folders[0] if out is None else Path(out)
