@@ -36,7 +36,9 @@ def damaged(a_run, tmp_path):
 
 def summary_without_model(run: Path) -> Path:
     path = run / "eval" / "base" / "gsm8k.summary.json"
-    path.write_text(json.dumps({"benchmark": "gsm8k"}))
+    summary = json.loads(path.read_text())
+    del summary["model"]
+    path.write_text(json.dumps(summary))
     (run / "manifest.json").unlink()  # no digest to catch it first: the reader itself must
     return path
 
@@ -54,7 +56,7 @@ DAMAGES = {
     "garbage manifest.json": (replaced("manifest.json", b"garbage"), "not a valid JSON file (Expecting value at line 1 column 1)"),
     "non-UTF-8 manifest.json": (replaced("manifest.json", b'{"\xff": 1}'), "not UTF-8"),
     "stats of a stage that are not an object": (replaced("stats.json", b'{"rollouts": 3}'), "not the stats ssb writes"),
-    "a summary without its fields": (summary_without_model, "not an evaluation summary ssb wrote"),
+    "a summary without its fields": (summary_without_model, "names no model and benchmark"),
 }
 
 
@@ -191,3 +193,11 @@ def test_a_refused_pickle_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["run", "--run_dir", str(tmp_path / "run")]) == 2
     assert one_error_line(capsys, "run") == ("ssb run: error: refused a file that is not plain tensors and values (it could run code): "
                                              "Weights only load failed. This file can still be loaded...")
+
+
+def test_a_report_of_a_summary_without_its_numbers_is_one_line(damaged, tmp_path, capsys):
+    path = damaged / "eval" / "base" / "gsm8k.summary.json"
+    path.write_text(json.dumps({"model": "base", "benchmark": "gsm8k", "pass@1": {"mean": 0.5}}))
+    (damaged / "manifest.json").unlink()
+    assert main(["report", str(damaged), "--out", str(tmp_path / "report")]) == 2
+    assert one_error_line(capsys, "report").startswith(f"ssb report: error: {path}: not an evaluation summary ssb wrote")

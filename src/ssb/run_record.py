@@ -27,11 +27,10 @@ def _json(path: Path) -> dict | None:
 def checked_summary(summary: dict, path: Path) -> dict:
     """An evaluation's summary, with the fields every report reads; a RunFolderError naming the file otherwise."""
     p = summary.get("pass@1")
-    if not (isinstance(summary.get("model"), str) and isinstance(summary.get("benchmark"), str) and isinstance(p, dict)
-            and isinstance(summary.get("samples_per_question"), int) and isinstance(p.get("mean"), (int, float))
+    if not (isinstance(p, dict) and isinstance(summary.get("samples_per_question"), int) and isinstance(p.get("mean"), (int, float))
             and isinstance(p.get("n_questions"), int) and isinstance(p.get("ci95"), list) and len(p["ci95"]) == 2):
-        raise RunFolderError(f"{path}: not an evaluation summary ssb wrote (model, benchmark, samples_per_question, pass@1 with mean, "
-                             "ci95 and n_questions); put it back, or redo the evaluation (ssb eval --force)")
+        raise RunFolderError(f"{path}: not an evaluation summary ssb wrote (samples_per_question, pass@1 with mean, ci95 and "
+                             "n_questions); put it back, or redo the evaluation (ssb eval --force)")
     return summary
 
 
@@ -91,6 +90,8 @@ class RunRecord:
         out: dict[str, dict[str, dict]] = {}
         for path in sorted((self.path / "eval").glob("*/*.summary.json")):
             summary = checked_summary(read_json_file(self.checked(path)), path)
+            if not (isinstance(summary.get("model"), str) and isinstance(summary.get("benchmark"), str)):
+                raise RunFolderError(f"{path}: names no model and benchmark; put it back, or redo the evaluation (ssb eval --force)")
             out.setdefault(summary["model"], {})[summary["benchmark"]] = summary
         return out
 
