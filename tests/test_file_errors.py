@@ -53,8 +53,8 @@ def test_a_truncated_shard_is_read_as_a_message_saying_how_to_redo_it(tmp_path):
         TeacherTargets(folder, {}).get(example)
 
 
-def planted_checkpoint(config) -> Path:
-    """A complete checkpoint of step 1 in the distill folder, as an interrupted run leaves one."""
+def planted_checkpoint(config, step: int = 1) -> Path:
+    """A complete checkpoint of ``step`` in the distill folder, as an interrupted run leaves one."""
     from ssb.lora import build_peft_model
     from ssb.models import load_model
     from ssb.training_loop import save_checkpoint
@@ -62,18 +62,31 @@ def planted_checkpoint(config) -> Path:
     peft_model = build_peft_model(load_model(config.model), config)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return save_checkpoint(Path(config.run_dir) / "distill" / "checkpoints", 1, peft_model, optimizer, scheduler)
+    return save_checkpoint(Path(config.run_dir) / "distill" / "checkpoints", step, peft_model, optimizer, scheduler)
 
 
 @pytest.mark.parametrize("damaged", ["adapter.safetensors", "trainer_state.pt"])
-def test_a_truncated_checkpoint_stops_distill_naming_it(tmp_path, tiny_model_dir, capsys, damaged):
+def test_a_truncated_checkpoint_gives_way_to_the_one_before_naming_it(tmp_path, tiny_model_dir, caplog, damaged):
+    """A torn file in the newest checkpoint: distill resumes from the one before, and says which file it skipped."""
     config = phase1_folder(tmp_path, tiny_model_dir)
     run_teacher(config)
-    checkpoint = planted_checkpoint(config)
-    truncate(checkpoint / damaged)
-    assert main(["distill", *cli_args(config)]) == 2
-    line = one_error_line(capsys, "distill")
-    assert f"{checkpoint / damaged}: the checkpoint cannot be read" in line and f"remove {checkpoint}" in line
+    planted_checkpoint(config, 1)
+    newest = planted_checkpoint(config, 2)
+    truncate(newest / damaged)
+    with caplog.at_level("INFO", logger="ssb"):
+        assert main(["distill", *cli_args(config)]) == 0
+    assert f"skipping {newest}: incomplete ({newest / damaged} does not load (" in caplog.text
+    assert "resuming distillation after step 1" in caplog.text
+
+
+def test_with_no_intact_checkpoint_distill_starts_over_and_says_so(tmp_path, tiny_model_dir, caplog):
+    config = phase1_folder(tmp_path, tiny_model_dir)
+    run_teacher(config)
+    truncate(planted_checkpoint(config) / "trainer_state.pt")
+    with caplog.at_level("INFO", logger="ssb"):
+        assert main(["distill", *cli_args(config)]) == 0
+    assert "is intact: training starts over from step 0" in caplog.text and "resuming distillation" not in caplog.text
+    assert json.loads((Path(config.run_dir) / "distill" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
 
 
 def test_a_full_disk_while_writing_a_teacher_shard_names_the_shard(tmp_path, tiny_model_dir, capsys, monkeypatch):

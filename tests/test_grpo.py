@@ -164,9 +164,15 @@ def test_a_finished_grpo_run_is_invalidated_by_a_new_system_prompt_or_grader(tmp
         run_grpo(load_config(None, {**settings, "grading.timeout_s": 1.0}), reward_funcs=rewards)
 
 
-def test_a_kill_during_a_checkpoint_save_resumes_from_the_newest_complete_one(tmp_path, tiny_model_dir, monkeypatch, caplog):
-    """Killed while checkpoint-2 was being written (everything but its trainer state, written last), the rerun
-    skips it, says so, resumes from checkpoint-1 and finishes."""
+def half(path: Path) -> None:
+    """What a kill or a full disk mid-write leaves: the first half of the file."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damaged", ["trainer_state.json", "optimizer.pt", "adapter_model.safetensors"])
+def test_a_kill_during_a_checkpoint_save_resumes_from_the_newest_complete_one(tmp_path, tiny_model_dir, monkeypatch, caplog, damaged):
+    """Killed while checkpoint-2 was being written (everything but its trainer state, written last), or with a file of it
+    torn, the rerun skips it, names the file, resumes from checkpoint-1 and finishes."""
     import trl
 
     data = write_questions(tmp_path / "q.jsonl", 4)
@@ -181,7 +187,10 @@ def test_a_kill_during_a_checkpoint_save_resumes_from_the_newest_complete_one(tm
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
             if self.state.global_step == 2:
-                (checkpoints / "checkpoint-2" / "trainer_state.json").unlink()
+                if damaged == "trainer_state.json":
+                    (checkpoints / "checkpoint-2" / damaged).unlink()
+                else:
+                    half(checkpoints / "checkpoint-2" / damaged)
                 raise KeyboardInterrupt  # where a kill -9 in the save stops the run
 
     class Recording(plain):
@@ -194,32 +203,102 @@ def test_a_kill_during_a_checkpoint_save_resumes_from_the_newest_complete_one(tm
         run_grpo(load_config(None, settings), reward_funcs=rewards)
     assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     monkeypatch.setattr(trl, "GRPOTrainer", Recording)
-    with caplog.at_level("WARNING", logger="ssb.trl_arm"):
+    with caplog.at_level("WARNING", logger="ssb.checkpoints"):
         stats = run_grpo(load_config(None, settings), reward_funcs=rewards)
     assert resumed_from == [str(checkpoints / "checkpoint-1")]
     assert stats["steps"] == 3 and (tmp_path / "run" / "grpo" / "adapter" / "adapter_model.safetensors").exists()
-    assert f"skipping {checkpoints / 'checkpoint-2'}: incomplete" in caplog.text
+    assert f"skipping {checkpoints / 'checkpoint-2'}: incomplete ({checkpoints / 'checkpoint-2' / damaged} " in caplog.text
+
+
+def fake_trl_checkpoint(folder: Path, step: int) -> Path:
+    """A checkpoint folder holding what a TRL trainer's resume reads, each file in its real format."""
+    import random
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    checkpoint = folder / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    weight = torch.nn.Parameter(torch.randn(4, 8))
+    optimizer = torch.optim.AdamW([weight])
+    weight.grad = torch.randn(4, 8)
+    optimizer.step()
+    save_file({"base_model.model.layer.lora_A.weight": weight.detach()}, checkpoint / "adapter_model.safetensors")
+    torch.save(optimizer.state_dict(), checkpoint / "optimizer.pt")
+    torch.save(torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0).state_dict(), checkpoint / "scheduler.pt")
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.get_rng_state()}, checkpoint / "rng_state.pth")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    return checkpoint
 
 
 def test_a_checkpoint_is_complete_only_with_every_file_a_resume_reads(tmp_path):
-    from ssb.trl_arm import CHECKPOINT_FILES, last_complete_checkpoint
-
-    def checkpoint(step: int) -> Path:
-        folder = tmp_path / f"checkpoint-{step}"
-        folder.mkdir()
-        for name in (*CHECKPOINT_FILES, "rng_state.pth"):
-            (folder / name).write_text(json.dumps({"global_step": step}))
-        return folder
+    from ssb.trl_arm import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "none") is None
     for step in (5, 10, 15, 20, 100):
-        checkpoint(step)
+        fake_trl_checkpoint(tmp_path, step)
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-100")  # by step, not by name
     (tmp_path / "checkpoint-100" / "trainer_state.json").write_text('{"global_st')  # torn
     (tmp_path / "checkpoint-20" / "optimizer.pt").unlink()  # half removed by the rotation of old checkpoints
     (tmp_path / "checkpoint-15" / "rng_state.pth").unlink()
     (tmp_path / "checkpoint-10" / "adapter_model.safetensors").write_bytes(b"")
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-5")
+
+
+TORN = [("optimizer.pt", "half"), ("scheduler.pt", "half"), ("rng_state.pth", "half"), ("adapter_model.safetensors", "half"),
+        ("optimizer.pt", "a flipped byte"), ("rng_state.pth", "a flipped byte"), ("adapter_model.safetensors", "padded")]
+
+
+@pytest.mark.parametrize(("torn", "damage"), TORN)
+def test_a_torn_file_in_the_newest_checkpoint_gives_way_to_the_one_before_naming_it(tmp_path, caplog, torn, damage):
+    """A torch file is a zip whose members carry CRCs (torch does not check them); a safetensors header gives every tensor's
+    extent, which must cover the file exactly."""
+    from ssb.trl_arm import last_complete_checkpoint
+
+    fake_trl_checkpoint(tmp_path, 1)
+    path = fake_trl_checkpoint(tmp_path, 2) / torn
+    data = path.read_bytes()
+    middle = len(data) // 2
+    damaged = {"half": data[:middle], "padded": data + bytes(64), "a flipped byte": data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]}
+    path.write_bytes(damaged[damage])
+    with caplog.at_level("WARNING", logger="ssb.checkpoints"):
+        assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-1")
+    assert f"skipping {tmp_path / 'checkpoint-2'}: incomplete ({path} does not load (" in caplog.text
+
+
+def test_with_no_intact_checkpoint_training_starts_over_and_says_so(tmp_path, caplog):
+    from ssb.trl_arm import last_complete_checkpoint
+
+    for step in (1, 2):
+        half(fake_trl_checkpoint(tmp_path, step) / "optimizer.pt")
+    with caplog.at_level("WARNING", logger="ssb.checkpoints"):
+        assert last_complete_checkpoint(tmp_path) is None
+    torn = f"{tmp_path / 'checkpoint-1' / 'optimizer.pt'} does not load (not a whole torch archive: cut short, or not written by torch.save)"
+    assert torn in caplog.text
+    assert f"none of the 2 checkpoint(s) in {tmp_path} is intact: training starts over from step 0" in caplog.text
+
+
+def test_a_checkpoint_file_that_would_unpickle_code_gives_way_without_running_it(tmp_path, caplog):
+    import torch
+
+    from ssb.trl_arm import last_complete_checkpoint
+
+    marker = tmp_path / "code-ran"
+    fake_trl_checkpoint(tmp_path, 1)
+    torch.save({"state": RunsCode(marker)}, fake_trl_checkpoint(tmp_path, 2) / "optimizer.pt")
+    with caplog.at_level("WARNING", logger="ssb.checkpoints"):
+        assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-1")
+    assert "optimizer.pt is not a checkpoint of tensors and plain values, refused (Unsupported global: GLOBAL " in caplog.text
+    assert not marker.exists()
+
+
+class RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
 
 
 ENGINE = {"grpo.sampler": "engine", "backend.name": "openvino", "backend.openvino.weight_format": "fp32",

@@ -201,3 +201,16 @@ def test_a_report_of_a_summary_without_its_numbers_is_one_line(damaged, tmp_path
     (damaged / "manifest.json").unlink()
     assert main(["report", str(damaged), "--out", str(tmp_path / "report")]) == 2
     assert one_error_line(capsys, "report").startswith(f"ssb report: error: {path}: not an evaluation summary ssb wrote")
+
+
+@pytest.mark.parametrize("config_bytes, says", [(b"{not json", "not a valid JSON file (Expecting property name enclosed in double quotes"),
+                                                (b"\xff\xfe\xff", "not a valid JSON file"), (b"[1]", "holds a JSON list")])
+def test_an_adapter_with_a_bad_config_is_one_line_naming_it(a_run, tmp_path, tiny_model_dir, capsys, config_bytes, says):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(a_run[0] / "distill" / "adapter", adapter)
+    (adapter / "adapter_config.json").write_bytes(config_bytes)
+    flags = ["--model", str(tiny_model_dir), "--adapter", f"x={adapter}", "--out", str(tmp_path / "eval"), "--benchmarks", "gsm8k",
+             "--limit", "1", "--max-new-tokens", "2",
+             "--backend.name", "hf", "--data-dir", str(a_run[0].parent / "bench")]
+    assert main(["eval", *flags]) == 2
+    assert one_error_line(capsys, "eval").startswith(f"ssb eval: error: {adapter / 'adapter_config.json'}: {says}")

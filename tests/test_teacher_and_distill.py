@@ -335,8 +335,9 @@ class _Payload:
         return (Path.write_text, (self.marker, "ran"))
 
 
-def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(config, tmp_path):
-    """distill resumes from distill/checkpoints/step-*/: a folder placed there (a shared run folder) is data, never code."""
+def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(config, tmp_path, caplog):
+    """distill resumes from distill/checkpoints/step-*/: a folder placed there (a shared run folder) is data, never code;
+    refused, it is skipped as a damaged checkpoint is, and training starts over."""
     run_teacher(config)
     marker = tmp_path / "code-ran"
     planted = Path(config.run_dir) / "distill" / "checkpoints" / "step-000001"
@@ -349,6 +350,70 @@ def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(config, tmp_
     peft_model = build_peft_model(load_model(config.model), config)
     save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}, planted / "adapter.safetensors")
     torch.save({"optimizer": _Payload(marker), "scheduler": {}, "step": 1, "rng": torch.get_rng_state()}, planted / "trainer_state.pt")
-    with pytest.raises(RunFolderError, match=r"step-000001/trainer_state.pt: not a checkpoint of tensors and plain values, refused"):
-        run_distill(config)
+    with caplog.at_level("WARNING", logger="ssb.checkpoints"):
+        stats = run_distill(config)
+    assert f"{planted / 'trainer_state.pt'} is not a checkpoint of tensors and plain values, refused" in caplog.text
+    assert "training starts over from step 0" in caplog.text and stats["steps"] > 0
     assert not marker.exists()
+
+
+def _retype_as_int32(shard: Path) -> None:
+    shard.write_bytes(shard.read_bytes().replace(b'"F32"', b'"I32"', 1))  # the same bytes, read as int32
+
+
+def _rewrite(shard: Path, change) -> None:
+    from safetensors.torch import save_file
+
+    tensors = load_file(shard)
+    change(tensors)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, shard)
+
+
+def _point_outside(shard: Path) -> None:
+    outside = shard.parents[2] / "outside"
+    outside.mkdir()
+    for each in shard.parent.glob("targets-*.safetensors"):
+        (outside / each.name).write_bytes(each.read_bytes())
+    manifest = json.loads((shard.parent / "manifest.json").read_text())
+    for example in manifest["examples"]:
+        example["shard"] = f"../../outside/{example['shard']}"
+    (shard.parent / "manifest.json").write_text(json.dumps(manifest))
+
+
+TAMPERED_SHARDS = {
+    "dtype": ({}, _retype_as_int32, r"targets-00001\.safetensors: tensor 'hidden' is I32, teacher/manifest\.json says float32 \(format hidden\)"),
+    "hidden size": ({}, lambda s: _rewrite(s, lambda t: t.update(hidden=t["hidden"][:, :-1])),
+                    r"targets-00001\.safetensors: tensor 'hidden' has shape \[(\d+), (\d+)\], "
+                    r"expected \[\1, (?!\2\])\d+\] \(the solution tokens the manifest places in it by the model's hidden size\)"),
+    "rows": ({}, lambda s: _rewrite(s, lambda t: t.update(solution_ids=t["solution_ids"][:-1])),
+             r"targets-00001\.safetensors: tensor 'solution_ids' has shape \[(\d+)\], expected \[(?!\1\])\d+\] \(the solution tokens"),
+    "tensor name": ({}, lambda s: _rewrite(s, lambda t: t.update(x=t.pop("hidden"))),
+                    r"targets-00001\.safetensors: holds tensor 'x'; teacher/manifest\.json says format hidden, whose shards hold hidden, "),
+    "k": ({"teacher.format": "topk", "teacher.k": 5}, lambda s: _rewrite(s, lambda t: t.update(topk_logits=t["topk_logits"][:, :4])),
+          r"targets-00001\.safetensors: tensor 'topk_logits' has shape \[\d+, 4\], expected \[\d+, 5\] "
+          r"\(the solution tokens the manifest places in it by the manifest's k\)"),
+    "outside the folder": ({}, _point_outside,
+                           r"teacher/manifest\.json: shard of example '[^']+': '\.\./\.\./outside/targets-00000\.safetensors' is not a name"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED_SHARDS)
+def test_a_shard_unlike_its_manifest_or_outside_teacher_is_refused_before_training(tmp_path, tiny_model_dir, case):
+    """A hostile or careless edit that also rewrites the recorded digests: every shard's header is checked against
+    teacher/manifest.json and the model before training, and a shard is a file in teacher/."""
+    from ssb.artifacts import file_digest
+
+    overrides, tamper, message = TAMPERED_SHARDS[case]
+    config = phase1_folder(tmp_path, tiny_model_dir, **{"teacher.dtype": "float32", "teacher.shard_tokens": 40, **overrides})
+    run_teacher(config)
+    run = Path(config.run_dir)
+    shards = sorted((run / "teacher").glob("targets-*.safetensors"))
+    assert len(shards) > 1
+    tamper(shards[0] if case == "outside the folder" else shards[1])  # a later shard: checked before the first is used
+    manifest = json.loads((run / "manifest.json").read_text())
+    recorded = manifest["stages"]["teacher"]["outputs"]
+    manifest["stages"]["teacher"]["outputs"] = {name: file_digest(run / name) for name in recorded}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunFolderError, match=message + ".*; redo the stage: ssb teacher --force"):
+        run_distill(config)
+    assert not (run / "distill").exists()

@@ -32,6 +32,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ssb.file_modes import umask_mode
+
 _log = logging.getLogger(__name__)
 
 TRACKED_PACKAGES = ("ssb", "torch", "transformers", "accelerate", "peft", "safetensors", "math-verify", "vllm")
@@ -83,13 +85,6 @@ def check_no_links(root: Path) -> None:
     for parent, dirs, files in os.walk(root):
         for name in [*dirs, *files]:
             refuse_link(Path(parent, name))
-
-
-def umask_mode(base: int = 0o666) -> int:
-    """The mode a plain ``open`` would give a new file under the process's umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return base & ~mask
 
 
 def open_for_writing(path: Path, append: bool = False, exclusive: bool = False) -> int:

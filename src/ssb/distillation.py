@@ -26,7 +26,8 @@ from ssb.alignment import AlignedExample, align_examples
 from ssb.artifacts import RunFolderError, writing
 from ssb.chat import ChatFormat
 from ssb.config import SSBConfig
-from ssb.lora import build_peft_model
+from ssb.file_modes import follow_umask
+from ssb.lora import build_peft_model, save_adapter
 from ssb.models import load_model, load_tokenizer
 from ssb.objectives import objective_for
 from ssb.run_folder import RunFolder, invocation_stats, model_provenance
@@ -113,12 +114,12 @@ def run_distill(config: SSBConfig, force: bool = False) -> dict:
 
     stats = {}
     if accelerator.is_main_process:
-        with writing(out / "adapter"):
-            peft_model.save_pretrained(out / "adapter")
+        save_adapter(peft_model, out / "adapter")
         if config.distill.merge:
             with writing(out / "merged"):
                 peft_model.merge_and_unload().save_pretrained(out / "merged")
                 tokenizer.save_pretrained(out / "merged")
+                follow_umask(out / "merged")
         history = trained.metrics
         stats = {"steps": trained.steps, "examples": len(examples), "heldout_examples": len(heldout), "short_examples_left_out": len(short),
                  "batch_size": trained.batch_size,

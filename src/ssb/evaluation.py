@@ -17,12 +17,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from ssb.artifacts import read_jsonl, write_json_atomic
+from ssb.artifacts import RunFolderError, read_json_file, read_jsonl, write_json_atomic
 from ssb.chat import messages
 from ssb.chunked_generation import ChunkedGeneration, Job, drop_overlong
 from ssb.config import DataConfig, SSBConfig
@@ -175,8 +174,10 @@ def check_adapter_base(adapter_dir: str, config: SSBConfig) -> None:
     """Refuse an adapter trained on another base model."""
     from ssb.models import model_location
 
-    adapter_config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
-    trained_on = adapter_config.get("base_model_name_or_path")
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        raise RunFolderError(f"{adapter_dir}: no adapter_config.json; not a PEFT adapter folder (give the folder ssb saved the adapter in)")
+    trained_on = read_json_file(path).get("base_model_name_or_path")
     expected = model_location(config.model)[0]
     if trained_on and trained_on not in (expected, config.model.name_or_path):
         raise ValueError(f"{adapter_dir}: adapter was trained on {trained_on!r}, not on {config.model.name_or_path!r}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ssb.chat import ChatFormat
+from ssb.file_modes import follow_umask
 from ssb.generation.base import SamplingParams, derive_seed
 from ssb.generation.policy_sampler import PolicySampler, Sample, lora_state
 
@@ -135,6 +136,7 @@ class LaggedWeights(TrainerCallback):
         for step, lora in sorted(self.sampler.states.items()):  # the checkpoint's own step last
             partial = folder / f".step-{step}.partial"
             save_file(lora, str(partial))
+            follow_umask(partial)
             partial.replace(folder / f"step-{step}.safetensors")  # a kill mid-write leaves no half file under the name
         return control
 

@@ -18,6 +18,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssb.file_modes import follow_umask
+
 _log = logging.getLogger(__name__)
 
 PREFIX = "packaged:"
@@ -122,4 +124,5 @@ def convert_gguf(gguf: Path, folder: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    follow_umask(staging)  # a cache another account may share
     os.replace(staging, folder)

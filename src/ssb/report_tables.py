@@ -6,8 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from ssb.artifacts import refuse_link, umask_mode
+from ssb.artifacts import refuse_link
 from ssb.comparison import format_p, holm
+from ssb.file_modes import umask_mode
 from ssb.packaged_models import default_cache_dir
 
 

@@ -55,6 +55,7 @@ from pathlib import Path
 
 from ssb.artifacts import RunFolderError, write_json_atomic, writing
 from ssb.config import SSBConfig
+from ssb.file_modes import follow_umask
 from ssb.pipeline import run_stages, trained_model_name
 from ssb.report import write_report
 from ssb.run_folder import RunFolder, describe_changes, invocation_stats
@@ -143,6 +144,7 @@ def _save_merged(previous: SSBConfig, adapter: Path, staging: Path) -> None:
     with writing(staging):
         merged.save_pretrained(staging)
         chat.tokenizer.save_pretrained(staging)  # with model.chat_template applied, if one was set
+        follow_umask(staging)
     _log.info("merged %s into %s -> %s", adapter, previous.model.name_or_path, staging.parent / "model")
 
 

@@ -43,8 +43,9 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from ssb.artifacts import check_no_links, open_for_writing, refuse_link, umask_mode, writing
+from ssb.artifacts import check_no_links, open_for_writing, refuse_link, writing
 from ssb.evaluation import adapter_fingerprint
+from ssb.file_modes import umask_mode
 from ssb.run_record import ROUNDS_FILE
 from ssb.stages import BY_NAME
 

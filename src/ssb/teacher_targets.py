@@ -15,7 +15,9 @@ per ``teacher.format``, in safetensors shards under ``teacher/``:
 
 Every shard also holds the solution ids, so training can check they are the ones it tokenized.
 ``teacher/manifest.json`` (written last) records format, dtype, k, temperature, model and tokenizer
-fingerprints and the code version; loading targets made otherwise is refused. This module is the only
+fingerprints and the code version; loading targets made otherwise is refused, and so is a shard whose
+header (tensor names, dtypes, shapes) differs from what the manifest and the model say it holds, or
+whose name is not a file in ``teacher/``, before any is used. This module is the only
 one that knows these layouts: training asks ``Teacher`` for a micro-batch's rows and for the KD of
 student logits against them, whatever the format.
 
@@ -32,15 +34,16 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 import ssb
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
-from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic, writing
+from ssb.artifacts import RunFolderError, check_identifier, read_jsonl, write_json_atomic, write_jsonl_atomic, writing
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.config import SSBConfig
+from ssb.file_modes import follow_umask
 from ssb.hints import hinted_prompt, random_donor
 from ssb.losses import kd_full, kl_topk, token_diagnostics
 from ssb.models import load_model, load_tokenizer
@@ -149,6 +152,7 @@ def _write_shard(folder: Path, index: int, pieces: list[tuple[AlignedExample, di
     tensors["solution_ids"] = torch.tensor([i for e, _ in pieces for i in e.solution_ids], dtype=torch.int32)
     with writing(folder / name):
         save_file(tensors, folder / name)
+        follow_umask(folder / name)
     spans, start = {}, 0
     for example, _ in pieces:
         spans[example.id] = (name, start, len(example.solution_ids))
@@ -197,10 +201,35 @@ def run_teacher(config: SSBConfig, force: bool = False) -> dict:
     return stats
 
 
-class TeacherTargets:
-    """Read access to stored targets, after checking they were made for this model and settings."""
+HEADER_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16", "int32": "I32"}  # torch's names -> safetensors header's
+REDO = "redo the stage: ssb teacher --force"
 
-    def __init__(self, folder: Path, expected: dict):
+
+def shard_layout(manifest: dict, rows: int, vocab_size: int | None, hidden_size: int | None) -> dict[str, tuple[str, list]]:
+    """What a shard of ``rows`` solution tokens holds, as ``_targets_for`` and ``_write_shard`` write it: tensor name ->
+    (dtype, [(size, what the size is)] per dimension); a size of None (the model's, when not given) is not checked."""
+    fmt, tokens = manifest.get("format"), (rows, "the solution tokens the manifest places in it")
+    if fmt in ("hidden", "full"):
+        if manifest.get("dtype") not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype {manifest.get('dtype')!r} is not one ssb stores (float32, bfloat16, float16)")
+        width = (hidden_size, "the model's hidden size") if fmt == "hidden" else (vocab_size, "the model's vocabulary")
+        layout = {"hidden" if fmt == "hidden" else "logits": (manifest.get("dtype"), [tokens, width])}
+    elif fmt == "topk":
+        if not isinstance(manifest.get("k"), int) or isinstance(manifest["k"], bool) or manifest["k"] < 1:
+            raise ValueError(f"k {manifest.get('k')!r} is not a count of logits")
+        k = manifest["k"] if vocab_size is None else min(manifest["k"], vocab_size)  # a vocabulary under k keeps it all
+        width = (k, "the manifest's k")
+        layout = {"topk_logits": ("float32", [tokens, width]), "topk_ids": ("int32", [tokens, width]), "log_normalizer": ("float32", [tokens])}
+    else:
+        raise ValueError(f"format {fmt!r} is not one ssb stores in shards (hidden, full, topk)")
+    return {**layout, "solution_ids": ("int32", [tokens])}
+
+
+class TeacherTargets:
+    """Read access to stored targets, after checking they were made for this model and settings and that every shard
+    holds what the manifest says (``vocab_size`` and ``hidden_size``, the model's, when given)."""
+
+    def __init__(self, folder: Path, expected: dict, vocab_size: int | None = None, hidden_size: int | None = None):
         manifest_path = folder / "manifest.json"
         if not manifest_path.exists():
             raise RunFolderError(f"{folder}: no teacher manifest; run `ssb teacher` first")
@@ -212,6 +241,61 @@ class TeacherTargets:
         self.folder = folder
         self.spans = {e["id"]: e for e in self.manifest["examples"]}
         self._shards: dict[str, dict[str, torch.Tensor]] = {}
+        for name, rows in self._rows_per_shard().items():
+            self._check_header(name, rows, vocab_size, hidden_size)
+
+    def _rows_per_shard(self) -> dict[str, int]:
+        """Shard name -> its rows, from the manifest: a shard's examples follow one another from row 0."""
+        manifest, placed = self.folder / "manifest.json", {}
+        for span in self.spans.values():
+            if "shard" not in span:
+                continue
+            try:
+                name = check_identifier(span["shard"], f"shard of example {span['id']!r}")  # a file in teacher/, nowhere else
+            except ValueError as exc:
+                raise RunFolderError(f"{manifest}: {exc}; {REDO}") from None
+            if not all(isinstance(span.get(key), int) and not isinstance(span[key], bool) and span[key] >= 0 for key in ("start", "length")):
+                raise RunFolderError(f"{manifest}: example {span['id']!r} has start {span.get('start')!r} and length "
+                                     f"{span.get('length')!r}, not row counts; {REDO}")
+            placed.setdefault(name, []).append(span)
+        rows = {}
+        for name, spans in placed.items():
+            rows[name] = 0
+            for span in sorted(spans, key=lambda s: s["start"]):
+                if span["start"] != rows[name]:
+                    raise RunFolderError(f"{manifest}: example {span['id']!r} starts at row {span['start']} of {name}, not {rows[name]}: "
+                                         f"the examples of a shard follow one another from row 0; {REDO}")
+                rows[name] += span["length"]
+        return rows
+
+    def _check_header(self, name: str, rows: int, vocab_size: int | None, hidden_size: int | None) -> None:
+        """Every tensor of shard ``name``, by name, dtype and shape, against the manifest and the model, before any is read."""
+        path, manifest = self.folder / name, f"{self.folder.name}/manifest.json"  # the one in the shard's folder
+        if path.is_symlink():
+            raise RunFolderError(f"{path}: is a link; teacher targets are read only from the files in {self.folder}; {REDO}")
+        try:
+            with safe_open(path, framework="pt") as f:
+                header = {key: (f.get_slice(key).get_dtype(), f.get_slice(key).get_shape()) for key in f.keys()}
+        except (SafetensorError, OSError) as exc:  # a truncated, damaged or missing shard
+            raise RunFolderError(f"{path}: teacher targets cannot be read ({exc}); recompute them with `ssb teacher --force`") from None
+        try:
+            layout = shard_layout(self.manifest, rows, vocab_size, hidden_size)
+        except ValueError as exc:
+            raise RunFolderError(f"{self.folder / 'manifest.json'}: {exc}; {REDO}") from None
+        fmt = f"{manifest} says format {self.manifest['format']}"
+        extra = sorted(header.keys() - layout.keys())
+        if extra:
+            raise RunFolderError(f"{path}: holds tensor {extra[0]!r}; {fmt}, whose shards hold {', '.join(layout)}; {REDO}")
+        for key, (dtype, dims) in layout.items():
+            if key not in header:
+                raise RunFolderError(f"{path}: no tensor {key!r}; {fmt}, whose shards hold {', '.join(layout)}; {REDO}")
+            stored, shape = header[key]
+            if stored != HEADER_DTYPES[dtype]:
+                raise RunFolderError(f"{path}: tensor {key!r} is {stored}, {manifest} says {dtype} (format {self.manifest['format']}); {REDO}")
+            if len(shape) != len(dims) or any(size is not None and size != n for n, (size, _) in zip(shape, dims)):
+                expected = [size if size is not None else "any" for size, _ in dims]
+                raise RunFolderError(f"{path}: tensor {key!r} has shape {shape}, expected {expected} "
+                                     f"({' by '.join(what for _, what in dims)}); {REDO}")
 
     def get(self, example: AlignedExample) -> dict[str, torch.Tensor]:
         span = self.spans.get(example.id)
@@ -234,7 +318,10 @@ def open_targets(config: SSBConfig, folder: Path, model, tokenizer) -> TeacherTa
 
     Called before training starts, so that targets made for something else are refused up front.
     """
-    return None if config.teacher.format == "online" else TeacherTargets(folder, targets_identity(config, model, tokenizer))
+    if config.teacher.format == "online":
+        return None
+    vocab_size, hidden_size = model.get_output_embeddings().weight.shape
+    return TeacherTargets(folder, targets_identity(config, model, tokenizer), vocab_size, hidden_size)
 
 
 class Teacher:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ssb.alignment import AlignedExample, answer_token_flags, pack, solution_hidden_states
 from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic, writing
 from ssb.distill_diagnostics import StepDiagnostics
+from ssb.file_modes import follow_umask
 from ssb.losses import fused_head_loss, reduce_per_token
 
 _log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def save_checkpoint(folder: Path, step: int, peft_model, optimizer, scheduler, k
     staging.mkdir(parents=True)
     with writing(staging / "adapter.safetensors"):
         save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}, staging / "adapter.safetensors")
+        follow_umask(staging / "adapter.safetensors")
     # Into a Python file, so that a failed write (a full disk) surfaces as the OSError under torch's RuntimeError.
     with writing(staging / "trainer_state.pt"), open(staging / "trainer_state.pt", "wb") as f:
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "rng": torch.get_rng_state()}, f)
@@ -114,27 +116,24 @@ def save_checkpoint(folder: Path, step: int, peft_model, optimizer, scheduler, k
     return target
 
 
-def load_checkpoint(path: Path, peft_model, optimizer, scheduler) -> int:
-    import pickle
+def checkpoint_damage(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be resumed from (a file missing, torn, changed, or one that would unpickle
+    code), or None."""
+    from ssb.checkpoints import safetensors_damage, torch_state_damage
 
+    return safetensors_damage(path / "adapter.safetensors") or torch_state_damage(path / "trainer_state.pt")
+
+
+def load_checkpoint(path: Path, peft_model, optimizer, scheduler) -> int:
+    """Load a checkpoint ``checkpoint_damage`` passed into model, optimiser and scheduler; returns its step."""
     from peft import set_peft_model_state_dict
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    redo = f"remove {path} to resume from an earlier checkpoint or from the start"
     device = next(peft_model.parameters()).device
-    try:
-        weights = load_file(path / "adapter.safetensors")
-    except (SafetensorError, OSError) as exc:  # truncated, damaged or missing
-        raise RunFolderError(f"{path / 'adapter.safetensors'}: the checkpoint cannot be read ({exc}); {redo}") from None
+    weights = load_file(path / "adapter.safetensors")
     set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in weights.items()})
-    try:
-        # Tensors and plain values only: a checkpoint in a shared or downloaded run folder must not run code.
-        state = torch.load(path / "trainer_state.pt", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise RunFolderError(f"{path / 'trainer_state.pt'}: not a checkpoint of tensors and plain values, refused ({exc}); {redo}") from None
-    except (RuntimeError, OSError) as exc:  # torch's zip reader on a truncated or damaged file
-        raise RunFolderError(f"{path / 'trainer_state.pt'}: the checkpoint cannot be read ({str(exc).split('. ')[0]}); {redo}") from None
+    # Tensors and plain values only: a checkpoint in a shared or downloaded run folder must not run code.
+    state = torch.load(path / "trainer_state.pt", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
@@ -170,12 +169,16 @@ def plan_steps(num_examples: int, d, world: int, train_seed: int, folder: Path) 
 
 
 def resume(accelerator, checkpoints: Path, metrics_path: Path, peft_model, optimizer, scheduler) -> int:
-    """The optimiser steps already done: the newest checkpoint's, loaded into model, optimiser and scheduler (0 without one);
-    the metrics of the steps after it, which are redone, are dropped so that they do not appear twice."""
+    """The optimiser steps already done: the newest intact checkpoint's, loaded into model, optimiser and scheduler (0 without
+    one; a damaged newer one is skipped, logged); the metrics of the steps after it, which are redone, are dropped so that
+    they do not appear twice."""
+    from ssb.checkpoints import newest_intact
+
     done = 0
-    if checkpoints_in(checkpoints):
-        done = load_checkpoint(checkpoints_in(checkpoints)[-1], peft_model, optimizer, scheduler)
-        _log.info("resuming distillation after step %d", done)
+    checkpoint = newest_intact(checkpoints_in(checkpoints)[::-1], checkpoint_damage)
+    if checkpoint is not None:
+        done = load_checkpoint(checkpoint, peft_model, optimizer, scheduler)
+        _log.info("resuming distillation after step %d (%s)", done, checkpoint)
     if accelerator.is_main_process:
         write_jsonl_atomic(metrics_path, [m for m in read_jsonl(metrics_path) if m["step"] <= done])
     return done

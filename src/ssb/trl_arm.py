@@ -13,6 +13,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ssb.artifacts import write_json_atomic, write_jsonl_atomic
+from ssb.file_modes import follow_umask
+from ssb.lora import canonical_adapter_config
 
 _log = logging.getLogger(__name__)
 
@@ -97,30 +99,47 @@ class GenerationBudget(TrainerCallback):
 CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
 
 
-def checkpoint_is_complete(checkpoint: Path) -> bool:
-    """Whether a TRL checkpoint folder holds everything a resume reads: each of ``CHECKPOINT_FILES``
-    (not empty), an RNG state, and a trainer state that parses."""
-    if not all((checkpoint / name).is_file() and (checkpoint / name).stat().st_size > 0 for name in CHECKPOINT_FILES):
-        return False
-    if not any(checkpoint.glob("rng_state*.pth")):
-        return False
+def checkpoint_damage(checkpoint: Path) -> str | None:
+    """Why a TRL checkpoint folder cannot be resumed from, or None: each of ``CHECKPOINT_FILES`` and an RNG state must
+    be there and load as the trainer loads it (the adapter's safetensors header and sizes; optimizer, scheduler and RNG
+    state by ``torch.load(weights_only=True)``; the trainer state as JSON)."""
+    from transformers.trainer_pt_utils import safe_globals
+
+    from ssb.checkpoints import missing, safetensors_damage, torch_state_damage
+
+    state = checkpoint / "trainer_state.json"
+    if why := missing(state):
+        return why
     try:
-        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"{state} does not parse ({exc})"
+    rng = sorted(checkpoint.glob("rng_state*.pth")) or [checkpoint / "rng_state.pth"]
+    why = (safetensors_damage(checkpoint / "adapter_model.safetensors") or torch_state_damage(checkpoint / "optimizer.pt")
+           or torch_state_damage(checkpoint / "scheduler.pt"))
+    if why:
+        return why
+    with safe_globals():  # the numpy types the trainer allows in its RNG state, as it loads it
+        return next((why for path in rng if (why := torch_state_damage(path))), None)
 
 
 def last_complete_checkpoint(checkpoints: Path, also_complete: Callable[[Path], bool] | None = None) -> str | None:
     """The newest complete ``checkpoint-N`` in ``checkpoints`` (None when there is none), logging each newer one skipped;
     ``also_complete`` checks what an arm's own callbacks save into a checkpoint after the trainer wrote it."""
+    from ssb.checkpoints import newest_intact
+
     found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()),
                    key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
-    for checkpoint in found:
-        if checkpoint_is_complete(checkpoint) and (also_complete is None or also_complete(checkpoint)):
-            return str(checkpoint)
-        _log.warning("skipping %s: incomplete (interrupted while being saved or removed); resuming from an older one", checkpoint)
-    return None
+
+    def damage(checkpoint: Path) -> str | None:
+        if why := checkpoint_damage(checkpoint):
+            return why
+        if also_complete is not None and not also_complete(checkpoint):
+            return "interrupted while the arm's own state was saved into it"
+        return None
+
+    chosen = newest_intact(found, damage)
+    return None if chosen is None else str(chosen)
 
 
 def sampler_inputs(config, sampler: str) -> dict:
@@ -139,7 +158,10 @@ def train_and_save(trainer, checkpoint: str | None, rollouts, out: Path) -> list
     finally:
         if rollouts is not None:
             rollouts.sampler.close()
-    trainer.save_model(str(out / "adapter"))
+    trainer.save_model(str(out / "adapter"))  # the trainer's save: it gathers a sharded model's state first
+    if trainer.args.should_save:  # the process that wrote it
+        canonical_adapter_config(out / "adapter")
+        follow_umask(out / "adapter")
     history = [entry for entry in trainer.state.log_history if "step" in entry]
     write_jsonl_atomic(out / "metrics.jsonl", history)
     return history
