@@ -226,3 +226,24 @@ def test_the_commands_say_what_they_do(capsys):
     out = capsys.readouterr().out
     assert "usage: ssb export [-h] RUN_DIR OUT_DIR" in out and "no weights" in out
     assert "usage: ssb restore [-h] EXPORT_DIR RUN_DIR" in out and "must not exist" in out
+
+
+@pytest.mark.parametrize("hash_seed", ["1", "2"])
+def test_export_restore_and_run_under_another_hash_seed_redo_nothing_but_the_weights(exported, tmp_path, hash_seed):
+    """PEFT writes target_modules in set order, which follows the process's hash seed: the adapter config ssb saves is
+    canonical, so the retrained adapter is the one the exported evaluations read, whatever the seed of the new process."""
+    import subprocess
+    import sys
+
+    config, _, run, export, gone = exported
+    assert main(["restore", str(export), str(run)]) == 0
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(dataclasses.asdict(config)))
+    done = subprocess.run([sys.executable, "-m", "ssb", "run", "--config", str(config_file)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONHASHSEED": hash_seed}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in WEIGHTS:
+        assert sha(run / name) == sha(gone / name), name
+    assert sha(run / "distill/adapter/adapter_config.json") == sha(gone / "distill/adapter/adapter_config.json")
+    for stage in ("eval/base/gsm8k", "eval/ssb/gsm8k"):
+        assert stages(run)[stage] == stages(gone)[stage], stage  # not evaluated again

@@ -59,9 +59,9 @@ def save_figure(fig, path: Path) -> None:
     refuse_link(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.png")
     try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), umask_mode())
-            fig.savefig(f, dpi=110, format="png")
+        os.fchmod(fd, umask_mode())
+        os.close(fd)
+        fig.savefig(tmp, dpi=110, format="png")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -167,17 +167,17 @@ def recorded_digests(stages: dict) -> dict[str, dict]:
     return {rel: digest for entry in stages.values() for rel, digest in (entry.get("outputs") or {}).items()}
 
 
-def run_identity(stages: dict, states: dict[str, bytes], where: Path) -> dict:
-    """What tells one run from another, from round 1's manifest entries and recorded stage starts: the first stage
-    started (name and time) and the folder its trained adapter was made in (None where nothing records them)."""
-    started = []
+def run_identity(stages: dict, states: dict[str, bytes], where: Path) -> tuple[dict[str, str], str | None]:
+    """What tells one run from another, from round 1's manifest entries and recorded stage states: when each stage was
+    started ({state file: start time}) and the folder its trained adapter was made in (None where none records it)."""
+    started = {}
     for name, data in states.items():
         try:
-            started.append((json.loads(data)["started"], name))
+            started[name] = json.loads(data)["started"]
         except (ValueError, RecursionError, KeyError, TypeError):
             raise RunExportError(f"{where / name}: not a stage state ssb wrote (JSON with its start time)") from None
     adapters = sorted(entry["adapter"] for stage, entry in stages.items() if stage in NOT_EXPORTED and isinstance(entry.get("adapter"), str))
-    return {"first stage started": min(started) if started else None, "trained in": adapters[0] if adapters else None}
+    return started, adapters[0] if adapters else None
 
 
 def stage_states(folder: Path) -> dict[str, bytes]:
@@ -268,12 +268,18 @@ def check_same_run(run_dir: Path, exported: Path) -> None:
     """Refuse an ``exported`` round 1 made from another run than ``run_dir``'s (an export would replace its files)."""
     if not (exported / "manifest.json").exists() and not (exported / "state").is_dir():
         return
-    ours = run_identity(stages_of(read_if_there(run_dir / "manifest.json"), run_dir / "manifest.json"), stage_states(run_dir / ".ssb"),
-                        run_dir / ".ssb")
-    theirs = run_identity(stages_of(read_if_there(exported / "manifest.json"), exported / "manifest.json"), stage_states(exported / "state"),
-                          exported / "state")
-    differ = [f"{what}: {theirs[what]} there, {ours[what]} here" for what in ours
-              if ours[what] is not None and theirs[what] is not None and ours[what] != theirs[what]]
+    ours_started, ours_trained = run_identity(stages_of(read_if_there(run_dir / "manifest.json"), run_dir / "manifest.json"),
+                                              stage_states(run_dir / ".ssb"), run_dir / ".ssb")
+    theirs_started, theirs_trained = run_identity(stages_of(read_if_there(exported / "manifest.json"), exported / "manifest.json"),
+                                                  stage_states(exported / "state"), exported / "state")
+    common = sorted(ours_started.keys() & theirs_started.keys())
+    # A run keeps its stages' start times (a restore gives them back; --force restarts one, not all), and its adapter's
+    # folder: another run, even one copied from the same phase 1, differs in one or the other.
+    differ = []
+    if common and all(ours_started[name] != theirs_started[name] for name in common):
+        differ.append(f"stage {common[0].removesuffix('.json')} started {theirs_started[common[0]]} there, {ours_started[common[0]]} here")
+    if ours_trained is not None and theirs_trained is not None and ours_trained != theirs_trained:
+        differ.append(f"trained in {theirs_trained} there, {ours_trained} here")
     if differ:
         raise RunExportError(f"{exported.parent}: holds the export of another run ({'; '.join(differ)}); export into a new folder, "
                              "or into an earlier export of this run")
