@@ -149,3 +149,26 @@ def test_an_adapter_whose_weights_do_not_match_its_config_stops_eval_naming_it(t
     assert code == 2
     line = one_error_line(capsys, "eval")
     assert f"{tmp_path / 'adapter'}: the adapter does not load (size mismatch for " in line
+
+
+def test_a_checkpoint_of_another_shape_stops_distill_naming_it(tmp_path, tiny_model_dir, capsys):
+    """Files that load but were saved by another training (LoRA rank 8, not the config's 4): one line, not torch's."""
+    import dataclasses
+
+    from ssb.lora import build_peft_model
+    from ssb.models import load_model
+    from ssb.training_loop import save_checkpoint
+
+    config = phase1_folder(tmp_path, tiny_model_dir)
+    run_teacher(config)
+    other = dataclasses.replace(config, distill=dataclasses.replace(config.distill, lora=dataclasses.replace(config.distill.lora, r=8)))
+    peft_model = build_peft_model(load_model(other.model), other)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad])
+    sum(p.sum() for p in peft_model.parameters() if p.requires_grad).backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    checkpoint = save_checkpoint(Path(config.run_dir) / "distill" / "checkpoints", 1, peft_model, optimizer, scheduler)
+    assert main(["distill", *cli_args(config)]) == 2
+    line = one_error_line(capsys, "distill")
+    assert line.startswith(f"ssb distill: error: {checkpoint}: the checkpoint does not fit this training (") and line.endswith(
+        f"remove {checkpoint} to resume from an earlier checkpoint or from the start"), line

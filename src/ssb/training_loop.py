@@ -131,13 +131,26 @@ def load_checkpoint(path: Path, peft_model, optimizer, scheduler) -> int:
 
     device = next(peft_model.parameters()).device
     weights = load_file(path / "adapter.safetensors")
-    set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in weights.items()})
-    # Tensors and plain values only: a checkpoint in a shared or downloaded run folder must not run code.
-    state = torch.load(path / "trainer_state.pt", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    return state["step"]
+    redo = f"remove {path} to resume from an earlier checkpoint or from the start"
+    try:
+        set_peft_model_state_dict(peft_model, {k: v.to(device) for k, v in weights.items()})
+        # Tensors and plain values only: a checkpoint in a shared or downloaded run folder must not run code.
+        state = torch.load(path / "trainer_state.pt", weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        step = state["step"]
+    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as exc:  # the files load, but are not this training's
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RunFolderError(f"{path}: the checkpoint does not fit this training ({detail}); {redo}") from None
+    # torch takes per-parameter optimiser state of any shape, and fails (or trains on garbage) only at the next step.
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise RunFolderError(f"{path / 'trainer_state.pt'}: the optimiser state {name!r} has shape {list(value.shape)}, not the "
+                                         f"{list(param.shape)} of its parameter: saved by another training; {redo}")
+    return step
 
 
 @dataclass
