@@ -214,3 +214,18 @@ def test_an_adapter_with_a_bad_config_is_one_line_naming_it(a_run, tmp_path, tin
              "--backend.name", "hf", "--data-dir", str(a_run[0].parent / "bench")]
     assert main(["eval", *flags]) == 2
     assert one_error_line(capsys, "eval").startswith(f"ssb eval: error: {adapter / 'adapter_config.json'}: {says}")
+
+
+@pytest.mark.parametrize("option, content, says", [
+    ("prompts.hinted", b"\xff\xfe{question}", "not UTF-8 text (byte 0); save it as UTF-8"),
+    ("model.chat_template", b"caf\xe9", "not UTF-8 text (byte 3); save it as UTF-8"),
+    ("model.chat_template", b"{{ ''.__class__.__mro__[1].__subclasses__() }}", "the chat template was refused: "),
+])
+def test_a_users_prompt_or_chat_template_that_cannot_be_used_is_one_line(tmp_path, tiny_model_dir, capsys, option, content, says):
+    config = phase1_folder(tmp_path, tiny_model_dir, run="first")
+    path = tmp_path / "user-file"
+    path.write_bytes(content)
+    flags = [flag if not flag.startswith("--run_dir=") else f"--run_dir={tmp_path / 'run'}" for flag in cli_args(config)]
+    assert main(["rollouts", *flags, f"--{option}={path}", "--data.limit=2", "--rollouts.sampling.max_new_tokens=2"]) == 2
+    line = one_error_line(capsys, "rollouts")
+    assert says in line and (str(path) in line or "chat template" in line), line

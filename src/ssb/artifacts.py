@@ -156,6 +156,14 @@ def _json_problem(exc: BaseException) -> str:
     return str(exc)
 
 
+def read_text_file(path: Path) -> str:
+    """The text of a user's file (a prompt, a chat template); one that is not UTF-8 is a ValueError naming it."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def read_json_file(path: Path, kind: type | None = dict) -> Any:
     """The JSON document in ``path`` (which must exist), of type ``kind`` when given; a ``RunFolderError`` naming the file
     when it is not UTF-8, not JSON, nested past the parser's depth, or of another type: what ssb reads back from a run

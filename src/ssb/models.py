@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ssb.artifacts import read_text_file
 from ssb.config import ModelConfig
 from ssb.packaged_models import PREFIX, gguf_folder, materialize
 
@@ -119,7 +120,7 @@ def load_tokenizer(config: ModelConfig):
     location, kwargs = model_location(config)
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     if config.chat_template is not None:
-        tokenizer.chat_template = Path(config.chat_template).read_text(encoding="utf-8")
+        tokenizer.chat_template = read_text_file(Path(config.chat_template))
     if tokenizer.chat_template is None:
         raise ValueError(f"{config.name_or_path}: the tokenizer has no chat template; set model.chat_template to a Jinja file")
     return tokenizer

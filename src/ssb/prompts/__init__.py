@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ssb.artifacts import read_text_file
+
 HINTED_FIELDS = ("question", "chosen_correct_generation", "rejected_generation")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(HINTED_FIELDS) + r")\}")
 
@@ -23,7 +25,7 @@ _PLACEHOLDER = re.compile(r"\{(" + "|".join(HINTED_FIELDS) + r")\}")
 def _read(path: str | None, packaged_name: str) -> str:
     if path is None:
         return resources.files(__package__).joinpath(packaged_name).read_text(encoding="utf-8")
-    return Path(path).read_text(encoding="utf-8")
+    return read_text_file(Path(path))
 
 
 @dataclass(frozen=True)
