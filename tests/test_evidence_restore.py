@@ -158,3 +158,27 @@ def test_the_rounds_report_recomputed_from_exports_is_the_run_folders(exported, 
     assert all(" | +0.0 | [+0.0, +0.0] | 0 / 0 " in line for line in across), across
     with pytest.raises(SystemExit, match="no rounds.json"):
         recompute.recompute(["missing"], tmp_path / "three", results)
+
+
+def test_an_iterated_run_restored_and_rerun_under_another_hash_seed_redoes_nothing_but_the_weights(exported):
+    """As the plain run's (test_run_export.py): each round's adapter config is canonical, so a new process, whatever its
+    hash seed, retrains each round's adapter and merge into what the exported evaluations read, and goes no further."""
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    config, _, run, results, gone = exported
+    restore_run(results / "arm", run)
+    config_file = run.parent / "config.yaml"
+    config_file.write_text(yaml.safe_dump(dataclasses.asdict(config)))
+    done = subprocess.run([sys.executable, "-m", "ssb", "run", "--config", str(config_file)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONHASHSEED": "3"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in WEIGHTS:
+        assert sha(run / name) == sha(gone / name), name
+    for folder in (".", "round-2"):
+        evaluations = {stage for stage in manifests(gone)[folder] if stage.startswith("eval/")}
+        assert {s: manifests(run)[folder][s] for s in evaluations} == {s: manifests(gone)[folder][s] for s in evaluations}, folder
