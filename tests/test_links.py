@@ -187,3 +187,23 @@ def test_a_report_reads_nothing_a_link_in_the_run_folder_leads_to(a_run, tmp_pat
         assert one_error_line(capsys, "report").startswith(f"ssb report: error: {link}: a link")
     finally:
         link.unlink()
+
+
+def test_an_export_of_a_run_sharing_phase_1_with_another_is_refused_by_where_it_ran(a_run, tmp_path):
+    """Studies copy one phase 1 into each arm's folder: the copies share their stages' start times, and an arm not trained
+    yet records no adapter. The folder its manifest names (the config's run_dir) tells them apart."""
+    from ssb.run_export import RunExportError, export_run
+
+    export_run(a_run, tmp_path / "export")
+    other = tmp_path / "other-arm"
+    shutil.copytree(a_run, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["stages"] = {stage: entry for stage, entry in manifest["stages"].items() if stage in ("rollouts", "refine")}
+    manifest["run_dir"] = str(other)  # as its own next stage records it
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    for stage in ("teacher", "distill", "eval"):
+        shutil.rmtree(other / ".ssb" / stage, ignore_errors=True)
+        (other / ".ssb" / f"{stage}.json").unlink(missing_ok=True)
+    with pytest.raises(RunExportError, match=rf"holds the export of another run \(run in {a_run} there, {other} here\)"):
+        export_run(other, tmp_path / "export")
+    assert json.loads((a_run / "manifest.json").read_text())["run_dir"] == str(a_run)

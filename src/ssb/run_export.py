@@ -167,9 +167,12 @@ def recorded_digests(stages: dict) -> dict[str, dict]:
     return {rel: digest for entry in stages.values() for rel, digest in (entry.get("outputs") or {}).items()}
 
 
-def run_identity(stages: dict, states: dict[str, bytes], where: Path) -> tuple[dict[str, str], str | None]:
-    """What tells one run from another, from round 1's manifest entries and recorded stage states: when each stage was
-    started ({state file: start time}) and the folder its trained adapter was made in (None where none records it)."""
+def run_identity(manifest: bytes | None, states: dict[str, bytes], where: Path) -> tuple[str | None, dict[str, str], str | None]:
+    """What tells one run from another, from round 1's manifest and recorded stage states: the run folder its stages
+    were run in (as the config spelled it), when each stage was started ({state file: start time}) and the folder its
+    trained adapter was made in (None where nothing records them: folders made before ssb recorded run_dir)."""
+    stages = stages_of(manifest, where.parent / "manifest.json")
+    run_dir = json.loads(manifest).get("run_dir") if manifest else None
     started = {}
     for name, data in states.items():
         try:
@@ -177,7 +180,7 @@ def run_identity(stages: dict, states: dict[str, bytes], where: Path) -> tuple[d
         except (ValueError, RecursionError, KeyError, TypeError):
             raise RunExportError(f"{where / name}: not a stage state ssb wrote (JSON with its start time)") from None
     adapters = sorted(entry["adapter"] for stage, entry in stages.items() if stage in NOT_EXPORTED and isinstance(entry.get("adapter"), str))
-    return started, adapters[0] if adapters else None
+    return run_dir if isinstance(run_dir, str) else None, started, adapters[0] if adapters else None
 
 
 def stage_states(folder: Path) -> dict[str, bytes]:
@@ -268,14 +271,17 @@ def check_same_run(run_dir: Path, exported: Path) -> None:
     """Refuse an ``exported`` round 1 made from another run than ``run_dir``'s (an export would replace its files)."""
     if not (exported / "manifest.json").exists() and not (exported / "state").is_dir():
         return
-    ours_started, ours_trained = run_identity(stages_of(read_if_there(run_dir / "manifest.json"), run_dir / "manifest.json"),
-                                              stage_states(run_dir / ".ssb"), run_dir / ".ssb")
-    theirs_started, theirs_trained = run_identity(stages_of(read_if_there(exported / "manifest.json"), exported / "manifest.json"),
-                                                  stage_states(exported / "state"), exported / "state")
+    ours_dir, ours_started, ours_trained = run_identity(read_if_there(run_dir / "manifest.json"), stage_states(run_dir / ".ssb"),
+                                                        run_dir / ".ssb")
+    theirs_dir, theirs_started, theirs_trained = run_identity(read_if_there(exported / "manifest.json"), stage_states(exported / "state"),
+                                                              exported / "state")
     common = sorted(ours_started.keys() & theirs_started.keys())
-    # A run keeps its stages' start times (a restore gives them back; --force restarts one, not all), and its adapter's
-    # folder: another run, even one copied from the same phase 1, differs in one or the other.
+    # A run keeps the folder its manifest names (a restore goes only there), its stages' start times (a restore gives them
+    # back; --force restarts one, not all) and its adapter's folder: another run, even one copied from the same phase 1,
+    # differs in one of them once a stage of its own has finished.
     differ = []
+    if ours_dir is not None and theirs_dir is not None and ours_dir != theirs_dir:
+        differ.append(f"run in {theirs_dir} there, {ours_dir} here")
     if common and all(ours_started[name] != theirs_started[name] for name in common):
         differ.append(f"stage {common[0].removesuffix('.json')} started {theirs_started[common[0]]} there, {ours_started[common[0]]} here")
     if ours_trained is not None and theirs_trained is not None and ours_trained != theirs_trained:

@@ -304,6 +304,7 @@ class RunFolder:
         manifest = self.manifest()
         manifest["ssb_version"] = ssb.__version__
         manifest["run_folder_version"] = RUN_FOLDER_VERSION
+        manifest["run_dir"] = str(self.path)  # as the config spells it: which run an export is of (ssb.run_export)
         manifest["stages"][stage] = {
             **entry,
             "inputs": inputs,
