@@ -118,3 +118,16 @@ def test_an_adapter_with_tensors_of_modules_its_config_does_not_target_is_refuse
     assert not any("lora" in name for name, _ in model.named_modules())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert load_adapter(model, tmp_path / "wide") is not None  # a whole adapter loads into the same model
+
+
+def test_an_adapter_file_carrying_a_base_models_weight_is_refused_and_the_weight_left_as_it_was(tmp_path, tiny_model_dir):
+    """PEFT loads with strict=False: a base weight in the adapter's file would overwrite the model's own, silently."""
+    weights = saved_adapter(tmp_path / "adapter", tiny_model_dir, ["q_proj"])
+    tensors = load_file(weights)
+    name = "base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"
+    model = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"))
+    original = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    save_file({**tensors, name: torch.full_like(original, 7.0)}, weights)
+    with pytest.raises(RunFolderError, match=rf"holds 1 weight\(s\) of the base model, not of a LoRA adapter \({name}\)"):
+        load_adapter(model, tmp_path / "adapter")
+    assert torch.equal(model.model.layers[0].self_attn.q_proj.weight, original)

@@ -13,6 +13,7 @@ weights file lacks tensors its config targets (PEFT would leave them fresh, with
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ssb.artifacts import RunFolderError, read_json_file, write_json_atomic, writing
@@ -80,6 +81,17 @@ def saved_tensor_names(weights: Path) -> set[str]:
     return set(torch.load(weights, map_location="cpu", weights_only=True))
 
 
+_LORA_TENSOR = re.compile(r"\.lora_(A|B|embedding_A|embedding_B|magnitude_vector)(\.|$)")
+
+
+def base_weights_in(saved: set[str], model) -> set[str]:
+    """The tensors of an adapter file that are not LoRA tensors, nor the embedding layers PEFT may save beside them (a
+    resized vocabulary): weights of the base model."""
+    embeddings = {module for module in (model.get_input_embeddings(), model.get_output_embeddings()) if module is not None}
+    allowed = {f"base_model.model.{name}.weight" for name, module in model.named_modules() if module in embeddings}
+    return {name for name in saved if not _LORA_TENSOR.search(name) and name not in allowed}
+
+
 def tensor_mismatch(peft_model, weights: Path) -> str | None:
     """What is wrong with the tensors in ``weights`` for ``peft_model`` (the base model with the adapters its config
     targets): the tensors PEFT would save for it and the file lacks, and those in the file that nothing of the model
@@ -88,8 +100,9 @@ def tensor_mismatch(peft_model, weights: Path) -> str | None:
 
     saved = saved_tensor_names(weights)
     expected = set(get_peft_model_state_dict(peft_model, save_embedding_layers=False))
-    # A file may also carry base weights PEFT saved beside the adapter (a resized or targeted embedding): those load too.
-    taken = expected | set(peft_model.state_dict())
+    # A file may also carry the embedding layers PEFT saves beside the adapter (a resized vocabulary), and nothing else:
+    # PEFT loads with strict=False, so any other key of the base model's would silently overwrite that base weight.
+    taken = set(get_peft_model_state_dict(peft_model, save_embedding_layers=True))
     missing, unexpected = expected - saved, saved - taken
     problems = []
     if missing:
@@ -108,6 +121,11 @@ def load_adapter(model, adapter_dir):
     from peft import PeftModel
     from safetensors import SafetensorError
 
+    weights = next((path for name in ADAPTER_WEIGHTS if (path := Path(adapter_dir) / name).is_file()), None)  # the file PEFT loads
+    foreign = base_weights_in(saved_tensor_names(weights), model) if weights is not None else set()
+    if foreign:  # refused before PEFT loads them: its strict=False load would overwrite the model's own weights
+        raise RunFolderError(f"{weights}: holds {len(foreign)} weight(s) of the base model, not of a LoRA adapter ({_some(foreign)}); "
+                             "train it again, or restore the folder as it was saved")
     try:
         with warnings.catch_warnings():
             # PEFT only warns when tensors are missing and leaves them fresh (B = 0): checked below, as an error.
@@ -120,7 +138,6 @@ def load_adapter(model, adapter_dir):
         detail = next((line for line in lines if line.startswith("size mismatch")), lines[0]).rstrip(".")  # torch lists every tensor
         raise RunFolderError(f"{adapter_dir}: the adapter does not load ({detail}); its weights file is damaged or does not "
                              "match its adapter_config.json: train it again, or restore the folder as it was saved") from None
-    weights = next(path for name in ADAPTER_WEIGHTS if (path := Path(adapter_dir) / name).is_file())  # the file PEFT loaded
     problem = tensor_mismatch(peft_model, weights)
     if problem:
         peft_model.unload()  # the base model's own layers again, for a caller that goes on with it

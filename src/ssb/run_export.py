@@ -96,12 +96,22 @@ def write_bytes(target: Path, data: bytes) -> None:
 
 
 def gunzip(source: Path, target: Path) -> None:
-    try:
-        with gzip.open(source, "rb") as f:
-            data = f.read()
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut-off file an EOFError
-        raise RunExportError(f"{source}: not a whole gzip file ({exc or type(exc).__name__}); export the run again") from None
-    write_bytes(target, data)
+    """Decompress ``source`` into ``target`` block by block (a journal may be far larger than memory), under a staging
+    name, never through a link."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(target)
+    partial = target.with_name(target.name + ".partial")
+    with gzip.open(source, "rb") as f, os.fdopen(open_for_writing(partial), "wb") as out:
+        while True:
+            try:
+                block = f.read(1 << 22)
+            except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut-off file an EOFError
+                raise RunExportError(f"{source}: not a whole gzip file ({exc or type(exc).__name__}); export the run again") from None
+            if not block:
+                break
+            with writing(target):
+                out.write(block)
+    os.replace(partial, target)
 
 
 def read_json(path: Path) -> dict:
