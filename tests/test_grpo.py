@@ -355,8 +355,8 @@ def test_grpo_on_the_engine_sampler_trains_on_its_completions_and_records_the_la
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
-@pytest.mark.parametrize("saved_lagged_weights", [True, False])
-def test_a_killed_lagged_engine_run_resumes_with_the_same_completions(tmp_path, tiny_model_dir, monkeypatch, saved_lagged_weights):
+@pytest.mark.parametrize("saved_lagged_weights", [True, False, "torn"])
+def test_a_killed_lagged_engine_run_resumes_with_the_same_completions(tmp_path, tiny_model_dir, monkeypatch, saved_lagged_weights, caplog):
     """Killed after checkpoint 2, a run with policy lag 1 resumes sampling from the step-1 weights the checkpoint saved:
     its third step's completions equal those of an uninterrupted run. Killed between the trainer's save of checkpoint 2
     and the end of ssb's save of the lagged weights into it, it resumes from checkpoint 1 instead, with the same
@@ -387,10 +387,16 @@ def test_a_killed_lagged_engine_run_resumes_with_the_same_completions(tmp_path, 
     assert sorted(p.name for p in (checkpoint / "ssb_sampler").iterdir()) == ["step-1.safetensors", "step-2.safetensors"]
     if not saved_lagged_weights:  # cut off after the older weights were written, before the checkpoint's own (written last)
         (checkpoint / "ssb_sampler" / "step-2.safetensors").unlink()
+    torn, was_torn = checkpoint / "ssb_sampler" / "step-1.safetensors", saved_lagged_weights == "torn"
+    if was_torn:  # the older weights damaged afterwards: the checkpoint gives way as if never saved
+        torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+        saved_lagged_weights = False
     monkeypatch.setattr(trl, "GRPOTrainer", plain)
     resumed = []
-    stats = run_grpo(load_config(None, settings), reward_funcs=recording_rewards(resumed))
+    with caplog.at_level("WARNING"):
+        stats = run_grpo(load_config(None, settings), reward_funcs=recording_rewards(resumed))
     assert stats["steps"] == 3 and stats["resumed_from_step"] == (2 if saved_lagged_weights else 1)
+    assert (f"{torn} does not load" in caplog.text) == was_torn
     assert parts == whole[:2] and len({str(c) for c in whole}) == 3  # each step's completions differ
     assert resumed == whole[stats["resumed_from_step"]:]  # the same completions as the uninterrupted run
     metrics = [m for m in read_jsonl(tmp_path / "b" / "run" / "grpo" / "metrics.jsonl") if "sampler/lag" in m]

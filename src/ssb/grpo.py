@@ -153,12 +153,12 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     )
     peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
     torch.manual_seed(config.seed)
-    lagged_weights_saved = None
+    lagged_weights_damage = None
     if sampler == "engine":
-        from ssb.grpo_rollouts import sampler_checkpoint_is_complete
+        from ssb.grpo_rollouts import sampler_checkpoint_damage
 
-        lagged_weights_saved = functools.partial(sampler_checkpoint_is_complete, lag=g.policy_lag)
-    checkpoint = last_complete_checkpoint(out / "checkpoints", lagged_weights_saved)
+        lagged_weights_damage = functools.partial(sampler_checkpoint_damage, lag=g.policy_lag)
+    checkpoint = last_complete_checkpoint(out / "checkpoints", lagged_weights_damage)
     clock = WallClockBudget(g.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
     per_step = g.batch_size * g.gradient_accumulation_steps
     tokens = None if g.max_generated_tokens is None else GenerationBudget(g.max_generated_tokens, per_step)

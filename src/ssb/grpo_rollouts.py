@@ -115,7 +115,7 @@ class LaggedWeights(TrainerCallback):
     """Where the sampler lags, keeps the older weights it samples from: pushes each optimiser step's weights as the step
     ends (completions generated every few steps would otherwise leave no weights exactly ``lag`` steps back), and saves
     the pushed weights into each TRL checkpoint, so a resumed run samples from the same older weights an uninterrupted
-    one would (``restore`` reads them back; ``sampler_checkpoint_is_complete`` refuses a checkpoint whose save was cut
+    one would (``restore`` reads them back; ``sampler_checkpoint_damage`` refuses a checkpoint whose save was cut
     short before them)."""
 
     def __init__(self, sampler: PolicySampler):
@@ -141,11 +141,18 @@ class LaggedWeights(TrainerCallback):
         return control
 
 
-def sampler_checkpoint_is_complete(checkpoint: Path, lag: int) -> bool:
-    """Whether a TRL checkpoint holds the weights a resume with ``lag`` samples from: the trainer writes its checkpoint
-    before ``LaggedWeights.on_save`` runs, and that writes the checkpoint's own step last."""
+def sampler_checkpoint_damage(checkpoint: Path, lag: int) -> str | None:
+    """Why a TRL checkpoint does not hold the weights a resume with ``lag`` samples from (None when it does): the trainer
+    writes its checkpoint before ``LaggedWeights.on_save`` runs, which writes the checkpoint's own step last, and each
+    of them must load (``restore`` reads them all)."""
+    from ssb.checkpoints import safetensors_damage
+
+    if lag == 0:
+        return None
     step = checkpoint.name.split("-", 1)[1]
-    return lag == 0 or (checkpoint / SAMPLER_FOLDER / f"step-{step}.safetensors").is_file()
+    if not (checkpoint / SAMPLER_FOLDER / f"step-{step}.safetensors").is_file():
+        return "interrupted while the sampler's weights were saved into it"
+    return next((why for path in sorted((checkpoint / SAMPLER_FOLDER).glob("step-*.safetensors")) if (why := safetensors_damage(path))), None)
 
 
 def restore(sampler: PolicySampler, checkpoint: str | None) -> list[int]:

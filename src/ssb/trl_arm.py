@@ -123,9 +123,9 @@ def checkpoint_damage(checkpoint: Path) -> str | None:
         return next((why for path in rng if (why := torch_state_damage(path))), None)
 
 
-def last_complete_checkpoint(checkpoints: Path, also_complete: Callable[[Path], bool] | None = None) -> str | None:
+def last_complete_checkpoint(checkpoints: Path, also_damage: Callable[[Path], str | None] | None = None) -> str | None:
     """The newest complete ``checkpoint-N`` in ``checkpoints`` (None when there is none), logging each newer one skipped;
-    ``also_complete`` checks what an arm's own callbacks save into a checkpoint after the trainer wrote it."""
+    ``also_damage`` says what is wrong with what an arm's own callbacks save into a checkpoint after the trainer wrote it."""
     from ssb.checkpoints import newest_intact
 
     found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()),
@@ -134,9 +134,7 @@ def last_complete_checkpoint(checkpoints: Path, also_complete: Callable[[Path], 
     def damage(checkpoint: Path) -> str | None:
         if why := checkpoint_damage(checkpoint):
             return why
-        if also_complete is not None and not also_complete(checkpoint):
-            return "interrupted while the arm's own state was saved into it"
-        return None
+        return also_damage(checkpoint) if also_damage is not None else None
 
     chosen = newest_intact(found, damage)
     return None if chosen is None else str(chosen)
