@@ -141,40 +141,64 @@ def test_other_folders_are_free_and_rank_variables_alone_exempt_no_one(tmp_path)
         assert result.returncode == 3 and f"in use by pid {holder.pid} " in result.stdout, (what, result.stdout + result.stderr)
 
 
-def test_a_rank_follows_only_the_rank_zero_of_its_own_launch(tmp_path):
-    """The holder is rank 0 of a launch whose launcher is this test (the parent of both children): its rank 1
-    takes no lock; the same variables in a process another parent started, or another launch's, are refused."""
+# A shell in which a launch's variables were left exported: `RANK=0 python holder.py RUN &`, then `RANK=1 python try.py RUN`.
+SHELL = """
+import os, subprocess, sys
+holder_code, try_code, run_dir = sys.argv[1:]
+holder = subprocess.Popen([sys.executable, "-c", holder_code, run_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "RANK": "0"})
+said = holder.stdout.readline()
+second = subprocess.run([sys.executable, "-c", try_code, run_dir], capture_output=True, text=True, env={**os.environ, "RANK": "1"})
+holder.stdin.close()
+holder.wait()
+print(said + second.stdout + second.stderr, end="")
+sys.exit(second.returncode)
+"""
+
+
+def test_ranks_started_from_one_shell_are_not_a_launch(tmp_path):
+    """Two processes with a launch's variables share a parent, as a launch's ranks do, but that parent is a shell,
+    not a launcher: the one with RANK=1 is refused."""
     run_dir = tmp_path / "run"
-    holder = _start_holder(run_dir, RANK="0", LOCAL_RANK="0", **LAUNCH)
-    try:
-        assert json.loads((run_dir / ".ssb" / "lock").read_text())["launch"]["launcher_pid"] == os.getpid()
-        rank_one = _try_once(run_dir, RANK="1", LOCAL_RANK="1", **LAUNCH)
-        via_shell = subprocess.run([sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
-                                    sys.executable, "-c", TRY_ONCE, str(run_dir)], check=False, capture_output=True, text=True,
-                                   env=_env(RANK="1", LOCAL_RANK="1", **LAUNCH), timeout=30)
-        other_launch = _try_once(run_dir, RANK="1", LOCAL_RANK="1", **{**LAUNCH, "MASTER_PORT": "29501"})
-    finally:
-        _stop(holder)
-    assert rank_one.returncode == 0 and rank_one.stdout == "acquired\n", rank_one.stdout + rank_one.stderr
-    assert via_shell.returncode == 3 and f"in use by pid {holder.pid} " in via_shell.stdout, via_shell.stdout + via_shell.stderr
-    assert other_launch.returncode == 3 and f"in use by pid {holder.pid} " in other_launch.stdout
+    shell = subprocess.run([sys.executable, "-c", SHELL, HOLDER, TRY_ONCE, str(run_dir)], check=False, capture_output=True, text=True,
+                           env=_env(LOCAL_RANK="0", **LAUNCH), timeout=60)
+    said, _, second = shell.stdout.partition("\n")
+    holder = json.loads((run_dir / ".ssb" / "lock").read_text())
+    assert said == "held", shell.stdout + shell.stderr
+    assert shell.returncode == 3 and f"is in use by pid {holder['pid']} " in second, shell.stdout + shell.stderr
+    assert holder["launch"] is None  # rank 0 recorded no launch for another process to match
 
 
-# Run by torchrun as 2 ranks on the folder argv[1]: each enters as the CLI does, before the process group exists; once the
-# group is up, rank 1 enters again with nothing but the group to say it is rank 0's (its launch no longer matches).
+# Run by torchrun as 2 ranks on the folder argv[1]: each enters as the CLI does, before the process group exists. Inside,
+# rank 1 tries the folder again from a process of its own (argv[2], which has the launch's variables but not the launcher
+# for a parent) and under another launch's variables; once the group is up, it enters again with nothing but the group to
+# say it is rank 0's (its launch no longer matches).
 LAUNCHED = """
-import os, sys
+import os, subprocess, sys
 import torch.distributed as dist
+from ssb.artifacts import RunFolderError
 from ssb.run_lock import hold_run_folder
 
+run_dir, try_once = sys.argv[1:]
 rank = int(os.environ["RANK"])
-with hold_run_folder(sys.argv[1]):
+with hold_run_folder(run_dir):
     print(f"rank {rank}: in beside its rank 0", flush=True)
+    if rank == 1:
+        child = subprocess.run([sys.executable, "-c", try_once, run_dir], capture_output=True, text=True)
+        print(f"rank 1's child: {child.returncode} {child.stdout.split(' on host ')[0]}", flush=True)
+        port = os.environ["MASTER_PORT"]
+        os.environ["MASTER_PORT"] = "1"
+        try:
+            with hold_run_folder(run_dir):
+                print("rank 1: in under another launch's variables", flush=True)
+        except RunFolderError as exc:
+            print(f"rank 1 under another launch's variables: {str(exc).split(' on host ')[0]}", flush=True)
+        os.environ["MASTER_PORT"] = port
     dist.init_process_group("gloo")
     dist.barrier()  # rank 0 holds the folder until the second barrier
     if rank == 1:
         del os.environ["TORCHELASTIC_RUN_ID"]
-        with hold_run_folder(sys.argv[1]):
+        with hold_run_folder(run_dir):
             print("rank 1: in by its process group", flush=True)
     dist.barrier()
     dist.destroy_process_group()
@@ -184,11 +208,15 @@ with hold_run_folder(sys.argv[1]):
 def test_the_ranks_of_a_real_launch_share_the_folder_their_rank_zero_holds(tmp_path):
     script = tmp_path / "launched.py"
     script.write_text(LAUNCHED)
+    run_dir = tmp_path / "run"
     launch = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-                             str(tmp_path / "run")], check=False, capture_output=True, text=True, env=_env(), timeout=120)
+                             str(run_dir), TRY_ONCE], check=False, capture_output=True, text=True, env=_env(), timeout=120)
     assert launch.returncode == 0, launch.stdout + launch.stderr
-    assert sorted(launch.stdout.splitlines()) == ["rank 0: in beside its rank 0", "rank 1: in beside its rank 0",
-                                                  "rank 1: in by its process group"], launch.stdout
+    rank_zero = json.loads((run_dir / ".ssb" / "lock").read_text())
+    refused = f"{run_dir} is in use by pid {rank_zero['pid']}"
+    assert sorted(launch.stdout.splitlines()) == sorted([
+        "rank 0: in beside its rank 0", "rank 1: in beside its rank 0", f"rank 1's child: 3 {refused}",
+        f"rank 1 under another launch's variables: {refused}", "rank 1: in by its process group"]), launch.stdout
 
 
 def test_a_command_on_a_round_folder_stops_while_its_run_is_held(tmp_path):

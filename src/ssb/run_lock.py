@@ -18,8 +18,10 @@ The ranks of one multi-process launch (``torchrun``, ``accelerate launch``) run 
 folder; rank 0 holds it for all of them. The other ranks take no lock only where they are known to be
 that launch's: a rank of an initialised ``torch.distributed`` group of several processes, or (before the
 group exists, when the CLI takes the lock) a process whose launcher variables, host and parent process
-(the launcher, which starts every rank of a host) equal those the folder's holder recorded as rank 0.
-``RANK`` and ``WORLD_SIZE`` alone, left in a shell by a cluster launcher, exempt nothing.
+(torch's elastic launcher, which starts every rank of a host) equal those the folder's holder recorded as rank 0.
+Launch variables left in a shell exempt nothing: the processes started from it have the shell for a parent.
+Other launchers (``srun``, ``mpirun``, a wrapper that ``torchrun --no-python`` runs and that does not ``exec``
+the command) are not recognised, so their ranks are refused.
 """
 
 from __future__ import annotations
@@ -52,14 +54,29 @@ _LAUNCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT", "WORLD
 FOLLOWER_WAIT_SECONDS = 60.0
 
 
+def _launcher_parent() -> bool:
+    """Whether this process's parent is torch's elastic launcher: ``torchrun``, ``python -m torch.distributed.run``, or
+    ``accelerate launch``, which runs that launcher in its own process. False where there is no ``/proc`` to tell."""
+    # The launcher starts every rank of its host, but two processes started from one shell share a parent too (the
+    # shell), and with a launch's variables left exported there they would pass for the ranks of one launch.
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    if Path(argv[0]).name.startswith("python"):  # an interpreter running the launcher's script, or its module with -m
+        argv = argv[2:] if argv[1:2] == ["-m"] else argv[1:]
+    program = Path(argv[0]).name if argv else ""
+    return program in ("torchrun", "torch.distributed.run", "accelerate-launch") or (program == "accelerate" and argv[1:2] == ["launch"])
+
+
 def _launch() -> dict | None:
     """The launch of several processes that started this one, as its holder records it; None where there is none."""
     env = os.environ
     if any(name not in env for name in (*_LAUNCH_VARIABLES, "RANK", "LOCAL_RANK")) or not env["WORLD_SIZE"].isdigit():
         return None
-    if int(env["WORLD_SIZE"]) <= 1:
+    if int(env["WORLD_SIZE"]) <= 1 or not _launcher_parent():
         return None
-    # The parent is what no leftover variable can name: the launcher itself starts every rank of its host.
+    # The launcher's pid is what no leftover variable can name, and it tells this launch from another with the same variables.
     return {"host": socket.gethostname(), "launcher_pid": os.getppid(), **{name: env[name] for name in _LAUNCH_VARIABLES}}
 
 
