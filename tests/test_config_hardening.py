@@ -106,3 +106,40 @@ def test_nan_and_inf_from_a_file_a_flag_and_python_are_refused(tmp_path, capsys,
     assert "error: rollouts.sampling.temperature: must be a finite number" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"^temperature: must be a finite number"):
         DistillConfig(temperature=float(shown))
+
+
+DEEP = 3000  # levels: PyYAML reads a nest by recursion, and a few hundred exhaust Python's stack
+
+
+@pytest.mark.parametrize("text", ["seed: " + "[" * DEEP + "]" * DEEP + "\n", "a: " + "[" * DEEP + "\n", "seed: " + "{a: " * DEEP + "\n"])
+def test_a_config_file_nested_too_deep_is_one_line_naming_it(tmp_path, capsys, text):
+    cfg = tmp_path / "deep.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(cfg))}: nested too deep$"):
+        load_config(str(cfg))
+    assert main(["rollouts", "--config", str(cfg), "--run_dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"ssb rollouts: error: {cfg}: nested too deep\n"
+
+
+def test_an_analysis_plan_nested_too_deep_is_one_line_naming_it(tmp_path, capsys):
+    from ssb.analysis_plan import PlanError, load_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("arms: {a: [x], b: [y]}\ntest: sign\nprimary: " + "[" * DEEP + "]" * DEEP + "\n")
+    with pytest.raises(PlanError, match=rf"^{re.escape(str(plan))}: nested too deep$"):
+        load_plan(plan)
+    (tmp_path / "run").mkdir()
+    assert main(["report", str(tmp_path / "run"), "--plan", str(plan)]) == 2
+    assert capsys.readouterr().err == f"ssb report: error: {plan}: nested too deep\n"
+
+
+@pytest.mark.parametrize("digits", [310, 4300])
+def test_an_integer_beyond_a_floats_range_for_a_float_field_is_one_bounded_line(tmp_path, capsys, digits):
+    number = "1" + "0" * (digits - 1)
+    says = f"distill.lr: must be a finite number (got an integer of {digits} digits)"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"distill:\n  lr: -{number}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(cfg))}: {re.escape(says)}$"):
+        load_config(str(cfg))
+    assert main(["rollouts", "--distill.lr", number, "--run_dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"ssb rollouts: error: {says}\n"

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,31 @@ def test_the_cli_prints_one_line(tmp_path, capsys, content, message):
     assert main(["rollouts", "--data.source", "jsonl", "--data.path", str(tmp_path / "q.jsonl"), "--run_dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert f"ssb rollouts: error: {tmp_path / message}" in err and "Traceback" not in err
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_line_of_escaped_quotes_then_brackets_is_read_in_linear_time(tmp_path, closed):
+    # Each escaped quote could start a string that never closes: a scan for brackets outside strings that retries from each
+    # one is quadratic, about 15 hours on a line at the bound; a parse is linear.
+    escapes = '\\"' * ((MAX_LINE_BYTES - 200) // 2)
+    line = '{"question": "' + escapes + "[" * (MAX_JSON_DEPTH + 1) + ('", "answer": "1"}' if closed else "")
+    path = write(tmp_path / "c.jsonl", GOOD, line)
+    if closed:  # the brackets are text in the question
+        question = load_problems(DataConfig(source="jsonl", path=str(path))).problems[1].question
+        assert question.endswith('"' + "[" * (MAX_JSON_DEPTH + 1))
+    else:  # the string runs on to the newline, which JSON refuses inside a string
+        with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: invalid JSON \(Invalid control character"):
+            load_problems(DataConfig(source="jsonl", path=str(path)))
+        assert len(load_problems(DataConfig(source="jsonl", path=str(path), on_bad_record="skip")).skipped) == 1
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH - 1, MAX_JSON_DEPTH, MAX_JSON_DEPTH + 10, 500])
+def test_nesting_is_counted_from_the_record_itself(tmp_path, caplog, depth):
+    # The record is the first level. 500 levels parse, so they are refused by the measure of the parsed record, not the decoder.
+    line = '{"question": "Q", "answer": "1", "x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    path = write(tmp_path / "c.jsonl", GOOD, line)
+    if depth <= MAX_JSON_DEPTH:
+        assert len(load_problems(DataConfig(source="jsonl", path=str(path))).problems) == 2
+    else:
+        error_and_skip(path, f"{path}:2: JSON nested deeper than {MAX_JSON_DEPTH} levels", caplog, source="jsonl")

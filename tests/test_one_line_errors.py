@@ -229,3 +229,16 @@ def test_a_users_prompt_or_chat_template_that_cannot_be_used_is_one_line(tmp_pat
     assert main(["rollouts", *flags, f"--{option}={path}", "--data.limit=2", "--rollouts.sampling.max_new_tokens=2"]) == 2
     line = one_error_line(capsys, "rollouts")
     assert says in line and (str(path) in line or "chat template" in line), line
+
+
+@pytest.mark.parametrize("value, says", [
+    ("[a", "not a YAML value: expected ',' or ']', but got '<stream end>' (line 1, column 3)"),
+    ("[" * 3000, "not a YAML value: nested too deep"),
+    ("a\x01", "not a YAML value: unacceptable character #x0001: special characters are not allowed"),
+])
+def test_a_flag_value_that_is_not_yaml_is_refused_by_the_parser_in_one_line(capsys, value, says):
+    with pytest.raises(SystemExit) as stop:
+        main(["rollouts", "--refine.prompt_terms", value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"ssb rollouts: error: argument --refine.prompt_terms: {says}"

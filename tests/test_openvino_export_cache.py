@@ -3,9 +3,11 @@ exports (never the one in use) until the rest fit the limit; concurrent exports 
 and no half-written or half-removed folder is ever served. The exporter itself is faked."""
 
 import json
+import multiprocessing
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -85,10 +87,20 @@ def test_cache_limit_reads_gib_and_rejects_nonsense(monkeypatch):
     assert cache_limit_bytes() == 20 * 2**30
     monkeypatch.setenv("SSB_OPENVINO_CACHE_GB", "1.5")
     assert cache_limit_bytes() == int(1.5 * 2**30)
-    for bad, message in (("lots", "not a number"), ("0", "must be > 0")):
+    for bad, message in (("lots", "not a number"), ("0", "must be > 0"), ("-1", "must be > 0"), ("inf", "must be a finite number")):
         monkeypatch.setenv("SSB_OPENVINO_CACHE_GB", bad)
         with pytest.raises(ValueError, match=message):
             cache_limit_bytes()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e400", "1e308"])
+def test_a_cache_limit_that_is_no_finite_size_stops_before_exporting(tmp_path, monkeypatch, value):
+    """1e308 GiB is finite but its bytes are not: every such value is one line naming the variable, before minutes of exporting."""
+    monkeypatch.setenv("SSB_OPENVINO_CACHE_GB", value)
+    exporter = FakeExporter(monkeypatch)
+    with pytest.raises(ValueError, match=r"^SSB_OPENVINO_CACHE_GB='[^']*': must be a finite number of GiB[^\n]*$"):
+        export_openvino(tiny_model(tmp_path / "model"), tmp_path / "cache", "int8")
+    assert exporter.runs == 0
 
 
 def tiny_model(folder: Path) -> Path:
@@ -249,3 +261,55 @@ def test_an_export_a_backend_uses_is_not_pruned_until_the_backend_is_closed(tmp_
     assert prune_exports(exports, keep=newer, limit_bytes=cache_limit_bytes()) == []  # held again: not removed
     del backend  # garbage: the lock goes with it
     assert prune_exports(exports, keep=newer, limit_bytes=cache_limit_bytes()) == [in_use]
+
+
+def _use_and_hold(model: Path, cache: Path, done, results) -> None:
+    """One process: ask for the export, report how long that took, then use it until the test is done (10 s at most)."""
+    start = time.monotonic()
+    in_use = openvino_export.use_export(model, cache, "int8")
+    results.put((time.monotonic() - start, export_is_complete(in_use.path)))
+    done.wait(10)
+    in_use.release()
+
+
+def test_a_process_waiting_for_another_ones_export_waits_for_the_export_only(tmp_path, monkeypatch):
+    """Two processes ask for one new key at once: one exports, the other waits for that export, not for the exporter's
+    use of it afterwards (as long as its backend lives: minutes to hours; here 10 s)."""
+    context = multiprocessing.get_context("fork")  # the children keep this test's fakes
+    model, cache, runs = tiny_model(tmp_path / "model"), tmp_path / "cache", tmp_path / "runs"
+    barrier, done, results = context.Barrier(2, timeout=10), context.Event(), context.Queue()
+    real_is_complete, first_look = openvino_export.export_is_complete, []
+
+    def is_complete(target):  # each process's first look: both find the export missing before either starts it
+        complete = real_is_complete(target)
+        if not first_look:
+            first_look.append(target)
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+        return complete
+
+    def export(command, what, log=None):
+        with open(runs, "a") as f:
+            f.write("export\n")
+        ir = Path(command[command.index("--weight-format") + 2])
+        ir.mkdir(parents=True)
+        for name in EXPORT_FILES:
+            (ir / name).write_text("ir")
+
+    monkeypatch.setattr(openvino_export, "exporter_python", lambda cache_dir: Path(sys.executable))
+    monkeypatch.setattr(openvino_export, "_run", export)
+    monkeypatch.setattr(openvino_export, "export_is_complete", is_complete)
+    processes = [context.Process(target=_use_and_hold, args=(model, cache, done, results)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    try:
+        answers = sorted(results.get(timeout=20) for _ in processes)
+    finally:
+        done.set()
+        for process in processes:
+            process.join(20)
+    assert [complete for _, complete in answers] == [True, True]
+    assert answers[-1][0] < 5, f"the second process waited {answers[-1][0]:.1f}s, for the first one's use of the export"
+    assert runs.read_text() == "export\n"

@@ -129,6 +129,8 @@ def load_plan(path: str | Path) -> AnalysisPlan:
         raise PlanError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except (ConfigError, yaml.YAMLError) as exc:
         raise PlanError(f"{path}: not a valid plan: {exc}") from None
+    except RecursionError:  # PyYAML composes and constructs a nest by recursion: a few hundred levels exhaust Python's stack
+        raise PlanError(f"{path}: nested too deep") from None
     if not isinstance(tree, dict):
         raise PlanError(f"{path}: the top level must be a mapping with the fields {', '.join(FIELDS)}")
     unknown = sorted(str(key) for key in tree if key not in FIELDS)

@@ -28,7 +28,17 @@ from ssb.stages import COMMANDS, stage_named
 
 
 def _scalar(text: str) -> Any:
-    value = yaml.safe_load(text)
+    # argparse reports an ArgumentTypeError as "argument --x: ..." and exits 2; a YAML error or a RecursionError would escape
+    # parse_args, outside main's handling of user errors, as a traceback.
+    try:
+        value = yaml.safe_load(text)
+    except RecursionError:
+        raise argparse.ArgumentTypeError("not a YAML value: nested too deep") from None
+    except yaml.MarkedYAMLError as exc:  # the problem alone: the full message quotes the value and spans lines
+        mark = exc.problem_mark
+        raise argparse.ArgumentTypeError(f"not a YAML value: {exc.problem[:200]} (line {mark.line + 1}, column {mark.column + 1})") from None
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not a YAML value: {str(exc).splitlines()[0][:200]}") from None
     if isinstance(value, str):
         for convert in (int, float):
             try:

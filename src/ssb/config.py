@@ -504,7 +504,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {shown(value)}")
         return from_dict(tp, value, where)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # beyond 1.8e308; the digits are counted, not shown, as the value may have thousands
+            raise ConfigError(f"{where}: must be a finite number (got an integer of {len(str(abs(value)))} digits)") from None
     if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {shown(value)}")
     return value
@@ -617,6 +620,8 @@ def _read_tree(path: str, seen: tuple[str, ...] = ()) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     except ValueError as exc:  # a scalar YAML's own resolver accepts that Python refuses: an int of 5000 digits, a date 2024-13-45
         raise ConfigError(f"{path}: a value YAML cannot convert: {exc}") from None
+    except RecursionError:  # PyYAML composes and constructs a nest by recursion: a few hundred levels exhaust Python's stack
+        raise ConfigError(f"{path}: nested too deep") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     tree = loaded or {}

@@ -35,10 +35,8 @@ _log = logging.getLogger(__name__)
 # Far above any benchmark record (the longest shared one, an AIME 2024 line with its solution, is 11 kB), and small
 # enough that one line always fits in memory.
 MAX_LINE_BYTES = 4 * 1024 * 1024
-# Benchmark records nest two or three levels; the bound keeps the JSON parser far from Python's recursion limit.
+# Benchmark records nest two or three levels; the bound keeps every later walk of a record far from Python's recursion limit.
 MAX_JSON_DEPTH = 100
-# A string or bracket of a JSON line; strings are matched whole so that brackets inside them are not counted.
-_JSON_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _SHOWN_CHARS = 80  # of a value quoted in an error message: the value itself may be megabytes long
 
@@ -141,18 +139,15 @@ def _read_int(text: str) -> int | _LongInteger:
     return _LongInteger(digits) if 0 < limit < digits else int(text)
 
 
-def _nested_deeper_than(line: str, limit: int) -> bool:
-    if line.count("[") + line.count("{") <= limit:  # the common case, without a scan
-        return False
-    depth = 0
-    for match in _JSON_STRING_OR_BRACKET.finditer(line):
-        token = match.group()
-        if token in ("[", "{"):
-            depth += 1
-            if depth > limit:
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether parsed JSON ``value`` has more than ``limit`` arrays and objects one inside another; walked without recursion."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth == limit:
                 return True
-        elif token in ("]", "}"):
-            depth -= 1
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
     return False
 
 
@@ -168,12 +163,18 @@ def _unusable(value: Any) -> str | None:
 
 
 def _parse_line(line: str, where: str) -> dict | DataError:
-    if _nested_deeper_than(line, MAX_JSON_DEPTH):
-        return DataError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    # Parse, then measure: json's C decoder stops a nest past Python's recursion limit with a RecursionError, so the whole
+    # check is linear in the line (a scan of the raw text for brackets outside strings is easily made quadratic).
     try:
         record = json.loads(line, parse_int=_read_int)
+        too_deep = _nested_deeper_than(record, MAX_JSON_DEPTH)
+    except RecursionError:
+        too_deep = True
     except json.JSONDecodeError as exc:
-        return DataError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})")
+        at = "" if exc.msg.endswith(" at") else " at"  # json's "Unterminated string starting at" already says it
+        return DataError(f"{where}: invalid JSON ({exc.msg}{at} column {exc.colno})")
+    if too_deep:
+        return DataError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(record, dict):
         return DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     for key, value in record.items():

@@ -5,7 +5,9 @@ across pinned PyPI packages (the ``demo`` extra); on first use the parts are con
 cache folder, the result's sha256 is checked against the pinned digest (the packages' publisher is
 unknown, so nothing unverified is ever loaded), and the dequantised model is saved once as a plain
 safetensors folder, which later runs load in seconds. No code from the packages is run: their
-files are located without importing them.
+files are located without importing them. Nothing in the cache is written through a link: the
+assembled file is opened with ``O_NOFOLLOW`` and a conversion is saved into a folder it creates
+itself, so a link where either goes is refused or left alone, never followed.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import importlib.util
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssb.file_modes import follow_umask
+from ssb.artifacts import open_for_writing, refuse_link
+from ssb.file_modes import follow_umask, umask_mode
 
 _log = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ def assemble_gguf(name: str, cache_dir: Path) -> Path:
         raise FileNotFoundError(f"packaged model {name!r} needs package {exc.args[0]}; install it with: {spec.install}") from None
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".gguf.partial")
-    with open(partial, "wb") as out:
+    with os.fdopen(open_for_writing(partial), "wb") as out:  # a link at partial is refused, naming it
         for part in parts:
             with open(part, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
@@ -109,6 +113,7 @@ def gguf_folder(gguf: Path, cache_dir: Path | None = None) -> Path:
 
 def convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantise ``gguf`` through transformers and save it as a safetensors folder at ``folder``."""
+    refuse_link(folder)  # before minutes of converting: a folder is renamed into place, never onto a link
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -120,9 +125,23 @@ def convert_gguf(gguf: Path, folder: Path) -> None:
     model.config.quantization_config = None
     if hasattr(model.config, "__dict__"):
         model.config.__dict__.pop("quantization_config", None)
-    staging = folder.parent / f".{folder.name}.converting"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    follow_umask(staging)  # a cache another account may share
-    os.replace(staging, folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # A staging folder this process creates (mkdtemp: a new name, exclusively), so whatever stands at any other name,
+    # a link included, is neither written through nor deleted.
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.converting-"))
+    published = False
+    try:
+        os.chmod(staging, umask_mode(0o777))  # mkdtemp's 0700; a cache another account may share
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        follow_umask(staging)
+        try:
+            os.replace(staging, folder)
+            published = True
+        except OSError:
+            if not (folder / "config.json").exists():
+                raise
+            # another process converted it meanwhile: its folder is kept and this copy dropped
+    finally:
+        if not published:
+            shutil.rmtree(staging, ignore_errors=True)

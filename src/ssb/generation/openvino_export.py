@@ -23,14 +23,19 @@ kept under ``SSB_OPENVINO_CACHE_GB`` (default 20) by removing the least recently
 each new one; a removed export is simply exported again when next needed.
 
 The cache is shared by every process of the machine (two run folders evaluating one adapter ask for one
-key), so each key has a lock (``flock`` on ``.KEY.lock`` beside its folder): a process exporting or
-removing an entry holds it exclusively, one using it holds it shared (``use_export``, for as long as the
-engine may compile the IR, which happens after the export and again after the backend's ``close``), and
-pruning only takes it without waiting, so it skips an entry in use. One process exports, the others wait
-and then find it. An export is
+key), so each key has two locks (``flock`` on files beside its folder). ``.KEY.lock`` is its use: a process
+using the entry holds it shared (``use_export``, from before its export until the engine may no longer
+compile the IR, which happens after the export and again after the backend's ``close``), and pruning takes it
+exclusively without waiting, so it skips an entry in use and removes one only when no one uses it.
+``.KEY.export-lock`` is its export: the exporter holds it exclusively while it exports, so one process
+exports and the others wait for that export alone, then find it (never for the exporter's use of it, which
+lasts as long as its backend). An export is
 written to a staging folder and published by renaming it into place, and pruning renames an entry
 away before deleting it, so a folder under a key's name is always a complete export; its
 ``ssb_export.json`` lists every file with its size, and a folder missing any is exported again.
+Nothing in the cache is written through a link: lock files are opened with ``O_NOFOLLOW``, records are
+renamed into place, and a link where a lock, a staging folder or the exporter's environment goes is an
+error naming it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -52,6 +58,8 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ssb.artifacts import RunFolderError, refuse_link, write_text_atomic
 
 _log = logging.getLogger(__name__)
 
@@ -142,13 +150,20 @@ def export_key(source: Path, adapter: Path | None, weight_format: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def exporter_venv(cache_dir: Path) -> Path:
+    """Where the exporter environment for this Python and lock file lives in the cache."""
+    pins = hashlib.sha256(json.dumps([sys.version_info[:2], exporter_lock_sha256()]).encode()).hexdigest()[:12]
+    return cache_dir / "openvino-exporter" / pins
+
+
 def exporter_python(cache_dir: Path) -> Path:
     """A Python that can run ``optimum-cli export openvino``: $SSB_OPENVINO_EXPORTER or a cached venv."""
     if os.environ.get("SSB_OPENVINO_EXPORTER"):
         return Path(os.environ["SSB_OPENVINO_EXPORTER"])
-    pins = hashlib.sha256(json.dumps([sys.version_info[:2], exporter_lock_sha256()]).encode()).hexdigest()[:12]
-    venv = cache_dir / "openvino-exporter" / pins
+    venv = exporter_venv(cache_dir)
     python = venv / "bin" / "python"
+    # rmtree cannot remove a link (and says so only to ignore_errors), so venv and pip would write into its target.
+    refuse_link(venv)
     if (venv / "ready").exists():
         return python
     _log.info("building the OpenVINO exporter environment in %s (once; about a minute)", venv)
@@ -159,7 +174,7 @@ def exporter_python(cache_dir: Path) -> Path:
     shared = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     # Before any install, so pip counts this environment's packages as present and installs only what
     # the exporter needs in another version (those land in the venv and come first on its sys.path).
-    Path(site, "_ssb_shared_site.pth").write_text("\n".join(sorted(shared)) + "\n")
+    write_text_atomic(Path(site, "_ssb_shared_site.pth"), "\n".join(sorted(shared)) + "\n")
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     requirements, checks = EXPORTER_LOCK, ["--require-hashes"]
     if sys.version_info[:2] != EXPORTER_LOCK_PYTHON:
@@ -167,18 +182,18 @@ def exporter_python(cache_dir: Path) -> Path:
         _log.warning("the OpenVINO exporter lock holds the wheel hashes of CPython %d.%d; on %d.%d its versions are installed "
                      "without hash checks", *EXPORTER_LOCK_PYTHON, *sys.version_info[:2])
         requirements, checks = venv / "exporter-versions.txt", []
-        requirements.write_text(unhashed_requirements(EXPORTER_LOCK.read_text(encoding="utf-8")))
+        write_text_atomic(requirements, unhashed_requirements(EXPORTER_LOCK.read_text(encoding="utf-8")))
     _run(pip + ["--no-deps", *checks, "--only-binary=:all:", "-r", str(requirements)],
          f"installing the OpenVINO exporter's locked packages ({EXPORTER_LOCK.name}; where it does not cover this platform, "
          "set SSB_OPENVINO_EXPORTER to a Python with optimum-intel)")
-    (venv / "ready").write_text(exporter_lock_sha256() + "\n")
+    write_text_atomic(venv / "ready", exporter_lock_sha256() + "\n")
     return python
 
 
 def _run(command: list[str], what: str, log: Path | None = None) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if log is not None:
-        log.write_text(result.stdout + result.stderr)
+        write_text_atomic(log, result.stdout + result.stderr)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise ExportError(f"{what} failed (exit {result.returncode}): {' '.join(command)}\n{tail}")
@@ -214,13 +229,25 @@ def export_is_complete(target: Path) -> bool:
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
 
 
-def _flock(fd: int, operation: int, exports: Path, key: str) -> None:
-    """``flock`` an entry's lock file, waiting for a holder it conflicts with; where the filesystem has no locks, a warning."""
+def _open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, created if missing, never through a link (a ``RunFolderError`` naming it):
+    opening a dangling link with ``O_CREAT`` would create its target."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            refuse_link(path)
+        raise
+
+
+def _flock(fd: int, operation: int, exports: Path, waiting_for: str) -> None:
+    """``flock`` a lock file, waiting for a holder it conflicts with (logged as ``waiting_for``); where the filesystem has
+    no locks, a warning."""
     try:
         try:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
         except BlockingIOError:
-            _log.info("OpenVINO cache: another process is exporting or using %s; waiting for it", exports / key)
+            _log.info("OpenVINO cache: %s; waiting for it", waiting_for)
             fcntl.flock(fd, operation)
     except OSError as exc:
         if exc.errno not in _NO_LOCKS:
@@ -231,9 +258,14 @@ def _flock(fd: int, operation: int, exports: Path, key: str) -> None:
 @contextmanager
 def _entry_lock(exports: Path, key: str) -> Iterator[bool]:
     """Hold cache entry ``key``'s lock exclusively for the block (yields True), or yield False at once when another
-    process (or thread) exports or uses it. The lock file is never removed: removing it would let one process lock
-    the old file and another a new one at the same path."""
-    fd = os.open(exports / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    process (or thread) uses it, or its lock file is a link. The lock file is never removed: removing it would let one
+    process lock the old file and another a new one at the same path."""
+    try:
+        fd = _open_lock(exports / f".{key}.lock")
+    except RunFolderError as exc:  # pruning is housekeeping: the entry stays, and its next use names the link
+        _log.warning("OpenVINO cache: not removing %s: %s", exports / key, exc)
+        yield False
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -275,29 +307,35 @@ def use_export(source: Path, cache_dir: Path, weight_format: str = "int8", adapt
                trust_remote_code: bool = False) -> ExportInUse:
     """The cached OpenVINO IR of ``source`` (a local model folder) with ``adapter`` merged in, exported if needed, held
     in use until released."""
+    limit_bytes = cache_limit_bytes()  # a bad value stops here, not after minutes of exporting
     key = export_key(source, adapter, weight_format)
     exports = cache_dir / "openvino"
     target = exports / key
     exports.mkdir(parents=True, exist_ok=True)
-    fd = os.open(exports / f".{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(exports / f".{key}.lock")
     exported = False
     try:
-        _flock(fd, fcntl.LOCK_SH, exports, key)
-        # flock(2) converts a lock by dropping it and then waiting for the other kind, so between the two another process
-        # may export or prune this entry: what each lock finds is looked at again under it.
-        while not export_is_complete(target):
-            _flock(fd, fcntl.LOCK_EX, exports, key)
-            if not export_is_complete(target):
-                _export(source, exports, key, weight_format, adapter, trust_remote_code, exporter_python(cache_dir))
-                exported = True
-            _flock(fd, fcntl.LOCK_SH, exports, key)
+        # Shared with every other user, exporter included: only a prune removing the entry holds it exclusively (briefly),
+        # and none can start while this is held, so what is found complete under it stays so.
+        _flock(fd, fcntl.LOCK_SH, exports, f"another process is removing {target}")
+        if not export_is_complete(target):
+            # The export has its own lock, which the exporter holds only while it exports: waiting on the use lock
+            # instead would mean waiting for the exporter's whole use of the export, as long as its backend lives.
+            export_fd = _open_lock(exports / f".{key}.export-lock")
+            try:
+                _flock(export_fd, fcntl.LOCK_EX, exports, f"another process is exporting {target}")
+                if not export_is_complete(target):  # another process's export, finished while this one waited
+                    _export(source, exports, key, weight_format, adapter, trust_remote_code, exporter_python(cache_dir))
+                    exported = True
+            finally:
+                os.close(export_fd)  # releases its flock
         os.utime(target)  # its last use, which decides what pruning removes first
     except BaseException:
         os.close(fd)
         raise
     in_use = ExportInUse(target, fd)
     if exported:
-        prune_exports(exports, keep=target, limit_bytes=cache_limit_bytes())
+        prune_exports(exports, keep=target, limit_bytes=limit_bytes)
     return in_use
 
 
@@ -312,9 +350,10 @@ def export_openvino(source: Path, cache_dir: Path, weight_format: str = "int8", 
 
 def _export(source: Path, exports: Path, key: str, weight_format: str, adapter: Path | None, trust_remote_code: bool,
             python: Path) -> None:
-    """Export into a staging folder and rename it into place as ``exports/key``; the caller holds the key's lock."""
+    """Export into a staging folder and rename it into place as ``exports/key``; the caller holds the key's locks."""
     target, staging = exports / key, exports / f".{key}.exporting"
-    shutil.rmtree(staging, ignore_errors=True)  # a dead exporter's: a live one would hold the lock
+    refuse_link(staging)  # rmtree cannot remove a link (silently, with ignore_errors): the export would go into its target
+    shutil.rmtree(staging, ignore_errors=True)  # a dead exporter's: a live one would hold the export lock
     staging.mkdir(parents=True)
     start = time.monotonic()
     model_folder = source
@@ -335,7 +374,7 @@ def _export(source: Path, exports: Path, key: str, weight_format: str, adapter: 
     files = {str(p.relative_to(ir)): p.stat().st_size for p in sorted(ir.rglob("*")) if p.is_file()}
     provenance = {"source": str(source), "adapter": str(adapter) if adapter else None, "weight_format": weight_format,
                   "exporter_lock": exporter_lock_sha256(), "seconds": round(time.monotonic() - start, 1), "files": files}
-    (ir / EXPORT_RECORD).write_text(json.dumps(provenance, indent=2) + "\n")
+    write_text_atomic(ir / EXPORT_RECORD, json.dumps(provenance, indent=2) + "\n")
     if target.exists():  # an incomplete one (from before exports were published whole)
         _remove_entry(target)
     os.rename(ir, target)
@@ -344,14 +383,19 @@ def _export(source: Path, exports: Path, key: str, weight_format: str, adapter: 
 
 
 def cache_limit_bytes() -> int:
-    """``SSB_OPENVINO_CACHE_GB`` (GiB) as bytes: how much the exports may take together."""
+    """``SSB_OPENVINO_CACHE_GB`` (GiB) as bytes: how much the exports may take together.
+
+    Raises a one-line ValueError naming the variable unless it is a number of GiB > 0 whose bytes are finite."""
     value = os.environ.get("SSB_OPENVINO_CACHE_GB", str(DEFAULT_CACHE_GB))
+    shown = repr(value[:40] + ("..." if len(value) > 40 else ""))  # the environment may hold anything, at any length
     try:
         gigabytes = float(value)
     except ValueError:
-        raise ValueError(f"SSB_OPENVINO_CACHE_GB={value!r}: not a number of GiB") from None
+        raise ValueError(f"SSB_OPENVINO_CACHE_GB={shown}: not a number of GiB") from None
+    if not math.isfinite(gigabytes * 2**30):  # inf, nan, and 1e308 GiB, whose bytes overflow
+        raise ValueError(f"SSB_OPENVINO_CACHE_GB={shown}: must be a finite number of GiB (default {DEFAULT_CACHE_GB:g})")
     if gigabytes <= 0:
-        raise ValueError(f"SSB_OPENVINO_CACHE_GB={value!r}: must be > 0")
+        raise ValueError(f"SSB_OPENVINO_CACHE_GB={shown}: must be > 0")
     return int(gigabytes * 2**30)
 
 
