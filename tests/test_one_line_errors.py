@@ -242,3 +242,24 @@ def test_a_flag_value_that_is_not_yaml_is_refused_by_the_parser_in_one_line(caps
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1] == f"ssb rollouts: error: argument --refine.prompt_terms: {says}"
+
+
+def test_running_out_of_gpu_memory_is_one_line_not_a_bug(tmp_path, monkeypatch, capsys):
+    import torch
+
+    def out_of_memory(config, force):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(ssb.cli, "run_all", out_of_memory)
+    assert main(["run", "--run_dir", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys, "run") == ("ssb run: error: out of memory; free memory or lower the batch sizes, then run the command "
+                                             "again (what was finished is kept)")
+
+
+def test_a_long_message_is_cut_to_a_bound(tmp_path, monkeypatch, capsys):
+    def long_message(config, force):
+        raise ValueError("x" * 100_000)
+
+    monkeypatch.setattr(ssb.cli, "run_all", long_message)
+    assert main(["run", "--run_dir", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys, "run").endswith("x... (98000 more characters)")

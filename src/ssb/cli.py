@@ -170,12 +170,17 @@ MESSAGE_CHARS = 2000
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # ssb.artifacts.writing names the file being written
         return f"{exc}: the disk is full; free space, then run the command again (what was finished is kept)"
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or _gpu_out_of_memory(exc):
         return "out of memory; free memory or lower the batch sizes, then run the command again (what was finished is kept)"
     if isinstance(exc, pickle.UnpicklingError):
         return f"refused a file that is not plain tensors and values (it could run code): {str(exc).splitlines()[0] if str(exc) else ''}"
     text = str(exc) if isinstance(exc, OWN_ERRORS) else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + f"... ({len(text) - MESSAGE_CHARS} more characters)"
+
+
+def _gpu_out_of_memory(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")  # only a command that imported torch can run out of GPU memory; the CLI does not import it
+    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"ssb {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception:
+    except Exception as exc:
+        if _gpu_out_of_memory(exc):  # a RuntimeError, not a MemoryError: the machine's limit, not a bug
+            print(f"ssb {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(f"ssb {args.command}: this is a bug in ssb, not a problem with your input; please report it with the traceback above",
               file=sys.stderr)
