@@ -153,7 +153,7 @@ def measure(spec: str, cpu_class: str, start: int, stop: int, args) -> dict:
 
 def summarise(blocks: list[dict], default_correct: list[float] | None, baseline_tps: float | None) -> dict:
     from ssb.grading import grade
-    from ssb.metrics import mean_with_ci, paired_difference
+    from ssb.stats.metrics import mean_with_ci, paired_difference
 
     texts = [t for b in blocks for t in b["texts"]]
     gold = [g for b in blocks for g in b["gold"]]

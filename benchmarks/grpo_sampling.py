@@ -53,8 +53,8 @@ def overrides(run_dir: str, steps: int, data_dir: str, extra: dict) -> dict:
 def train_worker(arm: str, steps: int, data_dir: str) -> dict:
     import trl
 
+    from ssb.arms.grpo import run_grpo
     from ssb.config import load_config
-    from ssb.grpo import run_grpo
 
     plain, timing = trl.GRPOTrainer, {"generate_s": 0.0, "tokens": 0, "calls": 0, "last": None, "trainer": None}
 

@@ -45,9 +45,9 @@ def train_worker(arm: str, overrides: dict) -> dict:
     import trl.experimental.sdft as sdft
     from transformers import TrainerCallback
 
+    from ssb.arms.onpolicy import run_onpolicy
     from ssb.config import load_config
     from ssb.generation import backend_spec
-    from ssb.onpolicy import run_onpolicy
 
     plain, steps, state = sdft.SDFTTrainer, [], {"trainer": None, "in_rollout_logps": False}
 

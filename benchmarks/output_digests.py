@@ -1,7 +1,7 @@
 """What verifying a run folder's recorded outputs costs: the size and sha256 of every file its stages recorded, per stage.
 
 Every finished stage records its outputs' digests, and they are checked whenever a later stage reads them or a skip
-relies on them (``ssb.run_folder.RunFolder.verify``): this times one such check of every stage of a run folder (the
+relies on them (``ssb.runfolder.folder.RunFolder.verify``): this times one such check of every stage of a run folder (the
 page cache warm, as it is right after the stage that wrote them), and the whole folder's total.
 
     python benchmarks/output_digests.py runs/demo [--out benchmarks/results/output_digests.json]
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ssb.run_folder import RunFolder
+from ssb.runfolder.folder import RunFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402

@@ -34,12 +34,12 @@ import psutil
 import torch
 
 from ssb.alignment import AlignedExample, pack, solution_hidden_states, solution_token_ids
-from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat, messages
 from ssb.config import load_config
 from ssb.losses import kl_full, kl_topk
 from ssb.models import load_model, load_tokenizer
 from ssb.prompts import load_prompts
+from ssb.runfolder.artifacts import read_jsonl
 from ssb.teacher_targets import _targets_for, _write_shard
 
 

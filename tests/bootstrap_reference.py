@@ -1,4 +1,4 @@
-"""The two-level bootstrap of ``ssb.bootstrap`` written as plain loops over exact fractions, for tests to check it against.
+"""The two-level bootstrap of ``ssb.stats.bootstrap`` written as plain loops over exact fractions, for tests to check it against.
 
 It takes the same draws in the same order (questions, then each side's runs, from one seeded numpy generator) and
 recomputes each resample's statistic one question and one run at a time.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ssb.analysis_plan import PlanError, load_plan
+from ssb.stats.analysis_plan import PlanError, load_plan
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "evidence"
 VALID = """arms:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_json_atomic
+from ssb.runfolder.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_json_atomic
 
 
 def test_torn_tail_is_dropped_and_repaired(tmp_path):

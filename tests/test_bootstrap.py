@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bootstrap_reference import reference_interval, reference_p, reference_resample
-from ssb.bootstrap import interval, resample, two_sided_p
+from ssb.stats.bootstrap import interval, resample, two_sided_p
 
 # Three runs of arm A and two of arm B on six questions (fractions of two samples correct).
 A = [[1, 0.5, 0, 1, 0.5, 0], [1, 1, 0, 0.5, 0, 0], [0.5, 1, 0.5, 1, 0, 0]]

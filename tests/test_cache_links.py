@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import pytest
 
 from ssb import packaged_models
-from ssb.artifacts import RunFolderError
-from ssb.file_modes import umask_mode
 from ssb.generation import openvino_export
 from ssb.generation.openvino_export import EXPORT_FILES, export_key, prune_exports, use_export
 from ssb.packaged_models import PackagedGGUF, assemble_gguf, convert_gguf
+from ssb.runfolder.artifacts import RunFolderError
+from ssb.runfolder.file_modes import umask_mode
 
 
 def outside_folder(tmp_path: Path) -> Path:

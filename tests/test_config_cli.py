@@ -209,7 +209,7 @@ def test_an_installed_wheel_ships_the_configs(tmp_path):
 def test_the_stage_table_drives_the_command_line_the_pipeline_and_the_report():
     from ssb.pipeline import RUN_STAGES
     from ssb.report import TRAINING_STAGES
-    from ssb.stages import COMMANDS, STAGES
+    from ssb.runfolder.stages import COMMANDS, STAGES
 
     subcommands = build_parser()._subparsers._group_actions[0].choices
     assert set(subcommands) == {s.name for s in COMMANDS} | {"run", "demo", "report", "configs", "export", "restore"}

@@ -122,7 +122,7 @@ def test_a_config_file_nested_too_deep_is_one_line_naming_it(tmp_path, capsys, t
 
 
 def test_an_analysis_plan_nested_too_deep_is_one_line_naming_it(tmp_path, capsys):
-    from ssb.analysis_plan import PlanError, load_plan
+    from ssb.stats.analysis_plan import PlanError, load_plan
 
     plan = tmp_path / "plan.yaml"
     plan.write_text("arms: {a: [x], b: [y]}\ntest: sign\nprimary: " + "[" * DEEP + "]" * DEEP + "\n")

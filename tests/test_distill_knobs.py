@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from helpers import phase1_folder
 from ssb.alignment import align_examples, answer_token_flags, boxed_span
-from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat
 from ssb.distillation import run_distill
 from ssb.models import load_model, load_tokenizer
+from ssb.runfolder.artifacts import read_jsonl
 from ssb.teacher_targets import require_bias_free_head, run_teacher
 from ssb.training_loop import step_batches
 
@@ -239,7 +239,7 @@ def test_short_solutions_are_left_out_of_training_and_the_holdout_stays(tmp_path
 
 
 def test_min_solution_tokens_that_leaves_nothing_is_refused(tmp_path, tiny_model_dir):
-    from ssb.run_folder import RunFolderError
+    from ssb.runfolder.folder import RunFolderError
 
     config = phase1_folder(tmp_path, tiny_model_dir, run="none", **{"distill.objective": "sft", "distill.min_solution_tokens": 10**6})
     with pytest.raises(RunFolderError, match="fewer than distill.min_solution_tokens=1000000"):

@@ -8,7 +8,7 @@ import ssb.models as models
 from ssb.config import ModelConfig, load_config
 from ssb.generation.openvino import precision_choice
 from ssb.generation.openvino_export import export_key
-from ssb.run_folder import model_provenance
+from ssb.runfolder.folder import model_provenance
 
 AMD_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
 AMD_ZEN4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"

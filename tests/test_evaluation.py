@@ -7,13 +7,13 @@ import pytest
 
 from helpers import write_benchmark
 from scripted import ScriptedBackend
-from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat
 from ssb.cli import main
 from ssb.config import load_config
 from ssb.evaluation import run_eval
-from ssb.metrics import wilson_interval
 from ssb.report import write_report
+from ssb.runfolder.artifacts import read_jsonl
+from ssb.stats.metrics import wilson_interval
 
 
 def answer_script(right_every: int):

@@ -1,4 +1,4 @@
-"""An iterated run exported (ssb export: ssb.run_export, which studies/common/evidence_export.py rounds calls) and
+"""An iterated run exported (ssb export: ssb.runfolder.export, which studies/common/evidence_export.py rounds calls) and
 rebuilt from its export alone (ssb restore, through studies/common/evidence_restore.py too), as a run that outlasts one
 machine is: the weights are retrained bit for bit, everything else is skipped or resumed, and nothing exported is
 computed again. The plain run's export and restore are in test_run_export.py."""
@@ -13,12 +13,12 @@ import pytest
 
 from helpers import rounds_config, sha
 from scripted import ScriptedBackend, rounds_script
-from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.models import load_tokenizer
-from ssb.rounds_report import rounds_section
+from ssb.report.rounds import rounds_section
 from ssb.run import run_all
-from ssb.run_export import RunExportError, export_run, restore_run
+from ssb.runfolder.artifacts import RunFolderError, read_jsonl
+from ssb.runfolder.export import RunExportError, export_run, restore_run
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 

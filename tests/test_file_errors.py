@@ -8,8 +8,8 @@ import torch
 from safetensors import SafetensorError
 
 from helpers import DISTILL, phase1_folder, write_benchmark
-from ssb.artifacts import RunFolderError, write_json_atomic
 from ssb.cli import main
+from ssb.runfolder.artifacts import RunFolderError, write_json_atomic
 from ssb.teacher_targets import run_teacher
 
 
@@ -121,7 +121,7 @@ def test_a_full_disk_while_writing_a_checkpoint_names_the_file(tmp_path, tiny_mo
 
 
 def test_writing_names_the_file_of_an_os_error_and_passes_other_errors_on(tmp_path):
-    from ssb.artifacts import writing
+    from ssb.runfolder.artifacts import writing
 
     with pytest.raises(OSError, match=r"\[Errno 28\] No space left on device: '.*x\.json'"), writing(tmp_path / "x.json"):
         raise OSError(28, "No space left on device")

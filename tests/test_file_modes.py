@@ -11,7 +11,7 @@ import torch
 
 from helpers import phase1_folder
 from ssb.distillation import run_distill
-from ssb.file_modes import follow_umask, umask_mode
+from ssb.runfolder.file_modes import follow_umask, umask_mode
 from ssb.teacher_targets import run_teacher
 
 
@@ -48,7 +48,7 @@ def test_teacher_targets_checkpoints_adapter_and_merged_model_follow_the_umask(t
 
 
 def test_grpo_lagged_sampler_weights_follow_the_umask(tmp_path, expected_mode):
-    from ssb.grpo_rollouts import SAMPLER_FOLDER, LaggedWeights
+    from ssb.arms.engine_rollouts import SAMPLER_FOLDER, LaggedWeights
 
     (tmp_path / "checkpoint-2").mkdir()
     sampler = SimpleNamespace(lag=1, states={1: {"a": torch.zeros(2)}, 2: {"a": torch.ones(2)}})

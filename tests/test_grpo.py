@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 pytest.importorskip("trl")
 
 from helpers import write_benchmark, write_questions  # noqa: E402
-from ssb.artifacts import read_jsonl  # noqa: E402
+from ssb.arms.grpo import correctness_reward, format_reward, run_grpo  # noqa: E402
 from ssb.config import load_config  # noqa: E402
 from ssb.evaluation import run_eval  # noqa: E402
-from ssb.grpo import correctness_reward, format_reward, run_grpo  # noqa: E402
+from ssb.runfolder.artifacts import read_jsonl  # noqa: E402
 
 
 def test_reward_functions_are_thin_adapters_over_the_grader():
@@ -126,7 +126,7 @@ def test_a_generation_budget_stops_at_the_first_step_that_reaches_it(tmp_path, t
 
 
 def test_a_resumed_budget_counts_from_the_checkpoint_it_resumes_from(tmp_path, tiny_model_dir):
-    from ssb.trl_arm import WallClockBudget
+    from ssb.arms.trl import WallClockBudget
 
     data = write_questions(tmp_path / "q.jsonl", 4)
     settings = {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl", "data.path": str(data),
@@ -147,7 +147,7 @@ def test_a_resumed_budget_counts_from_the_checkpoint_it_resumes_from(tmp_path, t
 def test_a_finished_grpo_run_is_invalidated_by_a_new_system_prompt_or_grader(tmp_path, tiny_model_dir):
     """GRPO trains on completions of the system prompt + question, rewarded by the grader: both are its inputs, as they
     are the rollouts'. A finished run is skipped with the same ones and refused (changes listed) with others."""
-    from ssb.artifacts import RunFolderError
+    from ssb.runfolder.artifacts import RunFolderError
 
     data = write_questions(tmp_path / "q.jsonl", 4)
     settings = {"run_dir": str(tmp_path / "run"), "model.name_or_path": str(tiny_model_dir), "data.source": "jsonl", "data.path": str(data),
@@ -233,7 +233,7 @@ def fake_trl_checkpoint(folder: Path, step: int) -> Path:
 
 
 def test_a_checkpoint_is_complete_only_with_every_file_a_resume_reads(tmp_path):
-    from ssb.trl_arm import last_complete_checkpoint
+    from ssb.arms.trl import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "none") is None
     for step in (5, 10, 15, 20, 100):
@@ -254,7 +254,7 @@ TORN = [("optimizer.pt", "half"), ("scheduler.pt", "half"), ("rng_state.pth", "h
 def test_a_torn_file_in_the_newest_checkpoint_gives_way_to_the_one_before_naming_it(tmp_path, caplog, torn, damage):
     """A torch file is a zip whose members carry CRCs (torch does not check them); a safetensors header gives every tensor's
     extent, which must cover the file exactly."""
-    from ssb.trl_arm import last_complete_checkpoint
+    from ssb.arms.trl import last_complete_checkpoint
 
     fake_trl_checkpoint(tmp_path, 1)
     path = fake_trl_checkpoint(tmp_path, 2) / torn
@@ -268,7 +268,7 @@ def test_a_torn_file_in_the_newest_checkpoint_gives_way_to_the_one_before_naming
 
 
 def test_with_no_intact_checkpoint_training_starts_over_and_says_so(tmp_path, caplog):
-    from ssb.trl_arm import last_complete_checkpoint
+    from ssb.arms.trl import last_complete_checkpoint
 
     for step in (1, 2):
         half(fake_trl_checkpoint(tmp_path, step) / "optimizer.pt")
@@ -282,7 +282,7 @@ def test_with_no_intact_checkpoint_training_starts_over_and_says_so(tmp_path, ca
 def test_a_checkpoint_file_that_would_unpickle_code_gives_way_without_running_it(tmp_path, caplog):
     import torch
 
-    from ssb.trl_arm import last_complete_checkpoint
+    from ssb.arms.trl import last_complete_checkpoint
 
     marker = tmp_path / "code-ran"
     fake_trl_checkpoint(tmp_path, 1)
@@ -433,7 +433,7 @@ def test_lagged_engine_samples_are_importance_corrected_by_trls_own_code(tmp_pat
     import torch
     import trl
 
-    from ssb import grpo_rollouts
+    from ssb.arms import engine_rollouts as grpo_rollouts
 
     rollouts, ratios, losses = [], [], []
     plain_call = grpo_rollouts.EngineRollouts.__call__
@@ -507,7 +507,7 @@ def test_micro_steps_of_one_completion_give_the_update_of_one_padded_micro_step(
 
 
 def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tmp_path, tiny_model_dir, caplog):
-    from ssb.grpo import sampler_name
+    from ssb.arms.grpo import sampler_name
 
     def name(**settings):
         return sampler_name(load_config(None, {"model.name_or_path": str(tiny_model_dir), "run_dir": str(tmp_path), **settings}))
@@ -525,7 +525,7 @@ def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tm
             name(**corrected, **{"distill.lora.dropout": 0.1})
         with pytest.raises(ValueError, match="grpo.importance_sampling_clip: set to 5.0, but no correction runs .*auto with the engine"):
             name(**{"grpo.sampler": "engine", "grpo.importance_sampling_clip": 5.0})
-        with caplog.at_level("WARNING", logger="ssb.grpo"):
+        with caplog.at_level("WARNING", logger="ssb.arms.grpo"):
             assert name(**corrected, **{"grpo.policy_lag": 2}) == "engine" and not caplog.records
             assert name(**{"grpo.sampler": "engine", "grpo.policy_lag": 2}) == "engine"
         assert [r.getMessage() for r in caplog.records] == [
@@ -542,7 +542,7 @@ def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tm
 @pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
 def test_a_run_resumed_in_its_second_epoch_trains_it_in_the_uninterrupted_order(tmp_path, tiny_model_dir, monkeypatch):
     """Six questions, two per step: epoch 2 starts at step 4. Killed after checkpoint 3 and resumed, the run sees epoch 2's
-    questions in the order an uninterrupted run does (TRL's sampler alone would replay epoch 1's: ssb.trl_order)."""
+    questions in the order an uninterrupted run does (TRL's sampler alone would replay epoch 1's: ssb.arms.epoch_order)."""
     import trl
     from transformers import TrainerCallback
 

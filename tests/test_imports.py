@@ -84,13 +84,34 @@ def test_the_cycle_finder_finds_a_planted_circle():
 
 def test_no_import_circle_in_src():
     graph = import_graph()
-    assert "ssb.report" in graph and "ssb.run_folder" in graph["ssb.distillation"]  # the graph sees the package
+    assert "ssb.report" in graph and "ssb.runfolder.folder" in graph["ssb.distillation"]  # the graph sees the package
     assert cycles(graph) == []
 
 
 def test_the_report_imports_no_orchestration():
     orchestration = {"ssb.run", "ssb.pipeline", "ssb.rounds", "ssb.rollouts", "ssb.refinement", "ssb.teacher_targets", "ssb.distillation",
-                     "ssb.training_loop", "ssb.grpo", "ssb.evaluation", "ssb.run_folder"}
+                     "ssb.training_loop", "ssb.arms.grpo", "ssb.evaluation", "ssb.runfolder.folder"}
     graph = import_graph()
-    for report in ("ssb.report", "ssb.rounds_report"):
+    for report in ("ssb.report", "ssb.report.rounds"):
         assert reachable(graph, report) & orchestration == set(), report
+
+
+def outside(graph: dict[str, set[str]], package: str) -> set[str]:
+    """The ssb modules outside ``package`` that its modules import."""
+    return {i for m, deps in graph.items() if m == package or m.startswith(package + ".") for i in deps
+            if i != package and not i.startswith(package + ".")}
+
+
+def test_each_subpackage_imports_only_what_its_docstring_allows():
+    graph = import_graph()
+    assert outside(graph, "ssb.stats") <= {"ssb.config", "ssb.grading"}
+    runners = {"ssb.rollouts", "ssb.refinement", "ssb.teacher_targets", "ssb.distillation", "ssb.training_loop", "ssb.pipeline",
+               "ssb.rounds", "ssb.run", "ssb.cli"}
+    assert not {i for i in outside(graph, "ssb.runfolder") if i in runners or i.startswith(("ssb.report", "ssb.arms"))}
+    assert not {i for i in outside(graph, "ssb.report") if i.startswith("ssb.arms")}
+    assert not {i for i in outside(graph, "ssb.arms") if i.startswith("ssb.report")}
+
+
+def test_at_most_30_modules_at_the_top():
+    top = [p for p in (SRC / "ssb").glob("*.py")]
+    assert len(top) <= 30, sorted(p.name for p in top)

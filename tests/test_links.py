@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers import phase1_folder, write_benchmark
-from ssb.artifacts import JsonlAppender, RunFolderError, repair_jsonl_tail, write_json_atomic
 from ssb.cli import main
+from ssb.runfolder.artifacts import JsonlAppender, RunFolderError, repair_jsonl_tail, write_json_atomic
 from test_file_errors import cli_args, one_error_line
 from test_run_export import finished_run
 
@@ -67,7 +67,7 @@ def a_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_an_export_writes_nothing_through_a_link_in_its_folder(a_run, tmp_path):
-    from ssb.run_export import RunExportError, export_run
+    from ssb.runfolder.export import RunExportError, export_run
 
     target = outside_file(tmp_path)
     out = tmp_path / "export"
@@ -87,7 +87,7 @@ def test_an_export_writes_nothing_through_a_link_in_its_folder(a_run, tmp_path):
 
 def restorable(a_run, tmp_path) -> tuple[Path, Path]:
     """An export of ``a_run`` and the (now free) path it must be restored to."""
-    from ssb.run_export import export_run
+    from ssb.runfolder.export import export_run
 
     export_run(a_run, tmp_path / "export")
     moved = tmp_path / "moved"
@@ -96,7 +96,7 @@ def restorable(a_run, tmp_path) -> tuple[Path, Path]:
 
 
 def test_restore_never_deletes_or_writes_through_what_stands_beside_the_run_folder(a_run, tmp_path):
-    from ssb.run_export import restore_run
+    from ssb.runfolder.export import restore_run
 
     export, moved = restorable(a_run, tmp_path)
     try:
@@ -131,7 +131,7 @@ def current_umask() -> int:
 
 
 def test_an_export_into_another_runs_export_is_refused(a_run, tmp_path, tiny_model_dir, capsys):
-    from ssb.run_export import export_run
+    from ssb.runfolder.export import export_run
 
     other = finished_run(tmp_path, tiny_model_dir)[2]  # the same recipe, run again: another run
     export_run(a_run, tmp_path / "export")
@@ -164,7 +164,7 @@ def test_an_export_carries_only_files_as_their_stage_recorded_them(a_run, tmp_pa
 
 
 def test_the_lock_is_never_taken_through_a_link(tmp_path, capsys):
-    from ssb.run_lock import hold_run_folder
+    from ssb.runfolder.lock import hold_run_folder
 
     target = outside_file(tmp_path)
     for linked, link_to in ((".ssb/lock", target), (".ssb", target.parent)):
@@ -192,7 +192,7 @@ def test_a_report_reads_nothing_a_link_in_the_run_folder_leads_to(a_run, tmp_pat
 def test_an_export_of_a_run_sharing_phase_1_with_another_is_refused_by_where_it_ran(a_run, tmp_path):
     """Studies copy one phase 1 into each arm's folder: the copies share their stages' start times, and an arm not trained
     yet records no adapter. The folder its manifest names (the config's run_dir) tells them apart."""
-    from ssb.run_export import RunExportError, export_run
+    from ssb.runfolder.export import RunExportError, export_run
 
     export_run(a_run, tmp_path / "export")
     other = tmp_path / "other-arm"

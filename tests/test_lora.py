@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from helpers import write_benchmark
-from ssb.artifacts import RunFolderError
 from ssb.cli import main
 from ssb.config import ModelConfig
 from ssb.lora import load_adapter, save_adapter
 from ssb.models import load_model
+from ssb.runfolder.artifacts import RunFolderError
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -49,7 +49,7 @@ def test_an_adapter_saved_under_another_hash_seed_has_the_same_config_bytes(tmp_
 
 def test_a_trainers_saved_adapter_gets_the_canonical_config(tmp_path):
     """TRL's arms save through the trainer (which gathers a sharded model first); the config is made canonical after."""
-    from ssb.trl_arm import train_and_save
+    from ssb.arms.trl import train_and_save
 
     class Trainer:
         args = type("Args", (), {"should_save": True})()

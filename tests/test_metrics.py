@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from ssb.grading import answers_equivalent
-from ssb.metrics import majority_score, mean_with_ci, paired_difference, pass_at_k, wilson_interval
+from ssb.stats.metrics import majority_score, mean_with_ci, paired_difference, pass_at_k, wilson_interval
 
 
 def brute_force_pass_at_k(outcomes, k):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import ssb.cli
-import ssb.run_export
+import ssb.runfolder.export
 from helpers import phase1_folder
 from ssb.cli import main
 from test_file_errors import cli_args, one_error_line
@@ -22,7 +22,7 @@ from test_run_export import finished_run
 def a_run(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("errors")
     run = finished_run(folder, tiny_model_dir)[2]
-    ssb.run_export.export_run(run, folder / "export")
+    ssb.runfolder.export.export_run(run, folder / "export")
     return run, folder / "export"
 
 
@@ -144,7 +144,7 @@ def test_a_full_disk_during_a_restore_names_the_file_and_leaves_no_folder(a_run,
     def full(path, **_):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ssb.run_export, "open_for_writing", full)
+    monkeypatch.setattr(ssb.runfolder.export, "open_for_writing", full)
     with moved_away(a_run[0]):
         assert main(["restore", str(a_run[1]), str(a_run[0])]) == 2
         line = one_error_line(capsys, "restore")

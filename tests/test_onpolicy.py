@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("trl")
 
 from helpers import write_benchmark, write_questions  # noqa: E402
-from ssb.artifacts import read_jsonl  # noqa: E402
+from ssb.arms.onpolicy import run_onpolicy  # noqa: E402
 from ssb.config import load_config  # noqa: E402
-from ssb.onpolicy import run_onpolicy  # noqa: E402
+from ssb.runfolder.artifacts import read_jsonl  # noqa: E402
 
 
 def settings(tmp_path, tiny_model_dir, questions=4, **more):
@@ -165,7 +165,7 @@ def test_onpolicy_trains_the_lora_only_records_its_compute_and_is_skipped_when_f
               if "self_distillation/distillation_loss" in m]
     assert logged == pytest.approx(losses) and stats["last_distillation_loss"] == pytest.approx(losses[-1])
     assert run_onpolicy(config) == stats  # finished with the same inputs: skipped
-    from ssb.artifacts import RunFolderError
+    from ssb.runfolder.artifacts import RunFolderError
 
     with pytest.raises(RunFolderError, match="training_rows_sha256"):  # another context is another training set
         run_onpolicy(load_config(None, settings(tmp_path, tiny_model_dir, **{"onpolicy.lr": 1e-2, "onpolicy.context": "none"})))
@@ -269,8 +269,8 @@ def test_on_the_engine_sampler_the_student_trains_on_the_engines_draws(tmp_path,
 
 
 def test_student_correct_grades_each_completion_against_the_gold_of_its_prompt(tiny_model_dir):
+    from ssb.arms.onpolicy import student_correct
     from ssb.models import load_chat_format
-    from ssb.onpolicy import student_correct
 
     chat = load_chat_format(load_config(None, {"model.name_or_path": str(tiny_model_dir)}).model)
     seven, twelve, unknown = [1, 2, 3], [4, 5], [6]
@@ -314,7 +314,7 @@ def test_a_training_seed_retrains_on_the_same_rows_and_leaves_the_run_seed_alone
     import torch
     from safetensors.torch import load_file
 
-    from ssb.onpolicy import training_seed
+    from ssb.arms.onpolicy import training_seed
 
     assert training_seed(load_config(None, settings(tmp_path / "x", tiny_model_dir, seed=7))) == 7
     assert training_seed(load_config(None, settings(tmp_path / "x", tiny_model_dir, seed=7, **{"onpolicy.seed": 2}))) == 2
@@ -364,11 +364,11 @@ def test_sdpo_shows_the_teacher_a_correct_sibling_and_distils_only_where_there_i
     import torch
     from safetensors.torch import load_file
 
-    import ssb.grpo
+    import ssb.arms.grpo
     from ssb.models import load_chat_format
     from ssb.prompts import load_prompts, teacher_template
 
-    monkeypatch.setattr(ssb.grpo, "grade", lambda text, gold, timeout_s: SimpleNamespace(correct=len(text) % 2 == 0))
+    monkeypatch.setattr(ssb.arms.grpo, "grade", lambda text, gold, timeout_s: SimpleNamespace(correct=len(text) % 2 == 0))
     batches, losses = [], []
     recording_trainer(monkeypatch, batches, losses, kind="sdpo")
     config = load_config(None, settings(tmp_path, tiny_model_dir, **{"onpolicy.context": "successful-rollout", "onpolicy.lr": 1e-2,

@@ -8,12 +8,12 @@ import pytest
 
 from helpers import phase1_folder, write_benchmark
 from scripted import ScriptedBackend, refine_script, rollout_script  # noqa: I001  (tests/ on the path)
-from ssb.artifacts import RunFolderError, file_digest, read_jsonl
 from ssb.config import load_config
 from ssb.distillation import run_distill
 from ssb.evaluation import run_eval
 from ssb.refinement import run_refine
 from ssb.rollouts import run_rollouts
+from ssb.runfolder.artifacts import RunFolderError, file_digest, read_jsonl
 from ssb.teacher_targets import run_teacher
 
 

@@ -9,11 +9,11 @@ from safetensors.torch import load_file
 
 from helpers import SETTINGS, write_benchmark, write_questions
 from scripted import ScriptedBackend, refine_script, rollout_script
-from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.config import load_config
 from ssb.models import load_tokenizer
 from ssb.run import run_all
+from ssb.runfolder.artifacts import RunFolderError, read_jsonl
 from tiny import greedy_reference, recorded
 
 

@@ -5,14 +5,14 @@ import json
 import pytest
 
 from helpers import phase1_folder, write_questions
-from ssb.artifacts import RunFolderError, read_jsonl
+from ssb.arms.privileged_context import gold_solution_text, training_rows
 from ssb.chat import ChatFormat
 from ssb.config import ConfigError, load_config
 from ssb.data import DataError
 from ssb.models import load_tokenizer
-from ssb.privileged_context import gold_solution_text, training_rows
 from ssb.prompts import load_prompts, teacher_template
-from ssb.run_folder import RunFolder
+from ssb.runfolder.artifacts import RunFolderError, read_jsonl
+from ssb.runfolder.folder import RunFolder
 
 GSM8K_ANSWER = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
                 "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")

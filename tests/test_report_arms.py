@@ -15,11 +15,11 @@ import pytest
 
 from bootstrap_reference import reference_interval, reference_p, reference_resample
 from ssb.cli import main
-from ssb.comparison import arm_pass_at_1, compare, holm, model_labels, resolve
 from ssb.config import load_config
 from ssb.evaluation import summarize
-from ssb.metrics import Z95
 from ssb.report import write_report
+from ssb.stats.comparison import arm_pass_at_1, compare, holm, model_labels, resolve
+from ssb.stats.metrics import Z95
 
 # Per question q0..q5, one list of sample grades per question.
 GRADES = {
@@ -480,7 +480,7 @@ def test_a_model_on_an_engine_without_an_anchor_is_refused(runs, tmp_path):
 
 
 def test_across_engines_a_repeated_primary_comparison_counts_only_where_plain_and_anchored_agree():
-    from ssb.arms_report import across_engines
+    from ssb.report.arms import across_engines
 
     def row(name, p, mean):
         return (name, "gsm8k", {"p_value": p, "mean": mean})

@@ -4,7 +4,7 @@ that each drawing writes a PNG (what it looks like is checked by eye, not here).
 import pytest
 
 from bootstrap_reference import reference_interval, reference_resample
-from ssb.report_plots import Bar, accuracy_bars, distinct_colours, forest_rows, plot_accuracy, plot_comparisons, with_models
+from ssb.report.plots import Bar, accuracy_bars, distinct_colours, forest_rows, plot_accuracy, plot_comparisons, with_models
 
 # Per-question scores on q0..q3 (s2 averages two samples per question); s0 alone was also evaluated on math500.
 SCORES = {("s0", "gsm8k"): [1, 1, 0, 1], ("s1", "gsm8k"): [1, 0, 0, 0], ("s2", "gsm8k"): [1, 0.5, 0.5, 0],
@@ -71,7 +71,7 @@ def test_the_plots_write_pngs(tmp_path):
 def test_two_reports_writing_one_plot_at_once_each_finish(tmp_path):
     """Two ``ssb report`` runs on one folder save the same plot at once: each writes a temporary file of its own, so the
     one that renames its file into place second does not find it taken away by the first."""
-    from ssb.report_tables import pyplot, save_figure
+    from ssb.report.tables import pyplot, save_figure
 
     plt = pyplot()
     inner, outer = plt.figure(), plt.figure()

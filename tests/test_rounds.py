@@ -13,17 +13,17 @@ from safetensors.torch import load_file
 
 from helpers import rounds_config, sha
 from scripted import ScriptedBackend, rollout_script, rounds_script
-from ssb.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.cli import build_parser
 from ssb.config import ConfigError, load_config
 from ssb.distillation import short_yield
-from ssb.metrics import mean_with_ci
 from ssb.models import load_tokenizer
 from ssb.report import cell, write_report
+from ssb.report.rounds import rounds_section, rounds_sections, rounds_table
 from ssb.rounds import merge_round_model, round_config
-from ssb.rounds_report import rounds_section, rounds_sections, rounds_table
 from ssb.run import run_all
+from ssb.runfolder.artifacts import RunFolderError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from ssb.stats.metrics import mean_with_ci
 
 # Files a plain run writes that depend on nothing but config and seed (summaries and metrics carry timings).
 SAME_BYTES = ["rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl", "teacher/targets-00000.safetensors",

@@ -1,4 +1,4 @@
-"""ssb export and ssb restore (ssb.run_export) of a plain run: a folder of compressed files, the same bytes for the same
+"""ssb export and ssb restore (ssb.runfolder.export) of a plain run: a folder of compressed files, the same bytes for the same
 content, from which the run folder is rebuilt so that ssb run trains the weights again, bit for bit, and computes
 nothing else again; an export that is malformed, or names a path outside the run folder, is refused. The iterated
 run's export and restore are in test_evidence_restore.py."""
@@ -19,7 +19,7 @@ from ssb.chat import ChatFormat
 from ssb.cli import main
 from ssb.models import load_tokenizer
 from ssb.run import run_all
-from ssb.run_export import RunExportError, export_run, restore_run
+from ssb.runfolder.export import RunExportError, export_run, restore_run
 
 WEIGHTS = ["distill/adapter/adapter_model.safetensors", "teacher/targets-00000.safetensors"]
 COMPUTED = ["rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "dropped.jsonl", "eval/base/gsm8k.samples.jsonl",

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 import ssb
-from ssb.artifacts import RunFolderError
-from ssb.run_lock import hold_run_folder
+from ssb.runfolder.artifacts import RunFolderError
+from ssb.runfolder.lock import hold_run_folder
 
 # Holds the folder argv[1] until its stdin closes; says "held" once it has it.
 HOLDER = """
 import sys
-from ssb.run_lock import hold_run_folder
+from ssb.runfolder.lock import hold_run_folder
 with hold_run_folder(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()
@@ -24,8 +24,8 @@ with hold_run_folder(sys.argv[1]):
 # Takes and drops the folder argv[1]; exit code 3 and the error on stdout if someone else has it.
 TRY_ONCE = """
 import sys
-from ssb.artifacts import RunFolderError
-from ssb.run_lock import hold_run_folder
+from ssb.runfolder.artifacts import RunFolderError
+from ssb.runfolder.lock import hold_run_folder
 try:
     with hold_run_folder(sys.argv[1]):
         print("acquired")
@@ -176,8 +176,8 @@ def test_ranks_started_from_one_shell_are_not_a_launch(tmp_path):
 LAUNCHED = """
 import os, subprocess, sys
 import torch.distributed as dist
-from ssb.artifacts import RunFolderError
-from ssb.run_lock import hold_run_folder
+from ssb.runfolder.artifacts import RunFolderError
+from ssb.runfolder.lock import hold_run_folder
 
 run_dir, try_once = sys.argv[1:]
 rank = int(os.environ["RANK"])

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from ssb.artifacts import RunFolderError
 from ssb.config import SSBConfig, doc, leaf_fields
-from ssb.run_folder import RunFolder, config_part, section_inputs
-from ssb.stages import STAGES, stage_named
+from ssb.runfolder.artifacts import RunFolderError
+from ssb.runfolder.folder import RunFolder, config_part, section_inputs
+from ssb.runfolder.stages import STAGES, stage_named
 
 
 @dataclass

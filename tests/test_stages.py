@@ -13,7 +13,6 @@ import pytest
 
 from helpers import N_QUESTIONS, write_questions
 from scripted import ScriptedBackend, possible_hinted_prompts, refine_script, rollout_script
-from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat
 from ssb.cli import main
 from ssb.config import ConfigError, load_config
@@ -21,6 +20,7 @@ from ssb.data import DataError
 from ssb.prompts import load_prompts
 from ssb.refinement import KEPT, run_refine
 from ssb.rollouts import run_rollouts
+from ssb.runfolder.artifacts import RunFolderError, read_jsonl
 
 
 def make_config(tmp_path: Path, run: str = "run", **overrides):

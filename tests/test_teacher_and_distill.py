@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 from helpers import DISTILL, phase1_folder
 from scripted import possible_hinted_prompts
 from ssb.alignment import align_examples, pack, solution_hidden_states, solution_token_ids
-from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat, messages
 from ssb.config import ConfigError, load_config
 from ssb.distillation import run_distill
 from ssb.models import load_model, load_tokenizer
+from ssb.runfolder.artifacts import RunFolderError, read_jsonl
 from ssb.teacher_targets import run_teacher
 from tiny import save_tiny_model
 
@@ -401,7 +401,7 @@ TAMPERED_SHARDS = {
 def test_a_shard_unlike_its_manifest_or_outside_teacher_is_refused_before_training(tmp_path, tiny_model_dir, case):
     """A hostile or careless edit that also rewrites the recorded digests: every shard's header is checked against
     teacher/manifest.json and the model before training, and a shard is a file in teacher/."""
-    from ssb.artifacts import file_digest
+    from ssb.runfolder.artifacts import file_digest
 
     overrides, tamper, message = TAMPERED_SHARDS[case]
     config = phase1_folder(tmp_path, tiny_model_dir, **{"teacher.dtype": "float32", "teacher.shard_tokens": 40, **overrides})

@@ -15,13 +15,14 @@ import pytest
 
 from helpers import write_questions
 from scripted import ScriptedBackend, refine_script, rollout_script
-from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat
 from ssb.config import ConfigError, load_config
 from ssb.refinement import KEPT, run_refine
 from ssb.report import write_report
+from ssb.report.training_data import markdown_text, training_data_section
 from ssb.rollouts import run_rollouts
-from ssb.run_record import RunRecord
+from ssb.runfolder.artifacts import read_jsonl
+from ssb.runfolder.record import RunRecord
 from ssb.training_data import (
     ANSWER_FIRST_CHARS,
     ANSWER_ONLY_CHARS,
@@ -37,7 +38,6 @@ from ssb.training_data import (
     similarity,
     uses_terms,
 )
-from ssb.training_data_report import markdown_text, training_data_section
 
 
 def lcs(a: str, b: str) -> int:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ssb.artifacts import read_jsonl
 from ssb.chat import ChatFormat
 from ssb.data import DataError
+from ssb.runfolder.artifacts import read_jsonl
 
 
 class AlignmentError(DataError):

@@ -5,7 +5,7 @@ missing or torn; resuming from it would fail inside the library that reads it (a
 or torch's "[Errno 22] Invalid argument" naming no file). Each file is read here as the resume will read it,
 without running code, and a checkpoint with one that does not load gives way to the one before it (logged,
 naming the file); with none intact, training starts over (logged). ssb's own loop (``ssb.training_loop``) and
-the TRL-trained arms (``ssb.trl_arm``) choose their checkpoint this way.
+the TRL-trained arms (``ssb.arms.trl``) choose their checkpoint this way.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ items are appended. A stage supplies what differs: the conversation for each ite
 item's completions become its journal record.
 
 Its timing comes back in the shape every stage reports as ``stats["this_invocation"]``
-(``ssb.run_folder.invocation_stats``).
+(``ssb.runfolder.folder.invocation_stats``).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Generic, TypeVar
 
 from tqdm.auto import tqdm
 
-from ssb.artifacts import JsonlAppender, read_jsonl
 from ssb.chat import Message, messages
 from ssb.data import DataError, LoadedProblems
 from ssb.generation import Completion, SamplingParams, derive_seed, overflow
-from ssb.run_folder import invocation_stats
+from ssb.runfolder.artifacts import JsonlAppender, read_jsonl
+from ssb.runfolder.folder import invocation_stats
 
 _log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from typing import Any
 import yaml
 from jinja2 import TemplateError
 
-from ssb.artifacts import RunFolderError
 from ssb.config import ConfigError, leaf_fields, load_config
 from ssb.configs import shipped_configs
 from ssb.data import DataError
 from ssb.run import run_all
-from ssb.run_lock import hold_run_folder
-from ssb.stages import COMMANDS, stage_named
+from ssb.runfolder.artifacts import RunFolderError
+from ssb.runfolder.lock import hold_run_folder
+from ssb.runfolder.stages import COMMANDS, stage_named
 
 
 def _scalar(text: str) -> Any:
@@ -48,7 +48,7 @@ def _scalar(text: str) -> Any:
     return value
 
 
-# The commands that run the whole method; every other subcommand is a stage of ssb.stages.
+# The commands that run the whole method; every other subcommand is a stage of ssb.runfolder.stages.
 PIPELINE_COMMANDS = {
     "run": "The whole method: rollouts, refine, teacher, distill, eval (base and trained adapter), report; resumable, each finished stage skipped.",
     "demo": "ssb run with the shipped demo.yaml: the real Qwen2.5-Coder-0.5B-Instruct on generated problems, on a CPU, offline.",
@@ -145,7 +145,7 @@ def _add_export_commands(sub) -> None:
 
 
 def _export_or_restore(args) -> dict:
-    from ssb.run_export import export_run, restore_run
+    from ssb.runfolder.export import export_run, restore_run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "export":
@@ -168,7 +168,7 @@ MESSAGE_CHARS = 2000
 
 
 def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # ssb.artifacts.writing names the file being written
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # ssb.runfolder.artifacts.writing names the file being written
         return f"{exc}: the disk is full; free space, then run the command again (what was finished is kept)"
     if isinstance(exc, MemoryError) or _gpu_out_of_memory(exc):
         return "out of memory; free memory or lower the batch sizes, then run the command again (what was finished is kept)"

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 import yaml
 
-from ssb.artifacts import check_identifier
 from ssb.configs import resolve_config, shipped_configs
 from ssb.objectives import OBJECTIVES
+from ssb.runfolder.artifacts import check_identifier
 
 OBJECTIVE_NAMES = tuple(OBJECTIVES)
 
@@ -83,7 +83,7 @@ def check_ranges(section: Any, **rules: str) -> None:
 
 
 def doc(default: Any, help: str, *, added_later: bool = False, stage_input: bool = True) -> Any:
-    """A dataclass field with a default and its documentation, and how stages record it (``ssb.run_folder.section_inputs``).
+    """A dataclass field with a default and its documentation, and how stages record it (``ssb.runfolder.folder.section_inputs``).
 
     A stage records the config sections it depends on whole, so a new field is recorded by every
     stage that reads its section. ``added_later``: a field added after run folders were made, whose

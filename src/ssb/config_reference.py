@@ -10,9 +10,9 @@ import dataclasses
 import typing
 
 from ssb.config import SSBConfig
-from ssb.stages import STAGES
+from ssb.runfolder.stages import STAGES
 
-# Parts of the config stages record other than as sections of their own (ssb.run_folder.config_part).
+# Parts of the config stages record other than as sections of their own (ssb.runfolder.folder.config_part).
 RECORDED_ELSEWHERE = {"prompts": "as a hash", "lora": "yes"}
 
 INTRO = """# Configuration reference

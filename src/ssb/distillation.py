@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 
 from ssb.alignment import AlignedExample, align_examples
-from ssb.artifacts import RunFolderError, writing
 from ssb.chat import ChatFormat
 from ssb.config import SSBConfig
-from ssb.file_modes import follow_umask
 from ssb.lora import build_peft_model, save_adapter
 from ssb.models import load_model, load_tokenizer
 from ssb.objectives import objective_for
-from ssb.run_folder import RunFolder, invocation_stats, model_provenance
+from ssb.runfolder.artifacts import RunFolderError, writing
+from ssb.runfolder.file_modes import follow_umask
+from ssb.runfolder.folder import RunFolder, invocation_stats, model_provenance
 from ssb.teacher_targets import require_bias_free_head
 from ssb.training_loop import train
 

@@ -21,16 +21,16 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, read_json_file, read_jsonl, write_json_atomic
 from ssb.chat import messages
 from ssb.chunked_generation import ChunkedGeneration, Job, drop_overlong
 from ssb.config import DataConfig, SSBConfig
 from ssb.data import load_problems
 from ssb.generation import Completion, GenerationBackend, backend_spec, make_backend
 from ssb.grading import GRADER_VERSION, answers_equivalent, grade, strict_match
-from ssb.metrics import majority_score, mean_with_ci, pass_at_k
 from ssb.prompts import load_prompts
-from ssb.run_folder import RunFolder, section_inputs
+from ssb.runfolder.artifacts import RunFolderError, read_json_file, read_jsonl, write_json_atomic
+from ssb.runfolder.folder import RunFolder, section_inputs
+from ssb.stats.metrics import majority_score, mean_with_ci, pass_at_k
 
 _log = logging.getLogger(__name__)
 

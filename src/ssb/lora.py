@@ -16,8 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, read_json_file, write_json_atomic, writing
-from ssb.file_modes import follow_umask
+from ssb.runfolder.artifacts import RunFolderError, read_json_file, write_json_atomic, writing
+from ssb.runfolder.file_modes import follow_umask
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # PEFT's two formats, in the order PEFT loads them
@@ -57,7 +57,7 @@ def canonical_adapter_config(adapter_dir: Path) -> None:
 
 def save_adapter(peft_model, adapter_dir: Path) -> None:
     """Save ``peft_model``'s adapter into ``adapter_dir`` (PEFT's format) with a canonical adapter_config.json, its weights
-    with the umask's mode (``ssb.file_modes``)."""
+    with the umask's mode (``ssb.runfolder.file_modes``)."""
     with writing(adapter_dir):
         peft_model.save_pretrained(adapter_dir)
     canonical_adapter_config(adapter_dir)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ssb.artifacts import read_text_file
 from ssb.config import ModelConfig
 from ssb.packaged_models import PREFIX, gguf_folder, materialize
+from ssb.runfolder.artifacts import read_text_file
 
 _log = logging.getLogger(__name__)
 

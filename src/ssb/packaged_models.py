@@ -21,8 +21,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssb.artifacts import open_for_writing, refuse_link
-from ssb.file_modes import follow_umask, umask_mode
+from ssb.runfolder.artifacts import open_for_writing, refuse_link
+from ssb.runfolder.file_modes import follow_umask, umask_mode
 
 _log = logging.getLogger(__name__)
 

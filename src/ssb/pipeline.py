@@ -1,6 +1,6 @@
 """One round of the method: every stage of ``ssb run`` in order, in one run folder (``ssb.run`` adds rounds and the report).
 
-The stages are those of ``ssb.stages`` marked ``in_run`` (rollouts -> refine -> teacher -> distill
+The stages are those of ``ssb.runfolder.stages`` marked ``in_run`` (rollouts -> refine -> teacher -> distill
 -> eval of the base model and the trained adapter, same harness; with ``arm: onpolicy``, the stages
 its context needs -> onpolicy -> eval). Each stage
 resumes if interrupted and is skipped when its manifest says it finished with the same inputs; a
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from ssb.config import SSBConfig
-from ssb.run_folder import RunFolder
-from ssb.run_record import no_yield
-from ssb.stages import STAGES
+from ssb.runfolder.folder import RunFolder
+from ssb.runfolder.record import no_yield
+from ssb.runfolder.stages import STAGES
 
 _log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import logging
 import random
 from collections import Counter
 
-from ssb.artifacts import JsonlAppender, read_jsonl, write_jsonl_atomic
 from ssb.chat import messages
 from ssb.chunked_generation import ChunkedGeneration, Job
 from ssb.config import RefineConfig, SSBConfig
@@ -26,7 +25,8 @@ from ssb.generation import Completion, LazyBackend
 from ssb.grading import answers_equivalent, grade
 from ssb.hints import hint_donor, hinted_prompt
 from ssb.prompts import load_prompts
-from ssb.run_folder import RunFolder, model_provenance
+from ssb.runfolder.artifacts import JsonlAppender, read_jsonl, write_jsonl_atomic
+from ssb.runfolder.folder import RunFolder, model_provenance
 from ssb.selection import select_pair
 from ssb.training_data import answers_first, uses_terms
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from ssb.artifacts import read_jsonl
 from ssb.chat import messages
 from ssb.chunked_generation import ChunkedGeneration, Job, drop_overlong
 from ssb.config import SSBConfig
@@ -17,7 +16,8 @@ from ssb.data import Problem, load_problems
 from ssb.generation import Completion, LazyBackend
 from ssb.grading import grade
 from ssb.prompts import load_prompts
-from ssb.run_folder import RunFolder, model_provenance
+from ssb.runfolder.artifacts import read_jsonl
+from ssb.runfolder.folder import RunFolder, model_provenance
 
 _log = logging.getLogger(__name__)
 

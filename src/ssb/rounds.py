@@ -53,14 +53,14 @@ import shutil
 import time
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, write_json_atomic, writing
 from ssb.config import SSBConfig
-from ssb.file_modes import follow_umask
 from ssb.pipeline import run_stages, trained_model_name
 from ssb.report import write_report
-from ssb.run_folder import RunFolder, describe_changes, invocation_stats
-from ssb.run_lock import hold_run_folder
-from ssb.run_record import ROUNDS_FILE
+from ssb.runfolder.artifacts import RunFolderError, write_json_atomic, writing
+from ssb.runfolder.file_modes import follow_umask
+from ssb.runfolder.folder import RunFolder, describe_changes, invocation_stats
+from ssb.runfolder.lock import hold_run_folder
+from ssb.runfolder.record import ROUNDS_FILE
 
 _log = logging.getLogger(__name__)
 

@@ -40,15 +40,15 @@ from tqdm.auto import tqdm
 
 import ssb
 from ssb.alignment import AlignedExample, align_examples, pack, solution_hidden_states
-from ssb.artifacts import RunFolderError, check_identifier, read_jsonl, write_json_atomic, write_jsonl_atomic, writing
 from ssb.chat import ChatFormat, tokenizer_hash
 from ssb.config import SSBConfig
-from ssb.file_modes import follow_umask
 from ssb.hints import hinted_prompt, random_donor
 from ssb.losses import kd_full, kl_topk, token_diagnostics
 from ssb.models import load_model, load_tokenizer
 from ssb.prompts import load_prompts
-from ssb.run_folder import RunFolder, invocation_stats, model_provenance
+from ssb.runfolder.artifacts import RunFolderError, check_identifier, read_jsonl, write_json_atomic, write_jsonl_atomic, writing
+from ssb.runfolder.file_modes import follow_umask
+from ssb.runfolder.folder import RunFolder, invocation_stats, model_provenance
 
 _log = logging.getLogger(__name__)
 TARGETS_VERSION = 1

@@ -26,10 +26,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ssb.alignment import AlignedExample, answer_token_flags, pack, solution_hidden_states
-from ssb.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic, writing
 from ssb.distill_diagnostics import StepDiagnostics
-from ssb.file_modes import follow_umask
 from ssb.losses import fused_head_loss, reduce_per_token
+from ssb.runfolder.artifacts import JsonlAppender, RunFolderError, read_jsonl, write_jsonl_atomic, writing
+from ssb.runfolder.file_modes import follow_umask
 
 _log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""This machine's engine anchor (the base model graded by its engine; ``engine_anchors`` in ``ssb.analysis_plan``).
+"""This machine's engine anchor (the base model graded by its engine; ``engine_anchors`` in ``ssb.stats.analysis_plan``).
 
     python3 studies/common/engine_anchor.py name
         prints base-<matrix unit> for this CPU: base-amx, base-avx512bf16, base-avx2 (base-cpu without AVX2)
@@ -44,6 +44,9 @@ def check(folder: Path, flags: list[str]) -> bool:
 def main(argv: list[str]) -> int:
     from ssb.models import cpu_record
 
+    if argv in (["--help"], ["-h"]):
+        print(__doc__)
+        return 0
     flags = cpu_record()["kernel_flags"]
     if argv[:1] == ["name"] and len(argv) == 1:
         print(name(flags))

@@ -2,7 +2,7 @@
 # eval_engine, step and commit.
 #
 # engine_anchor_here RESULTS PLANS BENCHMARK_ARRAY...: the base model graded by this machine's engine, the anchor of the
-# arms graded here (`engine_anchors` in ssb.analysis_plan; its name from studies/common/engine_anchor.py). A committed
+# arms graded here (`engine_anchors` in ssb.stats.analysis_plan; its name from studies/common/engine_anchor.py). A committed
 # anchor of that name in the results folders the reports read (anchor_results: evidence_recompute.py reads the evidence
 # study's and, with --also, the on-policy study's) is reused only if it records this CPU's kernel flags and graded every
 # benchmark asked for; otherwise the driver stops, since the name is taken. With none committed, the base model is

@@ -11,7 +11,7 @@ MODEL (default NAME) in EVAL_DIR, and the training folder's stats, manifest and 
 rounds: an iterated run (``rounds`` > 1) into NAME/: its rounds.json, report.md and its plots, and per
 round (round-1 is the run folder itself) the training data, stats, manifest, each stage's recorded
 inputs (state/), per-step metrics and every evaluation's samples and summary: ``ssb export RUN_DIR
-studies/rounds/results/NAME`` (``ssb.run_export``). It may run while the run goes on: a stage under way
+studies/rounds/results/NAME`` (``ssb.runfolder.export``). It may run while the run goes on: a stage under way
 is exported as far as it got, and studies/common/evidence_restore.py (``ssb restore``) rebuilds the run
 folder from the export so that the run resumes there on another machine.
 Anyone can recompute each committed pass@1, CI and paired difference from these files.
@@ -23,8 +23,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from ssb.run_export import TRAINING_DATA, RunExportError, export_run, gzip_copy, plain_copy
-from ssb.run_record import ROUNDS_FILE
+from ssb.runfolder.export import TRAINING_DATA, RunExportError, export_run, gzip_copy, plain_copy
+from ssb.runfolder.record import ROUNDS_FILE
 
 STUDIES = Path(__file__).resolve().parent.parent
 EVIDENCE = STUDIES / "evidence" / "results"

@@ -20,7 +20,7 @@ the run naming the change, rather than continuing on a model the committed numbe
 
 RUN_DIR must be the folder the export was made from (the recorded stage inputs name the round models
 by path); the restore refuses another one, and refuses to write into a folder that already exists.
-This is ``ssb restore studies/rounds/results/NAME RUN_DIR`` (``ssb.run_export``) of an iterated run's export.
+This is ``ssb restore studies/rounds/results/NAME RUN_DIR`` (``ssb.runfolder.export``) of an iterated run's export.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from ssb.run_export import RunExportError, restore_run
-from ssb.run_record import ROUNDS_FILE
+from ssb.runfolder.export import RunExportError, restore_run
+from ssb.runfolder.record import ROUNDS_FILE
 
 OUT = Path(__file__).resolve().parent.parent / "rounds" / "results"
 

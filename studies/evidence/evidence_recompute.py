@@ -88,7 +88,7 @@ def main() -> None:
     if args.plan_models_only:
         if args.plan is None:
             parser.error("--plan-models-only needs --plan")
-        from ssb.analysis_plan import load_plan
+        from ssb.stats.analysis_plan import load_plan
 
         keep = {m for members in load_plan(args.plan).arms.values() for m in members}
         for model in set(models) - keep:

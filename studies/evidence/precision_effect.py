@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from ssb.metrics import mean_with_ci, paired_difference
+from ssb.stats.metrics import mean_with_ci, paired_difference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
 from machine import machine_info  # noqa: E402

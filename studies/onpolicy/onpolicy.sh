@@ -49,7 +49,7 @@ export_arm() {  # export_arm NAME RUN_DIR
 }
 
 data() {
-  [ -e "$data_dir" ] || python3 -c 'import sys; from pathlib import Path; from ssb.run_export import restore_round
+  [ -e "$data_dir" ] || python3 -c 'import sys; from pathlib import Path; from ssb.runfolder.export import restore_round
 restore_round(Path("studies/rounds/results/rounds-ssb-min32/round-1"), Path(sys.argv[1]))' "$data_dir"
 }
 

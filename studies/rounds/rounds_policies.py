@@ -5,7 +5,7 @@
 Rounds with fresh data give round r of every arm the same training questions, so round r's rollouts
 (K samples per question at the rollout temperature, by round r-1's trained model) compare the arms'
 previous-round models as policies on far more questions than the held-out evaluation: per question the
-fraction of its K rollouts that are right, second arm minus first, paired (``ssb.comparison.compare``).
+fraction of its K rollouts that are right, second arm minus first, paired (``ssb.stats.comparison.compare``).
 Reads the committed exports (``studies/rounds/results/<arm>/round-<r>/rollouts.jsonl.gz``).
 """
 
@@ -29,7 +29,7 @@ def rollout_accuracy(folder: Path) -> tuple[dict[str, float], int]:
 
 
 def main() -> None:
-    from ssb.comparison import compare
+    from ssb.stats.comparison import compare
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--round", type=int, default=2)

@@ -21,9 +21,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ssb.report.rounds import rounds_sections
 from ssb.rounds import ROUNDS_FILE
-from ssb.rounds_report import rounds_sections
-from ssb.run_export import gunzip
+from ssb.runfolder.export import gunzip
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ARMS = ("rounds-ssb-min32", "rounds-sft-min32")

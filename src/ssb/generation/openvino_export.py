@@ -59,7 +59,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, refuse_link, write_text_atomic
+from ssb.runfolder.artifacts import RunFolderError, refuse_link, write_text_atomic
 
 _log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``hinted.txt`` holds three placeholders, ``{question}``, ``{chosen_correct_generation}`` and
 ``{rejected_generation}``; every other brace (``\\boxed{}``) is literal text.
 
-``onpolicy_teacher.txt`` is not the paper's: it is the on-policy arm's teacher prompt (``ssb.onpolicy``),
+``onpolicy_teacher.txt`` is not the paper's: it is the on-policy arm's teacher prompt (``ssb.arms.onpolicy``),
 the student's user turn ``{prompt}`` followed by ``{privileged_context}`` and the instruction to derive
 the answer rather than copy it, as OPSD's teacher prompt does. TRL fills it with ``str.format``, so
 ``teacher_template`` doubles its literal braces.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ssb.artifacts import read_text_file
+from ssb.runfolder.artifacts import read_text_file
 
 HINTED_FIELDS = ("question", "chosen_correct_generation", "rejected_generation")
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(HINTED_FIELDS) + r")\}")

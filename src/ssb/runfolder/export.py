@@ -43,11 +43,11 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from ssb.artifacts import check_no_links, open_for_writing, refuse_link, writing
 from ssb.evaluation import adapter_fingerprint
-from ssb.file_modes import umask_mode
-from ssb.run_record import ROUNDS_FILE
-from ssb.stages import BY_NAME
+from ssb.runfolder.artifacts import check_no_links, open_for_writing, refuse_link, writing
+from ssb.runfolder.file_modes import umask_mode
+from ssb.runfolder.record import ROUNDS_FILE
+from ssb.runfolder.stages import BY_NAME
 
 _log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def run_rounds(run_dir: Path) -> list[tuple[int, str]]:
 
 
 def check_stage_name(stage: str, where: Path) -> None:
-    """A stage's name (a manifest key, a state file) becomes ``.ssb/<stage>.json``: a stage of the table (``ssb.stages``),
+    """A stage's name (a manifest key, a state file) becomes ``.ssb/<stage>.json``: a stage of the table (``ssb.runfolder.stages``),
     with a key of plain names for a keyed one (``eval/<model>/<benchmark>``)."""
     kind, _, key = stage.partition("/")
     parts = key.split("/") if key else []

@@ -26,9 +26,9 @@ of the mean difference, an approximation for hundreds of questions, not a handfu
 comparisons are one family: ``holm`` adjusts their p-values for it.
 
 Beside each interval over questions, an arm of several models (training runs) and a difference with such an arm on either
-side get the two-level bootstrap's interval (``ssb.bootstrap``: runs within each arm, then questions), under
+side get the two-level bootstrap's interval (``ssb.stats.bootstrap``: runs within each arm, then questions), under
 ``ci95_runs``; it is None for an arm of one model (or two such arms), where it would be the question-level interval
-again. A declared analysis plan (``ssb.analysis_plan``) may fix the test for every comparison instead: ``test`` of
+again. A declared analysis plan (``ssb.stats.analysis_plan``) may fix the test for every comparison instead: ``test`` of
 ``compare_arms`` is then ``sign``, ``z`` or ``bootstrap`` (the bootstrap's two-sided p-value).
 """
 
@@ -37,8 +37,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ssb.bootstrap import RESAMPLES, SEED, interval, resample, two_sided_p
-from ssb.metrics import mean_with_ci, paired_difference
+from ssb.stats.bootstrap import RESAMPLES, SEED, interval, resample, two_sided_p
+from ssb.stats.metrics import mean_with_ci, paired_difference
 
 
 def model_labels(found: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -116,7 +116,7 @@ def pool(scores_by_model: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 def score_matrix(scores_by_model: Mapping[str, Mapping[str, float]], questions: Sequence[str]) -> list[list[float]]:
-    """One row per model, one column per question: the runs x questions layout of ``ssb.bootstrap``."""
+    """One row per model, one column per question: the runs x questions layout of ``ssb.stats.bootstrap``."""
     return [[scores[q] for q in questions] for scores in scores_by_model.values()]
 
 

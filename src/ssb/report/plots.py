@@ -1,8 +1,8 @@
 """The report's accuracy and comparison plots (``ssb report``): the numbers each is drawn from, then the drawing.
 
-``accuracy.png``: one panel per benchmark, one row per arm (``ssb.comparison``: the training seeds of a recipe pooled;
+``accuracy.png``: one panel per benchmark, one row per arm (``ssb.stats.comparison``: the training seeds of a recipe pooled;
 a model in no arm is a row of its own), named on the axis, so that a study of sixteen arms needs no legend to tell them
-apart. The bar is the arm's pass@1, its error bar the 95% CI: over runs and questions (``ssb.bootstrap``) where the bar
+apart. The bar is the arm's pass@1, its error bar the 95% CI: over runs and questions (``ssb.stats.bootstrap``) where the bar
 pools several models, over questions otherwise (for one model, its evaluation summary's, as in the pass@1 table). Each
 model a bar pools is a point at its own pass@1 on the bar's questions. On a benchmark where only some of an arm's
 models were evaluated, its bar pools those and says how many.
@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ssb.comparison import arm_pass_at_1
-from ssb.report_tables import pyplot, save_figure
+from ssb.report.tables import pyplot, save_figure
+from ssb.stats.comparison import arm_pass_at_1
 
 COMPARISONS_FIGURE = "comparisons.png"
 FAMILY_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple")

@@ -1,7 +1,7 @@
 """A run folder: where every stage reads its inputs and writes its outputs.
 
 A stage's life is one mechanism, ``RunFolder.stage`` -> ``StageRun``: the stage table
-(``ssb.stages``) says which upstream stage must have finished and which inputs the stage records
+(``ssb.runfolder.stages``) says which upstream stage must have finished and which inputs the stage records
 (whole config sections through ``section_inputs``, so a new config field is recorded by every stage
 that reads its section). Each stage records what it was started with (``.ssb/<stage>.json``)
 before writing anything. Re-running the stage with the same
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import ssb
-from ssb.artifacts import (
+from ssb.runfolder.artifacts import (
     RunFolderError,
     changed_since,
     check_no_links,
@@ -34,7 +34,7 @@ from ssb.artifacts import (
     utc_now,
     write_json_atomic,
 )
-from ssb.stages import Stage, stage_named
+from ssb.runfolder.stages import Stage, stage_named
 
 _log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def section_inputs(section) -> dict:
 
 
 def config_part(config, name: str):
-    """One named part of a stage's recorded inputs (the names of ``ssb.stages.Stage.records``), from the config."""
+    """One named part of a stage's recorded inputs (the names of ``ssb.runfolder.stages.Stage.records``), from the config."""
     from ssb.prompts import load_prompts
 
     if name == "lora":  # the one adapter shape of every trained arm (ssb.lora)
@@ -174,7 +174,7 @@ class RunFolder:
         self.path = Path(path)
 
     def stage(self, stage: str, config, key: str | None = None, **supplied: Any) -> StageRun:
-        """Stage ``stage`` of the stage table (``ssb.stages``) in this folder under ``config``: its upstream stage must
+        """Stage ``stage`` of the stage table (``ssb.runfolder.stages``) in this folder under ``config``: its upstream stage must
         have finished (else a RunFolderError says which to run), and its inputs are the parts its table entry records,
         in that order: the upstream stage's inputs fingerprint, parts of the config, and the parts the stage supplies
         (``supplied``: exactly the ones the config does not give). ``key`` names one of several stages of a keyed kind
@@ -304,7 +304,7 @@ class RunFolder:
         manifest = self.manifest()
         manifest["ssb_version"] = ssb.__version__
         manifest["run_folder_version"] = RUN_FOLDER_VERSION
-        manifest["run_dir"] = str(self.path)  # as the config spells it: which run an export is of (ssb.run_export)
+        manifest["run_dir"] = str(self.path)  # as the config spells it: which run an export is of (ssb.runfolder.export)
         manifest["stages"][stage] = {
             **entry,
             "inputs": inputs,

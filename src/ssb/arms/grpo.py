@@ -4,7 +4,7 @@ Same base model, same LoRA shape (``distill.lora``), same question source (``dat
 template and system prompt, and a reward computed by ``ssb.grading``: 1 for a correct last boxed
 answer, 0 otherwise, plus an optional format term (``grpo.format_reward``, off by default) for
 writing a boxed answer at all. Completions are sampled by ssb's CPU engine serving the trainer's
-current LoRA (``grpo.sampler`` engine, through TRL's ``rollout_func``: ``ssb.grpo_rollouts``), or by TRL's
+current LoRA (``grpo.sampler`` engine, through TRL's ``rollout_func``: ``ssb.arms.engine_rollouts``), or by TRL's
 own generation: transformers, or its vLLM mode where installed (``grpo.use_vllm``). Output: ``grpo/adapter`` (PEFT, evaluable with ``ssb eval``),
 ``grpo/metrics.jsonl`` (TRL's log history) and TRL checkpoints, from the newest complete one of
 which an interrupted run resumes.
@@ -17,14 +17,14 @@ import importlib.util
 import logging
 import time
 
+from ssb.arms.trl import GenerationBudget, WallClockBudget, generated_tokens, last_complete_checkpoint, sampler_inputs, train_and_save, wall_stats
 from ssb.chat import ChatFormat, fold_system_into_user, messages
 from ssb.config import SSBConfig
 from ssb.data import load_problems
 from ssb.grading import extract_boxed_answer, grade
 from ssb.lora import peft_lora_config
 from ssb.prompts import load_prompts
-from ssb.run_folder import RunFolder, invocation_stats, model_provenance
-from ssb.trl_arm import GenerationBudget, WallClockBudget, generated_tokens, last_complete_checkpoint, sampler_inputs, train_and_save, wall_stats
+from ssb.runfolder.folder import RunFolder, invocation_stats, model_provenance
 
 _log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
+    from ssb.arms.epoch_order import epoch_seeded
     from ssb.models import load_model, load_tokenizer, resolve_device
-    from ssb.trl_order import epoch_seeded
 
     folder = RunFolder(config.run_dir)
     g = config.grpo
@@ -155,7 +155,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     torch.manual_seed(config.seed)
     lagged_weights_damage = None
     if sampler == "engine":
-        from ssb.grpo_rollouts import sampler_checkpoint_damage
+        from ssb.arms.engine_rollouts import sampler_checkpoint_damage
 
         lagged_weights_damage = functools.partial(sampler_checkpoint_damage, lag=g.policy_lag)
     checkpoint = last_complete_checkpoint(out / "checkpoints", lagged_weights_damage)
@@ -170,7 +170,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     trainer = epoch_seeded(GRPOTrainer)(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks, rollout_func=rollouts)
     if sampler == "engine" and args.vllm_importance_sampling_correction:
-        from ssb.grpo_rollouts import correct_with_engine_logprobs
+        from ssb.arms.engine_rollouts import correct_with_engine_logprobs
 
         correct_with_engine_logprobs(trainer)
     start = time.monotonic()
@@ -191,9 +191,9 @@ def engine_rollouts(config: SSBConfig, chat: ChatFormat, peft_config, checkpoint
     callback that pushes each step's weights where the sampler lags and saves them into later checkpoints."""
     import os
 
+    from ssb.arms.engine_rollouts import EngineRollouts, LaggedWeights, restore
     from ssb.generation import SamplingParams
     from ssb.generation.policy_sampler import PolicySampler, lora_scaling
-    from ssb.grpo_rollouts import EngineRollouts, LaggedWeights, restore
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; ssb pins TRL's version
     g = config.grpo

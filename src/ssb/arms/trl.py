@@ -1,4 +1,4 @@
-"""What ssb's arms trained by TRL's trainers share (GRPO, ``ssb.grpo``; on-policy, ``ssb.onpolicy``): budgets in wall-clock
+"""What ssb's arms trained by TRL's trainers share (GRPO, ``ssb.arms.grpo``; on-policy, ``ssb.arms.onpolicy``): budgets in wall-clock
 and generated tokens that carry over resumes, the newest complete checkpoint to resume from, the sampler's recorded
 settings, and the one train-save-log sequence."""
 
@@ -12,9 +12,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from ssb.artifacts import write_json_atomic, write_jsonl_atomic
-from ssb.file_modes import follow_umask
 from ssb.lora import canonical_adapter_config
+from ssb.runfolder.artifacts import write_json_atomic, write_jsonl_atomic
+from ssb.runfolder.file_modes import follow_umask
 
 _log = logging.getLogger(__name__)
 

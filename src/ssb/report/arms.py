@@ -2,11 +2,11 @@
 
 Ad hoc (``arms_section``), each comparison gets the test that fits it (``comparison.compare``: the sign test, or z where
 the two sides average unlike), and all comparisons are one Holm family. Under a declared analysis plan
-(``plan_section``, ``ssb.analysis_plan``) the plan's test applies to every comparison, the primary comparisons come first
+(``plan_section``, ``ssb.stats.analysis_plan``) the plan's test applies to every comparison, the primary comparisons come first
 as the confirmatory family with the plan's alpha, and the secondary ones follow as an exploratory family of their own.
 Both show, beside each interval over questions, the two-level bootstrap's interval over training runs and questions
-(``ssb.bootstrap``) wherever an arm pools several models. Under the tables, a forest plot of the same rows
-(``ssb.report_plots``, which the report draws from what the section returns).
+(``ssb.stats.bootstrap``) wherever an arm pools several models. Under the tables, a forest plot of the same rows
+(``ssb.report.plots``, which the report draws from what the section returns).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ssb.analysis_plan import AnalysisPlan, PlanError
-from ssb.bootstrap import RESAMPLES, SEED
-from ssb.comparison import arm_pass_at_1, compare_arms, holm, parse_arms, parse_comparisons, resolve
-from ssb.engine_anchors import UNRECORDED, anchor_of, anchored, engine_key
-from ssb.report_plots import COMPARISONS_FIGURE
-from ssb.report_tables import difference_table, runs_interval
+from ssb.report.plots import COMPARISONS_FIGURE
+from ssb.report.tables import difference_table, runs_interval
+from ssb.stats.analysis_plan import AnalysisPlan, PlanError
+from ssb.stats.bootstrap import RESAMPLES, SEED
+from ssb.stats.comparison import arm_pass_at_1, compare_arms, holm, parse_arms, parse_comparisons, resolve
+from ssb.stats.engine_anchors import UNRECORDED, anchor_of, anchored, engine_key
 
 DIFFERENCE_NOTE = ("A - B: A's per-question score minus B's, in points, averaged over the questions both answered, with a paired 95% CI "
                    "over questions. An arm's per-question score is the mean over its models (seeds) of each model's fraction of samples "
@@ -61,7 +61,7 @@ FIGURE = f"![comparisons: A - B with both intervals]({COMPARISONS_FIGURE})"
 
 @dataclass(frozen=True)
 class ArmsSection:
-    """The section's lines, and what the report's plots draw from it (``ssb.report_plots``)."""
+    """The section's lines, and what the report's plots draw from it (``ssb.report.plots``)."""
 
     lines: list[str]
     arms: dict[str, list[str]]  # the arms named (--arm, or the plan's), in their order: {arm: model labels}
@@ -192,7 +192,7 @@ def plan_section(models, summaries, scores, plan: AnalysisPlan) -> ArmsSection:
 
 def engine_anchored(plan: AnalysisPlan, arms, benchmarks, summaries, scores, labels) -> list[tuple[str, list[tuple[str, str, dict]]]]:
     """The plan's comparisons whose models were graded on more than one engine, again on scores anchored on each engine's
-    reference model (``ssb.engine_anchors``): (title, rows) for the primary and the secondary ones that have any."""
+    reference model (``ssb.stats.engine_anchors``): (title, rows) for the primary and the secondary ones that have any."""
     if not plan.engine_anchors:
         return []
     try:

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import re
 
-from ssb.artifacts import RunFolderError, read_jsonl
 from ssb.chat import ChatFormat, fold_system_into_user, messages
 from ssb.data import DataError, load_problems, solution_field
 from ssb.prompts import load_prompts
+from ssb.runfolder.artifacts import RunFolderError, read_jsonl
 
 _ANNOTATION = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations: "48/2 = <<48/2=24>>24"
 

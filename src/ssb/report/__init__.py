@@ -4,21 +4,21 @@ Table: one row per evaluated model, one column per benchmark, cells "pass@1 % ±
 (n questions)". Plots (PNG, matplotlib): the training curves of ``distill/metrics.jsonl`` (loss,
 gradient norm, solution length per step: the panels of the paper's Fig. 2), pass@1 per benchmark and
 arm with its CI and each pooled model's value, and a forest plot of the comparisons asked
-(``ssb.report_plots``). Every adapter is also compared with the base model on the same questions
+(``ssb.report.plots``). Every adapter is also compared with the base model on the same questions
 (paired difference, McNemar's test), and its training compute is read from the run folder that
 produced it, so adapters trained in other folders (the controls) are accounted for too, with the
 mean solution length of its training data and the first and last values of the distillation
 diagnostics its training logged. The training data of each run folder (each round) is checked for kept
 solutions that only restate the answer, open with it, use the hinted prompt's terms or copy the rollout
-shown (``ssb.training_data_report``). The report ends with the commands that produced every number, taken
+shown (``ssb.report.training_data``). The report ends with the commands that produced every number, taken
 from the run folders' manifests.
 
-Several run folders are read as one set of models (``ssb.comparison`` says how they are named);
+Several run folders are read as one set of models (``ssb.stats.comparison`` says how they are named);
 ``--arm`` pools models (training seeds) into an arm and ``--compare A:B`` prints A minus B, in a
-section of its own at the top (``ssb.arms_report``); ``--plan FILE`` declares the arms, the comparisons
-and the test instead (``ssb.analysis_plan``). Without either, each model is compared with the base model of
+section of its own at the top (``ssb.report.arms``); ``--plan FILE`` declares the arms, the comparisons
+and the test instead (``ssb.stats.analysis_plan``). Without either, each model is compared with the base model of
 its own run folder. The report goes to the first run folder unless ``out`` names another. Each run
-of several rounds gets its per-round curve first (``ssb.rounds_report``), and several such runs are
+of several rounds gets its per-round curve first (``ssb.report.rounds``), and several such runs are
 compared round by round; a run that stopped because refine kept no solution says so at the top (``ssb run``'s
 result and report also name the other reasons it stops after refine: too few kept to fill a micro-batch).
 """
@@ -28,19 +28,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ssb.analysis_plan import load_plan
-from ssb.arms_report import arms_section, plan_section
-from ssb.artifacts import check_no_links, write_text_atomic
-from ssb.bootstrap import RESAMPLES, SEED
-from ssb.comparison import compare, model_labels
-from ssb.engine_anchors import engine_key
 from ssb.objectives import DIAGNOSTICS
-from ssb.report_plots import COMPARISONS_FIGURE, accuracy_bars, forest_rows, plot_accuracy, plot_comparisons, with_models
-from ssb.report_tables import cell, difference_table, pyplot, save_figure
-from ssb.rounds_report import rounds_sections
-from ssb.run_record import RunRecord
-from ssb.stages import STAGES
-from ssb.training_data_report import training_data_section
+from ssb.report.arms import arms_section, plan_section
+from ssb.report.plots import COMPARISONS_FIGURE, accuracy_bars, forest_rows, plot_accuracy, plot_comparisons, with_models
+from ssb.report.rounds import rounds_sections
+from ssb.report.tables import cell, difference_table, pyplot, save_figure
+from ssb.report.training_data import training_data_section
+from ssb.runfolder.artifacts import check_no_links, write_text_atomic
+from ssb.runfolder.record import RunRecord
+from ssb.runfolder.stages import STAGES
+from ssb.stats.analysis_plan import load_plan
+from ssb.stats.bootstrap import RESAMPLES, SEED
+from ssb.stats.comparison import compare, model_labels
+from ssb.stats.engine_anchors import engine_key
 
 TRAINING_STAGES = tuple(stage.name for stage in STAGES if stage.training_compute)
 # Per-step distillation diagnostics, summarised when distill/metrics.jsonl carries them (ssb.distill_diagnostics writes the
@@ -297,8 +297,8 @@ def write_report(*run_dirs: str | Path, arms: Sequence[str] = (), comparisons: S
                  stopped: str | None = None, plan: str | Path | None = None) -> Path:
     """Write report.md and its plots for the run folders into the first of them (or ``out``); returns its path.
 
-    ``arms``: ``NAME=MODEL[,MODEL...]`` specs; ``comparisons``: ``A:B`` specs (see ``ssb.comparison``). ``plan``: a
-    declared analysis plan's file (``ssb.analysis_plan``), instead of ``arms`` and ``comparisons``.
+    ``arms``: ``NAME=MODEL[,MODEL...]`` specs; ``comparisons``: ``A:B`` specs (see ``ssb.stats.comparison``). ``plan``: a
+    declared analysis plan's file (``ssb.stats.analysis_plan``), instead of ``arms`` and ``comparisons``.
     ``stopped``: why the run stopped early; by default the reason ``ssb run`` recorded in stats.json.
     A bad name or plan raises ValueError before anything is written.
     """

@@ -2,7 +2,7 @@
 
 The command line (one subcommand per stage), ``ssb run`` (the stages of the method, in order), the
 run folder (the upstream stage a stage needs finished, the inputs it records, what a forced restart
-removes: ``ssb.run_folder.RunFolder.stage``) and the report (which stages count as training compute)
+removes: ``ssb.runfolder.folder.RunFolder.stage``) and the report (which stages count as training compute)
 all read this table; adding or changing a stage touches this table and the stage's own module.
 Functions are named by module and attribute so that reading the table imports nothing heavy
 (``ssb --help`` does not load torch).
@@ -62,7 +62,7 @@ class Stage:
     training_compute: bool  # counted in the report's compute behind a trained adapter
     takes_backend: bool = False  # accepts backend= (a scripted one in tests, through run_all too)
     applies: Callable = _always  # whether `ssb run` runs it under a config
-    # The stage's recorded inputs, in order: parts of the config by name (``ssb.run_folder.config_part``), "upstream"
+    # The stage's recorded inputs, in order: parts of the config by name (``ssb.runfolder.folder.config_part``), "upstream"
     # (the upstream stage's inputs fingerprint, recorded as ``upstream_key``) and parts the stage supplies itself.
     records: tuple[str, ...] = ()
     upstream: str | Callable | None = None  # the stage that must have finished first (a name, or config -> name or None)
@@ -104,12 +104,12 @@ STAGES: tuple[Stage, ...] = (
           # "objective": what the objective adds (ssb.objectives.Objective.recorded_inputs); "processes": the stage's own.
           records=("upstream", "seed", "model", "distill", "objective", "processes"), upstream=_objective_upstream,
           upstream_key="upstream_inputs_fingerprint", verified=("distill/adapter", "distill/metrics.jsonl", "distill/merged")),
-    Stage("grpo", "ssb.grpo", "run_grpo",
+    Stage("grpo", "ssb.arms.grpo", "run_grpo",
           "The RL control: GRPO through TRL on the same base, LoRA shape, questions and grader (writes grpo/adapter, grpo/metrics.jsonl).",
           ("grpo",), in_run=False, training_compute=True,
           records=("seed", "model", "data", "system_prompt_sha256", "grpo", "lora", "grading", "sampler"),
           verified=("grpo/adapter", "grpo/metrics.jsonl")),
-    Stage("onpolicy", "ssb.onpolicy", "run_onpolicy",
+    Stage("onpolicy", "ssb.arms.onpolicy", "run_onpolicy",
           "On-policy self-distillation through TRL's SDFT trainer: the student samples from the bare question, the base model shown "
           "onpolicy.context scores its tokens (writes onpolicy/adapter, onpolicy/metrics.jsonl).",
           ("onpolicy",), in_run=True, training_compute=True, applies=_trains_onpolicy,

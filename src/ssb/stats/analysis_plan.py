@@ -16,7 +16,7 @@ A plan declares them first, and the report applies them as written. The file is 
 
 ``test``: ``sign``, the exact sign test over the questions where the two scores differ (McNemar's test for single models
 with one sample per question); ``z``, the normal test of the mean difference; ``bootstrap``, the two-sided p-value of the
-two-level bootstrap over runs and questions (``ssb.bootstrap``), which inverts its percentile interval. Each comparison is
+two-level bootstrap over runs and questions (``ssb.stats.bootstrap``), which inverts its percentile interval. Each comparison is
 made on every benchmark of ``benchmarks`` (or every benchmark both arms were evaluated on), and each such row is one
 member of its family. Every error names the file and the field.
 
@@ -41,8 +41,8 @@ from pathlib import Path
 
 import yaml
 
-from ssb.bootstrap import RESAMPLES, SEED
 from ssb.config import ConfigError, UniqueKeyLoader
+from ssb.stats.bootstrap import RESAMPLES, SEED
 
 TESTS = ("sign", "z", "bootstrap")
 FIELDS = ("arms", "primary", "secondary", "test", "alpha", "bootstrap", "benchmarks", "engine_anchors")

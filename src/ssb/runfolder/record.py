@@ -1,4 +1,4 @@
-"""Read-only, typed access to what a run folder records, for the report (``ssb.report``, ``ssb.rounds_report``).
+"""Read-only, typed access to what a run folder records, for the report (``ssb.report``, ``ssb.report.rounds``).
 
 The report reads run folders only through this module: the stages' stats (``stats.json``), their
 manifest entries (``manifest.json``), the evaluations' summaries and per-question samples, the
@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, changed_since, digest_problem, read_json_file, read_jsonl
+from ssb.runfolder.artifacts import RunFolderError, changed_since, digest_problem, read_json_file, read_jsonl
 from ssb.training_data import KeptSolution
 
 ROUNDS_FILE = "rounds.json"  # an iterated run's list of rounds (ssb.rounds writes it)

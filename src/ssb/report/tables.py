@@ -1,4 +1,4 @@
-"""Markdown tables and plotting shared by the report's sections (``ssb.report``, ``ssb.rounds_report``): pure formatting."""
+"""Markdown tables and plotting shared by the report's sections (``ssb.report``, ``ssb.report.rounds``): pure formatting."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from ssb.artifacts import refuse_link
-from ssb.comparison import format_p, holm
-from ssb.file_modes import umask_mode
 from ssb.packaged_models import default_cache_dir
+from ssb.runfolder.artifacts import refuse_link
+from ssb.runfolder.file_modes import umask_mode
+from ssb.stats.comparison import format_p, holm
 
 
 def cell(summary: dict | None) -> str:

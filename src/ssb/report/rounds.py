@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssb.comparison import compare
-from ssb.report_tables import cell, difference_table, pyplot, save_figure
-from ssb.run_record import ROUNDS_FILE, RunRecord
+from ssb.report.tables import cell, difference_table, pyplot, save_figure
+from ssb.runfolder.record import ROUNDS_FILE, RunRecord
+from ssb.stats.comparison import compare
 
 DASH = "-"
 

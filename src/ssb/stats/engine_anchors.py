@@ -4,7 +4,7 @@ Greedy text depends on the engine as well as the model: the backend's weight for
 CPU's kernel flags (a CPU with AMX runs other kernels than one with avx512_bf16 alone, and their rounding differs). So
 the same model graded on two engines differs on some questions, and a difference between models graded on different
 engines includes the engines' own. Where a study's arms were graded on more than one engine, its plan may name the
-reference model as graded on each (``engine_anchors``, ``ssb.analysis_plan``): every model's per-question score minus
+reference model as graded on each (``engine_anchors``, ``ssb.stats.analysis_plan``): every model's per-question score minus
 its engine's anchor's then takes each engine's effect on the reference model out of every model it graded, on the
 assumption that the engine shifts every model's answers as it shifted the reference model's (it moves individual answers,
 so this holds on average at best; the anchored rows are a sensitivity analysis beside the plain ones, not a correction).

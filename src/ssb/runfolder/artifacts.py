@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ssb.file_modes import umask_mode
+from ssb.runfolder.file_modes import umask_mode
 
 _log = logging.getLogger(__name__)
 

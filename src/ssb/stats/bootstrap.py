@@ -1,7 +1,7 @@
 """Two-level bootstrap for ``ssb report``: an arm's pass@1 and a paired difference, resampling training runs and questions.
 
 An arm pools training runs (one recipe trained with several seeds): per question it scores the mean of its runs' scores
-(``ssb.comparison``). The interval over questions (``metrics.mean_with_ci``, ``metrics.paired_difference``) holds the runs
+(``ssb.stats.comparison``). The interval over questions (``metrics.mean_with_ci``, ``metrics.paired_difference``) holds the runs
 fixed: it says how far the score would move on other questions drawn like these, with these very adapters. Training again
 draws another adapter, and runs of one recipe can lie far apart (SFT's three seeds in the evidence study span 7.4 points),
 so for a pooled arm that interval understates the uncertainty of a claim about the recipe. This bootstrap draws both:
@@ -45,7 +45,7 @@ def resample(a_RQ: Sequence[Sequence[float]], b_RQ: Sequence[Sequence[float]] | 
     """The statistic in each of ``resamples`` two-level resamples, shape (resamples,).
 
     ``a_RQ``: one row per run of arm A, one column per question (each run's score on it: in [0, 1], or in [-1, 1]
-    anchored on an engine's reference model, ``ssb.engine_anchors``); ``b_RQ``: the same
+    anchored on an engine's reference model, ``ssb.stats.engine_anchors``); ``b_RQ``: the same
     for arm B, on the same questions in the same order. The statistic is A's pass@1, or A's minus B's when ``b_RQ`` is
     given. No questions: every resample is 0 (as ``paired_difference`` gives on empty input).
     """

@@ -3,7 +3,7 @@ for ``onpolicy.context: successful-rollout``), under SSB's conditions.
 
 The student samples a completion of the bare question; the teacher, by default the same frozen base
 model (``onpolicy.teacher: base``: the PEFT model with its adapter disabled, as SSB's teacher), reads
-the same completion after a prompt that adds privileged context (``ssb.privileged_context``: the gold
+the same completion after a prompt that adds privileged context (``ssb.arms.privileged_context``: the gold
 solution, SSB's hint pair, SSB's refinement, the gold answer) and the instruction to derive rather than
 copy (``prompts/onpolicy_teacher.txt``); the student's LoRA is trained to match the teacher's
 next-token distributions on the student's own tokens (OPSD, SDFT). Same base model, LoRA shape
@@ -22,7 +22,7 @@ own demonstration. What ssb adds is what TRL cannot express:
   end-of-turn and generation prompt), and are never truncated (TRL cuts long prompts from the left, which
   would cut the question off the teacher's prompt);
 - the student samples through ssb's OpenVINO engine serving the trainer's current LoRA where the backend
-  is openvino (``_generate``, over ``ssb.grpo_rollouts.EngineRollouts``: one weight push per optimiser
+  is openvino (``_generate``, over ``ssb.arms.engine_rollouts.EngineRollouts``: one weight push per optimiser
   step, one request per question's group, seeds per step so a resumed run redraws the same samples), as
   GRPO's rollouts do; SDFT has no ``rollout_func``;
 - generation stops on every stop token of ssb's chat format (the model's generation config gets them);
@@ -41,12 +41,12 @@ import logging
 import os
 import time
 
-from ssb.artifacts import fingerprint, text_sha256
+from ssb.arms.privileged_context import training_rows
 from ssb.config import SSBConfig
 from ssb.lora import peft_lora_config
-from ssb.privileged_context import training_rows
 from ssb.prompts import IDENTITY_TEACHER_TEMPLATE, teacher_template
-from ssb.run_folder import RunFolder, invocation_stats, model_provenance
+from ssb.runfolder.artifacts import fingerprint, text_sha256
+from ssb.runfolder.folder import RunFolder, invocation_stats, model_provenance
 
 _log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def ssb_trainer(base: type, chat, rollouts=None, golds: dict | None = None) -> t
     ``golds`` (``prompt_golds``), each step also logs ``student/correct``, the share of its completions whose last boxed
     answer is the question's: what GRPO's reward would be, watched here and never trained on."""
 
-    from ssb.trl_order import epoch_seeded
+    from ssb.arms.epoch_order import epoch_seeded
 
     class SSBSelfDistillationTrainer(epoch_seeded(base)):
         def _tokenize_prompts(self, prompts: list) -> list[list[int]]:
@@ -167,9 +167,9 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     import trl.experimental.sdft as sdft
     import trl.experimental.sdpo as sdpo
 
-    from ssb.grpo import correctness_reward
+    from ssb.arms.grpo import correctness_reward
+    from ssb.arms.trl import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save, wall_stats
     from ssb.models import load_chat_format, load_model, resolve_device
-    from ssb.trl_arm import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save, wall_stats
 
     o = config.onpolicy
     folder = RunFolder(config.run_dir)
@@ -227,9 +227,9 @@ def onpolicy_stats(history: list[dict], steps: int, questions: int, config: SSBC
 
 def engine_rollouts(config: SSBConfig, chat, peft_config):
     """ssb's engine sampling the trainer's current LoRA (no lag: each optimiser step samples its own weights)."""
+    from ssb.arms.engine_rollouts import EngineRollouts
     from ssb.generation import SamplingParams
     from ssb.generation.policy_sampler import PolicySampler, lora_scaling
-    from ssb.grpo_rollouts import EngineRollouts
 
     o = config.onpolicy
     sampler = PolicySampler.from_config(config, chat, lora_scaling(peft_config), lag=0)

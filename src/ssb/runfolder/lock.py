@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ssb.artifacts import RunFolderError, command_line, refuse_link, utc_now
+from ssb.runfolder.artifacts import RunFolderError, command_line, refuse_link, utc_now
 
 _log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ refine's check and still teach something other than reasoning (``ssb.training_da
 One row per run folder that has refine's views (``student.jsonl``), one per round of an iterated run
 (``rounds.json``): the kept solutions, and per check the count and share of those it flags; which of the
 filters that act on them the folder's stages recorded, and what they removed; then up to ``EXAMPLES`` of
-each defect per row, escaped for markdown. Read through ``ssb.run_record`` only. A report of folders
+each defect per row, escaped for markdown. Read through ``ssb.runfolder.record`` only. A report of folders
 without training data has no such section.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ssb.run_record import RunRecord
+from ssb.runfolder.record import RunRecord
 from ssb.training_data import (
     ANSWER_FIRST_CHARS,
     ANSWER_ONLY_CHARS,

@@ -28,16 +28,16 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ssb.chat import ChatFormat
-from ssb.file_modes import follow_umask
 from ssb.generation.base import SamplingParams, derive_seed
 from ssb.generation.policy_sampler import PolicySampler, Sample, lora_state
+from ssb.runfolder.file_modes import follow_umask
 
 SAMPLER_FOLDER = "ssb_sampler"  # inside a TRL checkpoint: the lagged weights a resume samples from
 
 
 class EngineRollouts:
     """``rollout_func`` for TRL's GRPOTrainer: completions from ``sampler`` with the trainer's own weights. ``sample`` is
-    the same over prompts already tokenized (the on-policy arm's ``_generate``, ``ssb.onpolicy``); ``seed_key`` keeps the
+    the same over prompts already tokenized (the on-policy arm's ``_generate``, ``ssb.arms.onpolicy``); ``seed_key`` keeps the
     two arms' draws apart."""
 
     def __init__(self, sampler: PolicySampler, chat: ChatFormat, params: SamplingParams, seed: int, seed_key: str = "grpo"):
