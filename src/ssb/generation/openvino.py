@@ -10,10 +10,9 @@ its slot for the next waiting one, so no step is spent decoding padding after a 
 ``ChatFormat`` and passed as token ids, and completions are decoded by the same tokenizer, so the
 chat template and the token ids are exactly those of every other stage.
 
-Seeding: each prompt of a call is one request whose sampler is seeded from (call seed, prompt
-index); its ``n`` samples are that request's ``num_return_sequences``. The same call therefore
-reproduces the same completions, whatever else is scheduled beside it. Greedy decoding asks for one
-sequence per prompt and repeats it ``n`` times (all greedy samples are equal).
+Seeding, stopping and the request loop are those of ``ssb.generation.openvino_requests``, which the in-loop sampler
+shares: each prompt of a call is one request seeded from (call seed, prompt index), so the same call reproduces the same
+completions whatever else is scheduled beside it.
 
 A backend made by ``from_config`` holds its export in the shared cache in use (``use_export``) from the
 export until ``close``, so no other process prunes the IR before the pipeline is compiled from it; a
@@ -26,10 +25,9 @@ import functools
 import logging
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from ssb.chat import ChatFormat, Message
-from ssb.generation.base import Completion, SamplingParams, completion_from_ids, derive_seed
+from ssb.generation.base import Completion, SamplingParams, completion_from_ids
+from ssb.generation.openvino_requests import generation_config, run_requests
 
 _log = logging.getLogger(__name__)
 
@@ -113,50 +111,8 @@ class OpenVINOBackend:
         if self._export is not None:
             self._export.release()  # the cache may prune the IR from now on
 
-    def _config(self, params: SamplingParams, prompt_index: int):
-        config = self._og.GenerationConfig()
-        config.max_new_tokens = params.max_new_tokens
-        config.stop_token_ids = set(self.chat.stop_ids)
-        config.eos_token_id = self.chat.stop_ids[-1]
-        config.repetition_penalty = 1.0
-        if params.temperature == 0:
-            config.do_sample = False
-            config.num_return_sequences = 1
-            return config
-        config.do_sample = True
-        config.temperature = params.temperature
-        config.top_p = params.top_p
-        if params.top_k > 0:
-            config.top_k = params.top_k
-        config.num_return_sequences = params.n
-        config.rng_seed = derive_seed(params.seed, prompt_index)
-        return config
-
     def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[list[Completion]]:
-        import numpy as np
-        import openvino as ov
-
-        handles = []
-        for i, conversation in enumerate(prompts):
-            ids = np.array([self.chat.prompt_ids(conversation)], dtype=np.int64)
-            handles.append(self.pipeline.add_request(i, ov.Tensor(ids), self._config(params, i)))
-        generated: list[dict[int, list[int]]] = [{} for _ in prompts]
-        bar = tqdm(total=len(prompts) * params.n * params.max_new_tokens, desc="generate", unit="tok",
-                   disable=not self.progress, leave=False)
-        while self.pipeline.has_non_finished_requests():
-            self.pipeline.step()
-            for i, handle in enumerate(handles):
-                while handle.can_read():
-                    for sequence, output in handle.read().items():
-                        generated[i].setdefault(sequence, []).extend(output.generated_ids)
-                        bar.update(len(output.generated_ids))
-        bar.close()
-        results = []
-        for sequences in generated:
-            rows = [completion_from_ids(self.chat, ids) for _, ids in sorted(sequences.items())]
-            if params.temperature == 0:
-                rows = rows * params.n
-            if len(rows) != params.n:
-                raise RuntimeError(f"OpenVINO returned {len(rows)} sequences for a prompt, expected {params.n}")
-            results.append(rows)
-        return results
+        prompt_ids = [self.chat.prompt_ids(conversation) for conversation in prompts]
+        configs = [generation_config(self._og, params, self.chat.stop_ids, i) for i in range(len(prompts))]
+        samples = run_requests(self.pipeline, prompt_ids, params, configs, progress=self.progress)
+        return [[completion_from_ids(self.chat, ids) for ids, _ in rows] for rows in samples]

@@ -24,9 +24,9 @@ OpenVINO GenAI's rules this module keeps, each silent when broken:
   wanted adapter and then queues its requests;
 - prefix caching is off: with it, a swap would reuse KV cached under the previous adapter.
 
-Seeding as in ``ssb.generation.openvino``: request ``i`` of a call samples with ``derive_seed(seed, i)``,
-so the same weights, prompts and seed give the same completions. Log-probabilities are the engine's
-own, of the raw (temperature 1) distribution, one per generated token.
+Requests are built and stepped by ``ssb.generation.openvino_requests``, as evaluation's are: request ``i`` of a call
+samples with ``derive_seed(seed, i)``, so the same weights, prompts and seed give the same completions.
+Log-probabilities are the engine's own, of the raw (temperature 1) distribution, one per generated token.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssb.chat import ChatFormat
-from ssb.generation.base import SamplingParams, derive_seed
+from ssb.generation.base import SamplingParams
+from ssb.generation.openvino_requests import generation_config, run_requests
 
 
 @dataclass(frozen=True)
@@ -143,28 +144,6 @@ class PolicySampler:
         if self._export is not None:
             self._export.release()  # the cache may prune the IR from now on
 
-    def _config(self, params: SamplingParams, n: int, seed: int | None, adapter):
-        config = self._og.GenerationConfig()
-        config.max_new_tokens = params.max_new_tokens
-        config.stop_token_ids = set(self.chat.stop_ids)
-        config.eos_token_id = self.chat.stop_ids[-1]
-        # No logit processor beyond temperature / top-k / top-p: the reported log-probabilities are then those of the
-        # distribution sampled at temperature 1 without top-k / top-p, which grpo.importance_sampling relies on.
-        config.repetition_penalty, config.presence_penalty, config.frequency_penalty, config.min_new_tokens = 1.0, 0.0, 0.0, 0
-        config.logprobs = 1
-        config.adapters = self._og.AdapterConfig(adapter, self.scaling)
-        if params.temperature == 0:
-            config.do_sample = False
-            config.num_return_sequences = 1
-            return config
-        config.do_sample = True
-        config.temperature, config.top_p = params.temperature, params.top_p
-        if params.top_k > 0:
-            config.top_k = params.top_k
-        config.num_return_sequences = n
-        config.rng_seed = seed
-        return config
-
     def generate(self, prompt_ids: list[list[int]], params: SamplingParams, step: int) -> tuple[list[list[Sample]], int]:
         """``params.n`` samples of each tokenized prompt from the weights of ``sampling_step(step)``, in prompt order,
         and that step. Greedy decoding samples once per prompt and repeats it ``n`` times."""
@@ -172,30 +151,11 @@ class PolicySampler:
         import openvino as ov
 
         sampled = self.sampling_step(step)
-        adapter = self._adapters[sampled]
+        adapters = self._og.AdapterConfig(self._adapters[sampled], self.scaling)
         # The pipeline's adapter is the one the last generate() set; add_request would ignore its own.
-        select = self._config(SamplingParams(temperature=0, max_new_tokens=1), 1, None, adapter)
+        select = generation_config(self._og, SamplingParams(temperature=0, max_new_tokens=1), self.chat.stop_ids, 0, True, adapters)
         self._pipeline.generate([ov.Tensor(np.array([prompt_ids[0][-1:]], dtype=np.int64))], [select])
-        handles = [self._pipeline.add_request(i, ov.Tensor(np.array([ids], dtype=np.int64)),
-                                              self._config(params, params.n, derive_seed(params.seed, i), adapter))
-                   for i, ids in enumerate(prompt_ids)]
-        generated: list[dict[int, tuple[list[int], list[float]]]] = [{} for _ in prompt_ids]
-        while self._pipeline.has_non_finished_requests():
-            self._pipeline.step()
-            for i, handle in enumerate(handles):
-                while handle.can_read():
-                    for sequence, output in handle.read().items():
-                        ids, logprobs = generated[i].setdefault(sequence, ([], []))
-                        ids.extend(output.generated_ids)
-                        logprobs.extend(output.generated_log_probs)
+        configs = [generation_config(self._og, params, self.chat.stop_ids, i, True, adapters) for i in range(len(prompt_ids))]
         stops = set(self.chat.stop_ids)
-        results = []
-        for sequences in generated:
-            rows = [Sample(list(ids), [float(p) for p in logprobs], "stop" if ids and ids[-1] in stops else "length")
-                    for _, (ids, logprobs) in sorted(sequences.items())]
-            if params.temperature == 0:
-                rows = rows * params.n
-            if len(rows) != params.n:
-                raise RuntimeError(f"OpenVINO returned {len(rows)} sequences for a prompt, expected {params.n}")
-            results.append(rows)
-        return results, sampled
+        return [[Sample(ids, logprobs, "stop" if ids and ids[-1] in stops else "length") for ids, logprobs in rows]
+                for rows in run_requests(self._pipeline, prompt_ids, params, configs)], sampled
