@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 pytest.importorskip("trl")
 
 from helpers import write_benchmark, write_questions  # noqa: E402
-from ssb.arms.grpo import correctness_reward, format_reward, run_grpo  # noqa: E402
+from ssb.arms.grpo import format_reward, run_grpo  # noqa: E402
 from ssb.config import load_config  # noqa: E402
 from ssb.evaluation import run_eval  # noqa: E402
+from ssb.grading import correctness_reward  # noqa: E402
 from ssb.runfolder.artifacts import read_jsonl  # noqa: E402
 
 
@@ -433,10 +434,10 @@ def test_lagged_engine_samples_are_importance_corrected_by_trls_own_code(tmp_pat
     import torch
     import trl
 
-    from ssb.arms import engine_rollouts as grpo_rollouts
+    from ssb.arms import engine_rollouts
 
     rollouts, ratios, losses = [], [], []
-    plain_call = grpo_rollouts.EngineRollouts.__call__
+    plain_call = engine_rollouts.TrainerSampling.__call__
 
     def recording_call(self, prompts, trainer):
         rollouts.append(plain_call(self, prompts, trainer))
@@ -462,7 +463,7 @@ def test_lagged_engine_samples_are_importance_corrected_by_trls_own_code(tmp_pat
             losses.append((self.state.global_step, loss.item(), unweighted.item()))
             return loss
 
-    monkeypatch.setattr(grpo_rollouts.EngineRollouts, "__call__", recording_call)
+    monkeypatch.setattr(engine_rollouts.TrainerSampling, "__call__", recording_call)
     monkeypatch.setattr(trl, "GRPOTrainer", Recording)
     settings = engine_settings(tmp_path, tiny_model_dir, **{"grpo.policy_lag": 1, "grpo.importance_sampling": "token_truncate",
                                                             "grpo.importance_sampling_clip": 1.5, "grpo.temperature": 1.0, "grpo.top_k": 0})
@@ -542,7 +543,7 @@ def test_the_sampler_choice_follows_the_backend_and_refuses_what_it_cannot_do(tm
 @pytest.mark.skipif(not importlib.util.find_spec("openvino_genai"), reason="openvino-genai not installed")
 def test_a_run_resumed_in_its_second_epoch_trains_it_in_the_uninterrupted_order(tmp_path, tiny_model_dir, monkeypatch):
     """Six questions, two per step: epoch 2 starts at step 4. Killed after checkpoint 3 and resumed, the run sees epoch 2's
-    questions in the order an uninterrupted run does (TRL's sampler alone would replay epoch 1's: ssb.arms.epoch_order)."""
+    questions in the order an uninterrupted run does (TRL's sampler alone would replay epoch 1's: ssb.arms.trl.epoch_seeded)."""
     import trl
     from transformers import TrainerCallback
 

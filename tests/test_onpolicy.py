@@ -364,11 +364,12 @@ def test_sdpo_shows_the_teacher_a_correct_sibling_and_distils_only_where_there_i
     import torch
     from safetensors.torch import load_file
 
-    import ssb.arms.grpo
+    import ssb.grading
     from ssb.models import load_chat_format
     from ssb.prompts import load_prompts, teacher_template
 
-    monkeypatch.setattr(ssb.arms.grpo, "grade", lambda text, gold, timeout_s: SimpleNamespace(correct=len(text) % 2 == 0))
+    # The grader correctness_reward calls; student/correct's is_correct calls it too, without a timeout.
+    monkeypatch.setattr(ssb.grading, "grade", lambda text, gold, timeout_s=None: SimpleNamespace(correct=len(text) % 2 == 0))
     batches, losses = [], []
     recording_trainer(monkeypatch, batches, losses, kind="sdpo")
     config = load_config(None, settings(tmp_path, tiny_model_dir, **{"onpolicy.context": "successful-rollout", "onpolicy.lr": 1e-2,

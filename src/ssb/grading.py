@@ -247,3 +247,14 @@ def is_correct(response_text: str, gold: str) -> bool:
     A response without a boxed answer is wrong, as in the paper.
     """
     return grade(response_text, gold).correct
+
+
+def correctness_reward(completions: list, gold: list[str], timeout_s: float = DEFAULT_TIMEOUT_S, **kwargs) -> list[float]:
+    """A TRL reward function: 1.0 when a completion's last boxed answer equals its gold (``grade``), else 0.0. GRPO's
+    reward, and the on-policy arm's test of a correct sibling (SDPO).
+
+    ``completions`` are TRL's conversational completions (``[{"role": "assistant", "content": ...}]``)
+    or plain strings; ``gold`` is the dataset column of the same name, one per completion.
+    """
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [1.0 if grade(text, answer, timeout_s).correct else 0.0 for text, answer in zip(texts, gold)]

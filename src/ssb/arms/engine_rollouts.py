@@ -1,23 +1,24 @@
-"""GRPO's completions sampled by ssb's CPU engine: a TRL ``rollout_func`` over the in-loop sampler.
+"""A TRL trainer's completions sampled by ssb's CPU engine (``TrainerSampling``): GRPO's ``rollout_func``, and the
+on-policy arm's student generation (``ssb.arms.onpolicy``).
 
 TRL's ``GRPOTrainer`` calls ``rollout_func(prompts, trainer)`` where it would otherwise generate with
-transformers (on a CPU, a static batch at a time). This one renders each prompt with ssb's one
-``ChatFormat`` (the template and stop tokens of every other stage), pushes the trainer's LoRA to the
-``PolicySampler`` once per optimiser step (``LaggedWeights`` pushes every step's where the sampler
-lags), and samples each group's ``num_generations`` completions as one engine request. The trainer's
-prompts arrive repeated ``num_generations`` times in a row; a block of equal prompts is one request
-with that many samples.
+transformers (on a CPU, a static batch at a time); the on-policy arm's trainer calls ``sample`` over prompts
+it has tokenized. Each prompt is rendered with ssb's one ``ChatFormat`` (the template and stop tokens of
+every other stage), the trainer's LoRA is pushed to the ``PolicySampler`` once per optimiser step
+(``LaggedWeights`` pushes every step's where the sampler lags), and each group's ``num_generations``
+completions are sampled as one engine request. The trainer's prompts arrive repeated ``num_generations``
+times in a row; a block of equal prompts is one request with that many samples.
 
 The completions come from the weights of ``grpo.policy_lag`` optimiser steps back (0: the current
-ones); the lag is recorded per step (``sampler/lag`` in ``grpo/metrics.jsonl``). The rollouts carry the
-engine's log-probabilities, of the temperature-1 distribution: where the engine samples that
-distribution (temperature 1, no top-k or top-p), ``grpo.importance_sampling`` has TRL's own
-importance-sampling code correct both the lag and the int8 engine's numerics against the trainer's
-(``correct_with_engine_logprobs``); otherwise they go uncorrected, and ``benchmarks/grpo_sampling.py``
-measures the engine-trainer gap.
+ones; the on-policy arm never lags); the lag is recorded per step (``sampler/lag`` in the arm's
+``metrics.jsonl``). The rollouts carry the engine's log-probabilities, of the temperature-1 distribution:
+where the engine samples that distribution (temperature 1, no top-k or top-p), ``grpo.importance_sampling``
+has TRL's own importance-sampling code correct both the lag and the int8 engine's numerics against the
+trainer's (``ssb.arms.trl.correct_with_engine_logprobs``); otherwise they go uncorrected, and
+``benchmarks/grpo_sampling.py`` measures the engine-trainer gap.
 
-Seeds: the call ``c`` of optimiser step ``s`` samples with ``derive_seed(seed, "grpo", s, c)``, so a run
-resumed from a checkpoint redraws the completions an uninterrupted one drew, for the same weights.
+Seeds: the call ``c`` of optimiser step ``s`` samples with ``derive_seed(seed, seed_key, s, c)`` (``grpo`` or
+``onpolicy``), so a run resumed from a checkpoint redraws the completions an uninterrupted one drew, for the same weights.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from ssb.arms.trl import record_metrics, use_experimental_api
 from ssb.chat import ChatFormat
 from ssb.generation.base import SamplingParams, derive_seed
 from ssb.generation.policy_sampler import PolicySampler, Sample, lora_state
@@ -35,10 +37,10 @@ from ssb.runfolder.file_modes import follow_umask
 SAMPLER_FOLDER = "ssb_sampler"  # inside a TRL checkpoint: the lagged weights a resume samples from
 
 
-class EngineRollouts:
-    """``rollout_func`` for TRL's GRPOTrainer: completions from ``sampler`` with the trainer's own weights. ``sample`` is
-    the same over prompts already tokenized (the on-policy arm's ``_generate``, ``ssb.arms.onpolicy``); ``seed_key`` keeps the
-    two arms' draws apart."""
+class TrainerSampling:
+    """A TRL trainer's completions from ``sampler`` with the trainer's own weights: called, GRPO's ``rollout_func``;
+    ``sample``, the same over prompts already tokenized (the on-policy arm's generation). ``seed_key`` keeps the two
+    arms' draws apart."""
 
     def __init__(self, sampler: PolicySampler, chat: ChatFormat, params: SamplingParams, seed: int, seed_key: str = "grpo"):
         self.sampler, self.chat, self.params, self.seed, self.seed_key = sampler, chat, params, seed, seed_key
@@ -57,7 +59,7 @@ class EngineRollouts:
             self._step, self._calls = step, 0
         if step not in self.sampler.states:
             self.sampler.push(step, lora_state(trainer.accelerator.unwrap_model(trainer.model)))
-        trainer._metrics["train"]["sampler/push_s"].extend(self.sampler.pushes_s)
+        record_metrics(trainer, {"sampler/push_s": self.sampler.pushes_s})
         self.sampler.pushes_s.clear()
         blocks = _blocks(prompt_ids, trainer.num_generations)
         params = SamplingParams(n=trainer.num_generations if blocks else 1, temperature=self.params.temperature, top_p=self.params.top_p,
@@ -70,39 +72,25 @@ class EngineRollouts:
         seconds = time.monotonic() - start
         rows = [(ids, sample) for ids, group in zip(unique, samples) for sample in group]
         tokens = sum(len(sample.token_ids) for _, sample in rows)
-        metrics = trainer._metrics["train"]
-        metrics["sampler/lag"].append(step - sampled)
-        metrics["sampler/generate_s"].append(seconds)
-        metrics["sampler/tokens_per_s"].append(tokens / seconds if seconds > 0 else 0.0)
         # The mean negative log-probability of the sampled tokens: sampling at temperature 1 without top-k / top-p, an
         # unbiased estimate of the policy's per-token entropy over the states it visits (else a cross-entropy).
         logprobs = [lp for _, sample in rows for lp in sample.logprobs]
-        if logprobs:
-            metrics["sampler/token_nll"].append(-sum(logprobs) / len(logprobs))
+        record_metrics(trainer, {"sampler/lag": [step - sampled], "sampler/generate_s": [seconds],
+                                 "sampler/tokens_per_s": [tokens / seconds if seconds > 0 else 0.0],
+                                 **({"sampler/token_nll": [-sum(logprobs) / len(logprobs)]} if logprobs else {})})
         return rows
 
 
-class _WeightsPushedByRollouts:
-    """What GRPOTrainer calls to sync vLLM's weights before a ``rollout_func`` call: nothing to do, since
-    ``EngineRollouts`` pushes the trainer's weights to the engine itself."""
+def trainer_sampling(config, section, chat: ChatFormat, peft_config, seed: int, seed_key: str, lag: int = 0) -> TrainerSampling:
+    """ssb's engine sampling a trainer's completions from its LoRA ``lag`` optimiser steps back, with ``section``'s
+    sampling settings (``config.grpo`` or ``config.onpolicy``, whose fields are named alike). GRPO's and the on-policy arm's."""
+    from ssb.generation.policy_sampler import lora_scaling
 
-    def sync_weights(self) -> None:
-        pass
-
-
-def correct_with_engine_logprobs(trainer) -> None:
-    """Have TRL's importance-sampling correction weight GRPO's loss by the trainer's over the engine's probability of
-    each sampled token (in ``trainer.vllm_importance_sampling_mode``, clipped as TRL's arguments say).
-
-    TRL 1.16 computes the correction from any rollout's log-probabilities (a ``rollout_func`` returns them) but gates it
-    on ``use_vllm``, in the trainer's five checks of ``use_vllm and vllm_importance_sampling_correction``. With a
-    ``rollout_func`` (and no tools, which ssb never passes) the trainer reads ``use_vllm`` elsewhere only to sync vLLM's
-    weights before calling it, which here is ``_WeightsPushedByRollouts``; so setting it after construction opens the
-    correction and nothing else. TRL is pinned, and tests/test_grpo.py holds the ratio the loss receives to one
-    computed independently, so a TRL that moved the gate fails there rather than silently training uncorrected."""
-    trainer.use_vllm = True
-    trainer.vllm_generation = _WeightsPushedByRollouts()
-    trainer._last_loaded_step = -1
+    use_experimental_api()  # GRPO hands it to TRL as a rollout_func, an experimental API
+    sampler = PolicySampler.from_config(config, chat, lora_scaling(peft_config), lag)
+    params = SamplingParams(n=section.num_generations, temperature=section.temperature, top_p=section.top_p, top_k=section.top_k,
+                            max_new_tokens=section.max_completion_length)
+    return TrainerSampling(sampler, chat, params, seed, seed_key)
 
 
 def _blocks(prompts: list, size: int) -> bool:

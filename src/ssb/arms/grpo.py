@@ -1,10 +1,10 @@
 """``ssb grpo``: the paper's RL control, GRPO through TRL's ``GRPOTrainer``, under SSB's conditions.
 
 Same base model, same LoRA shape (``distill.lora``), same question source (``data``), same chat
-template and system prompt, and a reward computed by ``ssb.grading``: 1 for a correct last boxed
-answer, 0 otherwise, plus an optional format term (``grpo.format_reward``, off by default) for
+template and system prompt, and a reward computed by ``ssb.grading`` (``correctness_reward``): 1 for a correct
+last boxed answer, 0 otherwise, plus an optional format term (``grpo.format_reward``, off by default) for
 writing a boxed answer at all. Completions are sampled by ssb's CPU engine serving the trainer's
-current LoRA (``grpo.sampler`` engine, through TRL's ``rollout_func``: ``ssb.arms.engine_rollouts``), or by TRL's
+current LoRA (``grpo.sampler`` engine, through TRL's ``rollout_func``: ``ssb.arms.engine_rollouts.TrainerSampling``), or by TRL's
 own generation: transformers, or its vLLM mode where installed (``grpo.use_vllm``). Output: ``grpo/adapter`` (PEFT, evaluable with ``ssb eval``),
 ``grpo/metrics.jsonl`` (TRL's log history) and TRL checkpoints, from the newest complete one of
 which an interrupted run resumes.
@@ -13,30 +13,31 @@ which an interrupted run resumes.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import time
 
-from ssb.arms.trl import GenerationBudget, WallClockBudget, generated_tokens, last_complete_checkpoint, sampler_inputs, train_and_save, wall_stats
+from ssb.arms.trl import (
+    GenerationBudget,
+    WallClockBudget,
+    correct_with_engine_logprobs,
+    epoch_seeded,
+    generated_tokens,
+    last_complete_checkpoint,
+    sampler_choice,
+    sampler_inputs,
+    train_and_save,
+    trainer_args,
+    wall_stats,
+)
 from ssb.chat import ChatFormat, fold_system_into_user, messages
 from ssb.config import SSBConfig
 from ssb.data import load_problems
-from ssb.grading import extract_boxed_answer, grade
+from ssb.grading import correctness_reward, extract_boxed_answer
 from ssb.lora import peft_lora_config
 from ssb.prompts import load_prompts
 from ssb.runfolder.folder import RunFolder, invocation_stats, model_provenance
 
 _log = logging.getLogger(__name__)
-
-
-def correctness_reward(completions: list, gold: list[str], timeout_s: float = 5.0, **kwargs) -> list[float]:
-    """TRL reward function: 1.0 when a completion's last boxed answer equals its gold, else 0.0.
-
-    ``completions`` are TRL's conversational completions (``[{"role": "assistant", "content": ...}]``)
-    or plain strings; ``gold`` is the dataset column of the same name, one per completion.
-    """
-    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-    return [1.0 if grade(text, answer, timeout_s).correct else 0.0 for text, answer in zip(texts, gold)]
 
 
 def format_reward(completions: list, **kwargs) -> list[float]:
@@ -62,19 +63,14 @@ def build_dataset(config: SSBConfig, chat: ChatFormat):
 def sampler_name(config: SSBConfig) -> str:
     """What samples GRPO's completions under ``config``: ``engine`` (ssb's OpenVINO engine), ``trl-vllm`` or ``trl``
     (transformers); ``grpo.sampler: auto`` resolved."""
-    from ssb.generation import backend_name
-
     g = config.grpo
     if g.sampler == "engine" and g.use_vllm:
         raise ValueError("grpo.sampler: engine and grpo.use_vllm exclude each other (vLLM is TRL's own sampler)")
-    if g.sampler == "trl" or g.use_vllm or (g.sampler == "auto" and backend_name(config) != "openvino"):
+    sampler = sampler_choice(config, "grpo.sampler", g.sampler, trl_forced=g.use_vllm)
+    if sampler == "trl":
         if g.policy_lag:
             raise ValueError("grpo.policy_lag: only the engine sampler samples from older weights; TRL's generation uses the current ones")
         sampler = "trl-vllm" if g.use_vllm else "trl"
-    elif importlib.util.find_spec("openvino_genai") is None:
-        raise ValueError("grpo.sampler: engine needs openvino-genai (pip install -c constraints-cpu.txt -e '.[openvino]')")
-    else:
-        sampler = "engine"
     check_importance_sampling(config, sampler)
     return sampler
 
@@ -120,8 +116,7 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
-    from ssb.arms.epoch_order import epoch_seeded
-    from ssb.models import load_model, load_tokenizer, resolve_device
+    from ssb.models import load_model, load_tokenizer
 
     folder = RunFolder(config.run_dir)
     g = config.grpo
@@ -133,7 +128,6 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     if not stage.begin(force):
         return stage.stats()
     out = folder.file("grpo")
-    on_gpu = resolve_device(config.model).type == "cuda"
     if reward_funcs is None:
         timeout = config.grading.timeout_s
         reward_funcs = [lambda completions, gold, **kw: correctness_reward(completions, gold, timeout)]
@@ -141,16 +135,8 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
         if g.format_reward > 0:
             reward_funcs.append(format_reward)
     weights = [1.0] + ([g.format_reward] if len(reward_funcs) > 1 else [])
-    args = GRPOConfig(
-        output_dir=str(out / "checkpoints"), seed=config.seed, use_cpu=not on_gpu, bf16=on_gpu and config.model.dtype in ("auto", "bfloat16"),
-        learning_rate=g.lr, num_train_epochs=g.epochs, max_steps=g.max_steps if g.max_steps is not None else -1,
-        per_device_train_batch_size=g.batch_size, gradient_accumulation_steps=g.gradient_accumulation_steps,
-        num_generations=g.num_generations, steps_per_generation=g.steps_per_generation, max_completion_length=g.max_completion_length,
-        temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, beta=g.beta, reward_weights=weights,
-        max_grad_norm=g.max_grad_norm, warmup_steps=g.warmup_steps, logging_steps=1, save_steps=g.save_every,
-        save_total_limit=2, report_to=[], use_vllm=g.use_vllm, gradient_checkpointing=g.gradient_checkpointing,
-        disable_tqdm=not config.progress, **importance_sampling_args(g),
-    )
+    args = trainer_args(GRPOConfig, config, g, str(out / "checkpoints"), config.seed, steps_per_generation=g.steps_per_generation,
+                        beta=g.beta, reward_weights=weights, use_vllm=g.use_vllm, **importance_sampling_args(g))
     peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
     torch.manual_seed(config.seed)
     lagged_weights_damage = None
@@ -163,18 +149,16 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     per_step = g.batch_size * g.gradient_accumulation_steps
     tokens = None if g.max_generated_tokens is None else GenerationBudget(g.max_generated_tokens, per_step)
     callbacks = [c for c in (clock, tokens) if c is not None]
-    rollouts = None
+    sampling = None
     if sampler == "engine":
-        rollouts, lagged_weights = engine_rollouts(config, chat, peft_config, checkpoint)
+        sampling, lagged_weights = engine_sampling(config, chat, peft_config, checkpoint)
         callbacks.append(lagged_weights)
     trainer = epoch_seeded(GRPOTrainer)(model=load_model(config.model), reward_funcs=reward_funcs, args=args, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks, rollout_func=rollouts)
+                          processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks, rollout_func=sampling)
     if sampler == "engine" and args.vllm_importance_sampling_correction:
-        from ssb.arms.engine_rollouts import correct_with_engine_logprobs
-
         correct_with_engine_logprobs(trainer)
     start = time.monotonic()
-    history = train_and_save(trainer, checkpoint, rollouts, out)
+    history = train_and_save(trainer, checkpoint, sampling, out)
     stats = {"steps": trainer.state.global_step, "questions": len(dataset), "this_invocation": invocation_stats(time.monotonic() - start),
              "generated_completions": trainer.state.global_step * per_step,
              "generated_tokens": generated_tokens(history, per_step),
@@ -186,21 +170,13 @@ def run_grpo(config: SSBConfig, force: bool = False, reward_funcs: list | None =
     return stats
 
 
-def engine_rollouts(config: SSBConfig, chat: ChatFormat, peft_config, checkpoint: str | None):
+def engine_sampling(config: SSBConfig, chat: ChatFormat, peft_config, checkpoint: str | None):
     """The engine's ``rollout_func`` for the trainer, with the lagged weights a checkpoint saved pushed back, and the
     callback that pushes each step's weights where the sampler lags and saves them into later checkpoints."""
-    import os
+    from ssb.arms.engine_rollouts import LaggedWeights, restore, trainer_sampling
 
-    from ssb.arms.engine_rollouts import EngineRollouts, LaggedWeights, restore
-    from ssb.generation import SamplingParams
-    from ssb.generation.policy_sampler import PolicySampler, lora_scaling
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL; ssb pins TRL's version
-    g = config.grpo
-    sampler = PolicySampler.from_config(config, chat, lora_scaling(peft_config), g.policy_lag)
-    restored = restore(sampler, checkpoint)
+    sampling = trainer_sampling(config, config.grpo, chat, peft_config, config.seed, "grpo", config.grpo.policy_lag)
+    restored = restore(sampling.sampler, checkpoint)
     if restored:
         _log.info("grpo: the sampler resumes with the weights of steps %s from %s", restored, checkpoint)
-    params = SamplingParams(n=g.num_generations, temperature=g.temperature, top_p=g.top_p, top_k=g.top_k,
-                            max_new_tokens=g.max_completion_length)
-    return EngineRollouts(sampler, chat, params, config.seed), LaggedWeights(sampler)
+    return sampling, LaggedWeights(sampling.sampler)

@@ -13,16 +13,16 @@ and TRL checkpoints, from the newest complete one of which an interrupted run re
 
 TRL runs the method (``trl.experimental.sdft``: sampling, teacher prompt, divergences, importance-sampling
 clip, checkpoints). SDPO (``trl.experimental.sdpo``, context ``successful-rollout``) is the same with the teacher's
-context mined from the student's own group: a sibling completion that ssb's grader finds correct (GRPO's
-``correctness_reward``),
-shown in the same teacher prompt file; a completion without one is not distilled, and a correct completion is never its
-own demonstration. What ssb adds is what TRL cannot express:
+context mined from the student's own group: a sibling completion that ssb's grader finds correct
+(``ssb.grading.correctness_reward``, GRPO's reward), shown in the same teacher prompt file; a completion without one is
+not distilled, and a correct completion is never its own demonstration. What ssb adds is what TRL cannot express
+(through TRL's private hooks, all of them in ``ssb.arms.trl``):
 - the prompts are tokenized by ssb's one ``ChatFormat`` (``_tokenize_prompts``), so the student's and the
   teacher's prompts are rendered as every other stage renders them (system folding, template override,
   end-of-turn and generation prompt), and are never truncated (TRL cuts long prompts from the left, which
   would cut the question off the teacher's prompt);
 - the student samples through ssb's OpenVINO engine serving the trainer's current LoRA where the backend
-  is openvino (``_generate``, over ``ssb.arms.engine_rollouts.EngineRollouts``: one weight push per optimiser
+  is openvino (``_generate``, over ``ssb.arms.engine_rollouts.TrainerSampling``: one weight push per optimiser
   step, one request per question's group, seeds per step so a resumed run redraws the same samples), as
   GRPO's rollouts do; SDFT has no ``rollout_func``;
 - generation stops on every stop token of ssb's chat format (the model's generation config gets them);
@@ -36,13 +36,23 @@ this task found of them.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import os
 import time
 
 from ssb.arms.privileged_context import training_rows
+from ssb.arms.trl import (
+    WallClockBudget,
+    last_complete_checkpoint,
+    sampler_choice,
+    sampler_inputs,
+    self_distillation_classes,
+    self_distillation_trainer,
+    train_and_save,
+    trainer_args,
+    wall_stats,
+)
 from ssb.config import SSBConfig
+from ssb.grading import correctness_reward
 from ssb.lora import peft_lora_config
 from ssb.prompts import IDENTITY_TEACHER_TEMPLATE, teacher_template
 from ssb.runfolder.artifacts import fingerprint, text_sha256
@@ -55,14 +65,7 @@ MODES = {"topk": "topk_logits", "full": "full_logits", "sampled-token": "sampled
 
 def sampler_name(config: SSBConfig) -> str:
     """What samples the student under ``config``: ``engine`` (ssb's OpenVINO engine) or ``trl`` (transformers)."""
-    from ssb.generation import backend_name
-
-    choice = config.onpolicy.sampler
-    if choice == "trl" or (choice == "auto" and backend_name(config) != "openvino"):
-        return "trl"
-    if importlib.util.find_spec("openvino_genai") is None:
-        raise ValueError("onpolicy.sampler: engine needs openvino-genai (pip install -c constraints-cpu.txt -e '.[openvino]')")
-    return "engine"
+    return sampler_choice(config, "onpolicy.sampler", config.onpolicy.sampler)
 
 
 SDPO = "successful-rollout"  # the context TRL's SDPO trainer builds from the student's own group
@@ -79,34 +82,21 @@ def teacher_prompt(config: SSBConfig) -> str:
     return template.replace("{privileged_context}", "{solution}{feedback}") if config.onpolicy.context == SDPO else template
 
 
-def ssb_trainer(base: type, chat, rollouts=None, golds: dict | None = None) -> type:
+def ssb_trainer(base: type, chat, sampling=None, golds: dict | None = None) -> type:
     """``base`` (TRL's ``SDFTTrainer`` or ``SDPOTrainer``) with prompts tokenized by ssb's chat format, an epoch's order drawn from its
-    number and, given ``rollouts`` (an ``EngineRollouts``), the student's completions sampled by ssb's engine. Given
+    number and, given ``sampling`` (a ``TrainerSampling``), the student's completions sampled by ssb's engine. Given
     ``golds`` (``prompt_golds``), each step also logs ``student/correct``, the share of its completions whose last boxed
     answer is the question's: what GRPO's reward would be, watched here and never trained on."""
 
-    from ssb.arms.epoch_order import epoch_seeded
+    def sample(prompt_ids: list[list[int]], trainer) -> tuple[list[list[int]], list[list[int]]]:
+        rows = sampling.sample(prompt_ids, trainer)  # TRL repeats each prompt num_generations times in a row
+        return [ids for ids, _ in rows], [drawn.token_ids for _, drawn in rows]
 
-    class SSBSelfDistillationTrainer(epoch_seeded(base)):
-        def _tokenize_prompts(self, prompts: list) -> list[list[int]]:
-            return [chat.prompt_ids(conversation) for conversation in prompts]
+    def watch(prompts: list[list[int]], completions: list[list[int]]) -> dict[str, float]:
+        share = student_correct(chat, golds, prompts, completions)
+        return {} if share is None else {"student/correct": share}
 
-        def _tokenize_prompts_untruncated(self, prompts: list) -> list[list[int]]:  # SDPO's teacher prompts
-            return self._tokenize_prompts(prompts)
-
-        def _generate(self, prompt_ids: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
-            if rollouts is None:
-                prompts, completions = super()._generate(prompt_ids)
-            else:
-                rows = rollouts.sample(prompt_ids, self)  # TRL repeats each prompt num_generations times in a row
-                prompts, completions = [ids for ids, _ in rows], [sample.token_ids for _, sample in rows]
-            if golds:
-                share = student_correct(chat, golds, prompts, completions)
-                if share is not None:
-                    self._metrics["train"]["student/correct"].append(share)
-            return prompts, completions
-
-    return SSBSelfDistillationTrainer
+    return self_distillation_trainer(base, chat.prompt_ids, sample if sampling is not None else None, watch if golds else None)
 
 
 def prompt_golds(config: SSBConfig, chat, rows: list[dict]) -> dict[tuple[int, ...], str]:
@@ -132,46 +122,32 @@ def training_seed(config: SSBConfig) -> int:
     return config.onpolicy.seed if config.onpolicy.seed is not None else config.seed
 
 
-def trainer_args(config: SSBConfig, output_dir: str, template: str, on_gpu: bool):
-    """``config.onpolicy`` as TRL's ``SDFTConfig``, or its ``SDPOConfig`` for context successful-rollout."""
+def distillation_args(config: SSBConfig, config_class: type, output_dir: str, template: str):
+    """``config.onpolicy`` as TRL's ``SDFTConfig``, or its ``SDPOConfig`` for context successful-rollout (``config_class``)."""
     o = config.onpolicy
-    common = dict(
-        output_dir=output_dir, seed=training_seed(config), use_cpu=not on_gpu, bf16=on_gpu and config.model.dtype in ("auto", "bfloat16"),
-        gradient_checkpointing=o.gradient_checkpointing, learning_rate=o.lr, num_train_epochs=o.epochs,
-        max_steps=o.max_steps if o.max_steps is not None else -1, per_device_train_batch_size=o.batch_size,
-        gradient_accumulation_steps=o.gradient_accumulation_steps, num_generations=o.num_generations, num_iterations=o.num_iterations,
-        max_prompt_length=None, max_completion_length=o.max_completion_length, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
-        distillation_alpha=o.alpha, distillation_mode=MODES[o.distillation], distillation_add_tail=o.tail, distillation_is_clip=o.is_clip,
-        teacher_model_kind=o.teacher, teacher_update_rate=o.ema_rate, max_grad_norm=o.max_grad_norm, warmup_steps=o.warmup_steps,
-        logging_steps=1, save_steps=o.save_every, save_total_limit=2, report_to=[], use_vllm=False, disable_tqdm=not config.progress,
-    )
+    own = dict(num_iterations=o.num_iterations, max_prompt_length=None, distillation_alpha=o.alpha, distillation_mode=MODES[o.distillation],
+               distillation_add_tail=o.tail, distillation_is_clip=o.is_clip, teacher_model_kind=o.teacher, teacher_update_rate=o.ema_rate,
+               use_vllm=False)
     if o.context != SDPO:
-        from trl.experimental.sdft import SDFTConfig
-
-        return SDFTConfig(**common, distillation_topk=o.top_k_tokens, teacher_prompt_template=template)
-    from trl.experimental.sdpo import SDPOConfig
-
+        return trainer_args(config_class, config, o, output_dir, training_seed(config), **own, distillation_topk=o.top_k_tokens,
+                            teacher_prompt_template=template)
     # Pure self-distillation (no policy-gradient term), a correct sibling as the only context, never a completion as its
     # own demonstration; the teacher's prompt is never cut (ssb renders it whole, as every other prompt).
-    return SDPOConfig(**common, distillation_topk=o.top_k_tokens if o.distillation == "topk" else None, distillation_weight=1.0,
-                      use_successful_as_teacher=True, success_reward_threshold=1.0, dont_reprompt_on_self_success=True,
-                      include_environment_feedback=False, reprompt_template=template, solution_template=SOLUTION_TEMPLATE,
-                      max_reprompt_len=2**31 - 1)
+    return trainer_args(config_class, config, o, output_dir, training_seed(config), **own,
+                        distillation_topk=o.top_k_tokens if o.distillation == "topk" else None, distillation_weight=1.0,
+                        use_successful_as_teacher=True, success_reward_threshold=1.0, dont_reprompt_on_self_success=True,
+                        include_environment_feedback=False, reprompt_template=template, solution_template=SOLUTION_TEMPLATE,
+                        max_reprompt_len=2**31 - 1)
 
 
 def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     """Train a LoRA adapter by on-policy self-distillation with ``config.onpolicy.context`` as the teacher's context."""
     import torch
 
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # trl.experimental: ssb pins TRL's version
-    import trl.experimental.sdft as sdft
-    import trl.experimental.sdpo as sdpo
-
-    from ssb.arms.grpo import correctness_reward
-    from ssb.arms.trl import WallClockBudget, last_complete_checkpoint, sampler_inputs, train_and_save, wall_stats
-    from ssb.models import load_chat_format, load_model, resolve_device
+    from ssb.models import load_chat_format, load_model
 
     o = config.onpolicy
+    trainer_class, config_class = self_distillation_classes("sdpo" if o.context == SDPO else "sdft")
     folder = RunFolder(config.run_dir)
     chat = load_chat_format(config.model)
     rows = training_rows(config, chat, folder)  # bad input (or a missing upstream stage) fails before the stage starts
@@ -184,26 +160,25 @@ def run_onpolicy(config: SSBConfig, force: bool = False) -> dict:
     from datasets import Dataset
 
     out = folder.file("onpolicy")
-    on_gpu = resolve_device(config.model).type == "cuda"
-    args = trainer_args(config, str(out / "checkpoints"), template, on_gpu)
+    args = distillation_args(config, config_class, str(out / "checkpoints"), template)
     peft_config = peft_lora_config(config)  # the one LoRA set-up of every arm
     torch.manual_seed(training_seed(config))
     checkpoint = last_complete_checkpoint(out / "checkpoints")
     if checkpoint is not None and o.teacher == "ema":
         _log.warning("onpolicy: TRL does not checkpoint the ema teacher; resuming from %s, it restarts from the base model", checkpoint)
     clock = WallClockBudget(o.max_wall_s, out / "wall_s.json", resume_from=checkpoint)
-    rollouts = engine_rollouts(config, chat, peft_config) if sampler == "engine" else None
+    sampling = engine_sampling(config, chat, peft_config) if sampler == "engine" else None
     model = load_model(config.model)
     model.generation_config.eos_token_id = list(chat.stop_ids)  # TRL's generation stops (and masks) on these
     def success(completions: list, gold: list[str], **kwargs) -> list[float]:  # SDPO's reward: GRPO's, a correct sibling scoring 1
         return correctness_reward(completions, gold, config.grading.timeout_s)
 
     sdpo_only = {"reward_funcs": [success]} if o.context == SDPO else {}
-    trainer = ssb_trainer(sdpo.SDPOTrainer if o.context == SDPO else sdft.SDFTTrainer, chat, rollouts, prompt_golds(config, chat, rows))(
+    trainer = ssb_trainer(trainer_class, chat, sampling, prompt_golds(config, chat, rows))(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=chat.tokenizer, peft_config=peft_config,
         callbacks=[clock], **sdpo_only)
     start = time.monotonic()
-    history = train_and_save(trainer, checkpoint, rollouts, out)
+    history = train_and_save(trainer, checkpoint, sampling, out)
     stage.finish({**model_provenance(config, chat.tokenizer), "adapter": str(out / "adapter")},
                  {**onpolicy_stats(history, trainer.state.global_step, len(rows), config, sampler, time.monotonic() - start),
                   **wall_stats(clock)})
@@ -225,14 +200,8 @@ def onpolicy_stats(history: list[dict], steps: int, questions: int, config: SSBC
             "first_distillation_loss": losses[0] if losses else None, "last_distillation_loss": losses[-1] if losses else None}
 
 
-def engine_rollouts(config: SSBConfig, chat, peft_config):
+def engine_sampling(config: SSBConfig, chat, peft_config):
     """ssb's engine sampling the trainer's current LoRA (no lag: each optimiser step samples its own weights)."""
-    from ssb.arms.engine_rollouts import EngineRollouts
-    from ssb.generation import SamplingParams
-    from ssb.generation.policy_sampler import PolicySampler, lora_scaling
+    from ssb.arms.engine_rollouts import trainer_sampling
 
-    o = config.onpolicy
-    sampler = PolicySampler.from_config(config, chat, lora_scaling(peft_config), lag=0)
-    params = SamplingParams(n=o.num_generations, temperature=o.temperature, top_p=o.top_p, top_k=o.top_k,
-                            max_new_tokens=o.max_completion_length)
-    return EngineRollouts(sampler, chat, params, training_seed(config), seed_key="onpolicy")
+    return trainer_sampling(config, config.onpolicy, chat, peft_config, training_seed(config), "onpolicy")

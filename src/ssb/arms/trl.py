@@ -1,11 +1,30 @@
-"""What ssb's arms trained by TRL's trainers share (GRPO, ``ssb.arms.grpo``; on-policy, ``ssb.arms.onpolicy``): budgets in wall-clock
-and generated tokens that carry over resumes, the newest complete checkpoint to resume from, the sampler's recorded
-settings, and the one train-save-log sequence."""
+"""What ssb's arms trained by TRL's trainers share (GRPO, ``ssb.arms.grpo``; on-policy, ``ssb.arms.onpolicy``), and the one
+seam to TRL's internals.
+
+Shared: budgets in wall-clock and generated tokens that carry over resumes, the newest complete checkpoint to resume
+from, the sampler's choice and recorded settings, the trainer arguments both arms set alike, and the one train-save-log
+sequence.
+
+The seam: every member of TRL (or of transformers' ``Trainer``) outside its documented API that ssb touches is touched
+here and nowhere else: a step's logged metrics (``_metrics``, ``record_metrics``), the training sampler
+(``_get_train_sampler`` and ``trl.trainer.utils.RepeatSampler``, ``epoch_seeded``), the self-distillation trainers'
+prompt and generation hooks (``_tokenize_prompts``, ``_tokenize_prompts_untruncated``, ``_generate``,
+``self_distillation_trainer``), GRPO's importance-sampling gate (``use_vllm``, ``vllm_generation`` and
+``_last_loaded_step`` set on a built trainer, ``correct_with_engine_logprobs``), TRL's experimental APIs
+(``trl.experimental.sdft`` and ``sdpo``, ``rollout_func``: ``self_distillation_classes``, ``use_experimental_api``), and
+what transformers' ``Trainer`` writes into a checkpoint and how it loads the RNG state (``trainer_pt_utils.safe_globals``:
+``CHECKPOINT_FILES``, ``checkpoint_damage``).
+It was written against ``TESTED_TRL``; the first use of it under another TRL logs a warning that names both versions
+(``check_trl_version``).
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +36,20 @@ from ssb.runfolder.artifacts import write_json_atomic, write_jsonl_atomic
 from ssb.runfolder.file_modes import follow_umask
 
 _log = logging.getLogger(__name__)
+
+TESTED_TRL = "1.16.0"  # constraints-cpu.txt's pin; tests/test_trl_seam.py keeps the two equal
+
+
+@functools.cache
+def check_trl_version() -> None:
+    """Warn, once per process, when the installed TRL is not ``TESTED_TRL``. A warning, not a refusal: a newer TRL may
+    well work, but a private member that moved fails here or, worse, silently changes what trains."""
+    import trl
+
+    if trl.__version__ != TESTED_TRL:
+        _log.warning("TRL %s is installed, but ssb's arms are tested with TRL %s and reach into its internals (ssb.arms.trl), "
+                     "which may have moved; pip install -c constraints-cpu.txt -e '.[test]' installs the tested one",
+                     trl.__version__, TESTED_TRL)
 
 
 class WallClockBudget(TrainerCallback):
@@ -140,6 +173,19 @@ def last_complete_checkpoint(checkpoints: Path, also_damage: Callable[[Path], st
     return None if chosen is None else str(chosen)
 
 
+def sampler_choice(config, field: str, choice: str, trl_forced: bool = False) -> str:
+    """What samples an arm's completions: ``engine`` (ssb's OpenVINO engine) or ``trl`` (TRL's own generation), for the
+    arm's ``field`` (``grpo.sampler``, ``onpolicy.sampler``) set to ``choice``; ``auto`` is the engine where
+    ``backend.name`` resolves to openvino. ``trl_forced``: the arm's settings leave only TRL's generation (GRPO's vLLM)."""
+    from ssb.generation import backend_name
+
+    if choice == "trl" or trl_forced or (choice == "auto" and backend_name(config) != "openvino"):
+        return "trl"
+    if importlib.util.find_spec("openvino_genai") is None:
+        raise ValueError(f"{field}: engine needs openvino-genai (pip install -c constraints-cpu.txt -e '.[openvino]')")
+    return "engine"
+
+
 def sampler_inputs(config, sampler: str) -> dict:
     """What the completions' numerics depend on: the sampler, and for the engine its resolved settings
     (``backend_spec``: the precision that runs, not ``auto``) and sequences in flight."""
@@ -148,14 +194,36 @@ def sampler_inputs(config, sampler: str) -> dict:
     return {"name": sampler, **({**backend_spec(config), "batch_size": config.backend.batch_size} if sampler == "engine" else {})}
 
 
-def train_and_save(trainer, checkpoint: str | None, rollouts, out: Path) -> list[dict]:
-    """Train a TRL trainer (resuming from ``checkpoint``), release the engine sampler, save ``out/adapter`` and
-    ``out/metrics.jsonl`` (the log history, one entry per step); returns that history. GRPO's and the on-policy arm's."""
+def trainer_args(config_class: type, config, section, output_dir: str, seed: int, **own):
+    """``config_class`` (TRL's ``GRPOConfig``, ``SDFTConfig`` or ``SDPOConfig``) with what both arms set from their
+    section of the config (``section``: ``config.grpo`` or ``config.onpolicy``, whose fields are named alike) and
+    ``own``, the arm's own arguments. TRL's CPU-hostile defaults are overridden: bf16 only on a GPU (and a model dtype
+    that allows it), gradient checkpointing as the section says; one log entry per optimiser step, the two newest
+    checkpoints kept, no external reporting."""
+    from ssb.models import resolve_device
+
+    check_trl_version()
+    on_gpu = resolve_device(config.model).type == "cuda"
+    return config_class(
+        output_dir=output_dir, seed=seed, use_cpu=not on_gpu, bf16=on_gpu and config.model.dtype in ("auto", "bfloat16"),
+        learning_rate=section.lr, num_train_epochs=section.epochs, max_steps=section.max_steps if section.max_steps is not None else -1,
+        per_device_train_batch_size=section.batch_size, gradient_accumulation_steps=section.gradient_accumulation_steps,
+        num_generations=section.num_generations, max_completion_length=section.max_completion_length,
+        temperature=section.temperature, top_k=section.top_k, top_p=section.top_p, max_grad_norm=section.max_grad_norm,
+        warmup_steps=section.warmup_steps, gradient_checkpointing=section.gradient_checkpointing, logging_steps=1,
+        save_steps=section.save_every, save_total_limit=2, report_to=[], disable_tqdm=not config.progress, **own,
+    )
+
+
+def train_and_save(trainer, checkpoint: str | None, sampling, out: Path) -> list[dict]:
+    """Train a TRL trainer (resuming from ``checkpoint``), release the engine's ``sampling`` (if any), save
+    ``out/adapter`` and ``out/metrics.jsonl`` (the log history, one entry per step); returns that history. GRPO's and
+    the on-policy arm's."""
     try:
         trainer.train(resume_from_checkpoint=checkpoint)
     finally:
-        if rollouts is not None:
-            rollouts.sampler.close()
+        if sampling is not None:
+            sampling.sampler.close()
     trainer.save_model(str(out / "adapter"))  # the trainer's save: it gathers a sharded model's state first
     if trainer.args.should_save:  # the process that wrote it
         canonical_adapter_config(out / "adapter")
@@ -163,3 +231,107 @@ def train_and_save(trainer, checkpoint: str | None, rollouts, out: Path) -> list
     history = [entry for entry in trainer.state.log_history if "step" in entry]
     write_jsonl_atomic(out / "metrics.jsonl", history)
     return history
+
+
+# TRL's private members, each as TESTED_TRL has it: where the next TRL upgrade looks first.
+
+
+def use_experimental_api() -> None:
+    """Silence TRL's notice that an API is experimental (``trl.experimental``, GRPO's ``rollout_func``): the version
+    check stands in for it."""
+    check_trl_version()
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+def self_distillation_classes(kind: str) -> tuple[type, type]:
+    """TRL's experimental self-distillation trainer and its config: ``sdft`` (SDFT) or ``sdpo`` (SDPO)."""
+    use_experimental_api()
+    if kind == "sdpo":
+        from trl.experimental.sdpo import SDPOConfig, SDPOTrainer
+
+        return SDPOTrainer, SDPOConfig
+    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+
+    return SDFTTrainer, SDFTConfig
+
+
+def record_metrics(trainer, values: dict[str, list[float]]) -> None:
+    """Add ``values`` to the training step's metrics: TRL logs each name's mean over the step into the log history
+    (``metrics.jsonl``). Its trainers keep them in the private ``_metrics``, with no public way in."""
+    metrics = trainer._metrics["train"]
+    for name, more in values.items():
+        metrics[name].extend(more)
+
+
+def epoch_seeded(trainer_class: type) -> type:
+    """``trainer_class`` (TRL's ``GRPOTrainer``, ``SDFTTrainer`` or ``SDPOTrainer``, or a subclass) with each epoch's
+    question order drawn from (seed, epoch), so that a resume reproduces it.
+
+    TRL's ``RepeatSampler`` shuffles with one generator carried over the epochs. A run resumed from a checkpoint
+    rebuilds the sampler, and its generator, from the seed: a run resumed in epoch 2 then trains epoch 2 in epoch 1's
+    order, not the one an uninterrupted run would (found by the on-policy arm's kill/resume test: step-3 loss 0.17525
+    against 0.17490). Drawing each epoch's permutation from ``seed + epoch`` makes the order a function of the epoch
+    alone; the trainer calls ``set_epoch`` at the start of every epoch, a resumed one included."""
+    from trl.trainer.utils import RepeatSampler
+
+    check_trl_version()
+
+    class EpochSeededSampler(RepeatSampler):
+        def set_epoch(self, epoch: int) -> None:
+            if self.shuffle:
+                self.generator.manual_seed(self.seed + epoch)
+
+    class EpochSeeded(trainer_class):
+        def _get_train_sampler(self, dataset=None):
+            return EpochSeededSampler(self.train_dataset if dataset is None else dataset, mini_repeat_count=self.num_generations,
+                                      batch_size=self.args.generation_batch_size // self.num_generations,
+                                      repeat_count=self.num_iterations * self.args.steps_per_generation, shuffle=self.shuffle_dataset,
+                                      seed=self.args.seed)
+
+    EpochSeeded.__name__ = EpochSeeded.__qualname__ = f"EpochSeeded{trainer_class.__name__}"
+    return EpochSeeded
+
+
+def self_distillation_trainer(base: type, prompt_ids: Callable, sample: Callable | None = None, watch: Callable | None = None) -> type:
+    """``base`` (TRL's ``SDFTTrainer`` or ``SDPOTrainer``) with each epoch's order drawn from its number (``epoch_seeded``)
+    and its prompt and generation hooks given to ssb: each conversation tokenized by ``prompt_ids`` and never truncated
+    (SDPO's teacher prompts too); the completions drawn by ``sample(prompt_ids, trainer) -> (prompts, completions)``
+    where given, else by TRL; and ``watch(prompts, completions) -> {name: value}`` logged with the step that generated."""
+
+    class SSBSelfDistillationTrainer(epoch_seeded(base)):
+        def _tokenize_prompts(self, prompts: list) -> list[list[int]]:
+            return [prompt_ids(conversation) for conversation in prompts]
+
+        def _tokenize_prompts_untruncated(self, prompts: list) -> list[list[int]]:  # SDPO's teacher prompts
+            return self._tokenize_prompts(prompts)
+
+        def _generate(self, ids: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
+            prompts, completions = super()._generate(ids) if sample is None else sample(ids, self)
+            if watch is not None:
+                record_metrics(self, {name: [value] for name, value in watch(prompts, completions).items()})
+            return prompts, completions
+
+    return SSBSelfDistillationTrainer
+
+
+class _WeightsPushedByRollouts:
+    """What GRPOTrainer calls to sync vLLM's weights before a ``rollout_func`` call: nothing to do, since
+    ``TrainerSampling`` pushes the trainer's weights to the engine itself."""
+
+    def sync_weights(self) -> None:
+        pass
+
+
+def correct_with_engine_logprobs(trainer) -> None:
+    """Have TRL's importance-sampling correction weight GRPO's loss by the trainer's over the engine's probability of
+    each sampled token (in ``trainer.vllm_importance_sampling_mode``, clipped as TRL's arguments say).
+
+    TRL 1.16 computes the correction from any rollout's log-probabilities (a ``rollout_func`` returns them) but gates it
+    on ``use_vllm``, in the trainer's five checks of ``use_vllm and vllm_importance_sampling_correction``. With a
+    ``rollout_func`` (and no tools, which ssb never passes) the trainer reads ``use_vllm`` elsewhere only to sync vLLM's
+    weights before calling it, which here is ``_WeightsPushedByRollouts``; so setting it after construction opens the
+    correction and nothing else. tests/test_grpo.py holds the ratio the loss receives to one computed independently, so
+    a TRL that moved the gate fails there rather than silently training uncorrected."""
+    trainer.use_vllm = True
+    trainer.vllm_generation = _WeightsPushedByRollouts()
+    trainer._last_loaded_step = -1
