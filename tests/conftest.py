@@ -82,7 +82,8 @@ def ssb_cache(tmp_path_factory, pytestconfig) -> Path:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SSB_CACHE", str(cache))
         env.setenv("MPLCONFIGDIR", str(cache / "matplotlib"))
-        if USER_EXPORTER is None and pytestconfig.cache is not None:  # without pytest's cache, each run builds its own
+        # Without pytest's cache (-p no:cacheprovider), each run builds its own.
+        if USER_EXPORTER is None and pytestconfig.pluginmanager.hasplugin("cacheprovider"):
             env.setenv("SSB_OPENVINO_EXPORTER", str(write_exporter_launcher(pytestconfig.cache.mkdir("ssb-openvino-exporter"))))
         yield cache
     after = listing(USER_CACHE)
