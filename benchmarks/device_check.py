@@ -6,7 +6,8 @@ Builds a tiny model offline, then on the GPU:
 2. defaults (bf16 on GPU): rollouts with the real HF backend, refine with a scripted backend (the
    random model never boxes an answer), teacher targets, a few distillation steps, and ``ssb eval``
    of the base model and the trained adapter.
-Prints one JSON object. Needs the tests' helpers (tests/ on sys.path).
+Prints one JSON object. It builds its inputs with the tests' own helpers (tiny.py, helpers.py, scripted.py), so it runs
+with tests/ on the import path (src/ too on a machine where ssb is not installed):
 
     PYTHONPATH=src:tests python benchmarks/device_check.py --out /tmp/device_check
 """
@@ -21,8 +22,6 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from helpers import write_benchmark, write_questions
-from scripted import ScriptedBackend, refine_script, rollout_script
 from ssb.alignment import align_examples, pack, solution_hidden_states
 from ssb.chat import ChatFormat
 from ssb.config import load_config
@@ -33,10 +32,14 @@ from ssb.models import load_model, load_tokenizer
 from ssb.refinement import run_refine
 from ssb.rollouts import run_rollouts
 from ssb.teacher_targets import run_teacher
-from tiny import save_tiny_model
+
+TESTS_HELPERS = "the tests' helpers: run it as PYTHONPATH=src:tests python benchmarks/device_check.py"
 
 
 def phase1(root: Path, model_dir: Path, run: str, **overrides):
+    from helpers import write_questions
+    from scripted import ScriptedBackend, refine_script, rollout_script
+
     data = write_questions(root / "questions.jsonl", 24)
     config = load_config(None, {"run_dir": str(root / run), "data.source": "jsonl", "data.path": str(data),
                                 "model.name_or_path": str(model_dir), "rollouts.chunk_questions": 8, "progress": False,
@@ -49,9 +52,14 @@ def phase1(root: Path, model_dir: Path, run: str, **overrides):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=f"Needs {TESTS_HELPERS}.")
     parser.add_argument("--out", default="/tmp/device_check")
     args = parser.parse_args()
+    try:  # the tests' modules, found through PYTHONPATH only once there is something to build
+        from helpers import write_benchmark
+        from tiny import save_tiny_model
+    except ModuleNotFoundError as error:
+        raise SystemExit(f"{error}: {TESTS_HELPERS}") from None
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     model_dir = save_tiny_model(root / "model")

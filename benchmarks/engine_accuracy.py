@@ -23,11 +23,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from machine import machine_info
 from ssb.runfolder.artifacts import read_jsonl
 from ssb.stats.metrics import mean_with_ci, paired_difference
-
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import machine_info  # noqa: E402
 
 
 def main() -> None:

@@ -38,8 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import machine_info  # noqa: E402
+from machine import machine_info
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT = "openvino:int8:auto"  # the accuracy reference: int8 weights, OpenVINO's own precision

@@ -17,15 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from machine import machine_info
 from ssb.chat import messages
 from ssb.config import DataConfig, load_config
 from ssb.data import load_problems
 from ssb.generation import SamplingParams, make_backend
 from ssb.models import load_chat_format
 from ssb.prompts import load_prompts
-
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import machine_info  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

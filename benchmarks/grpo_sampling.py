@@ -28,9 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import machine_info  # noqa: E402
-from workers import run_worker  # noqa: E402
+from machine import machine_info
+from workers import run_worker
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARMS = {  # name -> config overrides on top of the evidence config

@@ -1,7 +1,15 @@
-"""What every benchmark result records about the machine it was measured on."""
+"""What every benchmark result records about the machine it was measured on.
+
+    python benchmarks/machine.py        prints this machine's record (JSON)
+
+The benchmarks import ``machine_info`` from here (a script's own folder is on its import path when it runs as a file);
+a study script, in a folder of its own, runs this command instead.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import platform
 from importlib import metadata
@@ -19,3 +27,12 @@ def machine_info() -> dict:
             pass
     return {"cpu": cpu["model"] or platform.processor(), "cores": os.cpu_count(), "cpu_flags": cpu["kernel_flags"],
             "python": platform.python_version(), "packages": versions}
+
+
+def main() -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="Prints the record as JSON.").parse_args()
+    print(json.dumps(machine_info(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -30,9 +30,8 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import machine_info  # noqa: E402
-from workers import run_worker  # noqa: E402
+from machine import machine_info
+from workers import run_worker
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ARMS = {"engine": {"onpolicy.sampler": "engine"}, "trl": {"onpolicy.sampler": "trl"}}  # name -> overrides on top of the common ones

@@ -15,10 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import machine_info
 from ssb.runfolder.folder import RunFolder
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info  # noqa: E402
 
 
 def main() -> None:

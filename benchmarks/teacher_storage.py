@@ -23,14 +23,12 @@ from pathlib import Path
 
 import torch
 
+from machine import machine_info
 from ssb.alignment import pack, solution_hidden_states
 from ssb.config import load_config
 from ssb.losses import kl_full, kl_topk
 from ssb.models import load_chat_format, load_model
-
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import machine_info  # noqa: E402
-from torch_precision import examples_from  # noqa: E402
+from torch_precision import examples_from
 
 T = 2.0
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}

@@ -13,7 +13,10 @@ each with the hinted prompt built from it and one wrong rollout of its question 
    process; memory is the growth of resident memory over the process's state before the step, with
    glibc told to return freed large blocks (otherwise resident memory measures its cache).
 
-    python benchmarks/teacher_targets_and_memory.py --run-dir runs/demo [--examples 24] [--batch 4]
+    python benchmarks/teacher_targets_and_memory.py --run-dir runs/demo [--examples 24] [--batch 4] [--dtype float32]
+
+``--run-dir`` is any run folder with a rollouts.jsonl: ``ssb demo``'s, or the evidence study's committed phase-1
+rollouts gunzipped into a folder of their own (``studies/evidence/results/phase1/rollouts.jsonl.gz``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import numpy as np
 import psutil
 import torch
 
+from machine import machine_info
 from ssb.alignment import AlignedExample, pack, solution_hidden_states, solution_token_ids
 from ssb.chat import ChatFormat, messages
 from ssb.config import load_config
@@ -40,7 +44,7 @@ from ssb.losses import kl_full, kl_topk
 from ssb.models import load_model, load_tokenizer
 from ssb.prompts import load_prompts
 from ssb.runfolder.artifacts import read_jsonl
-from ssb.teacher_targets import _targets_for, _write_shard
+from ssb.teacher_targets import storage_dtype, targets_for, write_shard
 
 
 def build_examples(run_dir: Path, chat: ChatFormat, count: int) -> list[AlignedExample]:
@@ -77,7 +81,7 @@ class PeakRSS:
         self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch: int, gradient_checkpointing: bool) -> dict:
+def step_variant(variant: str, model_name: str, dtype: str, run_dir: str, count: int, batch: int, gradient_checkpointing: bool) -> dict:
     """One distillation step in this process; returns peak growth of RSS and tokens/s."""
     from ssb.lora import build_peft_model
     from ssb.losses import reduce_per_token
@@ -85,7 +89,7 @@ def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch:
     from ssb.teacher_targets import Teacher
     from ssb.training_loop import per_token_terms
 
-    config = load_config(None, {"model.name_or_path": model_name, "distill.gradient_checkpointing": gradient_checkpointing})
+    config = load_config(None, {"model.name_or_path": model_name, "model.dtype": dtype, "distill.gradient_checkpointing": gradient_checkpointing})
     tokenizer = load_tokenizer(config.model)
     chat = ChatFormat(tokenizer)
     group = build_examples(Path(run_dir), chat, count)[:batch]
@@ -130,8 +134,8 @@ def step_variant(variant: str, model_name: str, run_dir: str, count: int, batch:
             "tokens_per_s": round(tokens / seconds, 1)}
 
 
-def storage_and_topk(model_name: str, run_dir: Path, count: int) -> dict:
-    config = load_config(None, {"model.name_or_path": model_name})
+def storage_and_topk(model_name: str, dtype: str, run_dir: Path, count: int) -> dict:
+    config = load_config(None, {"model.name_or_path": model_name, "model.dtype": dtype})
     chat = ChatFormat(load_tokenizer(config.model))
     examples = build_examples(run_dir, chat, count)
     model = load_model(config.model)
@@ -141,16 +145,20 @@ def storage_and_topk(model_name: str, run_dir: Path, count: int) -> dict:
     T = config.distill.temperature
     per_format: dict[str, list] = {"hidden": [], **{f"topk{k}": [] for k in (16, 64, 256)}}
     full_kl, npz_bytes, npz_tokens = [], 0, 0
+    formats = {"hidden": load_config(None, {"teacher.format": "hidden"}),
+               **{f"topk{k}": load_config(None, {"teacher.format": "topk", "teacher.k": k}) for k in (16, 64, 256)}}
     with torch.no_grad():
         for e in examples:
             t_hidden = solution_hidden_states(model, pack([e.teacher_prompt_ids], [e.solution_ids], chat.pad_id))
             s_logits = head(solution_hidden_states(model, pack([e.student_prompt_ids], [e.solution_ids], chat.pad_id))).float()
             t_logits = head(t_hidden).float()
             full_kl.append(kl_full(s_logits, t_logits, T) / T**2)
-            per_format["hidden"].append((e, _targets_for(t_hidden, head, load_config(None, {"teacher.format": "hidden"}))))
+            # As ssb's teacher stage stores them (ssb.teacher_targets.compute_targets): float32 hidden states in, each
+            # format's tensors in its storage dtype out.
+            stored = {name: targets_for(t_hidden.float(), head, cfg, storage_dtype(cfg, model)) for name, cfg in formats.items()}
+            per_format["hidden"].append((e, stored["hidden"]))
             for k in (16, 64, 256):
-                cfg = load_config(None, {"teacher.format": "topk", "teacher.k": k})
-                targets = _targets_for(t_hidden, head, cfg)
+                targets = stored[f"topk{k}"]
                 per_format[f"topk{k}"].append((e, targets))
                 for tail in (True, False):
                     approx = kl_topk(s_logits, targets["topk_logits"], targets["topk_ids"], targets["log_normalizer"], T, tail) / T**2
@@ -164,7 +172,7 @@ def storage_and_topk(model_name: str, run_dir: Path, count: int) -> dict:
         for name, pieces in per_format.items():
             shard = Path(folder) / name
             shard.mkdir()
-            _write_shard(shard, 0, pieces)
+            write_shard(shard, 0, pieces)
             sizes[name] = sum(p.stat().st_size for p in shard.iterdir()) / tokens
     V = head.weight.shape[0]
     sizes["full_fp32_raw"] = V * 4
@@ -180,6 +188,8 @@ def storage_and_topk(model_name: str, run_dir: Path, count: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="packaged:qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="model.dtype of every part (auto: bfloat16 on a CPU with bf16 units, else float32)")
     parser.add_argument("--run-dir", default="runs/demo")
     parser.add_argument("--examples", type=int, default=24)
     parser.add_argument("--batch", type=int, default=4)
@@ -191,11 +201,13 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/teacher_targets_and_memory.json")
     args = parser.parse_args()
     if args.step_variant:
-        print(json.dumps(step_variant(args.step_variant, args.model, args.run_dir, args.examples, args.batch, bool(args.gradient_checkpointing))))
+        print(json.dumps(step_variant(args.step_variant, args.model, args.dtype, args.run_dir, args.examples, args.batch,
+                                      bool(args.gradient_checkpointing))))
         return
-    report = {"command": " ".join(["python", *sys.argv]), "malloc_mmap_threshold_65536": bool(args.return_freed_memory)}
+    report = {"command": " ".join(["python", *sys.argv]), "machine": machine_info(),
+              "malloc_mmap_threshold_65536": bool(args.return_freed_memory)}
     if "storage" in args.parts:
-        report["storage_and_topk"] = storage_and_topk(args.model, Path(args.run_dir), args.examples)
+        report["storage_and_topk"] = storage_and_topk(args.model, args.dtype, Path(args.run_dir), args.examples)
         print(json.dumps(report["storage_and_topk"], indent=2), flush=True)
     if "step" in args.parts:
         report["distill_step"] = {}
@@ -205,7 +217,8 @@ def main() -> None:
                 # glibc keeps freed large blocks for reuse, so resident memory would track the allocator's
                 # cache rather than live tensors; a low mmap threshold returns them to the system.
                 env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"} if args.return_freed_memory else None
-                result = subprocess.run([sys.executable, __file__, "--step-variant", variant, "--model", args.model, "--run-dir", args.run_dir,
+                result = subprocess.run([sys.executable, __file__, "--step-variant", variant, "--model", args.model, "--dtype", args.dtype,
+                                         "--run-dir", args.run_dir,
                                          "--examples", str(args.examples), "--batch", str(args.batch),
                                          "--gradient-checkpointing", str(checkpointing)],
                                         capture_output=True, text=True, env=env)

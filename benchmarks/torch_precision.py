@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from machine import machine_info
 from ssb.alignment import AlignedExample, pack, solution_hidden_states, solution_token_ids
 from ssb.chat import messages
 from ssb.config import load_config
@@ -33,9 +34,6 @@ from ssb.objectives import objective_for
 from ssb.prompts import load_prompts
 from ssb.teacher_targets import Teacher
 from ssb.training_loop import per_token_terms
-
-sys.path.insert(0, str(Path(__file__).parent))
-from machine import machine_info  # noqa: E402
 
 
 def examples_from(samples: Path, count: int, chat) -> list[AlignedExample]:

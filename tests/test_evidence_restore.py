@@ -4,9 +4,11 @@ machine is: the weights are retrained bit for bit, everything else is skipped or
 computed again. The plain run's export and restore are in test_run_export.py."""
 
 import gzip
-import importlib.util
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,15 +25,11 @@ from ssb.runfolder.export import RunExportError, export_run, restore_run
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
 
-def load(path: str):
-    name = Path(path).stem
-    spec = importlib.util.spec_from_file_location(name, STUDIES / f"{path}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def study(script: str, *args) -> subprocess.CompletedProcess:
+    """A study script's command line: ``python studies/SCRIPT ARGS...``."""
+    return subprocess.run([sys.executable, str(STUDIES / script), *map(str, args)], capture_output=True, text=True)
 
 
-export, restore, recompute = load("common/evidence_export"), load("common/evidence_restore"), load("rounds/rounds_recompute")
 WEIGHTS = ["distill/adapter/adapter_model.safetensors", "round-2/model/model.safetensors", "round-2/distill/adapter/adapter_model.safetensors"]
 
 
@@ -119,28 +117,42 @@ def test_the_restore_goes_only_where_the_export_came_from_and_only_into_a_new_fo
     _, _, run, results, _ = exported
     with pytest.raises(RunExportError, match=f"exported from {run}, .* not to {run.parent / 'elsewhere'}"):
         restore_run(results / "arm", run.parent / "elsewhere")
-    with pytest.raises(SystemExit, match=f"exported from {run}, .* not to {run.parent / 'elsewhere'}"):  # the study's command says so too
-        restore.restore("arm", run.parent / "elsewhere", results)
+    done = study("common/evidence_restore.py", "arm", run.parent / "elsewhere", "--results", results)  # the study's command says so too
+    assert done.returncode == 1 and re.search(f"exported from {run}, .* not to {run.parent / 'elsewhere'}", done.stderr)
     run.mkdir()
     with pytest.raises(RunExportError, match=f"{run} exists"):
         restore_run(results / "arm", run)
-    with pytest.raises(SystemExit, match="no rounds.json"):
-        restore.restore("missing", run, results)
+    done = study("common/evidence_restore.py", "missing", run, "--results", results)
+    assert done.returncode == 1 and "no rounds.json" in done.stderr
 
 
-def test_the_study_commands_write_what_ssb_export_and_restore_write(exported, capsys):
+def test_the_study_commands_write_what_ssb_export_and_restore_write(exported):
     """evidence_export.py rounds NAME RUN_DIR is ssb export RUN_DIR results/NAME, and evidence_restore.py NAME RUN_DIR is
     ssb restore results/NAME RUN_DIR; both take iterated runs only."""
     _, _, run, results, gone = exported
-    export.export_rounds("again", gone, results)
+    assert study("common/evidence_export.py", "rounds", "again", gone, "--results", results).returncode == 0
     files = {path.relative_to(results / "arm"): path.read_bytes() for path in (results / "arm").rglob("*") if path.is_file()}
     assert {path.relative_to(results / "again"): path.read_bytes() for path in (results / "again").rglob("*") if path.is_file()} == files
-    restore.restore("again", run, results)
-    assert capsys.readouterr().out == ("round 1: eval/base/gsm8k, eval/ssb/gsm8k, refine, rollouts restored\n"
-                                       "round 2: eval/ssb/gsm8k, merge, refine, rollouts restored\n")
+    done = study("common/evidence_restore.py", "again", run, "--results", results)
+    assert done.stdout == ("round 1: eval/base/gsm8k, eval/ssb/gsm8k, refine, rollouts restored\n"
+                           "round 2: eval/ssb/gsm8k, merge, refine, rollouts restored\n"), done.stderr
     (gone / "rounds.json").unlink()
-    with pytest.raises(SystemExit, match="no rounds.json; not an iterated run"):
-        export.export_rounds("plain", gone, results)
+    done = study("common/evidence_export.py", "rounds", "plain", gone, "--results", results)
+    assert done.returncode == 1 and "no rounds.json; not an iterated run" in done.stderr
+
+
+def test_one_round_comes_back_as_a_plain_run_folder_anywhere(exported, tmp_path):
+    """evidence_restore.py --round R: round R of an export alone, into a new folder of any name (onpolicy.sh data)."""
+    _, _, _, results, gone = exported
+    done = study("common/evidence_restore.py", "--round", 1, "arm", tmp_path / "data", "--results", results)
+    assert done.stdout == "round 1: eval/base/gsm8k, eval/ssb/gsm8k, refine, rollouts restored\n", done.stderr
+    for name in ("rollouts.jsonl", "refinements.jsonl", "teacher.jsonl", "student.jsonl", "eval/ssb/gsm8k.samples.jsonl"):
+        assert sha(tmp_path / "data" / name) == sha(gone / name), name
+    assert not (tmp_path / "data" / "rounds.json").exists() and not (tmp_path / "data" / "round-2").exists()
+    done = study("common/evidence_restore.py", "--round", 1, "arm", tmp_path / "data", "--results", results)
+    assert done.returncode == 1 and "exists" in done.stderr
+    done = study("common/evidence_restore.py", "--round", 3, "arm", tmp_path / "more", "--results", results)
+    assert done.returncode == 1 and "no such exported round" in done.stderr
 
 
 def test_the_rounds_report_recomputed_from_exports_is_the_run_folders(exported, tmp_path):
@@ -149,15 +161,17 @@ def test_the_rounds_report_recomputed_from_exports_is_the_run_folders(exported, 
     _, _, _, results, gone = exported
     (tmp_path / "own").mkdir()
     own = rounds_section(gone, tmp_path / "own")
-    report = recompute.recompute(["arm"], tmp_path / "one", results).read_text()
+    assert study("rounds/rounds_recompute.py", "--out", tmp_path / "one", "--results", results, "arm").returncode == 0
+    report = (tmp_path / "one" / "report.md").read_text()
     assert report[report.index("## Rounds"):] == "\n".join(own) and (tmp_path / "one/rounds.png").stat().st_size > 0
     shutil.copytree(results / "arm", results / "again")  # the same rounds under another name: every paired difference is zero
-    both = recompute.recompute(["arm", "again"], tmp_path / "two", results).read_text()
+    assert study("rounds/rounds_recompute.py", "--out", tmp_path / "two", "--results", results, "arm", "again").returncode == 0
+    both = (tmp_path / "two" / "report.md").read_text()
     across = [line for line in both.splitlines() if line.startswith("| round ") and ": arm - again |" in line]
     assert [line.split(" | ")[0] for line in across] == ["| round 1: arm - again", "| round 2: arm - again"]
     assert all(" | +0.0 | [+0.0, +0.0] | 0 / 0 " in line for line in across), across
-    with pytest.raises(SystemExit, match="no rounds.json"):
-        recompute.recompute(["missing"], tmp_path / "three", results)
+    done = study("rounds/rounds_recompute.py", "--out", tmp_path / "three", "--results", results, "missing")
+    assert done.returncode == 1 and "no rounds.json" in done.stderr
 
 
 def test_an_iterated_run_restored_and_rerun_under_another_hash_seed_redoes_nothing_but_the_weights(exported):

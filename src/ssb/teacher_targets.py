@@ -117,8 +117,9 @@ def targets_identity(config: SSBConfig, model, tokenizer) -> dict:
     return identity
 
 
-def _targets_for(hidden: torch.Tensor, head: torch.nn.Module, config: SSBConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """hidden (L, H) -> the tensors stored for one example."""
+def targets_for(hidden: torch.Tensor, head: torch.nn.Module, config: SSBConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """hidden (L, H) -> the tensors stored for one example in ``config.teacher.format``; ``dtype`` is what hidden states and
+    full logits are stored in (``storage_dtype``)."""
     fmt = config.teacher.format
     if fmt == "hidden":
         return {"hidden": hidden.to(dtype)}
@@ -142,11 +143,13 @@ def compute_targets(model, examples: list[AlignedExample], config: SSBConfig, pa
         offset = 0
         for example in group:
             n = len(example.solution_ids)
-            yield example, {k: v.cpu().contiguous() for k, v in _targets_for(hidden[offset : offset + n], head, config, dtype).items()}
+            yield example, {k: v.cpu().contiguous() for k, v in targets_for(hidden[offset : offset + n], head, config, dtype).items()}
             offset += n
 
 
-def _write_shard(folder: Path, index: int, pieces: list[tuple[AlignedExample, dict]]) -> dict[str, tuple[str, int, int]]:
+def write_shard(folder: Path, index: int, pieces: list[tuple[AlignedExample, dict]]) -> dict[str, tuple[str, int, int]]:
+    """Shard ``index`` of ``folder``: the (example, ``targets_for`` tensors) pieces, row after row, with their solution ids;
+    returns each example's id -> (shard file, first row, rows)."""
     name = f"targets-{index:05d}.safetensors"
     tensors = {key: torch.cat([t[key] for _, t in pieces]) for key in pieces[0][1]}
     tensors["solution_ids"] = torch.tensor([i for e, _ in pieces for i in e.solution_ids], dtype=torch.int32)
@@ -184,10 +187,10 @@ def run_teacher(config: SSBConfig, force: bool = False) -> dict:
             pending.append((example, tensors))
             shard_tokens += len(example.solution_ids)
             if shard_tokens >= config.teacher.shard_tokens:
-                spans.update(_write_shard(out, index, pending))
+                spans.update(write_shard(out, index, pending))
                 pending, shard_tokens, index = [], 0, index + 1
         if pending:
-            spans.update(_write_shard(out, index, pending))
+            spans.update(write_shard(out, index, pending))
     tokens = sum(len(e.solution_ids) for e in examples)
     stored = sum(p.stat().st_size for p in out.glob("targets-*.safetensors"))
     manifest = {**targets_identity(config, model, tokenizer), "ssb_version": ssb.__version__,
@@ -206,7 +209,7 @@ REDO = "redo the stage: ssb teacher --force"
 
 
 def shard_layout(manifest: dict, rows: int, vocab_size: int | None, hidden_size: int | None) -> dict[str, tuple[str, list]]:
-    """What a shard of ``rows`` solution tokens holds, as ``_targets_for`` and ``_write_shard`` write it: tensor name ->
+    """What a shard of ``rows`` solution tokens holds, as ``targets_for`` and ``write_shard`` write it: tensor name ->
     (dtype, [(size, what the size is)] per dimension); a size of None (the model's, when not given) is not checked."""
     fmt, tokens = manifest.get("format"), (rows, "the solution tokens the manifest places in it")
     if fmt in ("hidden", "full"):

@@ -8,6 +8,8 @@
     python3 studies/common/engine_anchor.py committed [--needs BENCHMARK,...] RESULTS...
         prints each committed anchor of this CPU's name (RESULTS/base-<unit>) after checking it and that it graded each
         benchmark it needs; exits 1 if one fails (an anchor without a benchmark cannot anchor that benchmark's arms)
+    python3 studies/common/engine_anchor.py --kernel-flags FLAG,... name|check|committed ...
+        the same for a CPU with these kernel flags (as ``ssb.models.cpu_record`` lists them) instead of this one
 
 The name is the unit that decides the engine's bf16 kernels; two CPUs of one unit with other kernel flags are told
 apart by ``check``, which the study drivers run before reusing a committed anchor.
@@ -42,12 +44,15 @@ def check(folder: Path, flags: list[str]) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    from ssb.models import cpu_record
-
     if argv in (["--help"], ["-h"]):
         print(__doc__)
         return 0
-    flags = cpu_record()["kernel_flags"]
+    if argv[:1] == ["--kernel-flags"] and len(argv) >= 2:
+        flags, argv = [flag for flag in argv[1].split(",") if flag], argv[2:]
+    else:
+        from ssb.models import cpu_record  # imports torch (a second or two), which given flags do without
+
+        flags = cpu_record()["kernel_flags"]
     if argv[:1] == ["name"] and len(argv) == 1:
         print(name(flags))
         return 0

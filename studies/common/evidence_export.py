@@ -78,12 +78,13 @@ def main() -> None:
     rounds = sub.add_parser("rounds")
     rounds.add_argument("name")
     rounds.add_argument("run_dir", type=Path)
+    rounds.add_argument("--results", type=Path, default=ROUNDS, help="where NAME/ goes (default: the rounds study's results folder)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # a round not exported says why
     if args.what == "phase1":
         export_phase1(args.run_dir)
     elif args.what == "rounds":
-        export_rounds(args.name, args.run_dir)
+        export_rounds(args.name, args.run_dir, args.results)
     else:
         export_arm(args.name, args.eval_dir, args.model or args.name, args.train_dir, args.results)
 

@@ -1,6 +1,7 @@
 """Rebuild an iterated run's folder from its committed export, so that the run goes on where it got to.
 
     python studies/common/evidence_restore.py NAME RUN_DIR
+    python studies/common/evidence_restore.py --round R NAME RUN_DIR
 
 NAME is a folder of studies/rounds/results/ written by ``evidence_export.py rounds NAME RUN_DIR``
 (studies/rounds/rounds.sh does both). Multi-hour rounds outlast one machine's session; their exports are
@@ -21,6 +22,10 @@ the run naming the change, rather than continuing on a model the committed numbe
 RUN_DIR must be the folder the export was made from (the recorded stage inputs name the round models
 by path); the restore refuses another one, and refuses to write into a folder that already exists.
 This is ``ssb restore studies/rounds/results/NAME RUN_DIR`` (``ssb.runfolder.export``) of an iterated run's export.
+
+``--round R`` gives back round R of the export alone, as a plain run folder anywhere (``ssb.runfolder.export.restore_round``):
+its training data and evaluations with their stages' recorded inputs, for another study to start from (onpolicy.sh
+``data``: round 1 of rounds-ssb-min32, the evidence run's training data). It too writes only a new folder.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from ssb.runfolder.export import RunExportError, restore_run
+from ssb.runfolder.export import RunExportError, restore_round, restore_run
 from ssb.runfolder.record import ROUNDS_FILE
 
 OUT = Path(__file__).resolve().parent.parent / "rounds" / "results"
@@ -47,13 +52,31 @@ def restore(name: str, run_dir: Path, results: Path = OUT) -> None:
         print(f"round {folder.removeprefix('round-')}: {', '.join(kept) or 'nothing'} restored")
 
 
+def restore_one_round(name: str, round_: int, run_dir: Path, results: Path = OUT) -> None:
+    source = results / name / f"round-{round_}"
+    if not source.is_dir():
+        raise SystemExit(f"{source}: no such exported round")
+    if run_dir.exists() or run_dir.is_symlink():
+        raise SystemExit(f"{run_dir} exists: the restore writes only a new folder")
+    try:
+        kept = restore_round(source, run_dir)
+    except RunExportError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"round {round_}: {', '.join(kept) or 'nothing'} restored")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("name", help="a folder of studies/rounds/results/ written by evidence_export.py rounds")
-    parser.add_argument("run_dir", type=Path, help="the run folder to rebuild (the one the export was made from)")
+    parser.add_argument("run_dir", type=Path, help="the run folder to rebuild (the one the export was made from; with --round, a new one)")
+    parser.add_argument("--round", type=int, metavar="R", help="only round R, as a plain run folder")
+    parser.add_argument("--results", type=Path, default=OUT, help="the folder that holds NAME (default: studies/rounds/results)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # a file left out says why
-    restore(args.name, args.run_dir)
+    if args.round is None:
+        restore(args.name, args.run_dir, args.results)
+    else:
+        restore_one_round(args.name, args.round, args.run_dir, args.results)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,7 @@ prefix=${2:-runs/cpu}
 ssb_dir=$prefix-ssb sft_dir=$prefix-sft random_dir=$prefix-random-hint grpo_dir=$prefix-grpo
 teacher_dir=$prefix-random-teacher-hint
 
-copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && mv "$2.partial" "$2"; }; }
-step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
+. studies/common/lib.sh  # copy_once, step
 
 step rollouts --config "$config" --run_dir "$ssb_dir"
 copy_once "$ssb_dir" "$random_dir"
@@ -33,7 +32,7 @@ adapters="ssb=$ssb_dir/distill/adapter,sft=$sft_dir/distill/adapter,random-teach
 step refine --config "$config" --run_dir "$random_dir" --refine.hint random
 # A refinement is kept only when its answer is right; if none is, there is nothing to distil and
 # the control is reported as such rather than trained on an empty set.
-kept=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1] + "/stats.json"))["refine"]["kept"])' "$random_dir")
+kept=$(python3 studies/controls/refinements_kept.py "$random_dir")
 if [ "$kept" -gt 0 ]; then
   step teacher --config "$config" --run_dir "$random_dir" --refine.hint random
   step distill --config "$config" --run_dir "$random_dir" --refine.hint random

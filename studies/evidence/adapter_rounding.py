@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,8 +35,13 @@ from ssb.generation.openvino_export import export_openvino
 from ssb.models import local_model_folder
 from ssb.packaged_models import default_cache_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
-from machine import machine_info  # noqa: E402
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def machine_info() -> dict:
+    """This machine as every benchmark result records it: ``python benchmarks/machine.py``'s record."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "machine.py")], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 class Int8Weights:

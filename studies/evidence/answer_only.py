@@ -20,15 +20,30 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
-from committed_views import committed_examples  # noqa: E402
-from machine import machine_info  # noqa: E402
-
 RESULTS = Path(__file__).resolve().parent / "results"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def machine_info() -> dict:
+    """This machine as every benchmark result records it: ``python benchmarks/machine.py``'s record."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "machine.py")], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def committed_examples(folder: Path, chat) -> list:
+    """``ssb.alignment.align_examples`` on ``folder``'s teacher.jsonl.gz and student.jsonl.gz (``chat``: a ChatFormat)."""
+    from ssb.alignment import align_examples
+    from ssb.runfolder.export import gunzip
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("teacher.jsonl", "student.jsonl"):
+            gunzip(folder / f"{name}.gz", Path(tmp) / name)
+        return align_examples(Path(tmp) / "teacher.jsonl", Path(tmp) / "student.jsonl", chat)
 
 
 def first_token_probabilities(config, examples) -> dict:

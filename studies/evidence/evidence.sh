@@ -18,6 +18,7 @@ set -euo pipefail
 config=evidence
 runs=${EVIDENCE_RUNS:-runs/evidence}
 eval_dir=$runs-eval
+results=studies/evidence/results study="Evidence study"  # what commit commits, and its title
 ssb_dir=$runs-ssb sft_dir=$runs-sft grpo_dir=$runs-grpo hint_dir=$runs-random-teacher-hint
 gsm8k=(--eval.benchmarks "[gsm8k]" --eval.limit 500)
 math=(--eval.benchmarks "[math500]" --eval.limit 200)
@@ -28,17 +29,11 @@ math=(--eval.benchmarks "[math500]" --eval.limit 200)
 # the committed ones (same_engine_check).
 eval_engine=(--backend.openvino.inference_precision bf16)
 
-copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
-step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
+. studies/common/lib.sh  # copy_once, step, commit, same_engine_check, engine_anchor_here
+
 evaluate() { local adapters=$1; shift; step eval --config $config --run_dir "$eval_dir" --eval.adapters "[$adapters]" "${eval_engine[@]}" "$@"; }
 export_arm() { python3 studies/common/evidence_export.py arm "$1" --eval-dir "$eval_dir" ${2:+--train-dir "$2"}; }
-commit() {
-  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add studies/evidence/results && git commit -qm "Evidence study: $1" -- studies/evidence/results || true; fi
-}
-training_wall_s() {  # seconds SSB took from rollouts to its adapter, costed as `ssb report` costs them
-  python3 -c 'import json, sys; from ssb.report import stage_compute; s = json.load(open(sys.argv[1] + "/stats.json"))
-print(round(sum(stage_compute(k, s[k])[2] for k in ("rollouts", "refine", "teacher", "distill"))))' "$1"
-}
+training_wall_s() { python3 studies/evidence/ssb_budget.py wall_s "$1/stats.json"; }  # SSB's seconds from rollouts to its adapter
 
 main() {
   step rollouts --config $config --run_dir "$ssb_dir"
@@ -139,17 +134,13 @@ precision() {
   python3 studies/evidence/precision_effect.py && commit "int8 against exact weights: SSB - base in each precision"
 }
 
-. studies/common/same_engine_check.sh  # same_engine_check
-. studies/common/engine_anchor.sh  # engine_anchor_here
-
 grpo_budget() {
   # GRPO at a fair budget (plan-grpo-budget.yaml, declared before this run): the first arm's sampling ran through TRL's
   # transformers generation; this one samples through ssb's engine (grpo.sampler engine). Its budget is SSB's training
   # wall-clock from SSB's committed training stats, so no SSB run folder is needed. (The plan's second arm, SSB's
   # generated tokens, needs about 13.6 CPU hours, longer than any run folder survives here: see the plan's amendment.)
   local wall
-  wall=$(python3 -c 'import json; from ssb.report import stage_compute; s = json.load(open("studies/evidence/results/ssb/training-stats.json"))
-print(round(sum(stage_compute(k, s[k])[2] for k in ("rollouts", "refine", "teacher", "distill"))))')
+  wall=$(python3 studies/evidence/ssb_budget.py wall_s studies/evidence/results/ssb/training-stats.json)
   # An update's 8 completions are generated together and trained one per micro-step: unpadded, the same update, half the
   # memory (micro-steps of 4 ran out of 24 GiB at update 65 once completions ran to the cap: benchmarks/README.md).
   local fast=(--grpo.sampler engine --grpo.batch_size 1 --grpo.gradient_accumulation_steps 8 --grpo.steps_per_generation 8)
@@ -167,8 +158,7 @@ grpo_tokens() {
   # and micro-steps, lr 1e-5 (the plan says why), stopped at SSB's generated tokens or 8 hours of training wall-clock,
   # whichever comes first. Resumable: run the part again after an interruption (a checkpoint every 5 updates).
   local tokens
-  tokens=$(python3 -c 'import json; s = json.load(open("studies/evidence/results/ssb/training-stats.json"))
-print(s["rollouts"]["generated_tokens"] + s["refine"]["generated_tokens"])')
+  tokens=$(python3 studies/evidence/ssb_budget.py generated_tokens studies/evidence/results/ssb/training-stats.json)
   local fast=(--grpo.sampler engine --grpo.batch_size 1 --grpo.gradient_accumulation_steps 8 --grpo.steps_per_generation 8)
   step grpo --config $config --run_dir "$runs-grpo-tokens" "${fast[@]}" --grpo.lr 1e-5 \
     --grpo.max_generated_tokens "$tokens" --grpo.max_wall_s 28800

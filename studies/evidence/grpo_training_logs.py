@@ -67,10 +67,10 @@ def segments(rows: list[dict], split_at: list[int]) -> list[dict]:
     return out
 
 
-def logs() -> dict[str, Path]:
-    found = {arm: RESULTS / arm / "grpo" / "metrics.jsonl.gz" for arm in ARMS}
+def logs(results: Path) -> dict[str, Path]:
+    found = {arm: results / arm / "grpo" / "metrics.jsonl.gz" for arm in ARMS}
     found = {arm: path for arm, path in found.items() if path.exists()}
-    for path in sorted((RESULTS / "grpo-wall-attempts").glob("*.metrics.jsonl.gz")):
+    for path in sorted((results / "grpo-wall-attempts").glob("*.metrics.jsonl.gz")):
         found["attempt " + path.name.removesuffix(".metrics.jsonl.gz")] = path
     return found
 
@@ -80,8 +80,9 @@ def main() -> None:
     parser.add_argument("--split-at", type=lambda s: [int(x) for x in s.split(",")], default=None,
                         help="updates after which to cut each run into segments, e.g. 80,225,375")
     parser.add_argument("--arm", default="grpo-tokens", help="the run --split-at applies to")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the folder of the arms (default: the committed one)")
     args = parser.parse_args()
-    for name, path in logs().items():
+    for name, path in logs(args.results).items():
         with gzip.open(path, "rt") as f:
             rows = [row for row in map(json.loads, f) if "step_time" in row]  # not the trainer's closing summary
         print(name, json.dumps(summary(rows)))

@@ -19,15 +19,20 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 from ssb.stats.metrics import mean_with_ci, paired_difference
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
-from machine import machine_info  # noqa: E402
-
 RESULTS = Path(__file__).resolve().parent / "results"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def machine_info() -> dict:
+    """This machine as every benchmark result records it: ``python benchmarks/machine.py``'s record."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "machine.py")], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def first_completions(arm: str, benchmark: str) -> dict[str, dict]:

@@ -28,26 +28,30 @@ Writes ``diagnostics-<benchmark>.json`` next to the arms.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
 
 from ssb.training_data import PROMPT_TERMS, answer_only, answers_first, uses_terms
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from committed_views import read_gz  # noqa: E402
-
 RESULTS = (Path(__file__).resolve().parent / "results", Path(__file__).resolve().parents[1] / "evidence" / "results")
 CONTEXT_TERMS = PROMPT_TERMS + ("information above", "meant to help you", "reference solution")
 EDGE = 5  # steps averaged at each end of training
 
 
-def arm_dir(arm: str) -> Path:
-    """The first committed results folder that holds ``arm``."""
-    for results in RESULTS:
+def read_gz(path: Path) -> list[dict]:
+    """The records of a committed ``*.jsonl.gz``."""
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def arm_dir(arm: str, folders: list[Path]) -> Path:
+    """The first of the results folders that holds ``arm``."""
+    for results in folders:
         if (results / arm).is_dir():
             return results / arm
-    raise SystemExit(f"{arm}: no such arm in {' or '.join(str(r) for r in RESULTS)}")
+    raise SystemExit(f"{arm}: no such arm in {' or '.join(str(r) for r in folders)}")
 
 
 def share(flags: list[bool]) -> float:
@@ -111,13 +115,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("arms", nargs="+")
     parser.add_argument("--benchmark", default="gsm8k")
+    parser.add_argument("--results", type=Path, action="append",
+                        help="a results folder to look the arms up in, in the order given; the JSON goes into the first "
+                             "(default: the committed studies/onpolicy/results, then studies/evidence/results)")
     args = parser.parse_args()
+    folders = args.results or list(RESULTS)
     rows = {}
     for arm in args.arms:
-        directory = arm_dir(arm)
+        directory = arm_dir(arm, folders)
         rows[arm] = {"responses": responses(read_gz(directory / f"{args.benchmark}.samples.jsonl.gz")),
                      "training": training(directory)}
-    out = RESULTS[0] / f"diagnostics-{args.benchmark}.json"
+    out = folders[0] / f"diagnostics-{args.benchmark}.json"
     out.write_text(json.dumps({"command": "python " + " ".join(sys.argv), "benchmark": args.benchmark, "arms": rows}, indent=2) + "\n")
     print("| arm | n | pass@1 | mean tokens | capped | no answer | answer-only | answer-first | context terms |")
     print("|---|---|---|---|---|---|---|---|---|")

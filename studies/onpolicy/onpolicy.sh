@@ -34,23 +34,19 @@ data_dir=$runs-data
 steps=90   # SSB's optimiser steps (studies/evidence/results/ssb/training-stats.json: distill.steps)
 gsm8k=(--eval.benchmarks "[gsm8k]" --eval.limit 500)
 math=(--eval.benchmarks "[math500]" --eval.limit 200)
-results=studies/onpolicy/results
+results=studies/onpolicy/results study="On-policy study"  # what commit commits, and its title
 # The evidence study's evaluation engine, pinned as studies/evidence/evidence.sh pins it (bf16 activations, what
 # OpenVINO chose on the CPUs that graded the committed arms): a new arm is graded as the committed arms it meets were.
 eval_engine=(--backend.openvino.inference_precision bf16)
 
-copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
-step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
-commit() {
-  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add "$results" && git commit -qm "On-policy study: $1" -- "$results" || true; fi
-}
+. studies/common/lib.sh  # copy_once, step, commit, same_engine_check, engine_anchor_here
+
 export_arm() {  # export_arm NAME RUN_DIR
   python3 studies/common/evidence_export.py arm "$1" --eval-dir "$2" --model onpolicy --train-dir "$2" --results "$results"
 }
 
 data() {
-  [ -e "$data_dir" ] || python3 -c 'import sys; from pathlib import Path; from ssb.runfolder.export import restore_round
-restore_round(Path("studies/rounds/results/rounds-ssb-min32/round-1"), Path(sys.argv[1]))' "$data_dir"
+  [ -e "$data_dir" ] || python3 studies/common/evidence_restore.py --round 1 rounds-ssb-min32 "$data_dir"
 }
 
 arm() {  # [ARM_STEPS=N] [ARM_OPTIONS="ONPOLICY_OPTION..."] arm NAME CONTEXT SEED BENCHMARK_ARGS...
@@ -99,9 +95,6 @@ pilot_amx() {  # pilot-amx.yaml: the learning-rate question on one machine's eng
   python3 studies/evidence/evidence_recompute.py --plan studies/onpolicy/pilot-amx.yaml --also "$results"
 }
 
-. studies/common/same_engine_check.sh  # same_engine_check
-. studies/common/engine_anchor.sh  # engine_anchor_here
-
 # Each part below takes about two hours on a 2-core CPU, so that each fits in one sitting of the machine: a run folder
 # is not kept between sittings here, and an arm's results are committed as soon as it is evaluated.
 # base_here: the base model graded by this machine's engine on the study's questions, the anchor of every arm this
@@ -126,9 +119,7 @@ main() { main_gold; main_hint; }
 seed() {  # seed N: training seed N of the context plan.yaml's rule selects (the higher GSM8K pass@1 of seed 0)
   [ -f studies/onpolicy/plan-seeds.yaml ] || { echo "declare plan-seeds.yaml (the selected context's seeds) first" >&2; exit 1; }
   local best context
-  best=$(python3 -c 'import json, sys
-score = {a: json.load(open(f"studies/onpolicy/results/{a}/gsm8k.summary.json"))["pass@1"]["mean"] for a in ("onpolicy-gold", "onpolicy-hint")}
-print(max(score, key=score.get))')
+  best=$(python3 studies/onpolicy/selected_context.py)
   [ -n "$best" ] || { echo "no seed-0 GSM8K summary to select a context from" >&2; exit 1; }
   context=$([ "$best" = onpolicy-gold ] && echo gold-solution || echo hint-pair)
   base_here

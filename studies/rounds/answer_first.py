@@ -20,9 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from committed_views import round_folders, round_texts  # noqa: E402
-from ssb.refinement import answers_first  # noqa: E402
+from committed_views import round_folders, round_texts
+from ssb.refinement import answers_first
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -44,12 +43,13 @@ def round_counts(folder: Path, chars: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--chars", type=int, default=80, help="a text answers first when its first \\boxed starts within this many characters")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the folder of the round exports, and of the JSON (default: the committed one)")
     args = parser.parse_args()
     result = {"command": " ".join(["python studies/rounds/answer_first.py", *sys.argv[1:]]), "chars": args.chars, "rounds": {}}
-    for name, folder in round_folders(RESULTS):
+    for name, folder in round_folders(args.results):
         result["rounds"][name] = counts = round_counts(folder, args.chars)
         print(name, json.dumps(counts))
-    (RESULTS / "answer_first.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results / "answer_first.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from committed_views import round_folders, round_texts  # noqa: E402
+from committed_views import round_folders, round_texts
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -43,12 +42,13 @@ def round_counts(folder: Path, phrase: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--phrase", default="correct response", help="the hinted prompt's words to look for (case-insensitive)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the folder of the round exports, and of the JSON (default: the committed one)")
     args = parser.parse_args()
     result = {"command": " ".join(["python studies/rounds/prompt_terms.py", *sys.argv[1:]]), "phrase": args.phrase, "rounds": {}}
-    for name, folder in round_folders(RESULTS):
+    for name, folder in round_folders(args.results):
         result["rounds"][name] = counts = round_counts(folder, args.phrase)
         print(name, json.dumps(counts))
-    (RESULTS / "prompt_terms.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.results / "prompt_terms.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

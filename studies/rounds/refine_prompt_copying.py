@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine.py, shared with the benchmarks
-from committed_views import committed_examples, read_gz  # noqa: E402
-from machine import machine_info  # noqa: E402
+from committed_views import committed_examples, read_gz
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 DELIMITER = "\n-----\n"
 INSTRUCTION = "enclosed in \\boxed{}"  # from the hinted prompt's closing instructions; its box is empty, so a copy has no answer
+
+
+def machine_info() -> dict:
+    """This machine as every benchmark result records it: ``python benchmarks/machine.py``'s record."""
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "machine.py")], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def round_copying(folder: Path) -> dict:

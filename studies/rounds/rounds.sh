@@ -37,13 +37,9 @@ checkpoint_minutes=${ROUNDS_CHECKPOINT_MINUTES:-20}
 case $checkpoint_minutes in ''|*[!0-9]*|0*) echo "ROUNDS_CHECKPOINT_MINUTES is a whole number of minutes, 1 or more" >&2; exit 2 ;; esac
 case $min_tokens in 0|32) ;; *) echo "ROUNDS_MIN_SOLUTION_TOKENS is 0 or 32 (the evidence study trained round 1 with those)" >&2; exit 2 ;; esac
 suffix=""; [ "$min_tokens" = 0 ] || suffix="-min$min_tokens"  # the evidence arms' and the rounds' folder names
+results=studies/rounds/results study="Iterated rounds"  # what commit commits, and its title
 
-copy_once() { [ -e "$2" ] || { rm -rf "$2.partial" && cp -r "$1" "$2.partial" && rm -f "$2.partial/.ssb/lock" && mv "$2.partial" "$2"; }; }
-step() { echo "== $(date -u +%H:%M:%S) ssb $*" >&2; ssb "$@"; }
-commit() {
-  # Only the exported results, whatever else is staged in this checkout.
-  if [ "${EVIDENCE_COMMIT:-0}" = 1 ]; then git add studies/rounds/results && git commit -qm "Iterated rounds: $1" -- studies/rounds/results || true; fi
-}
+. studies/common/lib.sh  # copy_once, step, commit
 # Every $checkpoint_minutes minutes while this script lives, export (and commit) arm $1's progress from folder $2.
 # TERM ends it between two exports: one under way finishes first.
 checkpoints() {

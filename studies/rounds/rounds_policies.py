@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from committed_views import read_gz  # noqa: E402
+from committed_views import read_gz
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

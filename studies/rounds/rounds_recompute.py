@@ -59,7 +59,8 @@ def recompute(names: list[str], out: Path, results: Path = RESULTS) -> Path:
             unpack(results / name, Path(tmp) / name)
             folders.append(Path(tmp) / name)
         out.mkdir(parents=True, exist_ok=True)
-        command = " ".join(["python studies/rounds/rounds_recompute.py", *(["--out", str(out)] if out != DEFAULT_OUT else []), *names])
+        command = " ".join(["python studies/rounds/rounds_recompute.py", *(["--out", str(out)] if out != DEFAULT_OUT else []),
+                            *(["--results", str(results)] if results != RESULTS else []), *names])
         where = "studies/rounds/results/" if results == RESULTS else f"{results}/"
         lines = [f"# Iterated rounds: {', '.join(names)}", "",
                  f"Recomputed from the committed exports in {where} alone (`{command}`). Each arm's rounds are its latest "
@@ -75,8 +76,9 @@ def main() -> None:
     parser.add_argument("names", nargs="*", default=list(DEFAULT_ARMS), metavar="NAME",
                         help="folders of studies/rounds/results/ written by evidence_export.py rounds (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where report.md and its plots go (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the folder that holds the NAMEs (default: the committed one)")
     args = parser.parse_args()
-    print(recompute(args.names, args.out))
+    print(recompute(args.names, args.out, args.results))
 
 
 if __name__ == "__main__":
