@@ -15,7 +15,9 @@ hide an exporter that no longer works.
 """
 
 import os
+import shlex
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,8 +36,7 @@ USER_EXPORTER = os.environ.get("SSB_OPENVINO_EXPORTER") or None
 
 # SSB_OPENVINO_EXPORTER names a Python; this one builds ssb's exporter environment beside itself on first use, so that a
 # test run that never exports never builds it, and every later run finds it built.
-EXPORTER_LAUNCHER = f"""#!{sys.executable}
-import fcntl
+EXPORTER_LAUNCHER = """import fcntl
 import os
 import sys
 from pathlib import Path
@@ -51,14 +52,18 @@ os.execv(python, [python, *sys.argv[1:]])
 
 
 def write_exporter_launcher(folder: Path) -> Path:
-    """The launcher of ``EXPORTER_LAUNCHER`` in ``folder``, written if missing or out of date."""
-    launcher = folder / "python"
-    if not launcher.is_file() or launcher.read_text() != EXPORTER_LAUNCHER:
-        staging = folder / f".python.{os.getpid()}"
-        staging.write_text(EXPORTER_LAUNCHER)
-        staging.chmod(0o755)
-        staging.replace(launcher)  # whole, for a run that starts meanwhile
-    return launcher
+    """The launcher (``python``, a shell script running ``EXPORTER_LAUNCHER`` with this Python) in ``folder``, written if
+    missing or out of date. A shell script, not a ``#!`` line naming this Python: such a line breaks at a space in the path."""
+    files = {"launcher.py": EXPORTER_LAUNCHER,
+             "python": f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(folder / "launcher.py"))} "$@"\n'}
+    for name, text in files.items():
+        path = folder / name
+        if not path.is_file() or path.read_text() != text:
+            staging = folder / f".{name}.{os.getpid()}"
+            staging.write_text(text)
+            staging.chmod(0o755)
+            staging.replace(path)  # whole, for a run that starts meanwhile
+    return folder / "python"
 
 
 def listing(root: Path) -> dict[str, tuple[int, int]]:
@@ -89,9 +94,10 @@ def ssb_cache(tmp_path_factory, pytestconfig) -> Path:
     after = listing(USER_CACHE)
     changed = sorted(path for path in before.keys() | after.keys() if before.get(path) != after.get(path))
     if changed:
-        # Another process using that cache meanwhile (an ssb command in another shell) shows here too.
-        pytest.fail(f"the tests changed the user's ssb cache {USER_CACHE}: {len(changed)} entries, such as {', '.join(changed[:5])}",
-                    pytrace=False)
+        # A warning, not a failure: an ssb command in another shell (a study running for hours) changes that cache too.
+        # What the tests themselves use is asserted in test_own_cache.py.
+        warnings.warn(f"the user's ssb cache {USER_CACHE} changed during the tests: {len(changed)} entries, such as "
+                      f"{', '.join(changed[:5])}; the tests use {cache} (by another process?)", stacklevel=1)
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,7 @@ anchor_results=(studies/evidence/results studies/onpolicy/results)
 
 engine_anchor_here() {
   local out=$1 plans=$2 name committed benchmark plan i needs=()
+  local results=$out  # commit adds $results: the folder this function exports into
   shift 2
   for benchmark in "$@"; do  # the benchmark each argument array grades: the value after --eval.benchmarks, unbracketed
     local -n benchmark_args=$benchmark

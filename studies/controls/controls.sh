@@ -16,7 +16,8 @@ prefix=${2:-runs/cpu}
 ssb_dir=$prefix-ssb sft_dir=$prefix-sft random_dir=$prefix-random-hint grpo_dir=$prefix-grpo
 teacher_dir=$prefix-random-teacher-hint
 
-. studies/common/lib.sh  # copy_once, step
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)  # run from any folder: every other path is an argument
+. "$here/../common/lib.sh"  # copy_once, step
 
 step rollouts --config "$config" --run_dir "$ssb_dir"
 copy_once "$ssb_dir" "$random_dir"
@@ -32,7 +33,7 @@ adapters="ssb=$ssb_dir/distill/adapter,sft=$sft_dir/distill/adapter,random-teach
 step refine --config "$config" --run_dir "$random_dir" --refine.hint random
 # A refinement is kept only when its answer is right; if none is, there is nothing to distil and
 # the control is reported as such rather than trained on an empty set.
-kept=$(python3 studies/controls/refinements_kept.py "$random_dir")
+kept=$(python3 "$here/refinements_kept.py" "$random_dir")
 if [ "$kept" -gt 0 ]; then
   step teacher --config "$config" --run_dir "$random_dir" --refine.hint random
   step distill --config "$config" --run_dir "$random_dir" --refine.hint random
