@@ -172,6 +172,8 @@ def _one_line(exc: BaseException) -> str:
         return f"{exc}: the disk is full; free space, then run the command again (what was finished is kept)"
     if isinstance(exc, MemoryError) or _gpu_out_of_memory(exc):
         return "out of memory; free memory or lower the batch sizes, then run the command again (what was finished is kept)"
+    if isinstance(exc, TemplateError):  # transformers renders chat templates in jinja's sandbox, which refuses escapes
+        return f"the chat template was refused: {str(exc).strip().splitlines()[0]} (model.chat_template, or the tokenizer's own)"
     if isinstance(exc, pickle.UnpicklingError):
         return f"refused a file that is not plain tensors and values (it could run code): {str(exc).splitlines()[0] if str(exc) else ''}"
     text = str(exc) if isinstance(exc, OWN_ERRORS) else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -183,6 +185,11 @@ def _gpu_out_of_memory(exc: BaseException) -> bool:
     return torch is not None and isinstance(exc, torch.OutOfMemoryError)
 
 
+def _user_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the user's input, files or machine (one line, exit 2) rather than from a bug in ssb."""
+    return isinstance(exc, (*USER_ERRORS, TemplateError)) or _gpu_out_of_memory(exc)  # GPU OOM is a RuntimeError
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -190,15 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ssb {args.command}: interrupted; run the same command to resume (what was finished is kept)", file=sys.stderr)
         return 130
-    except TemplateError as exc:  # transformers renders chat templates in jinja's sandbox, which refuses escapes
-        print(f"ssb {args.command}: error: the chat template was refused: {_one_line(exc)} (model.chat_template, or the tokenizer's own)",
-              file=sys.stderr)
-        return 2
-    except USER_ERRORS as exc:
-        print(f"ssb {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
     except Exception as exc:
-        if _gpu_out_of_memory(exc):  # a RuntimeError, not a MemoryError: the machine's limit, not a bug
+        if _user_error(exc):
             print(f"ssb {args.command}: error: {_one_line(exc)}", file=sys.stderr)
             return 2
         traceback.print_exc()

@@ -168,8 +168,13 @@ def read_json_file(path: Path, kind: type | None = dict) -> Any:
     """The JSON document in ``path`` (which must exist), of type ``kind`` when given; a ``RunFolderError`` naming the file
     when it is not UTF-8, not JSON, nested past the parser's depth, or of another type: what ssb reads back from a run
     folder, an export or the cache (manifests, stats, recorded inputs, summaries) is checked as it is read."""
+    return parse_json(path.read_bytes(), path, kind)
+
+
+def parse_json(data: bytes, path: Path, kind: type | None = dict) -> Any:
+    """``read_json_file`` on bytes already read from ``path``."""
     try:
-        value = json.loads(path.read_bytes())
+        value = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise RunFolderError(f"{path}: not a valid JSON file ({_json_problem(exc)}); put back the file ssb wrote, or redo the "
                              "stage that wrote it") from None
@@ -181,9 +186,11 @@ def read_json_file(path: Path, kind: type | None = dict) -> Any:
 
 def read_jsonl(path: Path) -> list[dict]:
     """All complete records of a journal; a torn last line is ignored (and logged)."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
+    return parse_jsonl(path.read_bytes(), path) if path.exists() else []
+
+
+def parse_jsonl(data: bytes, path: Path) -> list[dict]:
+    """``read_jsonl`` on bytes already read from ``path``."""
     keep = _complete_prefix_length(data, path)
     if keep < len(data):
         _log.warning("%s: ignoring a torn last line (%d bytes) left by an interrupted write", path, len(data) - keep)
@@ -270,9 +277,18 @@ def digest_problem(path: Path, digest: dict) -> str | None:
         return "is missing"
     if path.stat().st_size != digest["bytes"]:
         return f"has {path.stat().st_size} bytes, not the {digest['bytes']} it had"
-    if (now := file_digest(path)["sha256"]) != digest["sha256"]:
-        return f"has changed (sha256 {now[:16]}, not {digest['sha256'][:16]})"
-    return None
+    return _sha256_problem(file_digest(path)["sha256"], digest)
+
+
+def bytes_problem(data: bytes, digest: dict) -> str | None:
+    """``digest_problem`` for a file's bytes already read, so that what is checked is what is used."""
+    if len(data) != digest["bytes"]:
+        return f"has {len(data)} bytes, not the {digest['bytes']} it had"
+    return _sha256_problem(hashlib.sha256(data).hexdigest(), digest)
+
+
+def _sha256_problem(now: str, digest: dict) -> str | None:
+    return f"has changed (sha256 {now[:16]}, not {digest['sha256'][:16]})" if now != digest["sha256"] else None
 
 
 def changed_since(path: Path, problem: str, stage: str, how: str, run_dir: Path) -> str:

@@ -33,7 +33,6 @@ folder, a stage's name) is checked to stay inside it.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import logging
@@ -44,7 +43,7 @@ import zlib
 from pathlib import Path
 
 from ssb.evaluation import adapter_fingerprint
-from ssb.runfolder.artifacts import check_no_links, open_for_writing, refuse_link, writing
+from ssb.runfolder.artifacts import bytes_problem, check_no_links, open_for_writing, refuse_link, writing
 from ssb.runfolder.file_modes import umask_mode
 from ssb.runfolder.record import ROUNDS_FILE
 from ssb.runfolder.stages import BY_NAME
@@ -65,8 +64,8 @@ def checked_bytes(source: Path, digest: dict | None) -> bytes:
     """The bytes of ``source``, which must be those its finished stage recorded (``digest``) when it recorded them: an
     export carries what the run's numbers rest on, not a file edited since."""
     data = source.read_bytes()
-    if digest is not None and (len(data) != digest["bytes"] or hashlib.sha256(data).hexdigest() != digest["sha256"]):
-        raise RunExportError(f"{source}: has changed since the stage that wrote it finished (its size or sha256 is not the one "
+    if digest is not None and (problem := bytes_problem(data, digest)) is not None:
+        raise RunExportError(f"{source}: has changed since the stage that wrote it finished (it {problem}, by the size and sha256 "
                              "manifest.json records); put the file back, or redo the stage (ssb STAGE --force), then export again")
     return data
 

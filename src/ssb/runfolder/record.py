@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from ssb.runfolder.artifacts import RunFolderError, changed_since, digest_problem, read_json_file, read_jsonl
+from ssb.runfolder.artifacts import RunFolderError, bytes_problem, changed_since, parse_json, parse_jsonl, read_json_file
 from ssb.training_data import KeptSolution
 
 ROUNDS_FILE = "rounds.json"  # an iterated run's list of rounds (ssb.rounds writes it)
@@ -46,16 +46,17 @@ class RunRecord:
         return {rel: (stage, digest) for stage, entry in (self.stage_entries or {}).items()
                 for rel, digest in (entry.get("outputs") or {}).items()}
 
-    def checked(self, path: Path) -> Path:
-        """``path`` (inside the folder), after checking it against the digest its stage recorded, if one did."""
+    def checked(self, path: Path) -> bytes:
+        """The bytes of ``path`` (inside the folder), read once and checked against the digest its stage recorded, if one did."""
+        data = path.read_bytes()
         recorded = self.recorded_digests.get(path.relative_to(self.path).as_posix())
-        if recorded is not None and (problem := digest_problem(path, recorded[1])) is not None:
+        if recorded is not None and (problem := bytes_problem(data, recorded[1])) is not None:
             raise RunFolderError(changed_since(path, problem, recorded[0], "wrote", self.path))
-        return path
+        return data
 
     def _journal(self, *parts: str) -> list[dict]:
         path = self.path.joinpath(*parts)
-        return read_jsonl(self.checked(path)) if path.exists() else []
+        return parse_jsonl(self.checked(path), path) if path.exists() else []
 
     @cached_property
     def stats(self) -> dict[str, dict]:
@@ -89,7 +90,7 @@ class RunRecord:
         """{model: {benchmark: summary}} from ``eval/<model>/<benchmark>.summary.json``."""
         out: dict[str, dict[str, dict]] = {}
         for path in sorted((self.path / "eval").glob("*/*.summary.json")):
-            summary = checked_summary(read_json_file(self.checked(path)), path)
+            summary = checked_summary(parse_json(self.checked(path), path), path)
             if not (isinstance(summary.get("model"), str) and isinstance(summary.get("benchmark"), str)):
                 raise RunFolderError(f"{path}: names no model and benchmark; put it back, or redo the evaluation (ssb eval --force)")
             out.setdefault(summary["model"], {})[summary["benchmark"]] = summary
@@ -97,7 +98,7 @@ class RunRecord:
 
     def summary(self, model: str, benchmark: str) -> dict | None:
         path = self.path / "eval" / model / f"{benchmark}.summary.json"
-        return checked_summary(read_json_file(self.checked(path)), path) if path.exists() else None
+        return checked_summary(parse_json(self.checked(path), path), path) if path.exists() else None
 
     def benchmarks_of(self, model: str) -> list[str]:
         return sorted(p.name.removesuffix(".summary.json") for p in (self.path / "eval" / model).glob("*.summary.json"))
