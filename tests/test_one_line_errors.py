@@ -152,11 +152,16 @@ def test_a_full_disk_during_a_restore_names_the_file_and_leaves_no_folder(a_run,
         assert f".{a_run[0].name}.restoring-" in line and not a_run[0].exists()
 
 
-def test_ctrl_c_is_one_line_saying_how_to_resume_and_frees_the_folder(tmp_path, monkeypatch, capsys):
-    def interrupted(config, force):
-        raise KeyboardInterrupt
+def run_raising(monkeypatch, exc: BaseException) -> None:
+    """``ssb run`` raising ``exc`` from inside the command, as a stage would."""
+    def raises(config, force):
+        raise exc
 
-    monkeypatch.setattr(ssb.cli, "run_all", interrupted)
+    monkeypatch.setattr(ssb.cli, "run_all", raises)
+
+
+def test_ctrl_c_is_one_line_saying_how_to_resume_and_frees_the_folder(tmp_path, monkeypatch, capsys):
+    run_raising(monkeypatch, KeyboardInterrupt())
     assert main(["run", "--run_dir", str(tmp_path / "run")]) == 130
     assert capsys.readouterr().err.strip() == "ssb run: interrupted; run the same command to resume (what was finished is kept)"
     monkeypatch.setattr(ssb.cli, "run_all", lambda config, force: {})
@@ -186,10 +191,7 @@ def test_an_unknown_log_level_is_refused_by_the_parser(capsys):
 def test_a_refused_pickle_is_one_line(tmp_path, monkeypatch, capsys):
     import pickle
 
-    def refused(config, force):
-        raise pickle.UnpicklingError("Weights only load failed. This file can still be loaded...\nmore lines")
-
-    monkeypatch.setattr(ssb.cli, "run_all", refused)
+    run_raising(monkeypatch, pickle.UnpicklingError("Weights only load failed. This file can still be loaded...\nmore lines"))
     assert main(["run", "--run_dir", str(tmp_path / "run")]) == 2
     assert one_error_line(capsys, "run") == ("ssb run: error: refused a file that is not plain tensors and values (it could run code): "
                                              "Weights only load failed. This file can still be loaded...")
@@ -247,19 +249,13 @@ def test_a_flag_value_that_is_not_yaml_is_refused_by_the_parser_in_one_line(caps
 def test_running_out_of_gpu_memory_is_one_line_not_a_bug(tmp_path, monkeypatch, capsys):
     import torch
 
-    def out_of_memory(config, force):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    monkeypatch.setattr(ssb.cli, "run_all", out_of_memory)
+    run_raising(monkeypatch, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert main(["run", "--run_dir", str(tmp_path / "run")]) == 2
     assert one_error_line(capsys, "run") == ("ssb run: error: out of memory; free memory or lower the batch sizes, then run the command "
                                              "again (what was finished is kept)")
 
 
 def test_a_long_message_is_cut_to_a_bound(tmp_path, monkeypatch, capsys):
-    def long_message(config, force):
-        raise ValueError("x" * 100_000)
-
-    monkeypatch.setattr(ssb.cli, "run_all", long_message)
+    run_raising(monkeypatch, ValueError("x" * 100_000))
     assert main(["run", "--run_dir", str(tmp_path / "run")]) == 2
     assert one_error_line(capsys, "run").endswith("x... (98000 more characters)")
