@@ -87,12 +87,12 @@ def check_no_links(root: Path) -> None:
             refuse_link(Path(parent, name))
 
 
-def open_for_writing(path: Path, append: bool = False, exclusive: bool = False) -> int:
+def open_for_writing(path: Path, append: bool = False) -> int:
     """A descriptor for writing ``path`` (created with the umask's mode, truncated unless ``append``), never through a
     link at ``path``: the one way ssb opens a file it writes in place (journals, locks, staging files)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
     try:
-        return os.open(path, flags | (os.O_EXCL if exclusive else 0), 0o666)
+        return os.open(path, flags, 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             refuse_link(path)
@@ -164,22 +164,22 @@ def read_text_file(path: Path) -> str:
         raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
-def read_json_file(path: Path, kind: type | None = dict) -> Any:
-    """The JSON document in ``path`` (which must exist), of type ``kind`` when given; a ``RunFolderError`` naming the file
-    when it is not UTF-8, not JSON, nested past the parser's depth, or of another type: what ssb reads back from a run
+def read_json_file(path: Path) -> dict:
+    """The JSON object in ``path`` (which must exist); a ``RunFolderError`` naming the file when it is not UTF-8, not
+    JSON, nested past the parser's depth, or not an object: what ssb reads back from a run
     folder, an export or the cache (manifests, stats, recorded inputs, summaries) is checked as it is read."""
-    return parse_json(path.read_bytes(), path, kind)
+    return parse_json(path.read_bytes(), path)
 
 
-def parse_json(data: bytes, path: Path, kind: type | None = dict) -> Any:
+def parse_json(data: bytes, path: Path) -> dict:
     """``read_json_file`` on bytes already read from ``path``."""
     try:
         value = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise RunFolderError(f"{path}: not a valid JSON file ({_json_problem(exc)}); put back the file ssb wrote, or redo the "
                              "stage that wrote it") from None
-    if kind is not None and not isinstance(value, kind):
-        raise RunFolderError(f"{path}: holds a JSON {type(value).__name__}, not the {kind.__name__} ssb writes there; put back the file "
+    if not isinstance(value, dict):
+        raise RunFolderError(f"{path}: holds a JSON {type(value).__name__}, not the dict ssb writes there; put back the file "
                              "ssb wrote, or redo the stage that wrote it")
     return value
 
